@@ -1,0 +1,103 @@
+"""Using masks: a pure masked forward, a pruned copy in plain PyTorch, baked zeros."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .functional import functional_forward
+from .masks import Masks
+from .targets import get_parameter
+
+__all__ = ["apply", "bake", "copy_model", "masked_forward", "masked_weights"]
+
+
+def _check_masks(masks: object) -> Masks:
+    if not isinstance(masks, Masks):
+        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
+    return masks
+
+
+def masked_weights(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
+    """``{fqn: weight * mask}`` for every masked tensor (weights and coupled biases)."""
+    out = {}
+    for fqn, mask in _check_masks(masks).all().items():
+        tensor = get_parameter(model, fqn)
+        if tuple(tensor.shape) != tuple(mask.shape):
+            raise ValueError(
+                f"mask for {fqn!r} has shape {tuple(mask.shape)}, the tensor {tuple(tensor.shape)}"
+            )
+        out[fqn] = tensor * mask.to(tensor.device)
+    return out
+
+
+def masked_forward(
+    model: nn.Module,
+    masks: Masks,
+    *inputs: torch.Tensor,
+    device: torch.device | str | None = None,
+) -> object:
+    """Run ``model(*inputs)`` as if the masks were applied, without modifying the model.
+
+    Masked weights are swapped in through ``torch.func.functional_call``, so many mask sets
+    can share one model (this is how sweeps and the app evaluate).
+
+    >>> net = nn.Linear(2, 1, bias=False)
+    >>> masks = Masks({"weight": torch.tensor([[True, False]])})
+    >>> with torch.no_grad():
+    ...     net.weight.fill_(1.0)
+    ...     masked_forward(net, masks, torch.tensor([[2.0, 3.0]])).item()
+    2.0
+    """
+    return functional_forward(model, masked_weights(model, masks), *inputs, device=device)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy that also works on models pruned with ``torch.nn.utils.prune``.
+
+    Their ``weight`` attributes are computed tensors (``weight_orig * weight_mask``), which
+    ``copy.deepcopy`` refuses; the copy gets detached values instead, which the pruning hook
+    recomputes on the next forward anyway.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                names = [h._tensor_name for h in getattr(hook, "_pruning_methods", [hook])]
+                for name in names:
+                    value = getattr(module, name)
+                    memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def apply(model: nn.Module, masks: Masks) -> nn.Module:
+    """A pruned copy of ``model`` carrying ``torch.nn.utils.prune`` reparametrisations.
+
+    Each masked tensor ``name`` becomes ``name_orig`` (a parameter) and ``name_mask`` (a
+    buffer), so fine-tuning in plain PyTorch keeps the pruned weights at zero. ``model``
+    itself is not modified.
+    """
+    masks = _check_masks(masks)
+    pruned = copy_model(model)
+    for fqn, mask in masks.all().items():
+        get_parameter(pruned, fqn)  # clear error for a mask naming no tensor
+        module_fqn, _, name = fqn.rpartition(".")
+        module = pruned.get_submodule(module_fqn) if module_fqn else pruned
+        torch_prune.custom_from_mask(module, name, mask.to(getattr(module, name).device))
+    return pruned
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """A copy of a model from :func:`apply` with the zeros written in and masks removed.
+
+    Modules without pruning reparametrisations are copied as they are.
+    """
+    baked = copy_model(model)
+    for module in baked.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+    return baked

@@ -1,0 +1,182 @@
+"""Granularities: which elements of a weight are kept or pruned together.
+
+A granularity maps element-wise scores of a weight to *group* scores (one per group that is
+kept or pruned as a whole) and maps a group mask back to the full weight shape.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .targets import Target
+
+__all__ = [
+    "CHANNEL",
+    "INPUT_CHANNEL",
+    "NM",
+    "UNSTRUCTURED",
+    "Channel",
+    "Granularity",
+    "InputChannel",
+    "Unstructured",
+    "parse_granularity",
+]
+
+
+class Granularity:
+    """Base class: element-wise grouping (unstructured)."""
+
+    name = "unstructured"
+
+    def check(self, target: Target) -> None:
+        """Raise ``ValueError`` if this granularity cannot be used on ``target``."""
+
+    def reduce(self, scores: torch.Tensor, target: Target) -> torch.Tensor:
+        """Sum element-wise ``scores`` over each group."""
+        return scores
+
+    def expand(self, group_mask: torch.Tensor, target: Target) -> torch.Tensor:
+        """Broadcast a mask over groups to the full weight shape."""
+        return group_mask.reshape(target.shape)
+
+    def group_size(self, target: Target) -> int:
+        """Number of weight elements in one group."""
+        return 1
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Granularity) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class Unstructured(Granularity):
+    """Every weight element is its own group."""
+
+
+class _AlongDim(Granularity):
+    """Whole slices along one dimension of the weight (output or input channels)."""
+
+    def _dim(self, target: Target) -> int:
+        raise NotImplementedError
+
+    def reduce(self, scores: torch.Tensor, target: Target) -> torch.Tensor:
+        dim = self._dim(target)
+        other = [d for d in range(scores.ndim) if d != dim]
+        return scores.sum(dim=other) if other else scores
+
+    def expand(self, group_mask: torch.Tensor, target: Target) -> torch.Tensor:
+        dim = self._dim(target)
+        view = [1] * len(target.shape)
+        view[dim] = target.shape[dim]
+        return group_mask.reshape(view).expand(target.shape)
+
+    def group_size(self, target: Target) -> int:
+        return target.numel // target.shape[self._dim(target)]
+
+
+class Channel(_AlongDim):
+    """Output channels (rows of a Linear weight, filters of a conv)."""
+
+    name = "channel"
+
+    def _dim(self, target: Target) -> int:
+        return target.out_dim
+
+
+class InputChannel(_AlongDim):
+    """Input channels/features (columns of a Linear weight)."""
+
+    name = "input-channel"
+
+    def _dim(self, target: Target) -> int:
+        return target.in_dim
+
+
+@dataclass(frozen=True, eq=False)
+class NM(Granularity):
+    """N:M semi-structured sparsity: keep ``n`` of every ``m`` consecutive input weights.
+
+    Groups run along the input dimension, one row (output channel, kernel position) at a time,
+    as sparse tensor cores expect.
+    """
+
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and isinstance(self.m, int)) or not 0 < self.n < self.m:
+            raise ValueError(f"N:M needs whole numbers with 0 < N < M, got {self.n}:{self.m}")
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.n}:{self.m}"
+
+    @property
+    def sparsity(self) -> float:
+        """The fixed fraction zeroed by this pattern, ``1 - n/m``."""
+        return 1 - self.n / self.m
+
+    def check(self, target: Target) -> None:
+        size = target.shape[target.in_dim]
+        if size % self.m:
+            raise ValueError(
+                f"{self.name} sparsity groups {self.m} consecutive input weights, but "
+                f"{target.fqn} has {size} inputs (not divisible by {self.m}); "
+                "exclude it or choose an M that divides it"
+            )
+
+    def _rows(self, tensor: torch.Tensor, target: Target) -> torch.Tensor:
+        moved = tensor.movedim(target.in_dim, -1)
+        return moved.reshape(-1, self.m)
+
+    def keep(self, scores: torch.Tensor, target: Target) -> torch.Tensor:
+        """Full-shape mask keeping the ``n`` highest scores in each group of ``m``."""
+        self.check(target)
+        rows = self._rows(scores, target)
+        # stable ranking inside each group: ties keep the earlier weight
+        order = torch.argsort(rows, dim=1, descending=True, stable=True)
+        keep = torch.zeros_like(rows, dtype=torch.bool)
+        keep.scatter_(1, order[:, : self.n], True)
+        moved_shape = list(scores.movedim(target.in_dim, -1).shape)
+        return keep.reshape(moved_shape).movedim(-1, target.in_dim).contiguous()
+
+    def group_size(self, target: Target) -> int:
+        return self.m
+
+
+UNSTRUCTURED = Unstructured()
+CHANNEL = Channel()
+INPUT_CHANNEL = InputChannel()
+
+_NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_granularity(spec: str | Granularity) -> Granularity:
+    """Turn ``"unstructured"``, ``"channel"``, ``"input-channel"`` or ``"N:M"`` into a Granularity.
+
+    >>> parse_granularity("2:4").sparsity
+    0.5
+    """
+    if isinstance(spec, Granularity):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"granularity must be a string or Granularity, got {spec!r}")
+    named = {g.name: g for g in (UNSTRUCTURED, CHANNEL, INPUT_CHANNEL)}
+    if spec in named:
+        return named[spec]
+    if match := _NM.match(spec):
+        return NM(int(match.group(1)), int(match.group(2)))
+    raise ValueError(
+        f"unknown granularity {spec!r}; accepted: unstructured, channel, input-channel, "
+        "or N:M such as 2:4"
+    )

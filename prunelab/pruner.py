@@ -1,0 +1,185 @@
+"""The Pruner: a strategy prepared on one model, answering mask requests quickly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .calibration import Calibration
+from .granularity import Channel
+from .masks import Masks
+from .select import check_sparsity, check_threshold
+from .strategies import Layer, Strategy, get_strategy
+from .targets import Target, get_parameter, resolve_targets
+
+__all__ = ["Pruner", "prune"]
+
+
+class Pruner:
+    """A pruning strategy prepared on one model.
+
+    Construction computes the importance scores and sorts them (the expensive part); each
+    :meth:`masks` call afterwards is a lookup plus one comparison per layer, cheap enough for
+    a slider. The model is never modified, and a Pruner holds no reference to its weights.
+
+    Args:
+        model: The dense model.
+        strategy: A registered name (see :func:`prunelab.list_strategies`) or a Strategy.
+        targets: Which tensors to prune: Targets, fqns or glob patterns (default: all).
+        calibration: Data for data-driven strategies (gradients, activations).
+        seed: Seed for random strategies.
+
+    >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> pruner = Pruner(net, "global-magnitude")
+    >>> round(pruner.masks(sparsity=0.5).sparsity(), 2)
+    0.5
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        strategy: str | Strategy,
+        *,
+        targets: Sequence[Target | str] | None = None,
+        calibration: Calibration | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.strategy = get_strategy(strategy)
+        self.targets = resolve_targets(model, targets)
+        self._check_calibration(model, calibration)
+        layers = [
+            Layer(
+                target=t,
+                weight=_finite(get_parameter(model, t.fqn).detach(), t.fqn),
+                calibration=calibration,
+                seed=seed,
+            )
+            for t in self.targets
+        ]
+        self._selection = self.strategy.prepare(layers)
+        self._by_fqn = {t.fqn: t for t in self.targets}
+
+    def _check_calibration(self, model: nn.Module, calibration: Calibration | None) -> None:
+        needs = self.strategy.needs
+        if calibration is None:
+            if needs:
+                raise ValueError(
+                    f"strategy {self.strategy.name!r} needs calibration data "
+                    f"({', '.join(sorted(needs))}): pass "
+                    "calibration=prunelab.Calibration(model, data)"
+                )
+            return
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a prunelab.Calibration, got {calibration!r}")
+        if calibration.model is not model:
+            raise ValueError("calibration was computed on a different model than the one pruned")
+
+    def masks(
+        self,
+        *,
+        sparsity: float | None = None,
+        threshold: float | None = None,
+        per_layer: Mapping[str, float] | None = None,
+    ) -> Masks:
+        """Masks at a sparsity (fraction zeroed) or an absolute score threshold.
+
+        Args:
+            sparsity: Fraction of weights to zero, in [0, 1].
+            threshold: Prune every group whose score is at or below this value.
+            per_layer: ``{fqn: sparsity}`` overriding the rule for those layers.
+
+        Exactly one of ``sparsity`` and ``threshold`` is required, unless ``per_layer``
+        covers every target or the strategy's pattern fixes the sparsity (N:M).
+        """
+        overrides = self._check_overrides(per_layer)
+        uncovered = [fqn for fqn in self._by_fqn if fqn not in overrides]
+        if sparsity is not None and threshold is not None:
+            raise ValueError("give either sparsity or threshold, not both")
+        if threshold is not None:
+            if not self.strategy.by_threshold:
+                raise ValueError(
+                    f"strategy {self.strategy.name!r} does not select by threshold; "
+                    "give a sparsity instead"
+                )
+            threshold = check_threshold(threshold)
+        elif sparsity is not None:
+            sparsity = check_sparsity(sparsity)
+        elif uncovered and self.strategy.fixed_sparsity is None:
+            raise ValueError(
+                "give a sparsity (fraction of weights zeroed, in [0, 1]) or a threshold"
+                + (f"; per_layer does not cover {uncovered[:3]}" if overrides else "")
+            )
+        full = self._selection.masks(sparsity=sparsity, threshold=threshold, per_layer=overrides)
+        return Masks(full, coupled=self._coupled(full))
+
+    def _check_overrides(self, per_layer: Mapping[str, float] | None) -> dict[str, float]:
+        if per_layer is None:
+            return {}
+        if not isinstance(per_layer, Mapping):
+            raise TypeError("per_layer must be a mapping {fqn: sparsity}")
+        unknown = [fqn for fqn in per_layer if fqn not in self._by_fqn]
+        if unknown:
+            raise ValueError(
+                f"per_layer names tensors that are not targets of this pruner: {unknown}; "
+                f"targets: {list(self._by_fqn)[:12]}"
+            )
+        return {
+            fqn: check_sparsity(value, what=f"sparsity for {fqn!r}")
+            for fqn, value in per_layer.items()
+        }
+
+    def _coupled(self, full: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # A removed output channel must also lose its bias, or it still outputs a constant.
+        if not isinstance(self.strategy.granularity, Channel):
+            return {}
+        coupled = {}
+        for fqn, mask in full.items():
+            target = self._by_fqn[fqn]
+            if target.bias is not None:
+                other = [d for d in range(mask.ndim) if d != target.out_dim]
+                coupled[target.bias] = mask.any(dim=other) if other else mask
+        return coupled
+
+    def implied_thresholds(self, sparsity: float) -> dict[str, float]:
+        """Per layer, the score threshold that ``sparsity`` amounts to.
+
+        For a global strategy every layer gets the same value; empty for strategies that do
+        not rank scores.
+        """
+        return self._selection.implied_thresholds(check_sparsity(sparsity))
+
+    def implied_sparsity(self, threshold: float) -> float:
+        """The overall sparsity that ``threshold`` gives."""
+        return self.masks(threshold=threshold).sparsity()
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Per layer, the group scores the strategy ranks (per element or per channel)."""
+        return self._selection.scores()
+
+
+def _finite(weight: torch.Tensor, fqn: str) -> torch.Tensor:
+    if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+        bad = int((~torch.isfinite(weight)).sum())
+        raise ValueError(f"{fqn} has {bad} NaN/inf values; pruning scores would be meaningless")
+    return weight
+
+
+def prune(
+    model: nn.Module,
+    strategy: str | Strategy,
+    *,
+    sparsity: float | None = None,
+    threshold: float | None = None,
+    calibration: Calibration | None = None,
+    seed: int = 0,
+) -> Masks:
+    """One-shot: masks for ``model`` with ``strategy`` at a sparsity or threshold.
+
+    >>> net = nn.Sequential(nn.Linear(10, 10))
+    >>> prune(net, "layer-magnitude", sparsity=0.3).per_layer()["kept"].tolist()
+    [70]
+    """
+    pruner = Pruner(model, strategy, calibration=calibration, seed=seed)
+    return pruner.masks(sparsity=sparsity, threshold=threshold)
