@@ -116,7 +116,7 @@ class Calibration:
                     raise TypeError("the model's output is not a tensor; cannot compute a loss")
                 loss = self._loss_fn(logits, batch.labels)
                 grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            for fqn, grad in zip(leaves, grads):
+            for fqn, grad in zip(leaves, grads, strict=True):
                 if grad is not None:
                     totals[fqn] += grad.detach()
         return {fqn: g.cpu() for fqn, g in totals.items()}

@@ -125,4 +125,4 @@ class Ranking:
                 # the cut falls inside a run of equal scores: prune only the first of them
                 tied = np.flatnonzero(self._flat == cut)
                 flat[tied[k - below :]] = True
-        return [flat[a:b] for a, b in zip(self._bounds[:-1], self._bounds[1:])]
+        return [flat[a:b] for a, b in zip(self._bounds[:-1], self._bounds[1:], strict=True)]

@@ -315,7 +315,7 @@ class _Ranked(Selection):
                 k = unit.count_for_threshold(threshold)
             else:
                 k = unit.count_for_sparsity(sparsity)
-            keep.update(zip(fqns, unit.keep(k)))
+            keep.update(zip(fqns, unit.keep(k), strict=True))
         return {fqn: self._full_mask(fqn, keep[fqn]) for fqn in self._scores}
 
     def _full_mask(self, fqn: str, keep: np.ndarray) -> torch.Tensor:
