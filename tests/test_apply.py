@@ -1,0 +1,93 @@
+"""masked_forward, apply and bake agree, and none of them touches the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import prunelab
+from tests.conftest import assert_unchanged, make_cnn, make_lstm, make_mlp, snapshot
+
+
+def _inputs(name: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(5)
+    if name == "mlp":
+        return torch.randn(6, 12, generator=gen)
+    if name == "cnn":
+        return torch.randn(6, 3, 6, 6, generator=gen)
+    return torch.randint(0, 20, (6, 7), generator=gen)
+
+
+@pytest.mark.parametrize("name,make", [("mlp", make_mlp), ("cnn", make_cnn), ("lstm", make_lstm)])
+@pytest.mark.parametrize("strategy", ["global-magnitude", "weight-norm-channel", "random"])
+def test_masked_equals_applied_equals_baked(name, make, strategy):
+    model = make().eval()
+    x = _inputs(name)
+    masks = prunelab.prune(model, strategy, sparsity=0.6)
+    before = snapshot(model)
+    with torch.no_grad():
+        masked = prunelab.masked_forward(model, masks, x)
+        applied_model = prunelab.apply(model, masks)
+        applied = applied_model(x)
+        baked_model = prunelab.bake(applied_model)
+        baked = baked_model(x)
+    assert_unchanged(model, before)
+    assert torch.allclose(masked, applied, atol=1e-6)
+    assert torch.allclose(applied, baked, atol=1e-6)
+    dense = model(x)
+    assert not torch.allclose(dense, masked)
+
+
+def test_apply_carries_torch_prune_buffers_and_keeps_zeros_in_training(mlp_data):
+    model = make_mlp()
+    masks = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    pruned = prunelab.apply(model, masks)
+    layer = pruned[0]
+    assert hasattr(layer, "weight_orig") and hasattr(layer, "weight_mask")
+    optimizer = torch.optim.SGD(pruned.parameters(), lr=0.5)
+    x, y = mlp_data
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(pruned(x), y).backward()
+        optimizer.step()
+    pruned(x)  # the pre-hook recomputes weight from weight_orig * weight_mask
+    assert torch.all(layer.weight[~masks["0.weight"]] == 0)
+
+
+def test_bake_removes_reparametrisation_and_writes_zeros():
+    model = make_cnn()
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    baked = prunelab.bake(prunelab.apply(model, masks))
+    assert not any(name.endswith("_orig") for name, _ in baked.named_parameters())
+    assert not any(name.endswith("_mask") for name, _ in baked.named_buffers())
+    assert torch.all(baked[0].weight[~masks["0.weight"]] == 0)
+    assert torch.all(baked[0].bias[~masks.coupled["0.bias"]] == 0)
+    assert isinstance(baked[0].weight, nn.Parameter)
+
+
+def test_masked_forward_in_training_mode_leaves_batchnorm_stats_alone():
+    model = make_cnn().train()
+    before = snapshot(model)
+    masks = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    prunelab.masked_forward(model, masks, _inputs("cnn"))
+    assert_unchanged(model, before)
+
+
+def test_masked_forward_on_an_explicit_device():
+    model = make_mlp().eval()
+    masks = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    out = prunelab.masked_forward(model, masks, _inputs("mlp"), device="cpu")
+    assert out.device.type == "cpu"
+
+
+def test_mask_of_the_wrong_shape_is_refused():
+    model = make_mlp()
+    bad = prunelab.Masks({"0.weight": torch.ones(3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="shape"):
+        prunelab.masked_forward(model, bad, _inputs("mlp"))
+
+
+def test_masks_must_be_masks():
+    with pytest.raises(TypeError, match="Masks"):
+        prunelab.apply(make_mlp(), {"0.weight": torch.ones(16, 12, dtype=torch.bool)})
