@@ -160,9 +160,11 @@ class Pruner:
 
 
 def _finite(weight: torch.Tensor, fqn: str) -> torch.Tensor:
-    if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+    # NaN and inf survive a sum, so one reduction (no temporary) rules them out
+    if weight.is_floating_point() and not bool(torch.isfinite(weight.sum())):
         bad = int((~torch.isfinite(weight)).sum())
-        raise ValueError(f"{fqn} has {bad} NaN/inf values; pruning scores would be meaningless")
+        if bad:
+            raise ValueError(f"{fqn} has {bad} NaN/inf values; pruning scores would be meaningless")
     return weight
 
 

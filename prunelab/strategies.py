@@ -23,7 +23,7 @@ import torch
 
 from . import criteria
 from .granularity import NM, UNSTRUCTURED, Channel, Granularity, InputChannel, parse_granularity
-from .select import Ranking
+from .select import Ranking, WeightedRanking, sort_scores
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -284,18 +284,18 @@ class _Ranked(Selection):
         self._global = strategy.scope == "global"
         self._scores = scores
         self._targets = targets
-        self._units: dict[tuple[str, ...], Ranking] = {}
-        # the ranking the default request needs is built now, so the first mask is quick
-        if self._global:
-            self._unit(tuple(scores))
-        else:
-            for fqn in scores:
-                self._unit((fqn,))
+        # every layer sorted once; rankings over any set of layers are built from these
+        self._sorted = sort_scores({fqn: _numpy(s) for fqn, s in scores.items()})
+        self._units: dict[tuple[str, ...], Ranking | WeightedRanking] = {}
 
-    def _unit(self, fqns: tuple[str, ...]) -> Ranking:
+    def _unit(self, fqns: tuple[str, ...]) -> Ranking | WeightedRanking:
         if fqns not in self._units:
             sizes = [self._granularity.group_size(self._targets[f]) for f in fqns]
-            self._units[fqns] = Ranking([_numpy(self._scores[f]) for f in fqns], sizes)
+            layers = [self._sorted[f] for f in fqns]
+            if len(set(sizes)) == 1:
+                self._units[fqns] = Ranking(layers, group_size=sizes[0])
+            else:
+                self._units[fqns] = WeightedRanking(layers, sizes)
         return self._units[fqns]
 
     def _groups(self, rest: list[str]) -> list[tuple[str, ...]]:
@@ -307,7 +307,7 @@ class _Ranked(Selection):
         keep: dict[str, np.ndarray] = {}
         for fqn, value in per_layer.items():
             unit = self._unit((fqn,))
-            keep[fqn] = unit.keep(unit.count_for_sparsity(value))[0]
+            keep.update(unit.keep(unit.count_for_sparsity(value)))
         rest = [fqn for fqn in self._scores if fqn not in per_layer]
         for fqns in self._groups(rest):
             unit = self._unit(fqns)
@@ -315,7 +315,7 @@ class _Ranked(Selection):
                 k = unit.count_for_threshold(threshold)
             else:
                 k = unit.count_for_sparsity(sparsity)
-            keep.update(zip(fqns, unit.keep(k), strict=True))
+            keep.update(unit.keep(k))
         return {fqn: self._full_mask(fqn, keep[fqn]) for fqn in self._scores}
 
     def _full_mask(self, fqn: str, keep: np.ndarray) -> torch.Tensor:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prunelab
-from prunelab.select import Ranking
+from prunelab.select import Ranking, WeightedRanking, sort_scores
 from tests.conftest import make_cnn, make_mlp
 
 GRANULARITIES = ["unstructured", "channel", "input-channel"]
@@ -209,14 +209,51 @@ def test_nm_as_a_granularity_of_another_criterion(mlp_data):
     assert masks.sparsity() == 0.5
 
 
-def test_ranking_weighted_groups_counts_elements():
-    # two layers whose channels hold 1 and 10 elements: sparsity counts elements
-    ranking = Ranking([np.array([0.1, 0.2]), np.array([0.15, 0.3])], [10, 1])
+def test_weighted_ranking_counts_elements():
+    # two layers whose channels hold 10 and 1 elements: sparsity counts elements
+    layers = sort_scores({"a": np.array([0.1, 0.2]), "b": np.array([0.15, 0.3])})
+    ranking = WeightedRanking(list(layers.values()), [10, 1])
     assert ranking.total == 22
     k = ranking.count_for_sparsity(10 / 22)
     assert ranking.sparsity_at(k) == pytest.approx(10 / 22)
+    assert ranking.keep(k)["a"].tolist() == [False, True]
 
 
-def test_ranking_rejects_nan_scores():
-    with pytest.raises(ValueError, match="NaN"):
-        Ranking([np.array([0.1, math.nan])], [1])
+def test_global_channel_pruning_counts_elements():
+    model = make_cnn(0)
+    strategy = prunelab.get_strategy("global-magnitude", granularity="channel")
+    masks = prunelab.Pruner(model, strategy).masks(sparsity=0.5)
+    total = sum(m.numel() for m in masks.values())
+    largest_channel = max(m[0].numel() for m in masks.values())
+    assert abs(masks.sparsity() * total - 0.5 * total) <= largest_channel / 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 30), min_size=1, max_size=5),
+    k_frac=st.floats(0, 1),
+    distinct=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+    negative=st.booleans(),
+)
+def test_multi_layer_ranking_equals_one_sorted_array(sizes, k_frac, distinct, seed, negative):
+    # few distinct values force ties across layers; the result must equal a stable argsort
+    rng = np.random.default_rng(seed)
+    arrays = {
+        f"l{i}": rng.integers(0, distinct, n).astype(np.float32) - (3 if negative else 0)
+        for i, n in enumerate(sizes)
+    }
+    ranking = Ranking(list(sort_scores(arrays).values()), group_size=1)
+    flat = np.concatenate(list(arrays.values()))
+    k = round(k_frac * flat.size)
+    expected = np.ones(flat.size, dtype=bool)
+    expected[np.argsort(flat, kind="stable")[:k]] = False
+    got = np.concatenate(list(ranking.keep(k).values()))
+    assert np.array_equal(got, expected)
+    if k > 0:
+        assert ranking.kth(k) == np.sort(flat)[k - 1]
+
+
+def test_sorting_rejects_nan_scores():
+    with pytest.raises(ValueError, match="scores of bad contain NaN"):
+        sort_scores({"good": np.array([0.1]), "bad": np.array([0.1, math.nan])})
