@@ -1,0 +1,569 @@
+"""Datasets by spec: bundled offline samples, torchvision datasets, tensors from a file.
+
+Specs:
+
+* ``sample:digits`` -- scikit-learn's bundled copy of the UCI 8x8 handwritten digits
+  (1797 images, offline). Pixels are scaled to [0, 1] (divided by 16) and shaped
+  ``(1, 8, 8)``; labels are int64 0-9. The split is fixed: ``train_test_split(test_size=0.25,
+  random_state=0, stratify=labels)``, giving 1347 train and 450 test images.
+* ``sample:sentiment`` -- a *synthetic* sentiment set generated deterministically by prunelab
+  (see :func:`sentiment_sentences`): short reviews built from positive, negative and neutral
+  words, with negation ("not good" is negative, "not bad" positive), intensifiers and
+  contrast ("... but ..." takes the polarity of the second clause). 3000 train and 1000 test
+  sentences, no sentence in both. Inputs are int64 token ids of length 16, left-padded
+  with 0; labels 0 = negative, 1 = positive.
+* ``torchvision:<MNIST|FashionMNIST|CIFAR10>?root=<dir>&download=1`` -- the real torchvision
+  datasets read from ``root`` (default ``~/.cache/prunelab/data``) as float tensors in [0, 1];
+  downloaded only when ``download=1`` is given.
+* ``file:<path>`` -- a ``torch.save`` file holding a dict with tensor ``x`` (inputs), optionally
+  ``y`` (int labels) and ``class_names`` (list of str). A file holds one split; it is returned
+  for either ``split``.
+
+A bare name (``digits``) means the sample set, a bare existing path means ``file:``.
+
+>>> data = load("sample:digits", limit=5)
+>>> len(data), tuple(data.inputs.shape), data.class_names[:3]
+(5, (5, 1, 8, 8), ('0', '1', '2'))
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+__all__ = [
+    "SAMPLE_DATASETS",
+    "TORCHVISION_DATASETS",
+    "Spec",
+    "TensorData",
+    "TorchvisionUnavailable",
+    "class_names",
+    "decode",
+    "encode",
+    "import_torchvision",
+    "list_datasets",
+    "load",
+    "parse_spec",
+    "sentiment_sentences",
+    "sentiment_vocabulary",
+]
+
+SPLITS = ("train", "test")
+SAMPLE_DATASETS = ("digits", "sentiment")
+TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
+DEFAULT_ROOT = "~/.cache/prunelab/data"
+DIGITS_TEST_SIZE = 0.25
+DIGITS_RANDOM_STATE = 0
+SENTIMENT_LENGTH = 16
+SENTIMENT_SEED = 0
+SENTIMENT_SIZES = {"train": 3000, "test": 1000}
+
+
+# -- specs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed ``scheme:target?key=value&...`` spec.
+
+    Attributes:
+        scheme: ``"sample"``, ``"torchvision"`` or ``"file"``.
+        target: The part after the scheme (a name or a path).
+        options: The query as a dict of strings.
+        text: The spec as given.
+    """
+
+    scheme: str
+    target: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    def check_options(self, accepted: Sequence[str]) -> None:
+        """Raise ValueError naming any option not in ``accepted``."""
+        unknown = sorted(set(self.options) - set(accepted))
+        if unknown:
+            listed = ", ".join(accepted) if accepted else "none"
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} in {self.text!r}; "
+                f"accepted for {self.scheme}: specs: {listed}"
+            )
+
+    def flag(self, key: str) -> bool:
+        """The option ``key`` read as a boolean (absent = False)."""
+        value = self.options.get(key, "0").strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"option {key}={value!r} in {self.text!r} must be 1/0 or true/false")
+
+    def integer(self, key: str) -> int | None:
+        """The option ``key`` read as an int, or None when absent."""
+        if key not in self.options:
+            return None
+        try:
+            return int(self.options[key])
+        except ValueError:
+            raise ValueError(
+                f"option {key}={self.options[key]!r} in {self.text!r} must be an integer"
+            ) from None
+
+
+def parse_spec(spec: str, *, schemes: Sequence[str], samples: Sequence[str] = ()) -> Spec:
+    """Split ``"scheme:target?k=v&k2=v2"`` into its parts.
+
+    Without a known scheme, a name in ``samples`` becomes ``sample:<name>`` and an existing
+    path becomes ``file:<path>``.
+
+    Raises:
+        ValueError: If the spec has no known scheme and is neither a sample name nor a file.
+
+    >>> parse_spec("file:/tmp/m.pt?arch=sample:digits-cnn", schemes=["file"]).options
+    {'arch': 'sample:digits-cnn'}
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a spec must be a non-empty string, got {spec!r}")
+    text = spec.strip()
+    body, options = text, {}
+    if "?" in text:
+        body, _, query = text.rpartition("?")
+        for part in filter(None, query.split("&")):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise ValueError(f"option {part!r} in {text!r} is not of the form key=value")
+            options[key.strip()] = value.strip()
+    scheme, sep, target = body.partition(":")
+    if sep and scheme in schemes:
+        if not target:
+            raise ValueError(f"spec {text!r} names no {scheme} target")
+        return Spec(scheme, target, options, text)
+    if "sample" in schemes and body in samples:
+        return Spec("sample", body, options, text)
+    if "file" in schemes and Path(body).expanduser().is_file():
+        return Spec("file", body, options, text)
+    forms = ", ".join(f"{s}:..." for s in schemes)
+    hint = f" or a sample name ({', '.join(samples)})" if samples else ""
+    raise ValueError(f"cannot read spec {text!r}: expected one of {forms}{hint}")
+
+
+# -- tensors in memory ---------------------------------------------------------------------
+
+
+class TensorData(Dataset):
+    """Inputs and optional labels held as tensors; a ``Dataset`` yielding ``(x, y)`` or ``x``.
+
+    Attributes:
+        inputs: All inputs, first dimension = samples.
+        labels: int64 labels or None for unlabelled data.
+        class_names: Names of the classes, or None.
+        name: Where the data came from (its spec).
+
+    >>> data = TensorData(torch.zeros(3, 2), torch.tensor([0, 1, 0]), name="demo")
+    >>> len(data), data[1][1].item()
+    (3, 1)
+    """
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        class_names: Sequence[str] | None = None,
+        name: str = "",
+    ) -> None:
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
+            raise TypeError("inputs must be a tensor whose first dimension indexes samples")
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+                raise TypeError("labels must be a 1-d tensor of class indices")
+            if labels.shape[0] != inputs.shape[0]:
+                raise ValueError(
+                    f"{labels.shape[0]} labels for {inputs.shape[0]} inputs; they must match"
+                )
+            if labels.is_floating_point():
+                raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+            labels = labels.long()
+        self.inputs = inputs
+        self.labels = labels
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        if self.labels is None:
+            return self.inputs[index]
+        return self.inputs[index], self.labels[index]
+
+    def __repr__(self) -> str:
+        labelled = "labelled" if self.labels is not None else "unlabelled"
+        shape = "x".join(map(str, self.inputs.shape[1:])) or "scalar"
+        return f"TensorData({self.name or 'tensors'}: {len(self)} {labelled} samples of {shape})"
+
+    def head(self, limit: int | None) -> TensorData:
+        """The first ``limit`` samples (all when None)."""
+        if limit is None or limit >= len(self):
+            return self
+        labels = None if self.labels is None else self.labels[:limit]
+        return TensorData(self.inputs[:limit], labels, class_names=self.class_names, name=self.name)
+
+
+# -- digits --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    index = torch.arange(len(labels)).numpy()
+    train, test = train_test_split(
+        index,
+        test_size=DIGITS_TEST_SIZE,
+        random_state=DIGITS_RANDOM_STATE,
+        stratify=bunch.target,
+    )
+    return {
+        "train": (images[train], labels[train]),
+        "test": (images[test], labels[test]),
+    }
+
+
+def _digits(split: str) -> TensorData:
+    inputs, labels = _digits_splits()[split]
+    names = tuple(str(d) for d in range(10))
+    return TensorData(inputs.clone(), labels.clone(), class_names=names, name="sample:digits")
+
+
+# -- synthetic sentiment -------------------------------------------------------------------
+
+_POSITIVE = (
+    "good",
+    "great",
+    "excellent",
+    "wonderful",
+    "fantastic",
+    "brilliant",
+    "superb",
+    "lovely",
+    "delightful",
+    "enjoyable",
+    "pleasant",
+    "amazing",
+    "charming",
+    "solid",
+    "fun",
+    "beautiful",
+)
+_NEGATIVE = (
+    "bad",
+    "awful",
+    "terrible",
+    "boring",
+    "dull",
+    "poor",
+    "horrible",
+    "disappointing",
+    "mediocre",
+    "weak",
+    "dreadful",
+    "annoying",
+    "bland",
+    "messy",
+    "clumsy",
+    "tedious",
+)
+_NEGATORS = ("not", "never", "hardly")
+_INTENSIFIERS = ("very", "really", "extremely", "quite", "so", "truly")
+_SUBJECTS = (
+    "the movie",
+    "the film",
+    "the plot",
+    "the acting",
+    "the story",
+    "the ending",
+    "the music",
+    "the cast",
+    "the dialogue",
+    "the pacing",
+    "this show",
+    "the script",
+)
+_VERBS = ("was", "is", "seemed", "felt", "looked")
+_PREFIXES = ("", "", "", "honestly", "overall", "i think", "to be fair", "in the end", "frankly")
+_CONTRAST, _AND = "but", "and"
+
+
+@functools.lru_cache(maxsize=1)
+def sentiment_vocabulary() -> tuple[str, ...]:
+    """Words of the synthetic sentiment set; index = token id (0 = ``<pad>``, 1 = ``<unk>``).
+
+    >>> sentiment_vocabulary()[:2]
+    ('<pad>', '<unk>')
+    """
+    words = {*_POSITIVE, *_NEGATIVE, *_NEGATORS, *_INTENSIFIERS, *_VERBS, _CONTRAST, _AND}
+    for phrase in (*_SUBJECTS, *_PREFIXES):
+        words.update(phrase.split())
+    return ("<pad>", "<unk>", *sorted(words))
+
+
+def _clause(rng: random.Random, polarity: int) -> str:
+    # polarity of the clause = polarity of the adjective, flipped by a negator
+    negated = rng.random() < 0.4
+    adjective_polarity = -polarity if negated else polarity
+    adjective = rng.choice(_POSITIVE if adjective_polarity > 0 else _NEGATIVE)
+    words = [rng.choice(_NEGATORS)] if negated else []
+    if rng.random() < 0.35:
+        words.append(rng.choice(_INTENSIFIERS))
+    return " ".join([*words, adjective])
+
+
+def _sentence(rng: random.Random) -> tuple[str, int]:
+    polarity = rng.choice((-1, 1))
+    parts = [rng.choice(_PREFIXES), rng.choice(_SUBJECTS), rng.choice(_VERBS)]
+    shape = rng.random()
+    if shape < 0.45:
+        parts.append(_clause(rng, polarity))
+    elif shape < 0.75:
+        # "... but ..." takes the polarity of the second clause
+        parts += [_clause(rng, -polarity), _CONTRAST, rng.choice(_SUBJECTS)]
+        parts += [rng.choice(_VERBS), _clause(rng, polarity)]
+    else:
+        parts += [_clause(rng, polarity), _AND, _clause(rng, polarity)]
+    return " ".join(p for p in parts if p), int(polarity > 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _sentiment_pool() -> tuple[tuple[str, int], ...]:
+    rng = random.Random(SENTIMENT_SEED)
+    seen: dict[str, int] = {}
+    total = sum(SENTIMENT_SIZES.values())
+    while len(seen) < total:  # unique sentences, so no test sentence also appears in train
+        text, label = _sentence(rng)
+        seen.setdefault(text, label)
+    return tuple(seen.items())
+
+
+def sentiment_sentences(split: str = "test") -> list[tuple[str, int]]:
+    """The synthetic sentiment sentences of a split as ``(text, label)``, label 1 = positive.
+
+    Generated with ``random.Random(0)``: the same sentences on every machine.
+
+    >>> sentiment_sentences("train")[0][1] in (0, 1)
+    True
+    """
+    split = _check_split(split)
+    pool = _sentiment_pool()
+    n_train = SENTIMENT_SIZES["train"]
+    return list(pool[:n_train] if split == "train" else pool[n_train:])
+
+
+def encode(texts: str | Sequence[str], *, length: int = SENTIMENT_LENGTH) -> torch.Tensor:
+    """Token ids of sentences for the sentiment model: int64, ``(n, length)``, left-padded.
+
+    Words are lower-cased and split on non-letters; unknown words become ``<unk>`` (1). A
+    longer sentence keeps its last ``length`` words (its end decides the sentiment).
+
+    >>> encode("not bad").shape
+    torch.Size([1, 16])
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    index = {word: i for i, word in enumerate(sentiment_vocabulary())}
+    rows = []
+    for text in texts:
+        ids = [index.get(w, 1) for w in re.findall(r"[a-z']+", text.lower())][-length:]
+        rows.append([0] * (length - len(ids)) + ids)
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), length)
+
+
+def decode(ids: torch.Tensor) -> list[str]:
+    """Sentences from token ids (padding dropped); the inverse of :func:`encode`.
+
+    >>> decode(encode("Not BAD at all"))
+    ['not bad <unk> <unk>']
+    """
+    vocabulary = sentiment_vocabulary()
+    rows = ids.reshape(-1, ids.shape[-1]).tolist()
+    return [" ".join(vocabulary[i] for i in row if i != 0) for row in rows]
+
+
+def _sentiment(split: str) -> TensorData:
+    sentences = sentiment_sentences(split)
+    inputs = encode([text for text, _ in sentences])
+    labels = torch.tensor([label for _, label in sentences], dtype=torch.int64)
+    return TensorData(inputs, labels, class_names=("negative", "positive"), name="sample:sentiment")
+
+
+# -- torchvision ---------------------------------------------------------------------------
+
+
+class TorchvisionUnavailable(ValueError):
+    """torchvision is not installed, or is installed but cannot be imported."""
+
+
+def import_torchvision() -> ModuleType:
+    """Import torchvision lazily, turning any failure into a clear TorchvisionUnavailable.
+
+    A torchvision built for another torch version typically fails at import time (for
+    example "operator torchvision::nms does not exist"); the rest of prunelab still works.
+    """
+    try:
+        import torchvision
+    except ModuleNotFoundError as exc:
+        raise TorchvisionUnavailable(
+            "torchvision is not installed (pip install torchvision); sample: and file: "
+            "specs work without it"
+        ) from exc
+    except Exception as exc:
+        raise TorchvisionUnavailable(
+            f"torchvision is installed but cannot be imported ({type(exc).__name__}: {exc}); "
+            f"it probably does not match torch {torch.__version__}. Install the matching "
+            "torchvision; sample: and file: specs work without it"
+        ) from exc
+    return torchvision
+
+
+def _torchvision_dataset(spec: Spec, split: str) -> Dataset:
+    spec.check_options(["root", "download"])
+    names = {n.lower(): n for n in TORCHVISION_DATASETS}
+    name = names.get(spec.target.lower())
+    if name is None:
+        raise ValueError(
+            f"unknown torchvision dataset {spec.target!r}; available: "
+            f"{', '.join(TORCHVISION_DATASETS)}"
+        )
+    torchvision = import_torchvision()
+    from torchvision import transforms
+
+    root = Path(os.path.expanduser(spec.options.get("root", DEFAULT_ROOT)))
+    download = spec.flag("download")
+    if download:
+        root.mkdir(parents=True, exist_ok=True)
+    cls = getattr(torchvision.datasets, name)
+    try:
+        return cls(
+            str(root), train=split == "train", download=download, transform=transforms.ToTensor()
+        )
+    except RuntimeError as exc:
+        if download:
+            raise ValueError(f"could not download {name} into {root}: {exc}") from exc
+        raise ValueError(
+            f"{name} ({split} split) not found under {root}: put the files there in "
+            f"torchvision's layout, or add download=1 to the spec to download them"
+        ) from exc
+    except OSError as exc:  # network failures during download
+        raise ValueError(f"could not download {name} into {root}: {exc}") from exc
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def _file(spec: Spec) -> TensorData:
+    spec.check_options([])
+    path = Path(spec.target).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot read data file {path} (a torch.save dict with tensors 'x' and 'y' is "
+            f"expected): {exc}"
+        ) from exc
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("x"), torch.Tensor):
+        found = sorted(payload) if isinstance(payload, Mapping) else type(payload).__name__
+        raise ValueError(
+            f"data file {path} must hold a dict with a tensor 'x' (inputs) and optionally "
+            f"'y' (labels) and 'class_names'; found {found}"
+        )
+    labels = payload.get("y")
+    if labels is not None and not isinstance(labels, torch.Tensor):
+        raise ValueError(f"'y' in data file {path} must be a tensor of class indices")
+    names = payload.get("class_names")
+    return TensorData(payload["x"], labels, class_names=names, name=f"file:{path}")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return split
+
+
+def load(spec: str, *, split: str = "test", limit: int | None = None) -> Dataset:
+    """Load a dataset by spec (see the module docstring for the accepted specs).
+
+    Args:
+        spec: ``sample:digits``, ``sample:sentiment``, ``torchvision:<name>?root=<dir>`` or
+            ``file:<path>``.
+        split: ``"train"`` or ``"test"``.
+        limit: Keep only the first ``limit`` samples.
+
+    Returns:
+        A map-style Dataset yielding ``(input, label)`` pairs (``input`` alone for unlabelled
+        files): a :class:`TensorData` for sample and file specs, the torchvision dataset
+        (wrapped in a ``Subset`` when limited) otherwise. Every form works with
+        :func:`prunelab.batches.iter_batches` and :func:`prunelab.evaluate.evaluate`.
+
+    Raises:
+        ValueError: For an unknown spec, name, option or split, or a dataset that is not
+            there and may not be downloaded.
+        FileNotFoundError: For a ``file:`` spec whose file does not exist.
+
+    >>> len(load("sample:sentiment", split="train"))
+    3000
+    """
+    split = _check_split(split)
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    parsed = parse_spec(spec, schemes=("sample", "torchvision", "file"), samples=SAMPLE_DATASETS)
+    if parsed.scheme == "sample":
+        parsed.check_options([])
+        if parsed.target not in SAMPLE_DATASETS:
+            raise ValueError(
+                f"unknown sample dataset {parsed.target!r}; available: "
+                f"{', '.join('sample:' + n for n in SAMPLE_DATASETS)}"
+            )
+        data = _digits(split) if parsed.target == "digits" else _sentiment(split)
+        return data.head(limit)
+    if parsed.scheme == "file":
+        return _file(parsed).head(limit)
+    dataset = _torchvision_dataset(parsed, split)
+    if limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    return dataset
+
+
+def list_datasets() -> list[str]:
+    """Specs of the datasets prunelab knows by name.
+
+    >>> list_datasets()[:2]
+    ['sample:digits', 'sample:sentiment']
+    """
+    return [f"sample:{n}" for n in SAMPLE_DATASETS] + [
+        f"torchvision:{n}" for n in TORCHVISION_DATASETS
+    ]
+
+
+def class_names(data: object) -> tuple[str, ...] | None:
+    """Class names of a dataset from :func:`load`, if it knows them."""
+    while isinstance(data, Subset):
+        data = data.dataset
+    names = getattr(data, "class_names", None) or getattr(data, "classes", None)
+    return tuple(str(n) for n in names) if names else None
