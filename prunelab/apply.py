@@ -48,7 +48,7 @@ def masked_forward(
     >>> net = nn.Linear(2, 1, bias=False)
     >>> masks = Masks({"weight": torch.tensor([[True, False]])})
     >>> with torch.no_grad():
-    ...     net.weight.fill_(1.0)
+    ...     _ = net.weight.fill_(1.0)
     ...     masked_forward(net, masks, torch.tensor([[2.0, 3.0]])).item()
     2.0
     """

@@ -419,7 +419,7 @@ def get_strategy(name: str | Strategy, **options: object) -> Strategy:
     """Build the registered strategy ``name`` with ``options`` (e.g. ``granularity="2:4"``).
 
     >>> get_strategy("n:m").granularity
-    NM('2:4')
+    NM(n=2, m=4)
     """
     if isinstance(name, Strategy):
         if options:
