@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import prunelab
 from prunelab.cli import main
 
@@ -27,12 +29,8 @@ def test_console_script_runs_in_a_subprocess():
     assert done.stdout.strip() == f"prunelab {prunelab.__version__}"
 
 
-def test_unknown_command_exits_non_zero():
-    done = subprocess.run(
-        [sys.executable, "-m", "prunelab.cli", "frobnicate"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "invalid choice" in done.stderr
+def test_unknown_command_exits_non_zero(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
