@@ -3,11 +3,35 @@
 import streamlit as st
 
 import prunelab
+from prunelab.ui import engine
+from prunelab.ui.sidebar import sidebar
 
 st.set_page_config(page_title="prunelab", layout="wide")
+choice = sidebar()
+
 st.title("prunelab")
-st.write(
-    "A workbench for understanding and planning neural-network pruning in PyTorch. "
-    f"Engine version {prunelab.__version__}; the interactive pages arrive with the app issue."
+st.markdown(
+    "**Pruning** removes weights from a neural network: it sets the least important ones to "
+    "zero, or removes whole channels. prunelab lets you *see* what each pruning strategy "
+    "removes from a real model and what that costs in accuracy, layer by layer. When you "
+    "know how far each layer can go, save a recipe and apply it from Python or the command line."
 )
-st.dataframe(prunelab.strategy_table(), hide_index=True)
+
+cols = st.columns(3)
+cols[0].metric("Model", choice.bundle.name)
+cols[1].metric("Parameters", f"{choice.parameters:,}")
+if choice.data is not None:
+    dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+    cols[2].metric("Accuracy (dense)", f"{dense['accuracy']:.2%}" if "accuracy" in dense else "-")
+else:
+    cols[2].metric("Data", "none")
+
+st.subheader("Where to go")
+st.page_link("pages/2_Prune.py", label="Prune: pick a strategy, move the slider, see what happens",
+             icon="✂️")
+st.page_link("pages/1_Model.py", label="Model: the prunable layers and their weights", icon="🔎")
+st.page_link("pages/7_Learn.py", label="Learn: what pruning is, in four small lessons", icon="🎓")
+
+with st.expander("Strategies in this installation"):
+    st.dataframe(prunelab.strategy_table(), hide_index=True)
+st.caption(f"prunelab {prunelab.__version__}")

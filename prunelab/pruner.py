@@ -158,6 +158,10 @@ class Pruner:
         """Per layer, the group scores the strategy ranks (per element or per channel)."""
         return self._selection.scores()
 
+    def score_range(self) -> tuple[float, float] | None:
+        """Smallest and largest score (the useful range of a threshold), or None."""
+        return self._selection.score_range()
+
 
 def _finite(weight: torch.Tensor, fqn: str) -> torch.Tensor:
     # NaN and inf survive a sum, so one reduction (no temporary) rules them out

@@ -110,6 +110,13 @@ class Selection:
         """Per layer, the group scores used for selection (empty if none)."""
         return {}
 
+    def score_range(self) -> tuple[float, float] | None:
+        """Smallest and largest score over all layers (None if the strategy has no scores)."""
+        scores = [s for s in self.scores().values() if s.numel()]
+        if not scores:
+            return None
+        return min(float(s.min()) for s in scores), max(float(s.max()) for s in scores)
+
 
 class Strategy:
     """Base of all strategies. Subclass one of the three kinds below, not this one.
@@ -322,6 +329,13 @@ class _Ranked(Selection):
         target = self._targets[fqn]
         group_mask = torch.from_numpy(np.ascontiguousarray(keep))
         return self._granularity.expand(group_mask, target).contiguous()
+
+    def score_range(self) -> tuple[float, float] | None:
+        layers = [layer for layer in self._sorted.values() if layer.n]
+        if not layers:
+            return None
+        low = min(float(layer.sorted[0]) for layer in layers)
+        return low, max(float(layer.sorted[-1]) for layer in layers)
 
     def implied_thresholds(self, sparsity: float) -> dict[str, float]:
         out = {}

@@ -1,0 +1,136 @@
+"""The sidebar every page starts with: pick a model and the data to judge it on."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import data as data_lib
+from .. import zoo
+from .engine import Choice, load_data, load_model, load_upload, upload_digest
+from .state import Keys
+
+DEFAULT_MODEL = "sample:digits-cnn"
+SOURCES = ("Sample model", "torchvision architecture", "Upload a file")
+POPULAR_TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "vgg11", "efficientnet_b0")
+
+
+def _sample_names() -> list[str]:
+    return zoo.list_models(torchvision=False)
+
+
+def _torchvision_names() -> list[str]:
+    names = [s.removeprefix("torchvision:") for s in zoo.list_models() if s.startswith("torch")]
+    popular = [n for n in POPULAR_TORCHVISION if n in names]
+    return popular + [n for n in names if n not in popular]
+
+
+def _pick_model() -> tuple[str, zoo.ModelBundle] | None:
+    source = st.sidebar.radio("Model source", SOURCES, key=Keys.model_source)
+    if source == SOURCES[0]:
+        specs = _sample_names()
+        spec = st.sidebar.selectbox(
+            "Sample model",
+            specs,
+            index=specs.index(DEFAULT_MODEL),
+            key=Keys.sample,
+            help="Small models trained on bundled data; see sample_models/ for their cards.",
+        )
+        return spec, load_model(spec)
+    if source == SOURCES[1]:
+        try:
+            data_lib.import_torchvision()
+        except ValueError as exc:  # installed but broken: the message says why
+            st.sidebar.error(str(exc))
+            return None
+        names = _torchvision_names()
+        arch = st.sidebar.selectbox(
+            "Architecture",
+            names,
+            key=Keys.torchvision_arch,
+            help="Random weights (no download); input 3x224x224.",
+        )
+        return f"torchvision:{arch}", load_model(f"torchvision:{arch}")
+    upload = st.sidebar.file_uploader(
+        "Model file (.pt state_dict, .pt2 torch.export program, or pickled module)",
+        type=["pt", "pth", "pt2", "bin"],
+        key=Keys.upload,
+    )
+    arch = st.sidebar.selectbox(
+        "Architecture of a state_dict",
+        ["(none: a .pt2 program or a pickled module)", *_sample_names()],
+        key=Keys.upload_arch,
+        help="A state_dict holds only weights: say which architecture they belong to.",
+    )
+    trust = st.sidebar.checkbox(
+        "Trust this file (allow unpickling a whole module: it can run code)",
+        key=Keys.trust,
+    )
+    if upload is None:
+        st.sidebar.info("Upload a model file to continue.")
+        return None
+    payload = upload.getvalue()
+    digest = upload_digest(payload)
+    arch_spec = None if arch.startswith("(none") else arch
+    bundle = load_upload(digest, upload.name, arch_spec, trust, payload)
+    return f"upload:{digest}:{arch_spec}", bundle
+
+
+def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
+    options = data_lib.list_datasets()
+    default = bundle.default_data
+    labels = ["(no data: weights only)", *options]
+    index = labels.index(default) if default in labels else 0
+    choice = st.sidebar.selectbox(
+        "Evaluation data",
+        labels,
+        index=index,
+        key=Keys.data_choice,
+        help="Accuracy, loss and fidelity are measured on this data's test split.",
+    )
+    if choice == labels[0]:
+        return None, None
+    spec = choice
+    if choice.startswith("torchvision:"):
+        root = st.sidebar.text_input(
+            "Dataset folder (root)", key=Keys.data_root, placeholder="/path/to/data"
+        )
+        if not root:
+            st.sidebar.info("Give the folder that holds the dataset files.")
+            return None, None
+        spec = f"{choice}?root={root}"
+    data = load_data(spec)
+    _check_fits(bundle, data, spec)
+    return spec, data
+
+
+def _check_fits(bundle: zoo.ModelBundle, data: object, spec: str) -> None:
+    sample = data[0] if hasattr(data, "__getitem__") else None
+    x = sample[0] if isinstance(sample, (tuple, list)) else sample
+    if x is None:
+        return
+    if tuple(x.shape) != tuple(bundle.input_shape) or x.dtype != bundle.input_dtype:
+        raise ValueError(
+            f"{spec} gives inputs of shape {tuple(x.shape)} ({x.dtype}), but "
+            f"{bundle.name} takes {tuple(bundle.input_shape)} ({bundle.input_dtype}); "
+            "pick data that fits the model, or no data"
+        )
+
+
+def sidebar() -> Choice:
+    """Show the model and data pickers; stop the page (with an explanation) if unusable."""
+    st.sidebar.header("Model and data")
+    try:
+        picked = _pick_model()
+        if picked is None:
+            st.stop()
+        model_key, bundle = picked
+        data_spec, data = _pick_data(bundle)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        st.error(f"Could not load that: {exc}")
+        st.stop()
+    params = sum(p.numel() for p in bundle.model.parameters())
+    st.sidebar.caption(
+        f"**{bundle.name}**: {params:,} parameters, input {tuple(bundle.input_shape)}"
+        + (f"; data {data_spec} ({len(data):,} samples)" if data is not None else "")
+    )
+    return Choice(model_key=model_key, bundle=bundle, data_spec=data_spec, data=data)

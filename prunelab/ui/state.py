@@ -1,0 +1,44 @@
+"""Every session-state key the app uses, in one place."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Widget keys and session-state entries (each page reads state only through these)."""
+
+    # sidebar: model and data
+    model_source = "model_source"
+    sample = "model_sample"
+    torchvision_arch = "model_torchvision"
+    upload = "model_upload"
+    upload_arch = "model_upload_arch"
+    trust = "model_upload_trust"
+    data_choice = "data_choice"
+    data_root = "data_root"
+    data_limit = "data_limit"
+
+    # prune page
+    strategy = "prune_strategy"
+    granularity = "prune_granularity"
+    norm_p = "prune_norm_p"
+    nm_pattern = "prune_nm"
+    layers = "prune_layers"
+    drive = "prune_drive"
+    sparsity = "prune_sparsity"
+    threshold = "prune_threshold"
+    seed = "prune_seed"
+    focus = "prune_focus_layer"
+    heatmap_layout = "prune_heatmap_layout"
+    compare = "prune_compare"
+    evaluate_now = "prune_evaluate"
+
+    # model page
+    model_focus = "model_focus_layer"
+
+    # learn page
+    learn_sparsity = "learn_sparsity"
+    learn_layer_sparsity = "learn_scope_sparsity"
+
+    # shared results
+    masks = "current_masks"
+    masks_label = "current_masks_label"

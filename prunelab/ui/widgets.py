@@ -1,0 +1,99 @@
+"""Widgets shared by several pages: strategy choice, layer choice, explanations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from ..granularity import NM
+from ..strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
+from ..targets import Target, targets
+from .engine import Choice
+from .state import Keys
+
+GRANULARITIES = ("unstructured", "channel", "input-channel", "2:4", "1:4", "4:8")
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """A strategy name with its options, in a hashable form for caches."""
+
+    name: str
+    options: tuple[tuple[str, object], ...]
+
+    @property
+    def label(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.name} ({extra})" if extra else self.name
+
+
+def explain(text: str) -> None:
+    """One paragraph under a figure, for learners."""
+    st.caption(text)
+
+
+def strategy_picker(*, key: str = Keys.strategy, label: str = "Strategy") -> StrategyChoice:
+    """Strategy from the registry (with its description) and the options it takes."""
+    table = strategy_table().set_index("name")
+    names = list(table.index)
+    name = st.selectbox(
+        label,
+        names,
+        index=names.index("global-magnitude"),
+        key=key,
+        format_func=lambda n: f"{n}: {table.loc[n, 'description']}",
+    )
+    row = table.loc[name]
+    st.caption(
+        f"scope **{row['scope']}**, granularity **{row['granularity']}**"
+        + (f", needs **{row['needs']}** from the data" if row["needs"] != "-" else "")
+    )
+    default = get_strategy(name)
+    options: list[tuple[str, object]] = []
+    if name == "n:m":
+        pattern = st.selectbox("N:M pattern", ("2:4", "1:4", "4:8"), key=f"{key}_nm")
+        options.append(("granularity", pattern))
+    elif isinstance(default, ScoredStrategy):
+        current = str(default.granularity)
+        choices = list(dict.fromkeys((current, *GRANULARITIES)))
+        granularity = st.selectbox(
+            "Granularity",
+            choices,
+            key=f"{key}_{name}_granularity",
+            help="What is kept or pruned together: single weights, whole output channels, "
+            "whole input channels, or N of every M consecutive weights.",
+        )
+        if granularity != current:
+            options.append(("granularity", granularity))
+    if isinstance(default, WeightNormChannel):
+        p = st.radio("Norm", (1, 2), horizontal=True, key=f"{key}_p", format_func=lambda v: f"L{v}")
+        options.append(("p", p))
+    return StrategyChoice(name=name, options=tuple(options))
+
+
+def _fits(target: Target, choice: StrategyChoice) -> bool:
+    granularity = get_strategy(choice.name, **dict(choice.options)).granularity
+    if isinstance(granularity, NM):
+        return target.shape[target.in_dim] % granularity.m == 0
+    return True
+
+
+def layer_picker(choice: Choice, strategy: StrategyChoice) -> tuple[str, ...]:
+    """Which target tensors to prune (all that the strategy can handle, by default)."""
+    all_targets = targets(choice.model)
+    fitting = [t.fqn for t in all_targets if _fits(t, strategy)]
+    skipped = len(all_targets) - len(fitting)
+    chosen = st.multiselect(
+        "Layers to prune",
+        [t.fqn for t in all_targets],
+        default=fitting,
+        key=f"{Keys.layers}_{strategy.name}_{dict(strategy.options).get('granularity', '')}",
+        help="Weights of Linear, Conv and RNN layers. Biases and norms are not pruned.",
+    )
+    if skipped:
+        st.caption(f"{skipped} layer(s) left out by default: their shape does not fit the pattern.")
+    if not chosen:
+        st.info("Pick at least one layer to prune.")
+        st.stop()
+    return tuple(chosen)
