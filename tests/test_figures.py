@@ -1,0 +1,403 @@
+"""Figure builders: the right traces, titles and numbers, light figures, clear errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+import prunelab
+from prunelab import Masks
+from prunelab.figures import (
+    channel_magnitudes,
+    layer_sparsity,
+    mask_overlap,
+    mask_pattern,
+    weight_heatmap,
+    weight_histogram,
+)
+from tests.conftest import make_cnn, make_mlp
+
+
+def _heatmaps(fig: go.Figure) -> list[go.Heatmap]:
+    return [t for t in fig.data if isinstance(t, go.Heatmap)]
+
+
+def _title(fig: go.Figure) -> str:
+    return fig.layout.title.text
+
+
+# ----------------------------------------------------------------------------------------
+# weight_heatmap
+
+
+def test_heatmap_before_after_zeros_exactly_where_pruned():
+    model = make_mlp()
+    masks = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    weight = model[0].weight.detach()
+    mask = masks["0.weight"]
+    fig = weight_heatmap(weight, mask, title="first layer")
+
+    assert isinstance(fig, go.Figure)
+    before, after = _heatmaps(fig)
+    assert (before.name, after.name) == ("before", "after")
+    assert [a.text for a in fig.layout.annotations][:2] == ["before", "after"]
+    np.testing.assert_allclose(before.z, weight.numpy(), rtol=1e-6)
+    assert (after.z[~mask.numpy()] == 0).all()
+    np.testing.assert_allclose(after.z[mask.numpy()], weight.numpy()[mask.numpy()], rtol=1e-6)
+    # the kept weights of the layer are all nonzero, so zeros are exactly the pruned cells
+    assert ((after.z == 0) == ~mask.numpy()).all()
+    assert _title(fig).startswith("first layer")
+    assert "sparsity 50.0%" in _title(fig)
+    assert fig.layout.xaxis.title.text == "input feature"
+    assert fig.layout.yaxis.title.text == "output feature"
+
+
+def test_heatmap_shares_one_zero_centred_colour_bar():
+    weight = torch.tensor([[1.0, -3.0], [0.5, 2.0]])
+    fig = weight_heatmap(weight, weight.abs() > 1)
+    assert {t.coloraxis for t in fig.data} == {"coloraxis"}
+    axis = fig.layout.coloraxis
+    assert (axis.cmin, axis.cmid, axis.cmax) == (-3.0, 0.0, 3.0)
+    assert axis.colorscale[0][1] != axis.colorscale[-1][1]  # diverging, not flat
+
+
+def test_heatmap_without_mask_is_one_panel():
+    fig = weight_heatmap(np.arange(6.0).reshape(2, 3))
+    (trace,) = fig.data
+    assert trace.name == "weights"
+    assert trace.z.shape == (2, 3)
+    assert "Weights 2x3" in _title(fig)
+    assert "pooled" not in _title(fig)
+
+
+def test_heatmap_of_1d_weight_is_a_single_row():
+    fig = weight_heatmap(torch.randn(7))
+    assert fig.data[0].z.shape == (1, 7)
+    assert fig.layout.xaxis.title.text == "element"
+
+
+def test_conv_matrix_layout_flattens_kernels():
+    conv = make_cnn()[0].weight.detach()  # 8 x 3 x 3 x 3
+    fig = weight_heatmap(conv)
+    assert fig.data[0].z.shape == (8, 27)
+    np.testing.assert_allclose(fig.data[0].z, conv.reshape(8, 27).numpy(), rtol=1e-6)
+    assert fig.layout.xaxis.title.text == "input (in x kh x kw)"
+    assert fig.layout.yaxis.title.text == "output channel"
+
+
+def test_conv_filters_layout_tiles_kernels_with_nan_gaps():
+    weight = torch.randn(4, 3, 2, 5)
+    mask = weight > 0
+    fig = weight_heatmap(weight, mask, layout="filters")
+    before, after = _heatmaps(fig)
+    # documented: (O*kh + O-1) x (I*kw + I-1)
+    assert before.z.shape == (4 * 2 + 3, 3 * 5 + 2)
+    for o in range(4):
+        for i in range(3):
+            tile = before.z[o * 3 : o * 3 + 2, i * 6 : i * 6 + 5]
+            np.testing.assert_allclose(tile, weight[o, i].numpy(), rtol=1e-6)
+            kept_tile = after.z[o * 3 : o * 3 + 2, i * 6 : i * 6 + 5]
+            assert (kept_tile[~mask[o, i].numpy()] == 0).all()
+    assert np.isnan(before.z[2, :]).all() and np.isnan(before.z[:, 5]).all()
+    assert np.isfinite(before.z).sum() == weight.numel()
+    assert "output channel" in fig.layout.yaxis.title.text
+    assert "input channel" in fig.layout.xaxis.title.text
+
+
+def test_conv1d_filters_layout_has_no_row_gaps():
+    fig = weight_heatmap(torch.randn(5, 2, 3), layout="filters")
+    assert fig.data[0].z.shape == (5, 2 * 3 + 1)
+
+
+def test_large_layer_is_pooled_under_the_cell_cap():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(2000, 1500, generator=gen)
+    mask = weight.abs() > 0.5
+    fig = weight_heatmap(weight, mask)
+    for trace in _heatmaps(fig):
+        assert trace.z.size <= 250_000
+    assert _heatmaps(fig)[0].z.shape == (500, 500)
+    assert "pooled 4x3: each cell is the mean of a 4x3 block" in _title(fig)
+    np.testing.assert_allclose(_heatmaps(fig)[0].z[0, 0], weight[:4, :3].mean().item(), rtol=1e-5)
+
+    pattern = mask_pattern(mask, max_cells=10_000)
+    assert pattern.data[0].z.size <= 10_000
+    assert "pooled" in _title(pattern) and "fraction kept" in _title(pattern)
+    assert np.nanmin(pattern.data[0].z) >= 0 and np.nanmax(pattern.data[0].z) <= 1
+
+
+@pytest.mark.parametrize("shape", [(1, 100_000), (333, 7), (101, 103)])
+@pytest.mark.parametrize("cap", [1, 50, 999])
+def test_pooling_respects_any_cap(shape, cap):
+    fig = weight_heatmap(np.ones(shape), max_cells=cap)
+    assert fig.data[0].z.size <= cap
+    assert np.isfinite(fig.data[0].z).all()
+
+
+# ----------------------------------------------------------------------------------------
+# mask_pattern
+
+
+def test_mask_pattern_two_colours_and_sparsity_in_title():
+    mask = torch.tensor([[True, False, False], [True, True, False]])
+    fig = mask_pattern(mask)
+    (trace,) = fig.data
+    assert trace.name == "mask"
+    assert trace.z.tolist() == [[1, 0, 0], [1, 1, 0]]
+    assert list(trace.colorbar.ticktext) == ["pruned", "kept"]
+    assert len({colour for _, colour in trace.colorscale}) == 2
+    assert "sparsity 50.0%" in _title(fig)
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+
+
+def test_mask_pattern_accepts_numpy_zero_one():
+    fig = mask_pattern(np.array([[1, 0], [0, 0]]))
+    assert "sparsity 75.0%" in _title(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# weight_histogram
+
+
+def test_histogram_shades_the_pruned_band():
+    weight = make_mlp()[0].weight.detach()
+    t = 0.1
+    fig = weight_histogram(weight, t, bins=40)
+    (bars,) = fig.data
+    assert isinstance(bars, go.Bar)
+    assert int(np.sum(bars.y)) == weight.numel()
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert [(r.x0, r.x1) for r in rects] == [(-t, t)]
+    assert sorted(line.x0 for line in lines) == [-t, t]
+    assert all(line.line.dash == "dash" for line in lines)
+    share = (weight.abs() <= t).float().mean().item()
+    assert f"{share:.1%}" in fig.layout.annotations[0].text
+    assert fig.layout.xaxis.title.text == "weight value"
+    assert fig.layout.yaxis.title.text == "count"
+
+
+def test_histogram_of_non_negative_scores_has_one_cut():
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.9])
+    fig = weight_histogram(scores, 0.25, bins=4, log_y=True)
+    (rect,) = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert (rect.x0, rect.x1) == (pytest.approx(0.1), 0.25)
+    assert [s.x0 for s in fig.layout.shapes if s.type == "line"] == [0.25]
+    assert "50.0%" in fig.layout.annotations[0].text
+    assert fig.layout.yaxis.type == "log"
+    forced = weight_histogram(scores, 0.25, symmetric=True)
+    assert [(s.x0, s.x1) for s in forced.layout.shapes if s.type == "rect"] == [(-0.25, 0.25)]
+
+
+def test_histogram_without_threshold_has_no_shapes():
+    fig = weight_histogram(np.array([-1.0, 0.0, 1.0]), title="plain")
+    assert not fig.layout.shapes
+    assert _title(fig).startswith("plain")
+
+
+# ----------------------------------------------------------------------------------------
+# channel_magnitudes
+
+
+def test_channel_split_from_1d_and_full_mask_agree():
+    conv = make_cnn()[3].weight.detach()  # 12 x 8 x 3 x 3
+    masks = prunelab.prune(make_cnn(), "weight-norm-channel", sparsity=0.5)
+    full = masks["3.weight"]
+    channel_mask = full.flatten(1).any(dim=1)
+    scores = conv.abs().sum(dim=(1, 2, 3))
+
+    from_1d = channel_magnitudes(scores, channel_mask)
+    from_full = channel_magnitudes(scores, full)
+    for fig in (from_1d, from_full):
+        kept, pruned = fig.data
+        assert (kept.name, pruned.name) == ("kept", "pruned")
+        assert kept.x.tolist() == torch.nonzero(channel_mask).flatten().tolist()
+        assert pruned.x.tolist() == torch.nonzero(~channel_mask).flatten().tolist()
+        np.testing.assert_allclose(kept.y, scores[channel_mask].numpy(), rtol=1e-6)
+        assert kept.marker.color != pruned.marker.color
+        assert fig.layout.xaxis.title.text == "channel"
+        assert fig.layout.yaxis.title.text == "score"
+    assert "6 of 12 channels kept" in _title(from_1d)
+
+
+def test_channel_mask_along_another_dim_and_sorting():
+    scores = torch.tensor([5.0, 1.0, 3.0])
+    mask = torch.zeros(2, 3, 4, dtype=torch.bool)  # ConvTranspose-like: channels in dim 1
+    mask[0, 0, 1] = mask[1, 2, 0] = True
+    fig = channel_magnitudes(scores, mask, dim=1, sort=True)
+    assert fig.data[0].x.tolist() == [0, 2]
+    assert fig.data[1].x.tolist() == [1]
+    assert list(fig.layout.xaxis.categoryarray) == [1, 2, 0]
+    assert "sorted" in fig.layout.xaxis.title.text
+
+
+def test_channel_magnitudes_without_mask_is_one_trace():
+    fig = channel_magnitudes(np.array([1.0, 2.0]))
+    assert [t.name for t in fig.data] == ["score"]
+
+
+# ----------------------------------------------------------------------------------------
+# layer_sparsity
+
+
+def test_layer_sparsity_bars_match_per_layer():
+    masks = prunelab.prune(make_mlp(), "global-magnitude", sparsity=0.6)
+    fig = layer_sparsity(masks)
+    (bars,) = fig.data
+    table = masks.per_layer()
+    assert bars.name == "layers"
+    assert list(bars.y) == table["fqn"].tolist()
+    np.testing.assert_allclose(bars.x, table["sparsity"] * 100)
+    assert list(fig.layout.yaxis.categoryarray) == table["fqn"].tolist()
+    (line,) = fig.layout.shapes
+    assert line.x0 == pytest.approx(masks.sparsity() * 100)
+    assert line.line.dash == "dash"
+    assert "kept" in bars.hovertemplate
+    assert bars.customdata[0][0] == table["kept"][0]
+    assert fig.layout.xaxis.title.text.startswith("sparsity")
+    assert fig.layout.yaxis.title.text == "layer"
+
+
+def test_layer_sparsity_highlights_empty_layers():
+    masks = Masks(
+        {
+            "a.weight": torch.tensor([[True, False]]),
+            "b.weight": torch.zeros(2, 2, dtype=torch.bool),
+            "c.weight": torch.ones(3, dtype=torch.bool),
+        }
+    )
+    fig = layer_sparsity(masks)
+    layers, empty = fig.data
+    assert (layers.name, empty.name) == ("layers", "empty")
+    assert list(empty.y) == ["b.weight"] and list(empty.x) == [100.0]
+    assert list(layers.y) == ["a.weight", "c.weight"]
+    assert layers.marker.color != empty.marker.color
+    assert list(fig.layout.yaxis.categoryarray) == ["a.weight", "b.weight", "c.weight"]
+    assert "1 empty layer" in _title(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# mask_overlap
+
+
+def test_mask_overlap_counts_and_iou_match_masks_overlap():
+    model = make_cnn()
+    a = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    b = prunelab.prune(model, "random", sparsity=0.5, seed=3)
+    fqn = "3.weight"
+    fig = mask_overlap(a, b, fqn, names=("magnitude", "random"))
+    (trace,) = fig.data
+    ma, mb = a[fqn].flatten(1).numpy(), b[fqn].flatten(1).numpy()
+    assert trace.z.shape == ma.shape
+    expected = [(ma & mb).sum(), (ma & ~mb).sum(), (~ma & mb).sum(), (~ma & ~mb).sum()]
+    assert [int((trace.z == k).sum()) for k in range(4)] == expected
+    assert list(trace.colorbar.ticktext) == [
+        "kept by both",
+        "only magnitude keeps",
+        "only random keeps",
+        "pruned by both",
+    ]
+    assert len({colour for _, colour in trace.colorscale}) == 4
+    iou = a.overlap(b).set_index("fqn").loc[fqn, "iou"]
+    match = re.search(r"IoU of kept sets ([0-9.]+)", _title(fig))
+    assert match and match.group(1) == f"{iou:.3f}"
+    assert fig.layout.xaxis.title.text == "input (in x kh x kw)"
+
+
+def test_mask_overlap_pooled_shows_dominant_category():
+    a = torch.zeros(600, 600, dtype=torch.bool)
+    a[:300] = True
+    b = a.clone()
+    b[:, :150] = True
+    fig = mask_overlap(Masks({"w": a}), Masks({"w": b}), "w", max_cells=40_000)
+    z = fig.data[0].z
+    assert z.size <= 40_000
+    assert "pooled 3x3" in _title(fig) and "most common category" in _title(fig)
+    assert z[0, -1] == 0 and z[-1, 0] == 2 and z[-1, -1] == 3
+    assert "IoU of kept sets 0.800" in _title(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_mask_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 4\).*weight has shape \(2, 3, 5\)"):
+        weight_heatmap(torch.randn(2, 3, 5), torch.ones(2, 3, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: weight_heatmap(torch.empty(0, 3)),
+        lambda: mask_pattern(torch.empty(0, dtype=torch.bool)),
+        lambda: weight_histogram(np.array([])),
+        lambda: channel_magnitudes(torch.empty(0)),
+    ],
+)
+def test_empty_tensors(call):
+    with pytest.raises(ValueError, match="empty"):
+        call()
+
+
+def test_channel_count_mismatch():
+    with pytest.raises(ValueError, match=r"4 channels along dim 0.*3 scores"):
+        channel_magnitudes(torch.ones(3), torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="1-D"):
+        channel_magnitudes(torch.ones(3, 3))
+    with pytest.raises(ValueError, match="dim=2 is out of range"):
+        channel_magnitudes(torch.ones(3), torch.ones(3, 4, dtype=torch.bool), dim=2)
+
+
+def test_unknown_or_unusable_layout():
+    with pytest.raises(ValueError, match=r"layout must be one of \('matrix', 'filters'\)"):
+        weight_heatmap(torch.randn(2, 2), layout="grid")
+    with pytest.raises(ValueError, match="layout='matrix'"):
+        weight_heatmap(torch.randn(2, 2), layout="filters")
+
+
+def test_other_bad_input():
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        mask_pattern(np.array([0, 2]))
+    with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
+        weight_histogram(torch.randn(5), -0.1)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        weight_histogram(torch.randn(5), "0.1")
+    with pytest.raises(ValueError, match="at least one dimension"):
+        weight_heatmap(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="max_cells must be a positive integer"):
+        weight_heatmap(torch.randn(2, 2), max_cells=0)
+    with pytest.raises(TypeError, match="torch tensor or a numpy array"):
+        weight_heatmap([[1.0, 2.0]])
+    masks = Masks({"w": torch.ones(2, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"masks_a has no mask for 'v'; it has: \['w'\]"):
+        mask_overlap(masks, Masks({"v": torch.ones(2, dtype=torch.bool)}), "v")
+    with pytest.raises(ValueError, match="differ in shape"):
+        mask_overlap(masks, Masks({"w": torch.ones(3, dtype=torch.bool)}), "w")
+    with pytest.raises(ValueError, match="names must be two strings"):
+        mask_overlap(masks, masks, "w", names="AB")
+    with pytest.raises(ValueError, match="empty"):
+        layer_sparsity(Masks({}))
+
+
+def test_every_figure_serialises_for_the_browser():
+    model = make_cnn()
+    a = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    b = prunelab.prune(model, "random", sparsity=0.5)
+    weight = model[0].weight.detach()
+    figures = [
+        weight_heatmap(weight, a["0.weight"], layout="filters"),
+        mask_pattern(a["0.weight"]),
+        weight_histogram(weight, 0.1),
+        channel_magnitudes(weight.abs().sum(dim=(1, 2, 3)), a["0.weight"], sort=True),
+        layer_sparsity(a),
+        mask_overlap(a, b, "0.weight"),
+    ]
+    for fig in figures:
+        payload = json.loads(fig.to_json())
+        assert payload["data"] and payload["layout"]["title"]["text"]
