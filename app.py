@@ -27,8 +27,9 @@ else:
     cols[2].metric("Data", "none")
 
 st.subheader("Where to go")
-st.page_link("pages/2_Prune.py", label="Prune: pick a strategy, move the slider, see what happens",
-             icon="✂️")
+st.page_link(
+    "pages/2_Prune.py", label="Prune: pick a strategy, move the slider, see what happens", icon="✂️"
+)
 st.page_link("pages/1_Model.py", label="Model: the prunable layers and their weights", icon="🔎")
 st.page_link("pages/7_Learn.py", label="Learn: what pruning is, in four small lessons", icon="🎓")
 

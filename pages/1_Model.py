@@ -36,7 +36,9 @@ st.dataframe(
     stats,
     hide_index=True,
     column_config={
-        "share of FLOPs": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+        "share of FLOPs": st.column_config.ProgressColumn(
+            format="percent", min_value=0, max_value=1
+        ),
         "near zero": st.column_config.NumberColumn(format="percent"),
     },
 )

@@ -23,7 +23,12 @@ with top_right:
 
 try:
     pruner = engine.pruner(
-        choice.model_key, choice.data_spec, strategy.name, strategy.options, layers, seed,
+        choice.model_key,
+        choice.data_spec,
+        strategy.name,
+        strategy.options,
+        layers,
+        seed,
         _choice=choice,
     )
 except (ValueError, TypeError) as exc:
@@ -41,14 +46,20 @@ def _masks_controls():
     drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
     sparsity = st.slider(
         "Sparsity (fraction of weights zeroed)",
-        0.0, 1.0, 0.5, 0.01,
+        0.0,
+        1.0,
+        0.5,
+        0.01,
         key=Keys.sparsity,
         disabled=drive != "sparsity",
     )
     low, high = pruner.score_range() or (0.0, 1.0)
     threshold = st.slider(
         "Threshold (prune scores at or below)",
-        float(min(low, 0.0)), float(high), float(min(low, 0.0)), (high - min(low, 0.0)) / 200,
+        float(min(low, 0.0)),
+        float(high),
+        float(min(low, 0.0)),
+        (high - min(low, 0.0)) / 200,
         key=Keys.threshold,
         format="%.4g",
         disabled=drive != "threshold",
@@ -57,7 +68,9 @@ def _masks_controls():
         cuts = pruner.implied_thresholds(sparsity)
         if cuts:
             values = sorted(set(cuts.values()))
-            text = f"{values[0]:.4g}" if len(values) == 1 else f"{values[0]:.4g} to {values[-1]:.4g}"
+            text = (
+                f"{values[0]:.4g}" if len(values) == 1 else f"{values[0]:.4g} to {values[-1]:.4g}"
+            )
             st.caption(f"Implied threshold: {text}" + (" (per layer)" if len(values) > 1 else ""))
         return pruner.masks(sparsity=sparsity), f"{strategy.label} at sparsity {sparsity:.0%}"
     masks = pruner.masks(threshold=threshold)
@@ -109,12 +122,18 @@ def _summary(masks):
     pruned = engine.evaluate_masks(choice, masks)
     if "accuracy" in pruned:
         cols[3].metric(
-            "Accuracy", f"{pruned['accuracy']:.1%}", f"{pruned['accuracy'] - dense['accuracy']:+.1%}"
+            "Accuracy",
+            f"{pruned['accuracy']:.1%}",
+            f"{pruned['accuracy'] - dense['accuracy']:+.1%}",
         )
     more = st.columns(4)
     if "loss" in pruned:
-        more[0].metric("Loss", f"{pruned['loss']:.3f}", f"{pruned['loss'] - dense['loss']:+.3f}",
-                       delta_color="inverse")
+        more[0].metric(
+            "Loss",
+            f"{pruned['loss']:.3f}",
+            f"{pruned['loss'] - dense['loss']:+.3f}",
+            delta_color="inverse",
+        )
     more[1].metric("Agreement with dense", f"{pruned['agreement']:.1%}")
     more[2].metric("KL(dense ‖ pruned)", f"{pruned['kl']:.4f}")
     explain(
@@ -131,22 +150,26 @@ def _layer_details(masks):
     fqn = st.selectbox("Layer", fqns, key=Keys.focus)
     weight = choice.model.get_parameter(fqn).detach()
     mask = masks[fqn]
+    if weight.ndim > 1 and engine.out_dim(choice, fqn) == 1:
+        # transposed convolutions store (in, out, ...): show output channels as rows
+        weight, mask = weight.movedim(1, 0), mask.movedim(1, 0)
     tabs = st.tabs(["Weights before/after", "Mask pattern", "Histogram", "Channels", "Compare"])
     with tabs[0]:
         layout = "matrix"
         if weight.ndim > 2:
-            layout = st.radio("Layout", ("matrix", "filters"), horizontal=True,
-                              key=Keys.heatmap_layout)
+            layout = st.radio(
+                "Layout", ("matrix", "filters"), horizontal=True, key=Keys.heatmap_layout
+            )
         st.plotly_chart(figures.weight_heatmap(weight, mask, layout=layout), key="heatmap")
         explain(
             "Left, the layer's weights; right, the same weights after pruning (pruned ones are "
-            "exactly zero, white). Red is positive, blue negative. Convolution weights are "
+            "exactly zero, white). Blue is positive, red negative. Convolution weights are "
             "drawn as output channels by (input channels x kernel positions)."
         )
     with tabs[1]:
         st.plotly_chart(figures.mask_pattern(mask), key="mask_pattern")
         explain(
-            "The mask itself: kept weights in one colour, pruned in the other. Unstructured "
+            "The mask itself: kept weights blue, pruned ones grey. Unstructured "
             "masks look like noise, channel masks like whole rows, N:M masks like a regular "
             "comb along the inputs."
         )

@@ -27,8 +27,9 @@ def toy_layer() -> nn.Module:
 @st.cache_data(show_spinner="Evaluating both strategies at ten sparsities...")
 def curves(model_key: str, data_spec: str, _choice: engine.Choice):
     levels = [i / 20 for i in range(0, 20, 2)]
-    return sweep(_choice.model, _choice.data, strategies=["layer-magnitude", "random"],
-                 sparsities=levels)
+    return sweep(
+        _choice.model, _choice.data, strategies=["layer-magnitude", "random"], sparsities=levels
+    )
 
 
 toy = toy_layer()
@@ -101,8 +102,12 @@ if st.button("Measure latency, dense vs masked", key="learn_latency"):
     dense_time = latency(choice.model, example, repeats=20)["median_s"]
     masked_time = latency(choice.model, example, masks=masked, repeats=20)["median_s"]
     cols[1].metric("Dense forward", f"{dense_time * 1e3:.2f} ms")
-    cols[2].metric("Masked forward", f"{masked_time * 1e3:.2f} ms",
-                   f"{masked_time / dense_time - 1:+.0%}", delta_color="off")
+    cols[2].metric(
+        "Masked forward",
+        f"{masked_time * 1e3:.2f} ms",
+        f"{masked_time / dense_time - 1:+.0%}",
+        delta_color="off",
+    )
 explain(
     "A masked weight is still stored and still multiplied, just by zero: dense kernels do the "
     "same work whatever the values, so latency and memory stay the same. 'Effective FLOPs' is "

@@ -28,6 +28,7 @@ __all__ = [
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",
+    "sparsity_curves",
     "weight_heatmap",
     "weight_histogram",
 ]
@@ -711,4 +712,64 @@ def mask_overlap(
     ]
     fig.update_layout(title=_title(f"{fqn}: {names[0]} vs {names[1]}", notes))
     _matrix_heatmap_axes(fig, titles)
+    return fig
+
+
+_METRIC_TITLES = {
+    "accuracy": "accuracy",
+    "loss": "mean loss",
+    "agreement": "top-1 agreement with the dense model",
+    "kl": "KL(dense || pruned)",
+}
+
+
+def sparsity_curves(
+    table: object, *, metric: str = "accuracy", title: str | None = None
+) -> go.Figure:
+    """Metric-vs-sparsity curves, one line per strategy (the output of ``prunelab.sweeps.sweep``).
+
+    Args:
+        table: A DataFrame with columns ``strategy``, ``sparsity`` and ``metric``.
+        metric: Which column to plot: accuracy, loss, agreement or kl.
+        title: Main title.
+
+    Returns:
+        A Figure with one Scatter trace (lines and markers) per strategy, named after it.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"strategy": ["a", "a"], "sparsity": [0.0, 0.5], "accuracy": [0.9, 0.8]})
+    >>> [t.name for t in sparsity_curves(df).data]
+    ['a']
+    """
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in ("strategy", "sparsity", metric) if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"table lacks column(s) {missing}; it needs strategy, sparsity and the metric "
+            f"(have {list(table.columns)})"
+        )
+    if table.empty:
+        raise ValueError("table is empty; there is no curve to plot")
+    percent = metric in ("accuracy", "agreement")
+    fig = go.Figure()
+    for strategy, rows in table.groupby("strategy", sort=False):
+        rows = rows.sort_values("sparsity")
+        values = rows[metric] * (100 if percent else 1)
+        fig.add_trace(
+            go.Scatter(
+                x=(rows["sparsity"] * 100).tolist(),
+                y=values.tolist(),
+                mode="lines+markers",
+                name=str(strategy),
+                hovertemplate=f"{strategy}<br>sparsity %{{x:.1f}}%<br>{metric} %{{y:.3g}}"
+                "<extra></extra>",
+            )
+        )
+    label = _METRIC_TITLES.get(metric, metric)
+    fig.update_layout(title=_title(title or f"{label.capitalize()} vs sparsity", []))
+    fig.update_xaxes(title_text="sparsity (% of weights zeroed)", range=[0, 100])
+    fig.update_yaxes(title_text=label + (" (%)" if percent else ""))
     return fig

@@ -27,7 +27,7 @@ def test_readme_python_examples_run():
     namespace: dict = {}
     try:
         for block in blocks:
-            exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+            exec(compile(block, "README.md", "exec"), namespace)
     finally:
         _REGISTRY.clear()
         _REGISTRY.update(saved)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import prunelab
-from prunelab import Masks
+from prunelab import Masks, figures
 from prunelab.figures import (
     channel_magnitudes,
     layer_sparsity,
@@ -401,3 +401,21 @@ def test_every_figure_serialises_for_the_browser():
     for fig in figures:
         payload = json.loads(fig.to_json())
         assert payload["data"] and payload["layout"]["title"]["text"]
+
+
+def test_sparsity_curves_one_trace_per_strategy():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "strategy": ["mag", "mag", "rnd", "rnd"],
+            "sparsity": [0.5, 0.0, 0.0, 0.5],
+            "accuracy": [0.8, 0.9, 0.9, 0.3],
+        }
+    )
+    fig = figures.sparsity_curves(table)
+    assert [t.name for t in fig.data] == ["mag", "rnd"]
+    assert list(fig.data[0].x) == [0.0, 50.0] and list(fig.data[0].y) == [90.0, 80.0]
+    assert fig.layout.xaxis.title.text.startswith("sparsity")
+    with pytest.raises(ValueError, match="lacks column"):
+        figures.sparsity_curves(table, metric="loss")

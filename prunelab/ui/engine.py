@@ -24,6 +24,7 @@ from ..evaluate import evaluate, flops_by_layer
 from ..masks import Masks
 from ..pruner import Pruner
 from ..strategies import Strategy, get_strategy
+from ..targets import targets
 
 MAX_MODELS = 6
 MAX_PRUNERS = 32
@@ -124,6 +125,11 @@ def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:
     dense = int(table["flops"].sum())
     effective = int((table["flops"].to_numpy() * fractions.to_numpy()).sum())
     return dense, effective
+
+
+def out_dim(choice: Choice, fqn: str) -> int:
+    """Which dimension of a target weight holds its output channels."""
+    return next(t.out_dim for t in targets(choice.model) if t.fqn == fqn)
 
 
 def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:

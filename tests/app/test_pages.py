@@ -44,8 +44,16 @@ def test_prune_slider_changes_sparsity_and_figures():
 
 @pytest.mark.parametrize(
     "strategy",
-    ["layer-magnitude", "random", "weight-norm-channel", "n:m", "layer-activation-magnitude",
-     "global-magnitude-gradient", "activation-norm-channel", "threshold"],
+    [
+        "layer-magnitude",
+        "random",
+        "weight-norm-channel",
+        "n:m",
+        "layer-activation-magnitude",
+        "global-magnitude-gradient",
+        "activation-norm-channel",
+        "threshold",
+    ],
 )
 def test_switching_strategy_works(strategy):
     at = page("pages/2_Prune.py").run()
