@@ -32,6 +32,25 @@ class Keys:
     compare = "prune_compare"
     evaluate_now = "prune_evaluate"
 
+    # activations page (prefix "act_": add more here as needed)
+    act_layer = "act_layer"
+    act_threshold = "act_threshold"
+    act_aggregate = "act_aggregate"
+    act_reduce = "act_reduce"
+    act_mask_fn = "act_mask_fn"
+    act_per_feature = "act_per_feature"
+    act_sparsity_level = "act_sparsity_level"
+
+    # sensitivity page (prefix "sens_")
+    sens_layers = "sens_layers"
+    sens_levels = "sens_levels"
+    sens_subset = "sens_subset"
+    sens_early_stop = "sens_early_stop"
+    sens_run = "sens_run"
+    sens_target = "sens_target"
+    sens_strategies = "sens_strategies"
+    sens_edit = "sens_edit"
+
     # model page
     model_focus = "model_focus_layer"
 
