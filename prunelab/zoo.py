@@ -1,0 +1,517 @@
+"""Models by spec: the shipped samples, torchvision architectures, and the user's own files.
+
+Specs:
+
+* ``sample:<name>`` -- a trained model from ``sample_models/`` (see :func:`list_models`).
+* ``torchvision:<arch>`` -- a torchvision classification architecture, randomly initialised
+  (seeded, offline). Options: ``weights=DEFAULT`` (or another weights name) for pretrained
+  weights when cached or downloadable, ``num_classes=<n>``, ``input=3x224x224``.
+* ``file:<path>`` -- the user's model:
+
+  - a ``torch.export`` program (``.pt2``), run as exported (``arch=`` loads its weights
+    into a known architecture instead, so that its layers can be pruned);
+  - a state_dict saved with ``torch.save`` plus ``arch=<sample or torchvision name>``
+    (``?arch=sample:digits-cnn``, ``?arch=torchvision:resnet18&num_classes=10``);
+  - a pickled ``nn.Module`` -- only with ``trust=True`` (``?trust=1``, CLI ``--trust``), since
+    unpickling can run arbitrary code. By default files are read with ``weights_only=True``.
+
+  ``input=CxHxW`` sets the input shape where it cannot be known from the file.
+
+A bare sample name (``digits-cnn``) or an existing path is accepted as well.
+
+>>> bundle = load("sample:digits-mlp")
+>>> bundle.model(bundle.example_input(batch_size=2)).shape
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .architectures import ARCHITECTURES, sample_architecture_of
+from .data import Spec, import_torchvision, parse_spec
+
+__all__ = [
+    "ModelBundle",
+    "list_models",
+    "load",
+    "sample_dir",
+    "sample_table",
+]
+
+SCHEMES = ("sample", "torchvision", "file")
+TORCHVISION_INPUT = (3, 224, 224)
+_SAMPLE_ENV = "PRUNELAB_SAMPLE_MODELS"
+_DATA_KEYS = {"x", "y", "class_names"}
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded model (in eval mode) and what is needed to run and judge it.
+
+    Attributes:
+        model: The model, in eval mode. Treat it as read-only: prunelab never modifies it.
+        name: Short name, e.g. ``"digits-cnn"``.
+        spec: The spec it was loaded from.
+        input_shape: Shape of one input, without the batch dimension.
+        input_dtype: Dtype of the input (int64 token ids for the sentiment LSTM).
+        task: What the model does; ``"classification"``.
+        class_names: Names of the output classes, or None when unknown.
+        default_data: Spec of the data to evaluate it on, or None.
+        card: The model card (sample models), or None.
+    """
+
+    model: nn.Module = field(repr=False)
+    name: str
+    spec: str
+    input_shape: tuple[int, ...]
+    input_dtype: torch.dtype = torch.float32
+    task: str = "classification"
+    class_names: tuple[str, ...] | None = None
+    default_data: str | None = None
+    card: Mapping[str, object] | None = field(default=None, repr=False, compare=False)
+
+    def example_input(self, batch_size: int = 1, *, seed: int = 0) -> torch.Tensor:
+        """A seeded random input batch of the right shape and dtype.
+
+        Floats are uniform in [0, 1]; integer inputs are token ids below the size of the
+        model's first embedding.
+
+        >>> load("sample:sentiment-lstm").example_input(batch_size=3).dtype
+        torch.int64
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        generator = torch.Generator().manual_seed(seed)
+        shape = (batch_size, *self.input_shape)
+        if self.input_dtype.is_floating_point:
+            return torch.rand(shape, generator=generator).to(self.input_dtype)
+        embedding = next((m for m in self.model.modules() if isinstance(m, nn.Embedding)), None)
+        high = embedding.num_embeddings if embedding is not None else 2
+        return torch.randint(0, high, shape, generator=generator, dtype=self.input_dtype)
+
+
+# -- sample models -------------------------------------------------------------------------
+
+
+def sample_dir() -> Path:
+    """The directory holding the sample models' weights and cards.
+
+    Looked up in order: ``$PRUNELAB_SAMPLE_MODELS``; ``prunelab/_sample_models`` (where a
+    wheel installs them); ``sample_models/`` beside the package (a source checkout).
+
+    Raises:
+        FileNotFoundError: If none of them holds the sample weights.
+    """
+    package = Path(__file__).resolve().parent
+    candidates = [package / "_sample_models", package.parent / "sample_models"]
+    if os.environ.get(_SAMPLE_ENV):
+        candidates.insert(0, Path(os.environ[_SAMPLE_ENV]))
+    for candidate in candidates:
+        if any(candidate.glob("*.pt")):
+            return candidate
+    raise FileNotFoundError(
+        "sample model weights not found in "
+        + ", ".join(str(c) for c in candidates)
+        + "; rebuild them with `python sample_models/build.py`"
+    )
+
+
+@cache
+def _card(name: str) -> dict:
+    path = sample_dir() / f"{name}.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_sample(spec: Spec) -> ModelBundle:
+    spec.check_options([])
+    arch = ARCHITECTURES.get(spec.target)
+    if arch is None:
+        raise ValueError(
+            f"unknown sample model {spec.target!r}; available: "
+            f"{', '.join('sample:' + n for n in ARCHITECTURES)}"
+        )
+    path = sample_dir() / f"{arch.name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights of sample:{arch.name} missing ({path}); rebuild them with "
+            "`python sample_models/build.py`"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = arch.factory()
+    _load_state_dict(model, state, source=str(path), arch=f"sample:{arch.name}")
+    return ModelBundle(
+        model=model.eval(),
+        name=arch.name,
+        spec=f"sample:{arch.name}",
+        input_shape=arch.input_shape,
+        input_dtype=arch.input_dtype,
+        class_names=arch.class_names,
+        default_data=arch.data,
+        card=_card(arch.name) or None,
+    )
+
+
+def sample_table() -> pd.DataFrame:
+    """One row per sample model: spec, input, parameters, test accuracy, description.
+
+    Read from the model cards; no weights are loaded.
+    """
+    rows = []
+    for name, arch in ARCHITECTURES.items():
+        card = _card(name)
+        dtype = str(arch.input_dtype).removeprefix("torch.")
+        accuracy = card.get("test_accuracy")
+        rows.append(
+            {
+                "spec": f"sample:{name}",
+                "input": "x".join(map(str, arch.input_shape)) + f" {dtype}",
+                "params": card.get("parameters"),
+                "test acc": f"{accuracy:.2%}" if isinstance(accuracy, float) else "-",
+                "data": arch.data,
+                "description": arch.description,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# -- torchvision ---------------------------------------------------------------------------
+
+
+def _parse_shape(spec: Spec) -> tuple[int, ...] | None:
+    text = spec.options.get("input")
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise ValueError(
+            f"input={text!r} in {spec.text!r} must be positive sizes joined by 'x', "
+            "e.g. input=3x32x32 (batch dimension not included)"
+        )
+    return shape
+
+
+def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...] | None]:
+    torchvision = import_torchvision()
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        close = difflib.get_close_matches(arch, available, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown torchvision classification model {arch!r}{hint} "
+            "(`prunelab models` lists them all)"
+        )
+    kwargs = {}
+    if (num_classes := spec.integer("num_classes")) is not None:
+        kwargs["num_classes"] = num_classes
+    weights = spec.options.get("weights")
+    if not weights or weights.lower() == "none":
+        torch.manual_seed(0)  # random init, but the same random model every time
+        return torchvision.models.get_model(arch, weights=None, **kwargs), None
+    try:
+        weights_enum = torchvision.models.get_model_weights(arch)[weights]
+    except KeyError:
+        known = torchvision.models.get_model_weights(arch)
+        names = ", ".join(["DEFAULT", *(w.name for w in known)])
+        raise ValueError(f"unknown weights {weights!r} for {arch}; available: {names}") from None
+    try:
+        model = torchvision.models.get_model(arch, weights=weights_enum, **kwargs)
+    except ValueError:
+        raise
+    except Exception as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise ValueError(
+            f"pretrained weights {weights_enum} for {arch} are not cached in {cache} and "
+            f"cannot be downloaded here ({type(exc).__name__}: {exc}); use "
+            f"torchvision:{arch} for a randomly initialised model"
+        ) from exc
+    categories = weights_enum.meta.get("categories")
+    return model, tuple(categories) if categories else None
+
+
+def _load_torchvision(spec: Spec) -> ModelBundle:
+    spec.check_options(["weights", "num_classes", "input"])
+    model, class_names = _torchvision_model(spec, spec.target)
+    return ModelBundle(
+        model=model.eval(),
+        name=spec.target,
+        spec=spec.text,
+        input_shape=_parse_shape(spec) or TORCHVISION_INPUT,
+        class_names=class_names,
+    )
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def _load_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, arch: str
+) -> None:
+    """``model.load_state_dict(state)`` with an error that names the keys that do not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} (file {_shape(state[k])}, model {_shape(expected[k])})"
+        for k in expected
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, keys in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+    ):
+        if keys:
+            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
+            problems.append(f"{label}: {', '.join(keys[:4])}{more}")
+    if problems:
+        raise ValueError(f"state_dict in {source} does not fit {arch}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape)) or "scalar"
+
+
+def _fold_pruned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # A state_dict of a model from prunelab.apply / torch.nn.utils.prune holds name_orig and
+    # name_mask; the architecture expects name = name_orig * name_mask.
+    folded = dict(state)
+    for key in [k for k in state if k.endswith("_orig")]:
+        base = key.removesuffix("_orig")
+        if f"{base}_mask" in state:
+            folded[base] = state[key] * state[f"{base}_mask"]
+            del folded[key], folded[f"{base}_mask"]
+    return folded
+
+
+def _as_state_dict(payload: object) -> dict[str, torch.Tensor] | None:
+    if not isinstance(payload, Mapping):
+        return None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(payload.get(key), Mapping):
+            payload = payload[key]
+            break
+    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return _fold_pruned(payload)
+    return None
+
+
+def _arch_model(spec: Spec) -> tuple[nn.Module, Spec]:
+    """A fresh model of the architecture named by ``arch=``, and the arch's own spec."""
+    arch_text = spec.options["arch"]
+    unknown = ValueError(
+        f"unknown architecture arch={arch_text!r}; give sample:<name> "
+        f"({', '.join(ARCHITECTURES)}) or torchvision:<arch>"
+    )
+    try:
+        arch = parse_spec(
+            arch_text, schemes=("sample", "torchvision"), samples=tuple(ARCHITECTURES)
+        )
+    except ValueError:
+        raise unknown from None
+    if arch.scheme == "sample":
+        if arch.target not in ARCHITECTURES:
+            raise unknown
+        return ARCHITECTURES[arch.target].factory(), arch
+    # num_classes=... given beside arch= belongs to the torchvision architecture
+    options = {k: v for k, v in spec.options.items() if k == "num_classes"}
+    arch = Spec(arch.scheme, arch.target, {**options, **arch.options}, arch_text)
+    arch.check_options(["num_classes"])
+    model, _ = _torchvision_model(arch, arch.target)
+    return model, arch
+
+
+def _guess_input(model: nn.Module) -> tuple[tuple[int, ...], torch.dtype]:
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            return (16,), torch.int64
+        if isinstance(module, nn.Linear):
+            return (module.in_features,), torch.float32
+        if isinstance(module, nn.Conv1d):
+            return (module.in_channels, 64), torch.float32
+        if isinstance(module, nn.Conv2d):
+            side = 224 if module.in_channels == 3 else 28
+            return (module.in_channels, side, side), torch.float32
+        if isinstance(module, nn.Conv3d):
+            return (module.in_channels, 16, 112, 112), torch.float32
+    raise ValueError("cannot tell the model's input shape; give it as input=CxHxW in the spec")
+
+
+def _bundle_for(model: nn.Module, spec: Spec, path: Path, arch: Spec | None) -> ModelBundle:
+    shape, dtype = None, torch.float32
+    class_names = default_data = None
+    sample = None
+    if arch is not None and arch.scheme == "sample":
+        sample = ARCHITECTURES[arch.target]
+    elif arch is None:
+        sample = sample_architecture_of(model)
+    if sample is not None:
+        shape, dtype = sample.input_shape, sample.input_dtype
+        class_names, default_data = sample.class_names, sample.data
+    elif arch is not None:
+        shape = TORCHVISION_INPUT
+    if (given := _parse_shape(spec)) is not None:
+        shape = given
+    if shape is None:
+        shape, dtype = _guess_input(model)
+    return ModelBundle(
+        model=model.eval(),
+        name=path.stem,
+        spec=spec.text,
+        input_shape=tuple(shape),
+        input_dtype=dtype,
+        class_names=class_names,
+        default_data=default_data,
+    )
+
+
+def _load_program(spec: Spec, path: Path) -> ModelBundle:
+    try:
+        program = torch.export.load(path)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} as a torch.export program: {exc}") from exc
+    if "arch" in spec.options:
+        model, arch = _arch_model(spec)
+        _load_state_dict(model, program.state_dict, source=str(path), arch=arch.text)
+        return _bundle_for(model, spec, path, arch)
+    user_inputs = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
+    if len(user_inputs) != 1 or "val" not in user_inputs[0].meta:
+        raise ValueError(
+            f"{path} takes {len(user_inputs)} inputs; prunelab runs programs with exactly one"
+        )
+    value = user_inputs[0].meta["val"]
+    if value.ndim == 0 or not isinstance(value.shape[0], torch.SymInt):
+        raise ValueError(
+            f"{path} was exported with a fixed batch size ({value.shape[0] if value.ndim else 0}"
+            "); export with a dynamic batch dimension, e.g. dynamic_shapes={'x': {0: "
+            "torch.export.Dim('batch')}}, so that it can be evaluated in batches"
+        )
+    bundle = ModelBundle(
+        model=program.module(),
+        name=path.stem,
+        spec=spec.text,
+        input_shape=_parse_shape(spec) or tuple(int(d) for d in value.shape[1:]),
+        input_dtype=value.dtype,
+    )
+    return bundle
+
+
+def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
+    spec.check_options(["arch", "trust", "input", "num_classes"])
+    trust = trust or spec.flag("trust")
+    path = Path(spec.target).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if path.suffix == ".pt2":
+        return _load_program(spec, path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"cannot read {path}: not a file written by torch.save or torch.export.save"
+            ) from exc
+        if not trust:
+            raise ValueError(
+                f"{path} holds a pickled Python object (e.g. a whole nn.Module), and unpickling "
+                "can run arbitrary code; load it only if you trust the file: trust=True "
+                "(CLI --trust, spec ?trust=1), or save a state_dict and give arch=..."
+            ) from exc
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(payload, nn.Module):
+        if "arch" in spec.options:
+            raise ValueError(f"{path} holds a whole module; arch= is only for state_dicts")
+        return _bundle_for(payload, spec, path, None)
+    if isinstance(payload, Mapping) and "x" in payload and set(payload) <= _DATA_KEYS:
+        raise ValueError(
+            f"{path} looks like a data file (tensors {', '.join(sorted(payload))}), not a "
+            f"model: use it as data, e.g. --data file:{path}"
+        )
+    state = _as_state_dict(payload)
+    if state is None:
+        found = sorted(map(str, payload))[:6] if isinstance(payload, Mapping) else type(payload)
+        raise ValueError(f"{path} holds neither a state_dict nor a module (found {found})")
+    if "arch" not in spec.options:
+        raise ValueError(
+            f"{path} holds a state_dict; say which architecture it belongs to with arch=, "
+            f"e.g. file:{path}?arch=sample:digits-cnn or ?arch=torchvision:resnet18"
+        )
+    model, arch = _arch_model(spec)
+    _load_state_dict(model, state, source=str(path), arch=arch.text)
+    return _bundle_for(model, spec, path, arch)
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def load(spec: str, *, trust: bool = False) -> ModelBundle:
+    """Load a model by spec (see the module docstring for the accepted specs).
+
+    Args:
+        spec: ``sample:<name>``, ``torchvision:<arch>[?weights=DEFAULT&num_classes=N]`` or
+            ``file:<path>[?arch=...&trust=1&input=CxHxW]``.
+        trust: Allow unpickling a whole module from a file (runs code from the file).
+
+    Returns:
+        A :class:`ModelBundle` with the model in eval mode.
+
+    Raises:
+        ValueError: Unknown model or option, unreadable file, a state_dict that does not fit
+            its architecture, a pickle without ``trust``, or unavailable torchvision/weights.
+        FileNotFoundError: A file that does not exist.
+
+    >>> load("sample:digits-resnet").input_shape
+    (1, 8, 8)
+    """
+    parsed = parse_spec(spec, schemes=SCHEMES, samples=tuple(ARCHITECTURES))
+    if parsed.scheme == "sample":
+        return _load_sample(parsed)
+    if parsed.scheme == "torchvision":
+        return _load_torchvision(parsed)
+    return _load_file(parsed, trust=trust)
+
+
+def list_models(*, torchvision: bool = True) -> list[str]:
+    """Specs of the known models: the samples, then torchvision's classification models.
+
+    torchvision models are left out when ``torchvision=False`` or when torchvision cannot be
+    imported (``prunelab.data.import_torchvision()`` says why).
+
+    >>> list_models(torchvision=False)[0]
+    'sample:digits-mlp'
+    """
+    specs = [f"sample:{name}" for name in ARCHITECTURES]
+    if torchvision:
+        try:
+            tv = import_torchvision()
+        except ValueError:
+            return specs
+        specs += [f"torchvision:{n}" for n in tv.models.list_models(module=tv.models)]
+    return specs
