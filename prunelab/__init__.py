@@ -11,9 +11,11 @@ by sparsity or threshold, and *apply* them without ever changing the model you g
 0.5
 """
 
+from . import data, zoo
 from ._version import __version__
 from .apply import apply, bake, masked_forward, masked_weights
 from .calibration import Calibration
+from .evaluate import evaluate, flops_by_layer, latency, model_stats
 from .granularity import NM, Granularity, parse_granularity
 from .masks import Masks
 from .pruner import Pruner, prune
@@ -29,6 +31,7 @@ from .strategies import (
     strategy_table,
 )
 from .targets import Target, targets
+from .zoo import ModelBundle
 
 __all__ = [
     "NM",
@@ -38,6 +41,7 @@ __all__ = [
     "Layer",
     "LayerwiseStrategy",
     "Masks",
+    "ModelBundle",
     "Pruner",
     "ScoredStrategy",
     "Strategy",
@@ -45,13 +49,19 @@ __all__ = [
     "__version__",
     "apply",
     "bake",
+    "data",
+    "evaluate",
+    "flops_by_layer",
     "get_strategy",
+    "latency",
     "list_strategies",
     "masked_forward",
     "masked_weights",
+    "model_stats",
     "parse_granularity",
     "prune",
     "register_strategy",
     "strategy_table",
     "targets",
+    "zoo",
 ]
