@@ -31,7 +31,7 @@ import json
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -71,6 +71,10 @@ class ModelBundle:
         class_names: Names of the output classes, or None when unknown.
         default_data: Spec of the data to evaluate it on, or None.
         card: The model card (sample models), or None.
+
+    >>> bundle = load("sample:digits-cnn")
+    >>> bundle.input_shape, bundle.default_data, bundle.class_names[:2]
+    ((1, 8, 8), 'sample:digits', ('0', '1'))
     """
 
     model: nn.Module = field(repr=False)
@@ -101,6 +105,13 @@ class ModelBundle:
         embedding = next((m for m in self.model.modules() if isinstance(m, nn.Embedding)), None)
         high = embedding.num_embeddings if embedding is not None else 2
         return torch.randint(0, high, shape, generator=generator, dtype=self.input_dtype)
+
+
+def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
+    """Build a model with seed 0, leaving the caller's global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return factory()
 
 
 # -- sample models -------------------------------------------------------------------------
@@ -152,7 +163,7 @@ def _load_sample(spec: Spec) -> ModelBundle:
             "`python sample_models/build.py`"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = arch.factory()
+    model = _seeded(arch.factory)
     _load_state_dict(model, state, source=str(path), arch=f"sample:{arch.name}")
     return ModelBundle(
         model=model.eval(),
@@ -223,8 +234,9 @@ def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...
         kwargs["num_classes"] = num_classes
     weights = spec.options.get("weights")
     if not weights or weights.lower() == "none":
-        torch.manual_seed(0)  # random init, but the same random model every time
-        return torchvision.models.get_model(arch, weights=None, **kwargs), None
+        # random init, but the same random model every time
+        model = _seeded(lambda: torchvision.models.get_model(arch, weights=None, **kwargs))
+        return model, None
     try:
         weights_enum = torchvision.models.get_model_weights(arch)[weights]
     except KeyError:
@@ -232,7 +244,7 @@ def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...
         names = ", ".join(["DEFAULT", *(w.name for w in known)])
         raise ValueError(f"unknown weights {weights!r} for {arch}; available: {names}") from None
     try:
-        model = torchvision.models.get_model(arch, weights=weights_enum, **kwargs)
+        model = _seeded(lambda: torchvision.models.get_model(arch, weights=weights_enum, **kwargs))
     except ValueError:
         raise
     except Exception as exc:
@@ -333,7 +345,7 @@ def _arch_model(spec: Spec) -> tuple[nn.Module, Spec]:
     if arch.scheme == "sample":
         if arch.target not in ARCHITECTURES:
             raise unknown
-        return ARCHITECTURES[arch.target].factory(), arch
+        return _seeded(ARCHITECTURES[arch.target].factory), arch
     # num_classes=... given beside arch= belongs to the torchvision architecture
     options = {k: v for k, v in spec.options.items() if k == "num_classes"}
     arch = Spec(arch.scheme, arch.target, {**options, **arch.options}, arch_text)

@@ -40,6 +40,15 @@ def test_bundle_is_frozen_and_a_bare_name_works():
     assert isinstance(bundle, prunelab.ModelBundle)
 
 
+def test_loading_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    zoo.load("sample:digits-resnet")
+    zoo.load("torchvision:mobilenet_v3_small")
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_list_models_has_samples_then_torchvision():
     specs = zoo.list_models()
     assert specs[:4] == [f"sample:{n}" for n in ARCHITECTURES]
