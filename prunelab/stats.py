@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import torch
 from torch import nn
 
 from .targets import get_parameter, targets
@@ -19,6 +18,7 @@ def weight_stats(model: nn.Module, *, near_zero: float = 0.05) -> pd.DataFrame:
         near_zero: A weight counts as near zero when ``|w| <= near_zero * max|w|`` of its
             layer (relative, so layers of different scales compare).
 
+    >>> import torch
     >>> _ = torch.manual_seed(0)
     >>> table = weight_stats(nn.Sequential(nn.Linear(4, 3)))
     >>> table[["fqn", "type", "params"]].values.tolist()
