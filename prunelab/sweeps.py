@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from .apply import masked_weights
+from .batches import Batch, iter_batches
 from .calibration import Calibration
-from .evaluate import evaluate
+from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, evaluate
+from .functional import functional_forward, model_device
+from .prefix import PrefixPlan
 from .pruner import Pruner
 from .select import check_sparsity
 from .strategies import Strategy, get_strategy
+from .targets import Target, get_parameter, resolve_targets
 
-__all__ = ["sweep"]
+__all__ = ["DEFAULT_LEVELS", "sensitivity", "sweep"]
 
 Progress = Callable[[float, str], None]
 
@@ -64,11 +71,14 @@ def sweep(
     total, done = len(chosen) * len(levels), 0
     rows = []
     for strategy in chosen:
-        pruner = Pruner(model, strategy, calibration=calibration if strategy.needs else None,
-                        seed=seed)
+        pruner = Pruner(
+            model, strategy, calibration=calibration if strategy.needs else None, seed=seed
+        )
         for level in levels:
-            masks = pruner.masks() if strategy.fixed_sparsity is not None else pruner.masks(
-                sparsity=level
+            masks = (
+                pruner.masks()
+                if strategy.fixed_sparsity is not None
+                else pruner.masks(sparsity=level)
             )
             metrics = evaluate(model, data, masks=masks, device=device)
             kept = int(masks.per_layer()["kept"].sum())
@@ -85,3 +95,214 @@ def sweep(
             if progress is not None:
                 progress(done / total, f"{strategy.name} at {level:.0%}")
     return pd.DataFrame(rows)
+
+
+_BATCH = 256  # large batches: fewer kernel launches per evaluated point
+DEFAULT_LEVELS = tuple(round(0.1 * i, 2) for i in range(1, 10))
+_LOWER_IS_BETTER = ("loss", "kl")
+
+
+def _drop(metric: str, baseline: float, value: float) -> float:
+    """How much worse ``value`` is than ``baseline`` (positive = worse)."""
+    return value - baseline if metric in _LOWER_IS_BETTER else baseline - value
+
+
+def _subset_batches(data: object, subset: int | None, batch_size: int, device) -> list[Batch]:
+    batches, seen = [], 0
+    for batch in iter_batches(data, batch_size=batch_size, device=device):
+        if subset is not None and seen + batch.inputs.shape[0] > subset:
+            keep = subset - seen
+            labels = None if batch.labels is None else batch.labels[:keep]
+            batch = Batch(batch.inputs[:keep], labels)
+        if batch.inputs.shape[0]:
+            batches.append(batch)
+        seen += batch.inputs.shape[0]
+        if subset is not None and seen >= subset:
+            break
+    if not batches:
+        raise ValueError("sensitivity needs evaluation data; the data (or subset) is empty")
+    return batches
+
+
+def _magnitude_proxy(model: nn.Module, layers: list[Target], levels: list[float]) -> pd.DataFrame:
+    rows = []
+    for target in layers:
+        weight = get_parameter(model, target.fqn).detach().float().abs().flatten()
+        energy = np.cumsum(np.sort(weight.square().cpu().numpy()))
+        total = float(energy[-1]) if energy.size and energy[-1] > 0 else 1.0
+        for level in levels:
+            k = round(level * target.numel)
+            removed = float(energy[k - 1]) / total if k else 0.0
+            rows.append(
+                {
+                    "layer": target.fqn,
+                    "elements": target.numel,
+                    "sparsity": level,
+                    "energy_removed": removed,
+                    "drop": removed,
+                    "evaluated": True,
+                }
+            )
+    table = pd.DataFrame(rows)
+    table.attrs.update(method="magnitude", metric="energy_removed", baseline=0.0)
+    return table
+
+
+def sensitivity(
+    model: nn.Module,
+    data: object | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    sparsities: Sequence[float] = DEFAULT_LEVELS,
+    strategy: str | Strategy = "layer-magnitude",
+    method: str = "evaluate",
+    metric: str = "accuracy",
+    early_stop: float | None = None,
+    subset: int | None = None,
+    calibration: Calibration | None = None,
+    device: torch.device | str | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Prune one layer at a time at each sparsity and measure the damage.
+
+    With ``method="evaluate"`` each (layer, sparsity) point masks only that layer and
+    evaluates the model on ``data``: masks go through ``functional_call`` on the one model,
+    and where the model's top level can be traced the pruned layer's inputs are computed once
+    and only the rest of the network reruns (prefix caching); results equal a naive loop's.
+    With ``method="magnitude"`` no data is used: the drop is the fraction of the layer's
+    squared-weight energy that the pruned weights carry (a data-free proxy, like SparseML's
+    magnitude sensitivity).
+
+    Args:
+        model: The dense model; not modified.
+        data: Evaluation data (needed for ``method="evaluate"``).
+        layers: fqns or glob patterns of the layers to analyse (default: all targets).
+        sparsities: Sparsity levels, each in [0, 1].
+        strategy: How one layer is pruned (a name or a Strategy, e.g. with granularity).
+        method: ``"evaluate"`` or ``"magnitude"``.
+        metric: ``"accuracy"``, ``"loss"``, ``"agreement"`` or ``"kl"``; ``drop`` is how much
+            worse it gets than dense (positive = worse).
+        early_stop: Stop a layer's sweep once its drop exceeds this (remaining levels are
+            reported with ``evaluated=False`` and NaN metrics).
+        subset: Use only the first ``subset`` samples (a fixed subset: quick looks).
+        calibration: For data-driven strategies.
+        device: Where to evaluate.
+        progress: ``progress(fraction_done, message)``.
+
+    Returns:
+        One row per (layer, sparsity): layer, elements, sparsity, the metrics, drop, evaluated.
+        ``attrs`` hold the method, metric and dense baseline.
+
+    >>> net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> table = sensitivity(net, method="magnitude", sparsities=[0.5])
+    >>> table[["layer", "sparsity"]].values.tolist()
+    [['0.weight', 0.5], ['2.weight', 0.5]]
+    """
+    levels = sorted(check_sparsity(s) for s in sparsities)
+    if not levels:
+        raise ValueError("sensitivity needs at least one sparsity level")
+    chosen = resolve_targets(model, list(layers) if layers is not None else None)
+    if method == "magnitude":
+        return _magnitude_proxy(model, chosen, levels)
+    if method != "evaluate":
+        raise ValueError(f"unknown method {method!r}; accepted: evaluate, magnitude")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
+    if data is None:
+        raise ValueError("method='evaluate' needs data; use method='magnitude' without data")
+    if early_stop is not None and early_stop < 0:
+        raise ValueError(f"early_stop is a drop bound >= 0, got {early_stop}")
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset is a number of samples >= 1, got {subset}")
+    run_on = torch.device(device) if device is not None else model_device(model)
+    strategy = get_strategy(strategy)
+    if strategy.needs and calibration is None:
+        calibration = Calibration(model, data, device=device)
+    batches = _subset_batches(data, subset, _BATCH, run_on)
+    runner = _Runner(model, batches, run_on)
+    baseline = runner.dense_metrics()
+    if metric not in baseline:
+        raise ValueError(f"metric {metric!r} needs labelled data; the data has no labels")
+    rows = []
+    total, done = len(chosen) * len(levels), 0
+    for target in _by_cut(chosen, runner):
+        stopped = False
+        # a pruner of this layer alone: each point computes one mask, not one per layer
+        pruner = Pruner(model, strategy, targets=[target.fqn], calibration=calibration)
+        for level in levels:
+            row = {"layer": target.fqn, "elements": target.numel, "sparsity": level}
+            if stopped:
+                row.update({m: math.nan for m in baseline if m != "samples"})
+                row.update(drop=math.nan, evaluated=False)
+            else:
+                masks = pruner.masks(sparsity=level)
+                scores = runner.masked_metrics(target.fqn, masks)
+                row.update({k: v for k, v in scores.items() if k != "samples"})
+                row.update(drop=_drop(metric, baseline[metric], scores[metric]), evaluated=True)
+                stopped = early_stop is not None and row["drop"] > early_stop
+            rows.append(row)
+            done += 1
+            if progress is not None:
+                progress(done / total, f"{target.fqn} at {level:.0%}")
+    order = {t.fqn: i for i, t in enumerate(chosen)}
+    rows.sort(key=lambda row: (order[row["layer"]], row["sparsity"]))
+    table = pd.DataFrame(rows)
+    table.attrs.update(
+        method="evaluate",
+        metric=metric,
+        baseline=baseline[metric],
+        strategy=strategy.name,
+        samples=int(baseline["samples"]),
+    )
+    return table
+
+
+def _by_cut(chosen: list[Target], runner: _Runner) -> list[Target]:
+    # layers sharing a cut run together, so each cut's cached inputs are computed once
+    return sorted(chosen, key=lambda t: runner.cut_for(t.fqn) or 0)
+
+
+class _Runner:
+    """Evaluates masked variants on fixed batches, with prefix caching where possible."""
+
+    def __init__(self, model: nn.Module, batches: list[Batch], device: torch.device) -> None:
+        self._model = model
+        self._batches = batches
+        self._device = device
+        self._plan = PrefixPlan.for_model(model, batches[0].inputs)
+        self._cut: int | None = None
+        self._live: list[tuple[torch.Tensor, ...]] = []
+        with torch.no_grad():
+            self._dense = torch.cat(
+                [_logits(functional_forward(model, {}, b.inputs)) for b in batches]
+            )
+
+    def cut_for(self, fqn: str) -> int | None:
+        return self._plan.cut_for(fqn) if self._plan is not None else None
+
+    def _score(self, logits: list[torch.Tensor], dense: torch.Tensor | None) -> dict:
+        totals = _Totals()
+        for batch, out in zip(self._batches, logits, strict=True):
+            _accumulate(totals, out, batch.labels, dense, METRICS)
+        return _summary(totals, METRICS, dense=dense is None)
+
+    def dense_metrics(self) -> dict[str, float]:
+        chunks = torch.split(self._dense, [b.inputs.shape[0] for b in self._batches])
+        return self._score(list(chunks), None)
+
+    def masked_metrics(self, fqn: str, masks) -> dict[str, float]:
+        # only the tensors this point actually prunes are swapped in
+        overrides = masked_weights(self._model, masks)
+        cut = self.cut_for(fqn)
+        with torch.no_grad():
+            if cut is None:
+                outs = [
+                    _logits(functional_forward(self._model, overrides, b.inputs))
+                    for b in self._batches
+                ]
+            else:
+                if cut != self._cut:  # a new cut: cache its live values once
+                    self._live = [self._plan.prefix(cut, b.inputs) for b in self._batches]
+                    self._cut = cut
+                outs = [_logits(self._plan.suffix(cut, live, overrides)) for live in self._live]
+        return self._score(outs, self._dense)

@@ -1,0 +1,118 @@
+"""Prefix caching: run a model from a cut point, reusing what comes before it.
+
+When one layer is pruned, everything computed before it is unchanged. The model is traced
+with ``torch.fx`` (down to torch's own layers where possible, else only its top level), cut
+before the first use of the pruned layer, and split into a *prefix* graph, whose outputs are
+every value still needed after the cut (residual inputs included), and a *suffix* graph
+taking those values.
+The prefix runs once per cut; each pruned variant runs only the suffix. Both share the
+model's own submodules, so masked weights are swapped in with ``functional_call`` as
+everywhere else. Models that cannot be traced fall back to full forward passes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from .functional import functional_forward
+
+__all__ = ["PrefixPlan"]
+
+
+class _TopLevelTracer(fx.Tracer):
+    def __init__(self, root: nn.Module) -> None:
+        super().__init__()
+        self._children = {id(m) for m in root.children()}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return id(m) in self._children or super().is_leaf_module(m, module_qualified_name)
+
+
+def _within(name: str, module: str) -> bool:
+    return name == module or name.startswith(module + ".")
+
+
+class PrefixPlan:
+    """Cut points of one model; build with :meth:`for_model` (None when untraceable).
+
+    >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> plan = PrefixPlan.for_model(net, torch.zeros(1, 4))
+    >>> plan.cut_for("2.weight")
+    3
+    """
+
+    def __init__(self, model: nn.Module, graph: fx.Graph) -> None:
+        self._model = model
+        self._graph = graph
+        self._nodes = list(graph.nodes)
+        self._position = {node: i for i, node in enumerate(self._nodes)}
+        self._split: dict[int, tuple[fx.GraphModule, fx.GraphModule]] = {}
+
+    @classmethod
+    def for_model(cls, model: nn.Module, example: torch.Tensor) -> PrefixPlan | None:
+        """Trace ``model``; None if it cannot be traced or the trace disagrees with it."""
+        for tracer in (fx.Tracer(), _TopLevelTracer(model)):
+            try:
+                graph = tracer.trace(model)
+                with torch.no_grad():
+                    traced = fx.GraphModule(model, graph)(example)
+                    direct = model(example)
+            except Exception:  # a tracing failure just means: try coarser, or no caching
+                continue
+            if (
+                isinstance(traced, torch.Tensor)
+                and isinstance(direct, torch.Tensor)
+                and traced.shape == direct.shape
+                and torch.allclose(traced, direct, atol=1e-5)
+            ):
+                return cls(model, graph)
+        return None
+
+    def cut_for(self, fqn: str) -> int | None:
+        """Index of the node before which the tensor ``fqn`` is first used (None: no cut)."""
+        owner = fqn.rpartition(".")[0]
+        for index, node in enumerate(self._nodes):
+            target = str(node.target)
+            uses = (node.op == "call_module" and _within(owner, target)) or (
+                node.op == "get_attr" and _within(fqn, target)
+            )
+            if uses:
+                return index or None
+        return None
+
+    def _live(self, cut: int) -> list[fx.Node]:
+        return [
+            node
+            for node in self._nodes[:cut]
+            if any(self._position[user] >= cut for user in node.users)
+        ]
+
+    def split(self, cut: int) -> tuple[fx.GraphModule, fx.GraphModule]:
+        """(prefix, suffix) graph modules around ``cut`` (built once, then kept)."""
+        if cut not in self._split:
+            live = self._live(cut)
+            prefix = fx.Graph()
+            env: dict[fx.Node, fx.Node] = {}
+            for node in self._nodes[:cut]:
+                env[node] = prefix.node_copy(node, lambda n: env[n])
+            prefix.output(tuple(env[n] for n in live))
+            suffix = fx.Graph()
+            env = {node: suffix.placeholder(f"live_{i}") for i, node in enumerate(live)}
+            for node in self._nodes[cut:]:
+                env[node] = suffix.node_copy(node, lambda n: env[n])
+            self._split[cut] = (
+                fx.GraphModule(self._model, prefix),
+                fx.GraphModule(self._model, suffix),
+            )
+        return self._split[cut]
+
+    def prefix(self, cut: int, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The values live across ``cut`` for one batch of inputs (dense weights)."""
+        return functional_forward(self.split(cut)[0], {}, inputs)
+
+    def suffix(
+        self, cut: int, live: tuple[torch.Tensor, ...], overrides: dict[str, torch.Tensor]
+    ) -> object:
+        """The model's output from the cached live values, with ``overrides`` swapped in."""
+        return functional_forward(self.split(cut)[1], overrides, *live)
