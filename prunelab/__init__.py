@@ -19,6 +19,7 @@ from .evaluate import evaluate, flops_by_layer, latency, model_stats
 from .granularity import NM, Granularity, parse_granularity
 from .masks import Masks
 from .pruner import Pruner, prune
+from .recipes import Provenance, Recipe
 from .strategies import (
     GlobalStrategy,
     Layer,
@@ -30,6 +31,7 @@ from .strategies import (
     register_strategy,
     strategy_table,
 )
+from .sweeps import sensitivity, solve, sweep
 from .targets import Target, targets
 from .zoo import ModelBundle
 
@@ -42,7 +44,9 @@ __all__ = [
     "LayerwiseStrategy",
     "Masks",
     "ModelBundle",
+    "Provenance",
     "Pruner",
+    "Recipe",
     "ScoredStrategy",
     "Strategy",
     "Target",
@@ -61,7 +65,10 @@ __all__ = [
     "parse_granularity",
     "prune",
     "register_strategy",
+    "sensitivity",
+    "solve",
     "strategy_table",
+    "sweep",
     "targets",
     "zoo",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -17,11 +18,12 @@ from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, evaluate
 from .functional import functional_forward, model_device
 from .prefix import PrefixPlan
 from .pruner import Pruner
+from .recipes import Provenance, Recipe
 from .select import check_sparsity
 from .strategies import Strategy, get_strategy
 from .targets import Target, get_parameter, resolve_targets
 
-__all__ = ["DEFAULT_LEVELS", "sensitivity", "sweep"]
+__all__ = ["DEFAULT_LEVELS", "sensitivity", "solve", "sweep"]
 
 Progress = Callable[[float, str], None]
 
@@ -248,6 +250,7 @@ def sensitivity(
     rows.sort(key=lambda row: (order[row["layer"]], row["sparsity"]))
     table = pd.DataFrame(rows)
     table.attrs.update(
+        granularity=str(strategy.granularity),
         method="evaluate",
         metric=metric,
         baseline=baseline[metric],
@@ -306,3 +309,138 @@ class _Runner:
                     self._cut = cut
                 outs = [_logits(self._plan.suffix(cut, live, overrides)) for live in self._live]
         return self._score(outs, self._dense)
+
+
+def _drop_curves(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Per layer: sparsity levels (with 0), predicted drop (non-decreasing), elements."""
+    curves = {}
+    for layer, rows in table.groupby("layer", sort=False):
+        rows = rows.sort_values("sparsity")
+        levels = rows["sparsity"].to_numpy(dtype=float)
+        drops = rows["drop"].to_numpy(dtype=float)
+        # skipped (early-stopped) points count as too damaging to use
+        drops = np.where(np.isnan(drops), np.inf, drops)
+        if levels[0] > 0:
+            levels, drops = np.r_[0.0, levels], np.r_[0.0, drops]
+        # a curve that dips is noise: never predict less damage from pruning more
+        curves[layer] = (
+            levels,
+            np.maximum.accumulate(np.maximum(drops, 0.0)),
+            int(rows["elements"].iloc[0]),
+        )
+    return curves
+
+
+def solve(
+    table: pd.DataFrame,
+    *,
+    target_sparsity: float | None = None,
+    max_drop: float | None = None,
+    min_sparsity: float = 0.0,
+    max_sparsity: float = 0.95,
+    model: nn.Module | None = None,
+    data: object | None = None,
+) -> Recipe:
+    """Turn a sensitivity table into per-layer sparsities under a budget.
+
+    Greedy on the measured curves: starting from ``min_sparsity`` everywhere, repeatedly
+    raise the layer whose next level costs the least predicted drop per pruned weight,
+    until the overall sparsity (by elements) reaches ``target_sparsity`` (the last step is
+    interpolated so the target is met within one weight per layer), or until one more step
+    would push the summed predicted drop above ``max_drop``.
+
+    Single-layer drops do not simply add up, so with ``model`` and ``data`` the joint recipe
+    is evaluated once and the recipe's provenance reports predicted and measured values.
+
+    Args:
+        table: Output of :func:`sensitivity` (layer, elements, sparsity, drop).
+        target_sparsity: Overall fraction of weights to zero.
+        max_drop: Largest acceptable predicted drop of the metric.
+        min_sparsity: No layer below this.
+        max_sparsity: No layer above this.
+        model: The dense model, to measure the joint recipe.
+        data: Evaluation data, to measure the joint recipe.
+
+    >>> table = pd.DataFrame({"layer": ["a", "a", "b", "b"], "elements": [100, 100, 100, 100],
+    ...                       "sparsity": [0.5, 1.0, 0.5, 1.0], "drop": [0.0, 0.1, 0.2, 0.9]})
+    >>> solve(table, target_sparsity=0.5).layers
+    {'a': 1.0, 'b': 0.0}
+    """
+    if (target_sparsity is None) == (max_drop is None):
+        raise ValueError("give exactly one budget: target_sparsity or max_drop")
+    missing = {"layer", "elements", "sparsity", "drop"} - set(table.columns)
+    if missing:
+        raise ValueError(f"not a sensitivity table: missing column(s) {sorted(missing)}")
+    low = check_sparsity(min_sparsity, what="min_sparsity")
+    high = check_sparsity(max_sparsity, what="max_sparsity")
+    if low > high:
+        raise ValueError(f"min_sparsity {low} is above max_sparsity {high}")
+    if max_drop is not None and (not math.isfinite(max_drop) or max_drop < 0):
+        raise ValueError(f"max_drop must be a finite number >= 0, got {max_drop}")
+    curves = _drop_curves(table)
+    total = sum(e for _, _, e in curves.values())
+    goal = None if target_sparsity is None else check_sparsity(target_sparsity) * total
+    if goal is not None and goal > high * total + 1e-9:
+        raise ValueError(
+            f"target_sparsity {target_sparsity} is above max_sparsity {high}: unreachable"
+        )
+
+    def predict(layer: str, s: float) -> float:
+        levels, drops, _ = curves[layer]
+        return float(np.interp(s, levels, drops))
+
+    current = {layer: low for layer in curves}
+    pruned = sum(low * e for _, _, e in curves.values())
+    while goal is None or pruned < goal - 1e-9:
+        best = None
+        for layer, (levels, _, elements) in curves.items():
+            above = levels[(levels > current[layer] + 1e-12) & (levels <= high + 1e-12)]
+            if above.size == 0:
+                continue
+            step = float(above[0])
+            cost = predict(layer, step) - predict(layer, current[layer])
+            rate = cost / ((step - current[layer]) * elements)
+            if best is None or rate < best[0]:
+                best = (rate, layer, step, elements)
+        if best is None or not math.isfinite(best[0]):
+            break
+        _, layer, step, elements = best
+        if max_drop is not None:
+            spent = sum(predict(name, s) for name, s in current.items())
+            if spent + predict(layer, step) - predict(layer, current[layer]) > max_drop:
+                break
+        gain = (step - current[layer]) * elements
+        if goal is not None and pruned + gain > goal:
+            step = current[layer] + (goal - pruned) / elements  # land exactly on the target
+            gain = goal - pruned
+        current[layer] = step
+        pruned += gain
+    if goal is not None and pruned < goal - 1e-6:
+        raise ValueError(
+            f"cannot reach target_sparsity {target_sparsity}: the measured levels (up to "
+            f"max_sparsity {high}) allow at most {pruned / total:.4f}"
+        )
+    predicted_drop = sum(predict(layer, s) for layer, s in current.items())
+    attrs = table.attrs
+    baseline = attrs.get("baseline")
+    metric = attrs.get("metric")
+    predicted = None
+    if baseline is not None and metric is not None:
+        sign = 1 if metric in _LOWER_IS_BETTER else -1
+        predicted = float(baseline) + sign * predicted_drop
+    recipe = Recipe(
+        strategy=attrs.get("strategy", "layer-magnitude"),
+        granularity=attrs.get("granularity", "unstructured"),
+        layers={layer: round(s, 6) for layer, s in current.items()},
+        provenance=Provenance(metric=metric, baseline=_maybe_float(baseline), predicted=predicted),
+    )
+    if model is not None and data is not None and metric in METRICS:
+        measured = evaluate(model, data, masks=recipe.masks(model), metrics=(metric,))
+        recipe = replace(
+            recipe, provenance=replace(recipe.provenance, measured=measured.get(metric))
+        )
+    return recipe
+
+
+def _maybe_float(value: object) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,269 @@
+"""Recipes: per-layer sparsities with their provenance, saved as YAML or JSON and re-applied.
+
+A recipe is what a sensitivity analysis leaves you with: a strategy, a granularity, the
+sparsity of each layer (and a default for the layers not listed), and where the numbers came
+from. It re-applies to a fresh copy of the model from Python or from ``prunelab apply``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from ._io import atomic_write
+from ._version import __version__
+from .apply import apply as apply_masks
+from .calibration import Calibration
+from .masks import Masks
+from .pruner import Pruner
+from .select import check_sparsity
+from .strategies import ScoredStrategy, Strategy, get_strategy
+from .targets import targets
+
+__all__ = ["Provenance", "Recipe"]
+
+FORMAT = "prunelab.recipe/1"
+MAX_BYTES = 1_000_000  # a recipe is a few KB; anything this large is not one
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a recipe's numbers came from.
+
+    Attributes:
+        model: Model spec, e.g. ``"sample:digits-cnn"``.
+        data: Data spec the metric was measured on.
+        metric: Name of the metric (``"accuracy"``, ...).
+        baseline: The dense model's value of the metric.
+        predicted: The metric predicted from single-layer sensitivities.
+        measured: The metric measured with the whole recipe applied.
+        prunelab_version: Version that wrote the recipe.
+        created: ISO-8601 time of creation (UTC).
+    """
+
+    model: str | None = None
+    data: str | None = None
+    metric: str | None = None
+    baseline: float | None = None
+    predicted: float | None = None
+    measured: float | None = None
+    prunelab_version: str = __version__
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Per-layer sparsities for one strategy, re-appliable to a fresh model.
+
+    Attributes:
+        strategy: Registered strategy name.
+        granularity: ``"unstructured"``, ``"channel"``, ``"input-channel"`` or ``"N:M"``.
+        layers: ``{fqn: sparsity}``.
+        default_sparsity: Sparsity of prunable layers not listed in ``layers``.
+        provenance: Where the numbers came from.
+
+    >>> import torch
+    >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> recipe = Recipe(layers={"0.weight": 0.75})
+    >>> recipe.masks(net).per_layer()["sparsity"].tolist()
+    [0.75, 0.0]
+    """
+
+    strategy: str = "layer-magnitude"
+    granularity: str = "unstructured"
+    layers: Mapping[str, float] = field(default_factory=dict)
+    default_sparsity: float = 0.0
+    provenance: Provenance = field(default_factory=Provenance)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.strategy, str) or not self.strategy:
+            raise ValueError(
+                f"recipe field 'strategy' must be a strategy name, got {self.strategy!r}"
+            )
+        if not isinstance(self.granularity, str):
+            raise ValueError(
+                f"recipe field 'granularity' must be a string, got {self.granularity!r}"
+            )
+        if not isinstance(self.layers, Mapping):
+            raise ValueError("recipe field 'layers' must map layer names to sparsities")
+        checked = {}
+        for fqn, value in self.layers.items():
+            if not isinstance(fqn, str):
+                raise ValueError(f"recipe field 'layers' has a non-string layer name {fqn!r}")
+            checked[fqn] = _sparsity(value, f"layers.{fqn}")
+        object.__setattr__(self, "layers", checked)
+        object.__setattr__(
+            self, "default_sparsity", _sparsity(self.default_sparsity, "default_sparsity")
+        )
+        self.build_strategy()  # unknown strategy or granularity: fail now, naming the field
+
+    def build_strategy(self) -> Strategy:
+        """The strategy object this recipe names, with its granularity."""
+        try:
+            default = get_strategy(self.strategy)
+        except ValueError as exc:
+            raise ValueError(f"recipe field 'strategy': {exc}") from exc
+        if str(default.granularity) == self.granularity:
+            return default
+        if not isinstance(default, ScoredStrategy):
+            raise ValueError(
+                f"recipe field 'granularity': strategy {self.strategy!r} only does "
+                f"{default.granularity}, not {self.granularity!r}"
+            )
+        try:
+            return get_strategy(self.strategy, granularity=self.granularity)
+        except ValueError as exc:
+            raise ValueError(f"recipe field 'granularity': {exc}") from exc
+
+    # -- using it -----------------------------------------------------------------------
+
+    def masks(self, model: nn.Module, calibration: Calibration | None = None) -> Masks:
+        """Masks for ``model``: listed layers at their sparsity, the others at the default.
+
+        Raises:
+            ValueError: If the recipe names layers the model does not have.
+        """
+        available = {t.fqn for t in targets(model)}
+        missing = [fqn for fqn in self.layers if fqn not in available]
+        if missing:
+            raise ValueError(
+                f"recipe field 'layers' names {len(missing)} layer(s) this model does not have: "
+                f"{missing[:5]}; the model's prunable layers: {sorted(available)[:8]}"
+            )
+        strategy = self.build_strategy()
+        pruner = Pruner(model, strategy, calibration=calibration)
+        if strategy.fixed_sparsity is not None:
+            return pruner.masks(per_layer=dict(self.layers))
+        return pruner.masks(sparsity=self.default_sparsity, per_layer=dict(self.layers))
+
+    def apply(self, model: nn.Module, calibration: Calibration | None = None) -> nn.Module:
+        """A pruned copy of ``model`` (``torch.nn.utils.prune`` buffers); ``model`` unchanged."""
+        return apply_masks(model, self.masks(model, calibration))
+
+    def overall_sparsity(self, model: nn.Module) -> float:
+        """Fraction of all target weights this recipe zeroes on ``model`` (by elements)."""
+        total = pruned = 0.0
+        for target in targets(model):
+            total += target.numel
+            pruned += target.numel * self.layers.get(target.fqn, self.default_sparsity)
+        return pruned / total if total else 0.0
+
+    # -- files --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """Plain data, as written to files."""
+        return {
+            "format": FORMAT,
+            "strategy": self.strategy,
+            "granularity": self.granularity,
+            "default_sparsity": self.default_sparsity,
+            "layers": dict(self.layers),
+            "provenance": asdict(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, payload: object) -> Recipe:
+        """Validate plain data and build a Recipe; errors name the offending field."""
+        if not isinstance(payload, Mapping):
+            raise ValueError(f"a recipe must be a mapping of fields, got {type(payload).__name__}")
+        known = {"format", "strategy", "granularity", "default_sparsity", "layers", "provenance"}
+        unknown = sorted(str(k) for k in payload if k not in known)
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {unknown}; accepted: {sorted(known)}")
+        if payload.get("format") != FORMAT:
+            raise ValueError(
+                f"recipe field 'format' must be {FORMAT!r}, got {payload.get('format')!r}"
+            )
+        for required in ("strategy", "layers"):
+            if required not in payload:
+                raise ValueError(f"recipe field {required!r} is missing")
+        provenance = payload.get("provenance") or {}
+        if not isinstance(provenance, Mapping):
+            raise ValueError("recipe field 'provenance' must be a mapping")
+        accepted = {f.name: f.type for f in fields(Provenance)}
+        extra = sorted(str(k) for k in provenance if k not in accepted)
+        if extra:
+            raise ValueError(
+                f"unknown recipe field(s) {['provenance.' + k for k in extra]}; "
+                f"accepted: {sorted(accepted)}"
+            )
+        for key, value in provenance.items():
+            _check_provenance(key, value)
+        return cls(
+            strategy=payload["strategy"],
+            granularity=payload.get("granularity", "unstructured"),
+            layers=payload["layers"] if payload["layers"] is not None else {},
+            default_sparsity=payload.get("default_sparsity", 0.0),
+            provenance=Provenance(**provenance),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write YAML (``.yaml``/``.yml``) or JSON (``.json``), atomically."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        elif suffix == ".json":
+            text = json.dumps(self.to_dict(), indent=2) + "\n"
+        else:
+            raise ValueError(f"recipe files end in .yaml, .yml or .json, got {path.name!r}")
+        with atomic_write(path, "w") as handle:
+            handle.write(text)
+
+    def dumps(self) -> str:
+        """The YAML text :meth:`save` writes."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recipe:
+        """Read a recipe written by :meth:`save` (safe YAML/JSON loading only)."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ValueError(
+                f"{path.name} is {size:,} bytes; a recipe is a few KB (limit {MAX_BYTES:,})"
+            )
+        return cls.loads(path.read_text(encoding="utf-8"), name=path.name)
+
+    @classmethod
+    def loads(cls, text: str, *, name: str = "recipe") -> Recipe:
+        """Parse recipe text (YAML, of which JSON is a subset)."""
+        if len(text) > MAX_BYTES:
+            raise ValueError(f"{name} is {len(text):,} characters; a recipe is a few KB")
+        try:
+            payload = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{name} is not valid YAML/JSON (safe loading only): {exc}") from exc
+        return cls.from_dict(payload)
+
+
+def _sparsity(value: object, name: str) -> float:
+    try:
+        return check_sparsity(value, what=f"recipe field '{name}'")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _check_provenance(key: str, value: object) -> None:
+    if value is None:
+        return
+    numeric = key in ("baseline", "predicted", "measured")
+    if numeric:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"recipe field 'provenance.{key}' must be a number, got {value!r}")
+    elif not isinstance(value, str) or len(value) > 1000:
+        raise ValueError(f"recipe field 'provenance.{key}' must be a short string")
