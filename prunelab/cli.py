@@ -99,53 +99,268 @@ def _prune_table(dense: dict, pruned: dict) -> str:
     return pd.DataFrame(table).T.to_string()
 
 
-def _cmd_prune(args: argparse.Namespace) -> int:
+def _evaluation_data(bundle, args: argparse.Namespace):
+    """(data, calibration data, description, data spec) for a loaded model and the CLI args."""
     from . import data as datasets
+
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be a positive number of samples, got {args.limit}")
+    data_spec = args.data or bundle.default_data
+    if data_spec is None:
+        # no labelled data: fidelity to the dense model on random inputs still means something
+        inputs = bundle.example_input(batch_size=64, seed=0)
+        return inputs, inputs, "64 random inputs (no --data and no default data)", None
+    evaluation = datasets.load(data_spec, split="test", limit=args.limit)
+    described = f"{data_spec}, test split, {len(evaluation):,} samples"
+    return (
+        evaluation,
+        lambda: datasets.load(data_spec, split="train", limit=args.limit),
+        (described),
+        data_spec,
+    )
+
+
+def _calibration(model, strategy, calibration_data, device):
     from .calibration import Calibration
+
+    if not strategy.needs:
+        return None
+    data = calibration_data() if callable(calibration_data) else calibration_data
+    return Calibration(model, data, device=device)
+
+
+def _before_after(bundle, evaluation, masks, device) -> str:
     from .evaluate import evaluate, model_stats
+
+    example = bundle.example_input(batch_size=1)
+    model = bundle.model
+    dense = {
+        **evaluate(model, evaluation, device=device),
+        **model_stats(model, example_input=example),
+    }
+    pruned = {
+        **evaluate(model, evaluation, masks=masks, device=device),
+        **model_stats(model, masks, example_input=example),
+    }
+    return _prune_table(dense, pruned)
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
     from .pruner import Pruner
     from .strategies import get_strategy
     from .zoo import load
 
     strategy = get_strategy(args.strategy)
-    if args.limit is not None and args.limit < 1:
-        raise CliError(f"--limit must be a positive number of samples, got {args.limit}")
     bundle = load(args.spec, trust=args.trust)
-    model = bundle.model
-    data_spec = args.data or bundle.default_data
-    if data_spec is None:
-        # no labelled data: fidelity to the dense model on random inputs still means something
-        evaluation = calibration_data = bundle.example_input(batch_size=64, seed=0)
-        described = "64 random inputs (no --data given and the model has no default data)"
-    else:
-        evaluation = datasets.load(data_spec, split="test", limit=args.limit)
-        calibration_data = evaluation
-        described = f"{data_spec}, test split, {len(evaluation):,} samples"
-    calibration = None
-    if strategy.needs:
-        if data_spec is not None:
-            calibration_data = datasets.load(data_spec, split="train", limit=args.limit)
-        calibration = Calibration(model, calibration_data, device=args.device)
-    pruner = Pruner(model, strategy, calibration=calibration, seed=args.seed)
+    evaluation, calibration_data, described, _ = _evaluation_data(bundle, args)
+    calibration = _calibration(bundle.model, strategy, calibration_data, args.device)
+    pruner = Pruner(bundle.model, strategy, calibration=calibration, seed=args.seed)
     masks = pruner.masks(sparsity=args.sparsity, threshold=args.threshold)
-    example = bundle.example_input(batch_size=1)
-    dense = {
-        **evaluate(model, evaluation, device=args.device),
-        **model_stats(model, example_input=example),
-    }
-    pruned = {
-        **evaluate(model, evaluation, masks=masks, device=args.device),
-        **model_stats(model, masks, example_input=example),
-    }
     print(
         f"{bundle.name} pruned with {strategy.name}: sparsity {masks.sparsity():.4f} of "
         f"{sum(m.numel() for m in masks.values()):,} prunable weights; data: {described}"
     )
-    print(_prune_table(dense, pruned))
+    print(_before_after(bundle, evaluation, masks, args.device))
     if args.out is not None:
         masks.save(args.out)
         print(f"masks saved to {args.out}")
     return 0
+
+
+def _levels(text: str) -> list[float]:
+    """``0:0.95:0.05`` (start:stop:step, stop included) or ``0.1,0.5,0.9``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(part) for part in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            count = round((stop - start) / step) + 1
+            return [
+                round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9
+            ]
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(
+            f"bad sparsities {text!r}: give start:stop:step (e.g. 0:0.95:0.05) or a comma list"
+        ) from None
+
+
+class _Bar:
+    """A tqdm progress bar fed by the engine's progress(fraction, message) callbacks.
+
+    The bar appears with the first report, so errors found up front print as one clean line.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._bar = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=1000,
+                desc=self._what,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}",
+            )
+        self._bar.n = round(fraction * 1000)
+        self._bar.set_postfix_str(message, refresh=True)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _save_csv(table, path: str | None) -> None:
+    if path is not None:
+        from .sweeps import save_table
+
+        save_table(table, path)
+        print(f"table saved to {path}")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweeps import sweep
+    from .zoo import load
+
+    bundle = load(args.spec, trust=args.trust)
+    evaluation, _, described, data_spec = _evaluation_data(bundle, args)
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    with _Bar("sweep") as bar:
+        table = sweep(
+            bundle.model,
+            evaluation,
+            strategies=names,
+            sparsities=_levels(args.sparsities),
+            device=args.device,
+            progress=bar,
+            seed=args.seed,
+        )
+    table.attrs.update(model=args.spec, data=data_spec)
+    print(f"{bundle.name}; data: {described}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    _save_csv(table, args.csv)
+    return 0
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from .strategies import get_strategy
+    from .sweeps import sensitivity
+    from .zoo import load
+
+    bundle = load(args.spec, trust=args.trust)
+    strategy = get_strategy(args.strategy)
+    if args.method == "magnitude":
+        evaluation, calibration, described, data_spec = None, None, "none (magnitude proxy)", None
+    else:
+        evaluation, calibration_data, described, data_spec = _evaluation_data(bundle, args)
+        calibration = _calibration(bundle.model, strategy, calibration_data, args.device)
+    metric = args.metric or ("accuracy" if data_spec is not None else "agreement")
+    with _Bar("sensitivity") as bar:
+        table = sensitivity(
+            bundle.model,
+            evaluation,
+            layers=args.layers,
+            sparsities=_levels(args.sparsities),
+            strategy=strategy,
+            method=args.method,
+            metric=metric,
+            early_stop=args.early_stop,
+            subset=args.subset,
+            calibration=calibration,
+            device=args.device,
+            progress=bar,
+        )
+    table.attrs.update(model=args.spec, data=data_spec)
+    print(f"{bundle.name} with {strategy.name}; data: {described}")
+    pivot = table.pivot(index="layer", columns="sparsity", values="drop")
+    pivot = pivot.reindex(table["layer"].unique())
+    print(f"drop in {table.attrs['metric']} (baseline {table.attrs['baseline']:.4f}):")
+    print(pivot.to_string(float_format=lambda v: f"{v:+.4f}"))
+    _save_csv(table, args.csv)
+    return 0
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from .sweeps import load_table, solve
+
+    table = load_table(args.table)
+    model = data = None
+    spec, data_spec = table.attrs.get("model"), table.attrs.get("data")
+    if args.measure and spec:
+        from . import data as datasets
+        from .zoo import load
+
+        model = load(spec, trust=args.trust).model
+        data = datasets.load(data_spec, split="test") if data_spec else None
+    recipe = solve(
+        table,
+        target_sparsity=args.target_sparsity,
+        max_drop=args.max_drop,
+        min_sparsity=args.min_sparsity,
+        max_sparsity=args.max_sparsity,
+        model=model,
+        data=data,
+    )
+    from dataclasses import replace
+
+    recipe = replace(recipe, provenance=replace(recipe.provenance, model=spec, data=data_spec))
+    recipe.save(args.out)
+    p = recipe.provenance
+    print(f"recipe for {spec or 'the model'}: {len(recipe.layers)} layers -> {args.out}")
+    for layer, value in recipe.layers.items():
+        print(f"  {layer:<40} {value:7.2%}")
+    if p.metric is not None and p.baseline is not None:
+        measured = "not measured (--measure)" if p.measured is None else f"{p.measured:.4f}"
+        print(
+            f"{p.metric}: baseline {p.baseline:.4f}, predicted {p.predicted:.4f}, "
+            f"measured {measured}"
+        )
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    import torch
+
+    from ._io import atomic_write
+    from .apply import bake
+    from .recipes import Recipe
+    from .zoo import load
+
+    recipe = Recipe.load(args.recipe)
+    bundle = load(args.spec, trust=args.trust)
+    evaluation, calibration_data, described, _ = _evaluation_data(bundle, args)
+    calibration = _calibration(bundle.model, recipe.build_strategy(), calibration_data, args.device)
+    masks = recipe.masks(bundle.model, calibration)
+    print(
+        f"{bundle.name} with recipe {args.recipe}: sparsity {masks.sparsity():.4f}; "
+        f"data: {described}"
+    )
+    print(_before_after(bundle, evaluation, masks, args.device))
+    if args.out is not None:
+        baked = bake(recipe.apply(bundle.model, calibration))
+        with atomic_write(args.out) as handle:
+            torch.save(baked.state_dict(), handle)
+        print(
+            f"pruned weights (a state_dict, zeros written in) saved to {args.out}; load with "
+            f"prunelab.zoo.load('file:{args.out}?arch={args.spec}')"
+        )
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, data: bool = True) -> None:
+    parser.add_argument("spec", help="model spec: sample:<name>, torchvision:<arch>, file:<path>")
+    parser.add_argument("--trust", action="store_true", help="allow loading a pickled module")
+    if data:
+        parser.add_argument("--data", help="data spec (default: the model's own data)")
+        parser.add_argument("--limit", type=int, help="use at most this many samples")
+        parser.add_argument("--device", help="where to run, e.g. cpu or cuda (default: cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,23 +377,77 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_cmd_models)
 
     layers = sub.add_parser("layers", help="list a model's prunable tensors")
-    layers.add_argument("spec", help="model spec: sample:<name>, torchvision:<arch>, file:<path>")
-    layers.add_argument("--trust", action="store_true", help="allow loading a pickled module")
+    _add_model_options(layers, data=False)
     layers.set_defaults(func=_cmd_layers)
 
     prune = sub.add_parser("prune", help="prune a model once and compare it with the dense model")
-    prune.add_argument("spec", help="model spec: sample:<name>, torchvision:<arch>, file:<path>")
+    _add_model_options(prune)
     prune.add_argument("--strategy", required=True, help="strategy name (`prunelab strategies`)")
     amount = prune.add_mutually_exclusive_group()
     amount.add_argument("--sparsity", type=float, help="fraction of weights to zero, in [0, 1]")
     amount.add_argument("--threshold", type=float, help="prune scores at or below this value")
-    prune.add_argument("--data", help="data spec (default: the model's own data)")
-    prune.add_argument("--limit", type=int, help="use at most this many samples")
     prune.add_argument("--out", help="save the masks to this file (prunelab masks format)")
-    prune.add_argument("--trust", action="store_true", help="allow loading a pickled module")
-    prune.add_argument("--device", help="where to run, e.g. cpu or cuda (default: cpu)")
     prune.add_argument("--seed", type=int, default=0, help="seed for random strategies")
     prune.set_defaults(func=_cmd_prune)
+
+    sweep = sub.add_parser("sweep", help="accuracy-vs-sparsity curves of several strategies")
+    _add_model_options(sweep)
+    sweep.add_argument(
+        "--strategies",
+        default="global-magnitude,layer-magnitude,random",
+        help="comma-separated strategy names",
+    )
+    sweep.add_argument(
+        "--sparsities",
+        default="0:0.95:0.05",
+        help="start:stop:step or a comma list (default 0:0.95:0.05)",
+    )
+    sweep.add_argument("--seed", type=int, default=0, help="seed for random strategies")
+    sweep.add_argument("--csv", help="save the table to this CSV file")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    sens = sub.add_parser("sensitivity", help="prune one layer at a time: how much does it hurt?")
+    _add_model_options(sens)
+    sens.add_argument("--layers", nargs="+", help="fqns or glob patterns (default: all)")
+    sens.add_argument("--strategy", default="layer-magnitude", help="how each layer is pruned")
+    sens.add_argument("--sparsities", default="0.1:0.9:0.1", help="levels (default 0.1:0.9:0.1)")
+    sens.add_argument(
+        "--metric",
+        choices=("accuracy", "loss", "agreement", "kl"),
+        help="default: accuracy with labelled data, else agreement",
+    )
+    sens.add_argument(
+        "--method",
+        choices=("evaluate", "magnitude"),
+        default="evaluate",
+        help="evaluate on data, or the data-free magnitude proxy",
+    )
+    sens.add_argument("--subset", type=int, help="evaluate on the first N samples only")
+    sens.add_argument("--early-stop", type=float, help="stop a layer once its drop exceeds this")
+    sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
+    sens.set_defaults(func=_cmd_sensitivity)
+
+    solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")
+    solve.add_argument("table", help="CSV written by `prunelab sensitivity --csv`")
+    budget = solve.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--target-sparsity", type=float, help="overall fraction to zero")
+    budget.add_argument("--max-drop", type=float, help="largest acceptable predicted drop")
+    solve.add_argument("--min-sparsity", type=float, default=0.0)
+    solve.add_argument("--max-sparsity", type=float, default=0.95)
+    solve.add_argument(
+        "--measure",
+        action="store_true",
+        help="evaluate the joint recipe on the table's model and data",
+    )
+    solve.add_argument("--trust", action="store_true", help="allow loading a pickled module")
+    solve.add_argument("--out", required=True, help="recipe file (.yaml or .json)")
+    solve.set_defaults(func=_cmd_solve)
+
+    apply = sub.add_parser("apply", help="apply a recipe to a model and save the pruned weights")
+    apply.add_argument("recipe", help="recipe file (.yaml or .json)")
+    _add_model_options(apply)
+    apply.add_argument("--out", help="save the pruned state_dict (zeros written in) here")
+    apply.set_defaults(func=_cmd_apply)
     return parser
 
 

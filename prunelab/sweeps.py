@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -11,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .apply import masked_weights
 from .batches import Batch, iter_batches
 from .calibration import Calibration
@@ -23,7 +26,7 @@ from .select import check_sparsity
 from .strategies import Strategy, get_strategy
 from .targets import Target, get_parameter, resolve_targets
 
-__all__ = ["DEFAULT_LEVELS", "sensitivity", "solve", "sweep"]
+__all__ = ["DEFAULT_LEVELS", "load_table", "save_table", "sensitivity", "solve", "sweep"]
 
 Progress = Callable[[float, str], None]
 
@@ -444,3 +447,40 @@ def solve(
 
 def _maybe_float(value: object) -> float | None:
     return None if value is None else float(value)
+
+
+_TABLE_TAG = "# prunelab table: "
+
+
+def save_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a sweep/sensitivity table as CSV, its ``attrs`` on a first comment line; atomic.
+
+    >>> import tempfile, pathlib
+    >>> table = pd.DataFrame({"layer": ["a"], "drop": [0.1]})
+    >>> table.attrs["metric"] = "accuracy"
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> save_table(table, path)
+    >>> load_table(path).attrs["metric"]
+    'accuracy'
+    """
+    text = _TABLE_TAG + json.dumps(table.attrs, default=str) + "\n" + table.to_csv(index=False)
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by :func:`save_table` (plain CSVs work too, without attrs)."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    attrs = {}
+    if first.startswith(_TABLE_TAG):
+        try:
+            attrs = json.loads(first[len(_TABLE_TAG) :])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: the first line's table attributes are not JSON") from exc
+    try:
+        table = pd.read_csv(path, comment="#")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path} is not a CSV table: {exc}") from exc
+    table.attrs.update(attrs if isinstance(attrs, dict) else {})
+    return table
