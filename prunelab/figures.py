@@ -28,6 +28,7 @@ __all__ = [
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",
+    "sensitivity_heatmap",
     "sparsity_curves",
     "weight_heatmap",
     "weight_histogram",
@@ -724,38 +725,29 @@ _METRIC_TITLES = {
 
 
 def sparsity_curves(
-    table: object, *, metric: str = "accuracy", title: str | None = None
+    table: object, *, metric: str = "accuracy", by: str = "strategy", title: str | None = None
 ) -> go.Figure:
-    """Metric-vs-sparsity curves, one line per strategy (the output of ``prunelab.sweeps.sweep``).
+    """Metric-vs-sparsity curves, one line per strategy (``prunelab.sweeps.sweep``'s table) or
+    per layer (``by="layer"`` on a sensitivity table).
 
     Args:
-        table: A DataFrame with columns ``strategy``, ``sparsity`` and ``metric``.
-        metric: Which column to plot: accuracy, loss, agreement or kl.
+        table: A DataFrame with columns ``by``, ``sparsity`` and ``metric``.
+        metric: Which column to plot: accuracy, loss, agreement, kl, drop, ...
+        by: The column that names each curve.
         title: Main title.
 
     Returns:
-        A Figure with one Scatter trace (lines and markers) per strategy, named after it.
+        A Figure with one Scatter trace (lines and markers) per curve, named after it.
 
     >>> import pandas as pd
     >>> df = pd.DataFrame({"strategy": ["a", "a"], "sparsity": [0.0, 0.5], "accuracy": [0.9, 0.8]})
     >>> [t.name for t in sparsity_curves(df).data]
     ['a']
     """
-    import pandas as pd
-
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in ("strategy", "sparsity", metric) if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"table lacks column(s) {missing}; it needs strategy, sparsity and the metric "
-            f"(have {list(table.columns)})"
-        )
-    if table.empty:
-        raise ValueError("table is empty; there is no curve to plot")
+    frame = _frame(table, (by, "sparsity", metric))
     percent = metric in ("accuracy", "agreement")
     fig = go.Figure()
-    for strategy, rows in table.groupby("strategy", sort=False):
+    for name, rows in frame.groupby(by, sort=False):
         rows = rows.sort_values("sparsity")
         values = rows[metric] * (100 if percent else 1)
         fig.add_trace(
@@ -763,8 +755,8 @@ def sparsity_curves(
                 x=(rows["sparsity"] * 100).tolist(),
                 y=values.tolist(),
                 mode="lines+markers",
-                name=str(strategy),
-                hovertemplate=f"{strategy}<br>sparsity %{{x:.1f}}%<br>{metric} %{{y:.3g}}"
+                name=str(name),
+                hovertemplate=f"{name}<br>sparsity %{{x:.1f}}%<br>{metric} %{{y:.3g}}"
                 "<extra></extra>",
             )
         )
@@ -772,4 +764,65 @@ def sparsity_curves(
     fig.update_layout(title=_title(title or f"{label.capitalize()} vs sparsity", []))
     fig.update_xaxes(title_text="sparsity (% of weights zeroed)", range=[0, 100])
     fig.update_yaxes(title_text=label + (" (%)" if percent else ""))
+    return fig
+
+
+def _frame(table: object, columns: Sequence[str]):
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"table lacks column(s) {missing}; it needs {', '.join(columns)} "
+            f"(have {list(table.columns)})"
+        )
+    if table.empty:
+        raise ValueError("table is empty; there is nothing to plot")
+    return table
+
+
+def sensitivity_heatmap(
+    table: object, *, value: str = "drop", title: str | None = None
+) -> go.Figure:
+    """Layer x sparsity heatmap of a sensitivity table (``prunelab.sweeps.sensitivity``).
+
+    Cells show how much worse the metric gets when only that layer is pruned to that
+    sparsity; skipped (early-stopped) points are blank.
+
+    Args:
+        table: A DataFrame with layer, sparsity and ``value`` columns.
+        value: Column to colour by (``drop`` by default).
+        title: Main title.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"layer": ["a", "a", "b", "b"], "sparsity": [0.5, 0.9] * 2,
+    ...                    "drop": [0.0, 0.1, 0.2, 0.5]})
+    >>> fig = sensitivity_heatmap(df)
+    >>> list(fig.data[0].y), fig.data[0].z.tolist()
+    (['a', 'b'], [[0.0, 0.1], [0.2, 0.5]])
+    """
+    frame = _frame(table, ("layer", "sparsity", value))
+    grid = frame.pivot_table(index="layer", columns="sparsity", values=value, dropna=False)
+    grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
+    metric = getattr(table, "attrs", {}).get("metric")
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[f"{s:.0%}" for s in grid.columns],
+            y=list(grid.index),
+            colorscale="Reds",
+            zmin=0,
+            colorbar={"title": value},
+            hovertemplate="%{y} at %{x}<br>" + value + " %{z:.4f}<extra></extra>",
+        )
+    )
+    notes = [f"{value} of {metric} when only that layer is pruned" if metric else None]
+    fig.update_layout(
+        title=_title(title or "Per-layer sensitivity", notes),
+        height=max(320, 26 * len(grid) + 160),
+    )
+    fig.update_xaxes(title_text="sparsity of the layer", type="category")
+    fig.update_yaxes(title_text="layer", autorange="reversed", type="category")
     return fig

@@ -419,3 +419,23 @@ def test_sparsity_curves_one_trace_per_strategy():
     assert fig.layout.xaxis.title.text.startswith("sparsity")
     with pytest.raises(ValueError, match="lacks column"):
         figures.sparsity_curves(table, metric="loss")
+
+
+def test_sensitivity_heatmap_grid_and_blank_skipped_points():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "layer": ["b", "b", "a", "a"],
+            "sparsity": [0.5, 0.9, 0.5, 0.9],
+            "drop": [0.1, float("nan"), 0.0, 0.3],
+        }
+    )
+    table.attrs["metric"] = "accuracy"
+    fig = figures.sensitivity_heatmap(table)
+    heat = fig.data[0]
+    assert list(heat.y) == ["b", "a"] and list(heat.x) == ["50%", "90%"]
+    assert np.isnan(heat.z[0][1]) and heat.z[1][1] == 0.3
+    assert "accuracy" in fig.layout.title.text
+    curves = figures.sparsity_curves(table, metric="drop", by="layer")
+    assert [t.name for t in curves.data] == ["b", "a"]
