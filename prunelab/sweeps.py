@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -26,7 +26,15 @@ from .select import check_sparsity
 from .strategies import Strategy, get_strategy
 from .targets import Target, get_parameter, resolve_targets
 
-__all__ = ["DEFAULT_LEVELS", "load_table", "save_table", "sensitivity", "solve", "sweep"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "load_table",
+    "predict_drop",
+    "save_table",
+    "sensitivity",
+    "solve",
+    "sweep",
+]
 
 Progress = Callable[[float, str], None]
 
@@ -334,6 +342,27 @@ def _drop_curves(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray,
     return curves
 
 
+def predict_drop(table: pd.DataFrame, layers: Mapping[str, float]) -> float:
+    """Predicted drop of the metric for per-layer sparsities: the sum of each layer's own
+    (interpolated) drop from a sensitivity table. Layers not in ``layers`` count as dense.
+
+    >>> table = pd.DataFrame({"layer": ["a", "a"], "elements": [10, 10],
+    ...                       "sparsity": [0.5, 1.0], "drop": [0.1, 0.3]})
+    >>> round(predict_drop(table, {"a": 0.75}), 3)
+    0.2
+    """
+    curves = _drop_curves(table)
+    unknown = [layer for layer in layers if layer not in curves]
+    if unknown:
+        raise ValueError(f"layers not in the sensitivity table: {unknown[:5]}")
+    return sum(_interp(curves[layer], s) for layer, s in layers.items())
+
+
+def _interp(curve: tuple[np.ndarray, np.ndarray, int], sparsity: float) -> float:
+    levels, drops, _ = curve
+    return float(np.interp(sparsity, levels, drops))
+
+
 def solve(
     table: pd.DataFrame,
     *,
@@ -366,7 +395,7 @@ def solve(
 
     >>> table = pd.DataFrame({"layer": ["a", "a", "b", "b"], "elements": [100, 100, 100, 100],
     ...                       "sparsity": [0.5, 1.0, 0.5, 1.0], "drop": [0.0, 0.1, 0.2, 0.9]})
-    >>> solve(table, target_sparsity=0.5).layers
+    >>> solve(table, target_sparsity=0.5, max_sparsity=1.0).layers
     {'a': 1.0, 'b': 0.0}
     """
     if (target_sparsity is None) == (max_drop is None):
@@ -389,15 +418,16 @@ def solve(
         )
 
     def predict(layer: str, s: float) -> float:
-        levels, drops, _ = curves[layer]
-        return float(np.interp(s, levels, drops))
+        return _interp(curves[layer], s)
 
     current = {layer: low for layer in curves}
     pruned = sum(low * e for _, _, e in curves.values())
     while goal is None or pruned < goal - 1e-9:
         best = None
         for layer, (levels, _, elements) in curves.items():
-            above = levels[(levels > current[layer] + 1e-12) & (levels <= high + 1e-12)]
+            # the measured levels up to max_sparsity, and max_sparsity itself (interpolated)
+            steps = np.unique(np.r_[levels[levels <= high + 1e-12], min(high, levels[-1])])
+            above = steps[steps > current[layer] + 1e-12]
             if above.size == 0:
                 continue
             step = float(above[0])

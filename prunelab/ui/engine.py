@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +136,39 @@ def out_dim(choice: Choice, fqn: str) -> int:
 def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:
     """Metrics of the masked model (one forward pass over the data; dense outputs cached)."""
     return evaluate(choice.model, choice.data, masks=masks)
+
+
+@st.cache_resource
+def _results() -> OrderedDict:
+    """Finished long computations, shared by all sessions (bounded, oldest dropped first)."""
+    return OrderedDict()
+
+
+MAX_RESULTS = 16
+
+
+def remembered(key: tuple) -> object | None:
+    """A finished result for ``key`` (settings of a sensitivity run or sweep), if any."""
+    store = _results()
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    return None
+
+
+def remember(key: tuple, value: object) -> object:
+    store = _results()
+    store[key] = value
+    while len(store) > MAX_RESULTS:
+        store.popitem(last=False)
+    return value
+
+
+def progress_bar(label: str):
+    """A ``progress(fraction, message)`` callback drawing an ``st.progress`` bar."""
+    bar = st.progress(0.0, text=label)
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}")
+
+    return bar, report
