@@ -1,0 +1,234 @@
+"""Streaming activation statistics: exact against stored activations, bounded memory, no hooks
+left behind, weight masks applied without touching the model, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import prunelab
+from prunelab.activations import (
+    SAMPLE,
+    ChannelStats,
+    activation_layers,
+    activation_stats,
+    forward_hooks,
+)
+from tests.conftest import assert_unchanged, make_cnn, make_lstm, snapshot
+
+CNN_LAYERS = ["0", "2", "3", "4", "5", "7"]  # conv, relu, conv, relu, pool, linear
+
+
+def _batches(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [x[i : i + size] for i in range(0, len(x), size)]
+
+
+def _stored(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Every activation of the named points, kept whole: the direct computation."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks, pre = {}, {}
+    for name in names:
+        module, _, _ = name.partition(":")
+
+        def keep(tensor, name=name):
+            seen.setdefault(name, []).append(tensor.detach().clone())
+
+        if name.endswith(":input"):
+            pre[module] = lambda m, args, keep=keep: keep(args[0])
+        else:
+            hooks[module] = lambda m, args, out, keep=keep: keep(out)
+    with torch.no_grad(), forward_hooks(model, hooks, pre_hooks=pre):
+        model(x)
+    return {name: torch.cat(parts) for name, parts in seen.items()}
+
+
+def _per_channel(tensor: torch.Tensor, axis: int) -> torch.Tensor:
+    """(channels, values) from an activation whose channels lie on ``axis``."""
+    return tensor.movedim(axis, 0).reshape(tensor.shape[axis], -1).double()
+
+
+def _histogram(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    bins = len(edges) - 1
+    index = torch.bucketize(values.float().contiguous(), edges, right=True).clamp(1, bins) - 1
+    return torch.stack([torch.bincount(row, minlength=bins) for row in index])
+
+
+def test_stats_match_a_direct_computation_on_stored_activations(cnn_data):
+    model = make_cnn().eval()
+    x = cnn_data[0]
+    names = [*CNN_LAYERS, "3:input"]
+    stats = activation_stats(model, _batches(x, 8), layers=names, bins=16)
+    stored = _stored(model, x, names)
+    assert list(stats) == names and stats.samples == 32
+    for name in names:
+        layer = stats[name]
+        channels = _per_channel(stored[name], layer.channel_axis)
+        assert layer.channels == channels.shape[0]
+        assert layer.count == layer.sampled == channels.shape[1]
+        assert torch.allclose(layer.mean.double(), channels.mean(1), atol=1e-5), name
+        assert torch.allclose(layer.std.double(), channels.std(1, correction=0), atol=1e-5), name
+        assert torch.equal(layer.min, channels.min(1).values.float()), name
+        assert torch.equal(layer.max, channels.max(1).values.float()), name
+        zeros = (channels == 0).double().mean(1).float()
+        assert torch.allclose(layer.zero_fraction, zeros), name
+        assert torch.equal(layer.histogram, _histogram(channels, layer.edges)), name
+    assert stats["0"].channel_axis == 1 and stats["7"].channel_axis == 1  # (N, 4): last is 1
+    assert stats["2"].sparsity > 0.2  # a ReLU zeroes a good share
+    assert stats["0"].sparsity == 0.0
+
+
+def test_default_layers_are_prunable_activation_and_pooling_outputs(cnn_data):
+    model = make_cnn().eval()
+    assert activation_layers(model) == CNN_LAYERS
+    assert activation_layers(model, inputs=True)[:3] == ["0:input", "0", "2"]
+    stats = activation_stats(model, cnn_data[0])
+    assert list(stats) == CNN_LAYERS
+    table = stats.table()
+    assert list(table["layer"]) == CNN_LAYERS
+    assert list(table["channels"]) == [8, 8, 12, 12, 12, 4]
+
+
+def test_large_activations_are_sampled_but_min_max_and_dead_flags_exact():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 128, 128, generator=gen).relu()  # 65536 values per channel
+    x[:, 2] = 0.0
+    x[1, 2, 5, 7] = 3.0  # channel 2 is zero almost everywhere, but not dead
+    x[:, 1] = 0.0  # channel 1 is dead
+    layer = activation_stats(nn.Sequential(nn.ReLU()), x)["0"]
+    channels = _per_channel(x, 1)
+    assert layer.count == 65536 and layer.sampled <= SAMPLE
+    assert torch.equal(layer.max, channels.max(1).values.float())
+    assert layer.dead.tolist() == [False, True, False]
+    assert layer.dead_channels == [1]
+    assert abs(float(layer.mean[0]) - float(channels[0].mean())) < 0.03
+    assert abs(float(layer.zero_fraction[0]) - 0.5) < 0.03
+    assert int(layer.histogram[0].sum()) == layer.sampled
+    full = ChannelStats(sample=None)
+    full.update(x, axis=1)
+    assert full.result("x").sampled == 65536
+
+
+def test_memory_is_channels_times_bins_not_activations(cnn_data):
+    model = make_cnn().eval()
+    x = cnn_data[0]
+    few = activation_stats(model, _batches(x, 16))
+    many = activation_stats(model, _batches(torch.cat([x] * 10), 16))
+    assert many.samples == 10 * few.samples
+    assert many.nbytes() == few.nbytes()
+    numel = [
+        sum(t.numel() for t in (s.mean, s.std, s.min, s.max, s.zero_fraction, s.histogram))
+        for s in (few["0"], many["0"])
+    ]
+    assert numel[0] == numel[1] == 8 * 5 + 8 * 64  # 8 channels: 5 numbers and 64 bins each
+
+
+def test_hooks_are_removed_after_success_and_after_an_exception(cnn_data):
+    model = make_cnn().eval()
+    before = snapshot(model)
+    activation_stats(model, cnn_data[0])
+    assert_unchanged(model, before)
+
+    def failing():
+        yield cnn_data[0][:8]
+        raise RuntimeError("data source broke")
+
+    with pytest.raises(RuntimeError, match="data source broke"):
+        activation_stats(model, failing())
+    assert_unchanged(model, before)
+
+    with pytest.raises(KeyError), forward_hooks(model, {"0": print}, pre_hooks={"3": print}):
+        assert len(model[0]._forward_hooks) == 1 and len(model[3]._forward_pre_hooks) == 1
+        raise KeyError("inside the block")
+    assert_unchanged(model, before)
+
+
+def test_weight_masks_shift_the_statistics_without_touching_the_model(cnn_data):
+    model = make_cnn().eval()
+    x = cnn_data[0]
+    masks = prunelab.prune(model, "global-magnitude", sparsity=0.8)
+    before = snapshot(model)
+    dense = activation_stats(model, x, layers=["3"])
+    pruned = activation_stats(model, x, layers=["3"], masks=masks)
+    assert_unchanged(model, before)
+    assert pruned.masked and not dense.masked
+    reference = activation_stats(prunelab.apply(model, masks), x, layers=["3"])
+    assert torch.allclose(pruned["3"].mean, reference["3"].mean, atol=1e-6)
+    assert torch.equal(pruned["3"].histogram, reference["3"].histogram)
+    assert not torch.allclose(pruned["3"].mean, dense["3"].mean)
+
+
+def test_dead_channels_are_flagged():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    with torch.no_grad():
+        model[0].bias.copy_(torch.tensor([0.0, -100.0, 0.0, -100.0]))
+    layer = activation_stats(model, torch.randn(50, 3), layers="1")["1"]
+    assert layer.dead_channels == [1, 3]
+    assert layer.zero_fraction[[1, 3]].tolist() == [1.0, 1.0]
+    table = activation_stats(model, torch.randn(20, 3)).table().set_index("layer")
+    assert table.loc["1", "dead_channels"] == 2 and table.loc["0", "dead_channels"] == 0
+
+
+def test_lstm_outputs_are_described_by_their_first_tensor():
+    model = make_lstm().eval()
+    tokens = torch.randint(0, 20, (6, 5), generator=torch.Generator().manual_seed(0))
+    stats = activation_stats(model, tokens, layers=["lstm", "lstm:input", "head"])
+    assert stats["lstm"].channels == 12 and stats["lstm"].sample_shape == (5, 12)
+    assert stats["lstm:input"].channels == 8 and stats["head"].channels == 2
+    assert activation_layers(model) == ["lstm", "head"]
+
+
+def test_explicit_bin_edges_count_values_outside_them():
+    acc = ChannelStats(bins=[0.0, 1.0, 3.0])  # unequal bins
+    acc.update(torch.tensor([[-1.0], [0.5], [2.0], [2.5], [7.0]]), axis=-1)
+    layer = acc.result("x")
+    assert layer.histogram.tolist() == [[2, 3]]
+    assert layer.clamped.tolist() == [2]
+    assert layer.edges.tolist() == [0.0, 1.0, 3.0]
+
+
+def test_quantiles_from_the_histogram_are_within_a_bin_of_the_exact_ones():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2000, 3, generator=gen)
+    x[:, 0] = x[:, 0].relu()
+    layer = activation_stats(nn.Sequential(nn.Identity()), x, layers="0", bins=50)["0"]
+    levels = [0.1, 0.25, 0.5, 0.75, 0.9]
+    approx = layer.quantiles(levels)
+    exact = torch.quantile(x.T, torch.tensor(levels), dim=1).T
+    width = float(layer.edges[1] - layer.edges[0])
+    assert (approx - exact).abs().max() <= width
+    assert approx[0, :2].tolist() == [0.0, 0.0]  # ReLU zeros sit at exactly 0
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        layer.quantiles([1.5])
+
+
+def test_bad_input_gives_clear_errors(cnn_data):
+    model = make_cnn().eval()
+    x = cnn_data[0]
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['conv9'\].*accepted.*0:input"):
+        activation_stats(model, x, layers=["conv9"])
+    with pytest.raises(ValueError, match="unknown layer"):
+        activation_stats(model, x, layers=["0:output"])
+    with pytest.raises(TypeError, match="module names"):
+        activation_stats(model, x, layers=[0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        activation_stats(model, x, bins=[1.0, 0.0])
+    with pytest.raises(ValueError, match="at least 1"):
+        activation_stats(model, x, bins=0)
+    with pytest.raises(ValueError, match="empty"):
+        activation_stats(model, [])
+    with pytest.raises(TypeError, match=r"prunelab\.Masks"):
+        activation_stats(model, x, masks={"0.weight": torch.ones(8, 3, 3, 3, dtype=torch.bool)})
+    unused = _HalfUsed()
+    with pytest.raises(ValueError, match="no activations reached 'unused'"):
+        activation_stats(unused, torch.zeros(3, 2), layers=["used", "unused"])
+    assert list(activation_stats(unused, torch.zeros(3, 2))) == ["used"]
+
+
+class _HalfUsed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.unused = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
