@@ -1168,13 +1168,18 @@ def _check_features(
     return checked, feature_dim
 
 
-def _check_mask_fn(mask_fn: Callable[..., object], sparse_config: Mapping[str, object]) -> None:
+def _check_mask_fn(
+    mask_fn: Callable[..., object], sparse_config: Mapping[str, object], *, complete: bool
+) -> None:
+    """Whether ``mask_fn(tensor, **sparse_config)`` can be called (``complete``) or could be,
+    once more keyword arguments are given (defaults, completed at ``register_layer``)."""
     try:
         signature = inspect.signature(mask_fn)
     except (TypeError, ValueError):  # builtins: checked when called
         return
+    bind = signature.bind if complete else signature.bind_partial
     try:
-        signature.bind(torch.empty(0), **sparse_config)
+        bind(torch.empty(0), **sparse_config)
     except TypeError as exc:
         name = getattr(mask_fn, "__name__", repr(mask_fn))
         raise ValueError(
@@ -1249,6 +1254,7 @@ class ActivationSparsifier:
             features,
             feature_dim,
             sparse_config,
+            complete=False,
         )
         self._layers: dict[str, _Layer] = {}
 
@@ -1260,6 +1266,8 @@ class ActivationSparsifier:
         features: object,
         feature_dim: object,
         sparse_config: Mapping[str, object],
+        *,
+        complete: bool = True,
     ) -> _Config:
         for name, fn in (("aggregate_fn", aggregate_fn), ("reduce_fn", reduce_fn)):
             if not callable(fn):
@@ -1267,7 +1275,7 @@ class ActivationSparsifier:
         if not callable(mask_fn):
             raise TypeError(f"mask_fn must be callable, got {mask_fn!r}")
         checked, dim = _check_features(features, feature_dim)
-        _check_mask_fn(mask_fn, sparse_config)
+        _check_mask_fn(mask_fn, sparse_config, complete=complete)
         return _Config(
             aggregate_fn,  # type: ignore[arg-type]
             reduce_fn,  # type: ignore[arg-type]
