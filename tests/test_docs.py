@@ -20,7 +20,8 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_readme_python_examples_run():
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples save files
     blocks = _python_blocks((ROOT / "README.md").read_text())
     assert len(blocks) >= 3
     saved = dict(_REGISTRY)
