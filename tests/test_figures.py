@@ -439,3 +439,63 @@ def test_sensitivity_heatmap_grid_and_blank_skipped_points():
     assert "accuracy" in fig.layout.title.text
     curves = figures.sparsity_curves(table, metric="drop", by="layer")
     assert [t.name for t in curves.data] == ["b", "a"]
+
+
+# -- activation figures ------------------------------------------------------------------
+
+
+def _relu_stats(shift: float = 0.0, channels: int = 4):
+    from prunelab.activations import activation_stats
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(200, channels, generator=gen) + shift
+    x[:, 0] = -1.0  # channel 0 is dead after the ReLU
+    return activation_stats(torch.nn.Sequential(torch.nn.ReLU()), x, bins=20)["0"]
+
+
+def test_activation_histogram_overlays_shares_and_marks_the_threshold():
+    before, after = _relu_stats(), _relu_stats(shift=0.5)
+    fig = figures.activation_histogram(before, after, threshold=0.3, names=("dense", "pruned"))
+    assert [t.name for t in fig.data] == ["dense", "pruned"]
+    assert all(abs(sum(t.y) - 100) < 1e-6 for t in fig.data)
+    rect = next(s for s in fig.layout.shapes if s.type == "rect")
+    assert (rect.x0, rect.x1) == (-0.3, 0.3)
+    assert "dense: " in _title(fig) and "exact zeros" in _title(fig)
+    one = figures.activation_histogram(before, channel=0)
+    assert one.data[0].name == "activations" and "100.0% exact zeros" in _title(one)
+    with pytest.raises(ValueError, match=r"out of range.*4 channels"):
+        figures.activation_histogram(before, channel=4)
+    with pytest.raises(TypeError, match="LayerStats"):
+        figures.activation_histogram(torch.zeros(3))
+    with pytest.raises(ValueError, match="same layer"):
+        figures.activation_histogram(before, _relu_stats(channels=5))
+
+
+def test_channel_apoz_and_ranges_show_every_channel_with_dead_ones_flagged():
+    stats = _relu_stats()
+    fig = figures.channel_apoz(stats, _relu_stats(shift=1.0))
+    assert [t.name for t in fig.data] == ["before", "after"]
+    assert fig.data[0].y[0] == 100.0 and fig.data[0].marker.color[0] == "#d62728"
+    assert fig.data[0].marker.color[1] != "#d62728"
+    assert "1 dead" in _title(fig)
+    boxes = figures.channel_ranges(stats, max_channels=3)
+    assert len(boxes.data[0].x) == 3 and "first 3 of 4 channels" in _title(boxes)
+    assert list(boxes.data[0].median) == stats.quantiles([0.5])[:3, 0].tolist()
+    assert list(boxes.data[0].upperfence) == stats.max[:3].tolist()
+
+
+def test_activation_mask_per_tensor_per_feature_and_soft():
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    fig = figures.activation_mask(mask)
+    assert fig.data[0].z.tolist() == [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    assert "50.0% of the positions kept" in _title(fig)
+    per_feature = figures.activation_mask([mask[:1], mask[1:]], features=[2, 5])
+    assert list(per_feature.layout.yaxis.ticktext) == ["feature 2", "feature 5"]
+    soft = figures.activation_mask(torch.tensor([0.2, 0.9]))
+    assert "soft mask" in _title(soft)
+    with pytest.raises(ValueError, match="share one shape"):
+        figures.activation_mask([torch.ones(2), torch.ones(3)])
+    with pytest.raises(ValueError, match="empty list"):
+        figures.activation_mask([])
+    for built in (fig, per_feature, soft, figures.channel_ranges(_relu_stats())):
+        assert json.loads(built.to_json())["layout"]["title"]["text"]
