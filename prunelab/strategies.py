@@ -487,70 +487,65 @@ class RandomStrategy(ScoredStrategy):
         return criteria.random_scores(layer.target.shape, seed=layer.seed, fqn=layer.fqn)
 
 
+class _Magnitude(ScoredStrategy):
+    def scores(self, layer: Layer) -> torch.Tensor:
+        return criteria.magnitude(layer.weight)
+
+
+class _Taylor(ScoredStrategy):
+    needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
+
+    def scores(self, layer: Layer) -> torch.Tensor:
+        return criteria.taylor(layer.weight, layer.gradient())
+
+
+class _Wanda(ScoredStrategy):
+    needs: ClassVar[frozenset[str]] = frozenset({"activations"})
+
+    def scores(self, layer: Layer) -> torch.Tensor:
+        return criteria.activation_magnitude(layer.weight, layer.input_norm(), layer.target)
+
+
 @register_strategy("global-magnitude")
 @dataclass(frozen=True)
-class GlobalMagnitude(ScoredStrategy):
+class GlobalMagnitude(_Magnitude):
     """Prune the smallest |w| across the whole model (one ranking for all layers)."""
 
     scope: ClassVar[str] = "global"
 
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.magnitude(layer.weight)
-
 
 @register_strategy("layer-magnitude")
 @dataclass(frozen=True)
-class LayerMagnitude(ScoredStrategy):
+class LayerMagnitude(_Magnitude):
     """Prune the smallest |w| within each layer, the same fraction everywhere."""
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.magnitude(layer.weight)
 
 
 @register_strategy("global-magnitude-gradient")
 @dataclass(frozen=True)
-class GlobalMagnitudeGradient(ScoredStrategy):
+class GlobalMagnitudeGradient(_Taylor):
     """Prune the smallest |w x grad| (first-order Taylor) across the whole model."""
 
     scope: ClassVar[str] = "global"
-    needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.taylor(layer.weight, layer.gradient())
 
 
 @register_strategy("layer-magnitude-gradient")
 @dataclass(frozen=True)
-class LayerMagnitudeGradient(ScoredStrategy):
+class LayerMagnitudeGradient(_Taylor):
     """Prune the smallest |w x grad| (first-order Taylor) within each layer."""
-
-    needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.taylor(layer.weight, layer.gradient())
 
 
 @register_strategy("global-activation-magnitude")
 @dataclass(frozen=True)
-class GlobalActivationMagnitude(ScoredStrategy):
+class GlobalActivationMagnitude(_Wanda):
     """Prune the smallest |w| x ||input|| (Wanda-style) across the whole model."""
 
     scope: ClassVar[str] = "global"
-    needs: ClassVar[frozenset[str]] = frozenset({"activations"})
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.activation_magnitude(layer.weight, layer.input_norm(), layer.target)
 
 
 @register_strategy("layer-activation-magnitude")
 @dataclass(frozen=True)
-class LayerActivationMagnitude(ScoredStrategy):
+class LayerActivationMagnitude(_Wanda):
     """Prune the smallest |w| x ||input|| (Wanda-style) within each layer."""
-
-    needs: ClassVar[frozenset[str]] = frozenset({"activations"})
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.activation_magnitude(layer.weight, layer.input_norm(), layer.target)
 
 
 def _channel_dim(granularity: Granularity, target: Target) -> int | None:
@@ -601,18 +596,13 @@ class ActivationNormChannel(ScoredStrategy):
 
 @register_strategy("threshold")
 @dataclass(frozen=True)
-class ThresholdStrategy(ScoredStrategy):
+class ThresholdStrategy(GlobalMagnitude):
     """Prune every weight with |w| at or below an absolute threshold."""
-
-    scope: ClassVar[str] = "global"
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.magnitude(layer.weight)
 
 
 @register_strategy("n:m")
 @dataclass(frozen=True)
-class NMStrategy(ScoredStrategy):
+class NMStrategy(_Magnitude):
     """Keep the n largest |w| in every group of m consecutive weights (2:4 by default).
 
     Args:
@@ -632,6 +622,3 @@ class NMStrategy(ScoredStrategy):
             raise ValueError(f"n:m needs an N:M granularity, got {self.granularity}")
         object.__setattr__(self, "n", self.granularity.n)
         object.__setattr__(self, "m", self.granularity.m)
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.magnitude(layer.weight)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import pytest
 import torch
 from torch import nn
@@ -109,3 +111,16 @@ def cnn_data() -> tuple[torch.Tensor, torch.Tensor]:
 def mlp_data() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(2)
     return torch.randn(40, 12, generator=gen), torch.randint(0, 3, (40,), generator=gen)
+
+
+@pytest.fixture
+def broken_torchvision(monkeypatch):
+    """torchvision installed but failing to import (a mismatched torch/torchvision pair)."""
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "torchvision" or name.startswith("torchvision."):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import struct
 import sys
 from collections import Counter
@@ -190,15 +189,7 @@ def test_missing_torchvision_is_a_clear_error(monkeypatch):
     assert len(data.load("sample:digits", limit=2)) == 2
 
 
-def test_broken_torchvision_says_why_and_the_rest_works(monkeypatch):
-    real_import = builtins.__import__
-
-    def broken(name, *args, **kwargs):
-        if name == "torchvision" or name.startswith("torchvision."):
-            raise RuntimeError("operator torchvision::nms does not exist")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", broken)
+def test_broken_torchvision_says_why_and_the_rest_works(broken_torchvision):
     with pytest.raises(data.TorchvisionUnavailable) as info:
         data.load("torchvision:CIFAR10")
     message = str(info.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import shutil
 import sys
@@ -133,15 +132,7 @@ def test_pretrained_weights_when_cached(monkeypatch):
     assert len(bundle.class_names) == 1000 and bundle.class_names[0] == "tench"
 
 
-def test_broken_torchvision_leaves_the_rest_working(monkeypatch):
-    real_import = builtins.__import__
-
-    def broken(name, *args, **kwargs):
-        if name == "torchvision" or name.startswith("torchvision."):
-            raise RuntimeError("operator torchvision::nms does not exist")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", broken)
+def test_broken_torchvision_leaves_the_rest_working(broken_torchvision):
     with pytest.raises(ValueError, match=r"installed but cannot be imported.*nms"):
         zoo.load("torchvision:resnet18")
     assert zoo.list_models() == [f"sample:{n}" for n in ARCHITECTURES]
