@@ -40,6 +40,9 @@ class Keys:
     act_mask_fn = "act_mask_fn"
     act_per_feature = "act_per_feature"
     act_sparsity_level = "act_sparsity_level"
+    act_with_masks = "act_with_masks"
+    act_log_y = "act_log_y"
+    act_mask_threshold = "act_mask_threshold"
 
     # sensitivity page (prefix "sens_")
     sens_layers = "sens_layers"
