@@ -50,6 +50,7 @@ __all__ = [
     "flops_by_layer",
     "latency",
     "model_stats",
+    "with_masks",
 ]
 
 METRICS = ("accuracy", "loss", "agreement", "kl")
@@ -411,20 +412,33 @@ def _flop_table(
             else:  # recurrent layers: 2 x time steps x weight elements, not in the counter
                 flops = 2 * positions.get(module_fqn, 0) * target.numel
                 total += flops
-            kept = 1.0
-            if masks is not None and target.fqn in masks:
-                kept = float(masks[target.fqn].float().mean())
-            rows.append(
-                {
-                    "fqn": target.fqn,
-                    "module_type": target.module_type,
-                    "flops": int(flops),
-                    "kept": kept,
-                    "effective_flops": round(flops * kept),
-                }
-            )
-    columns = ["fqn", "module_type", "flops", "kept", "effective_flops"]
-    return total, pd.DataFrame(rows, columns=columns)
+            rows.append({"fqn": target.fqn, "module_type": target.module_type, "flops": int(flops)})
+    table = pd.DataFrame(rows, columns=["fqn", "module_type", "flops"])
+    return total, with_masks(table, masks)
+
+
+def with_masks(table: pd.DataFrame, masks: Masks | None) -> pd.DataFrame:
+    """A FLOP table (from :func:`flops_by_layer`) with ``kept`` and ``effective_flops`` for
+    ``masks``: each layer's FLOPs scaled by the fraction of its weight that is kept.
+
+    Counting FLOPs takes a forward pass; rescaling a dense table for new masks does not, which
+    is what the app does on every slider move.
+
+    >>> from torch import nn
+    >>> from prunelab.masks import Masks
+    >>> dense = flops_by_layer(nn.Linear(4, 2), example_input=torch.zeros(1, 4))
+    >>> mask = torch.tensor([[True] * 4, [False] * 4])
+    >>> with_masks(dense, Masks({"weight": mask}))["effective_flops"].tolist()
+    [8]
+    """
+    kept = [
+        float(masks[fqn].float().mean()) if masks is not None and fqn in masks else 1.0
+        for fqn in table["fqn"]
+    ]
+    out = table[["fqn", "module_type", "flops"]].copy()
+    out["kept"] = kept
+    out["effective_flops"] = [round(f * k) for f, k in zip(out["flops"], kept, strict=True)]
+    return out
 
 
 def flops_by_layer(

@@ -21,7 +21,7 @@ import torch
 from .. import data as data_lib
 from .. import zoo
 from ..calibration import Calibration
-from ..evaluate import evaluate, flops_by_layer
+from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
 from ..pruner import Pruner
 from ..strategies import Strategy, get_strategy
@@ -121,11 +121,8 @@ def flop_table(model_key: str, _choice: Choice) -> pd.DataFrame:
 
 def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:
     """(dense, effective) FLOPs of the prunable layers, from a dense table and the masks."""
-    kept = masks.per_layer().set_index("fqn")
-    fractions = (kept["kept"] / kept["elements"]).reindex(table["fqn"]).fillna(1.0)
-    dense = int(table["flops"].sum())
-    effective = int((table["flops"].to_numpy() * fractions.to_numpy()).sum())
-    return dense, effective
+    scaled = with_masks(table, masks)
+    return int(scaled["flops"].sum()), int(scaled["effective_flops"].sum())
 
 
 def out_dim(choice: Choice, fqn: str) -> int:
