@@ -885,7 +885,8 @@ def activation_histogram(
     Bars show the share of values in each bin (so two sets with different ranges or sample
     sizes compare directly). Exact zeros, which a ReLU makes many of, fall in the bin that
     holds 0; the title gives their exact share. With a threshold ``t`` the band
-    ``|value| < t`` that activation thresholding zeroes is shaded.
+    ``|value| < t`` that activation thresholding zeroes is shaded (from 0 when no value is
+    negative).
 
     Args:
         stats: One layer's :class:`prunelab.activations.LayerStats`.
@@ -948,8 +949,11 @@ def activation_histogram(
         t = float(threshold)
         if not math.isfinite(t) or t < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
-        fig.add_vrect(x0=-t, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
-        for x in (-t, t):
+        # no negative side to shade when no value is negative (after a ReLU)
+        lowest = min(float(layer.edges[0]) for _, layer, _ in pairs)
+        low = -t if lowest < 0 else min(lowest, t)
+        fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
+        for x in dict.fromkeys((low if low == -t else t, t)):
             fig.add_vline(x=x, line_dash="dash", line_color=_EMPTY)
         notes.append(f"shaded: |value| < {t:.3g}, zeroed by the threshold")
     first = pairs[0][1]

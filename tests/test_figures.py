@@ -453,12 +453,21 @@ def _relu_stats(shift: float = 0.0, channels: int = 4):
     return activation_stats(torch.nn.Sequential(torch.nn.ReLU()), x, bins=20)["0"]
 
 
+def activation_stats_of(x: torch.Tensor):
+    from prunelab.activations import activation_stats
+
+    return activation_stats(torch.nn.Sequential(torch.nn.Identity()), x, layers="0")["0"]
+
+
 def test_activation_histogram_overlays_shares_and_marks_the_threshold():
     before, after = _relu_stats(), _relu_stats(shift=0.5)
     fig = figures.activation_histogram(before, after, threshold=0.3, names=("dense", "pruned"))
     assert [t.name for t in fig.data] == ["dense", "pruned"]
     assert all(abs(sum(t.y) - 100) < 1e-6 for t in fig.data)
     rect = next(s for s in fig.layout.shapes if s.type == "rect")
+    assert (rect.x0, rect.x1) == (0.0, 0.3)  # ReLU outputs: nothing below 0 to shade
+    signed = activation_stats_of(torch.randn(50, 2))
+    rect = next(s for s in figures.activation_histogram(signed, threshold=0.3).layout.shapes)
     assert (rect.x0, rect.x1) == (-0.3, 0.3)
     assert "dense: " in _title(fig) and "exact zeros" in _title(fig)
     one = figures.activation_histogram(before, channel=0)
