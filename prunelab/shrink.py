@@ -1,0 +1,493 @@
+"""From channel masks to a physically smaller model, through the Torch-Pruning library.
+
+Zeros alone do not make a model smaller or faster: dense kernels multiply by zero as fast as
+by anything else. Removing whole output channels does. :func:`shrink` removes the channels
+that channel masks prune, together with everything coupled to them, using Torch-Pruning's
+dependency graph (residual adds, BatchNorm, depthwise convolutions, the next layer's input
+channels).
+
+Semantics (what "masked" and "shrunk" mean, so that the two agree):
+
+* Layers coupled by the graph (e.g. every conv feeding the same residual add) must keep the
+  same channels. A channel of such a *group* is removed only when **every** coupled layer
+  with a mask prunes it; a channel that any coupled layer keeps survives everywhere (layers
+  that pruned it keep their zero rows). Layers without a mask keep all their channels.
+* Removing a channel also removes the coupled BatchNorm (or other per-channel) weight and bias
+  entries, the biases, and the following layers' input channels. :func:`extend_channel_masks`
+  returns masks that zero exactly those tensors, so the masked model computes what the shrunk
+  one does (a removed channel's BatchNorm would otherwise still output its shift beta).
+* Groups whose channels are the model's outputs (the classifier) cannot lose channels; their
+  pruned rows stay in as zeros.
+
+:func:`shrink` checks that the shrunk model's output equals the masked (extended) model's on
+the example input and raises with the largest difference if not.
+
+>>> import torch
+>>> from torch import nn
+>>> from prunelab.masks import Masks
+>>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+>>> keep = torch.tensor([True, False, True, False, True, True])
+>>> masks = Masks({"0.weight": keep[:, None].expand(6, 4).clone()})
+>>> small = shrink(net, masks, example_input=torch.randn(1, 4))
+>>> small[0].out_features, small[2].in_features
+(4, 4)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .apply import copy_model, masked_weights
+from .functional import functional_forward
+from .masks import Masks
+from .targets import targets
+
+__all__ = ["ShrinkPlan", "coupled_groups", "extend_channel_masks", "plan_shrink", "shrink"]
+
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_T)
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class ShrinkPlan:
+    """What :func:`shrink` will do to a model for a set of channel masks.
+
+    Attributes:
+        masks: The channel masks extended to every coupled tensor (see the module docstring);
+            the masked model with these masks computes what the shrunk model computes.
+        removed: ``{module fqn: number of output channels removed}`` for every module that
+            loses channels (convolutions, linear layers, BatchNorms).
+        parameters: Parameter count of the shrunk model, predicted from the masks.
+        dense_parameters: Parameter count of the given model.
+        groups: One row per coupled group (see :func:`coupled_groups`) with ``removed``.
+    """
+
+    masks: Masks
+    removed: Mapping[str, int]
+    parameters: int
+    dense_parameters: int
+    groups: pd.DataFrame = field(repr=False, compare=False)
+
+
+@dataclass
+class _Group:
+    group: object  # a torch_pruning Group built with every channel of its root
+    channels: int
+    layers: list[str]
+    outputs: bool  # the channels reach the model output: they cannot be removed
+    keep: torch.Tensor | None = None
+
+
+def _tp():
+    try:
+        import torch_pruning
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError(
+            "shrink needs the torch-pruning package (pip install torch-pruning)"
+        ) from exc
+    return torch_pruning
+
+
+def _check_input(example_input: object) -> torch.Tensor:
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(
+            f"example_input must be one input batch as a tensor, got {type(example_input).__name__}"
+        )
+    return example_input
+
+
+def _graph(work: nn.Module, example_input: torch.Tensor):
+    """Torch-Pruning's dependency graph of ``work`` (a private copy), traced in eval mode."""
+    tp = _tp()
+    training = work.training
+    flags = [p.requires_grad for p in work.parameters()]
+    work.eval()
+    for param in work.parameters():
+        param.requires_grad_(True)  # the graph is traced through autograd
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(
+                work, example_inputs=example_input, verbose=False
+            )
+    except Exception as exc:
+        raise ValueError(
+            f"Torch-Pruning could not trace the model ({type(exc).__name__}: {exc}); shrink "
+            "needs a model it can run on example_input"
+        ) from exc
+    finally:
+        work.train(training)
+        for param, flag in zip(work.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+    return graph
+
+
+def _handler_kind(dep) -> str:
+    name = dep.handler.__name__
+    return "in" if "in_channels" in name else "out"
+
+
+def _groups(graph) -> list[_Group]:
+    names = graph._module2name
+    found = []
+    for group in graph.get_all_groups():
+        layers, outputs = [], True
+        for dep, _ in group:
+            module = dep.target.module
+            if isinstance(module, nn.Module) and module in names:
+                kind = _handler_kind(dep)
+                layers.append(f"{names[module]} ({kind})")
+                if kind == "in" and isinstance(module, _LAYERS):
+                    outputs = False  # another layer reads these channels
+        found.append(_Group(group, len(group[0].idxs), layers, outputs))
+    return found
+
+
+def coupled_groups(model: nn.Module, example_input: torch.Tensor) -> pd.DataFrame:
+    """Which layers must lose the same channels: one row per dependency group.
+
+    Args:
+        model: The model; not modified (the graph is traced on a copy).
+        example_input: One input batch to trace the model with.
+
+    Returns:
+        A DataFrame with ``group`` (number), ``root`` (the layer the group is named after),
+        ``channels``, ``layers`` (module names, ``(out)`` where output channels go and
+        ``(in)`` where input channels go), ``size`` (number of modules) and ``removable``
+        (False where the channels are the model's outputs).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    >>> table = coupled_groups(net, torch.randn(1, 3, 8, 8))
+    >>> table.loc[table["root"] == "0", "layers"].item()
+    '0 (out), 1 (out), 3 (in)'
+    """
+    example_input = _check_input(example_input)
+    work = copy_model(model)
+    return _group_table(_groups(_graph(work, example_input)), work, with_removed=False)
+
+
+def _group_table(groups: list[_Group], work: nn.Module, *, with_removed: bool) -> pd.DataFrame:
+    names = {m: n for n, m in work.named_modules()}
+    rows = []
+    for number, item in enumerate(groups):
+        root = item.group[0].dep.target.module
+        row = {
+            "group": number,
+            "root": names.get(root, "?"),
+            "channels": item.channels,
+            "layers": ", ".join(item.layers),
+            "size": len(item.layers),
+            "removable": not item.outputs,
+        }
+        if with_removed:
+            kept = item.channels if item.keep is None else int(item.keep.sum())
+            row["removed"] = item.channels - kept
+        rows.append(row)
+    columns = ["group", "root", "channels", "layers", "size", "removable"]
+    return pd.DataFrame(rows, columns=columns + (["removed"] if with_removed else []))
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
+def _channel_keep(fqn: str, mask: torch.Tensor, out_dim: int, module_type: str) -> torch.Tensor:
+    """Per output channel: kept (True) or pruned; raises for masks that are not per channel."""
+    rows = mask.movedim(out_dim, 0).reshape(mask.shape[out_dim], -1)
+    keep = rows.any(dim=1)
+    if not torch.equal(keep, rows.all(dim=1)):
+        mixed = int((keep & ~rows.all(dim=1)).sum())
+        raise ValueError(
+            f"shrink needs channel masks, but the mask of {fqn} ({module_type}) zeroes scattered "
+            f"weights inside {mixed} output channel(s): removing a row or filter from a layer "
+            "is only possible when all of its weights are pruned, and unstructured or N:M "
+            "zeros never empty one. Prune with a channel strategy (e.g. weight-norm-channel "
+            "or activation-norm-channel, granularity 'channel') to shrink the model, or use "
+            "prunelab.storage for sparse formats of these masks"
+        )
+    return keep
+
+
+def _masked_channels(work: nn.Module, masks: Masks) -> dict[nn.Module, torch.Tensor]:
+    """{module: kept output channels} for every masked layer; rejects what shrink cannot do."""
+    by_fqn = {t.fqn: t for t in targets(work)}
+    found = {}
+    for fqn, mask in masks.items():
+        target = by_fqn.get(fqn)
+        if target is None:
+            raise ValueError(f"mask for {fqn!r} names no prunable tensor of this model")
+        if tuple(mask.shape) != target.shape:
+            raise ValueError(
+                f"mask for {fqn!r} has shape {tuple(mask.shape)}, the weight {target.shape}"
+            )
+        module = work.get_submodule(target.module_fqn) if target.module_fqn else work
+        if target.param_name != "weight" or not isinstance(module, _LAYERS):
+            if bool(mask.all()):
+                continue
+            raise ValueError(
+                f"shrink removes channels of Linear and convolution layers only; {fqn} "
+                f"({target.module_type}) is pruned too: leave it out of the masks"
+            )
+        keep = _channel_keep(fqn, mask, target.out_dim, target.module_type)
+        found[module] = keep
+    return found
+
+
+def _group_keep(item: _Group, channels: Mapping[nn.Module, torch.Tensor]) -> torch.Tensor:
+    """Union of the kept channels of the group's masked layers, in root coordinates."""
+    keep = torch.zeros(item.channels, dtype=torch.bool)
+    masked_any = False
+    for gi in item.group:
+        dep, idxs = gi
+        module = dep.target.module
+        if _handler_kind(dep) != "out" or not isinstance(module, _LAYERS):
+            continue
+        local = channels.get(module)
+        if local is None:
+            return torch.ones(item.channels, dtype=torch.bool)  # an unmasked layer keeps all
+        masked_any = True
+        roots = torch.as_tensor(list(gi.root_idxs), dtype=torch.long)
+        keep[roots] |= local[torch.as_tensor(list(idxs), dtype=torch.long)]
+    return keep if masked_any else torch.ones(item.channels, dtype=torch.bool)
+
+
+def _local(gi, removed_roots: set[int]) -> list[int]:
+    return [i for i, r in zip(gi.idxs, gi.root_idxs, strict=True) if r in removed_roots]
+
+
+def _extend(
+    work: nn.Module, masks: Masks, groups: list[_Group]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, int], dict[str, dict]]:
+    """Masks with removed channels zeroed in every coupled tensor; removed counts per module;
+    removed indices per parameter and dimension (for the size prediction)."""
+    names = {m: n for n, m in work.named_modules()}
+    by_fqn = {t.fqn: t for t in targets(work)}
+    weights = {fqn: m.clone() for fqn, m in masks.items()}
+    coupled = {fqn: m.clone() for fqn, m in masks.coupled.items()}
+    removed: dict[str, int] = {}
+    cut: dict[str, dict[int, set[int]]] = {}
+
+    def zero(fqn: str, tensor: torch.Tensor, dim: int, idxs: list[int]) -> None:
+        store = weights if fqn in by_fqn else coupled
+        mask = store.get(fqn)
+        if mask is None:
+            mask = torch.ones(tensor.shape, dtype=torch.bool)
+        mask = mask.clone()
+        mask.index_fill_(dim, torch.as_tensor(idxs, dtype=torch.long), False)
+        store[fqn] = mask
+        cut.setdefault(fqn, {}).setdefault(dim, set()).update(idxs)
+
+    for item in groups:
+        if item.keep is None or bool(item.keep.all()):
+            continue
+        roots = set(torch.nonzero(~item.keep).flatten().tolist())
+        for gi in item.group:
+            dep = gi.dep
+            module = dep.target.module
+            if not isinstance(module, nn.Module) or module not in names:
+                continue
+            idxs = _local(gi, roots)
+            if not idxs:
+                continue
+            prefix = f"{names[module]}." if names[module] else ""
+            kind = _handler_kind(dep)
+            if isinstance(module, _LAYERS):
+                transposed = isinstance(module, _CONV_T)
+                groups_ = getattr(module, "groups", 1)
+                if kind == "out":  # depthwise convs come here too: their inputs are their outputs
+                    zero(prefix + "weight", module.weight, 1 if transposed else 0, idxs)
+                    if module.bias is not None:
+                        zero(prefix + "bias", module.bias, 0, idxs)
+                    removed[names[module]] = removed.get(names[module], 0) + len(idxs)
+                elif groups_ == 1:
+                    zero(prefix + "weight", module.weight, 0 if transposed else 1, idxs)
+                else:
+                    raise ValueError(
+                        f"shrink cannot remove input channels of the grouped convolution "
+                        f"{names[module]} (groups={groups_}); leave its producers unpruned"
+                    )
+                continue
+            params = dict(module.named_parameters(recurse=False))
+            if not params:
+                continue
+            for pname, param in params.items():
+                if param.ndim != 1:
+                    raise ValueError(
+                        f"shrink cannot remove channels of {names[module]} "
+                        f"({type(module).__name__}): its {pname} is not one value per channel"
+                    )
+                zero(prefix + pname, param, 0, idxs)
+            if kind == "out":
+                removed[names[module]] = removed.get(names[module], 0) + len(idxs)
+    cut_plain = {fqn: {d: len(s) for d, s in dims.items()} for fqn, dims in cut.items()}
+    return weights, coupled, removed, cut_plain
+
+
+def _predicted_parameters(work: nn.Module, cut: Mapping[str, Mapping[int, int]]) -> int:
+    total = 0
+    for name, param in work.named_parameters():
+        dims = cut.get(name, {})
+        total += math.prod(size - dims.get(d, 0) for d, size in enumerate(param.shape))
+    return total
+
+
+def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor):
+    if not isinstance(masks, Masks):
+        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
+    example_input = _check_input(example_input)
+    channels = _masked_channels(work, masks)
+    graph = _graph(work, example_input)
+    groups = _groups(graph)
+    for item in groups:
+        keep = _group_keep(item, channels)
+        if not bool(keep.any()):
+            if item.outputs:
+                keep = torch.ones_like(keep)  # output channels stay, as zero rows
+            else:
+                layers = [n for n in item.layers if n.endswith("(out)")]
+                raise ValueError(
+                    f"the channel masks prune all {item.channels} output channels of "
+                    f"{', '.join(layers)}: a layer needs at least one channel; lower the "
+                    "sparsity of these layers (a recipe can set it per layer)"
+                )
+        item.keep = torch.ones_like(keep) if item.outputs else keep
+    weights, coupled, removed, cut = _extend(work, masks, groups)
+    plan = ShrinkPlan(
+        masks=Masks(weights, coupled=coupled),
+        removed=removed,
+        parameters=_predicted_parameters(work, cut),
+        dense_parameters=sum(p.numel() for p in work.parameters()),
+        groups=_group_table(groups, work, with_removed=True),
+    )
+    return plan, graph, groups
+
+
+def plan_shrink(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> ShrinkPlan:
+    """Work out what :func:`shrink` removes, without building the smaller model.
+
+    Raises:
+        ValueError: For masks that are not channel masks, that would remove every channel
+            of a layer, or that name tensors the model does not have.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    >>> keep = torch.tensor([True, False] * 3)[:, None].expand(6, 4).clone()
+    >>> plan = plan_shrink(net, Masks({"0.weight": keep}), example_input=torch.randn(1, 4))
+    >>> plan.removed, plan.dense_parameters, plan.parameters
+    ({'0': 3}, 44, 23)
+    """
+    plan, _, _ = _plan(copy_model(model), masks, example_input)
+    return plan
+
+
+def extend_channel_masks(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> Masks:
+    """Channel masks extended to coupled tensors, so that masked and shrunk models agree.
+
+    See the module docstring for the rules (union over coupled layers; BatchNorm, biases and
+    the next layers' input channels follow).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.Conv2d(2, 1, 1))
+    >>> keep = torch.tensor([True, False]).reshape(2, 1, 1, 1)
+    >>> x = torch.ones(1, 1, 2, 2)
+    >>> full = extend_channel_masks(net, Masks({"0.weight": keep}), example_input=x)
+    >>> full.coupled["1.bias"].tolist(), full["2.weight"].flatten().tolist()
+    ([True, False], [True, False])
+    """
+    return plan_shrink(model, masks, example_input=example_input).masks
+
+
+def _max_difference(reference: object, result: object) -> tuple[float, float]:
+    if isinstance(reference, (tuple, list)):
+        pairs = [_max_difference(a, b) for a, b in zip(reference, result, strict=True)]
+        return max(p[0] for p in pairs), max(p[1] for p in pairs)
+    if not isinstance(reference, torch.Tensor):
+        return 0.0, 0.0
+    if not isinstance(result, torch.Tensor) or reference.shape != result.shape:
+        shape = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+        raise ValueError(
+            f"the shrunk model outputs {shape}, the masked model {tuple(reference.shape)}: "
+            "Torch-Pruning removed channels the output depends on"
+        )
+    diff = (reference.float() - result.float()).abs().max()
+    return float(diff), float(reference.float().abs().max())
+
+
+def shrink(
+    model: nn.Module, masks: Masks, *, example_input: torch.Tensor, check: bool = True
+) -> nn.Module:
+    """A physically smaller copy of ``model`` with the channels that ``masks`` prune removed.
+
+    Built with Torch-Pruning's dependency graph on a copy: ``model`` is not modified. The
+    masks are first extended to coupled tensors (:func:`extend_channel_masks`); the returned
+    model computes what the masked model computes with those extended masks, which is
+    checked on ``example_input``.
+
+    Args:
+        model: The dense model.
+        masks: Channel masks (whole output channels kept or pruned), e.g. from
+            ``prunelab.prune(model, "weight-norm-channel", sparsity=0.5)``.
+        example_input: One input batch, used to trace the graph and to check the result.
+        check: Compare the shrunk and masked outputs (default True).
+
+    Returns:
+        The smaller model, in the mode (train/eval) of ``model``.
+
+    Raises:
+        ValueError: For unstructured masks (scattered zeros cannot remove a row or a column),
+            masks that would remove every channel of a layer, or a shrunk model whose output
+            differs from the masked model's (with the largest difference).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4, 2))
+    >>> keep = (torch.arange(8) < 5).reshape(8, 1, 1, 1).expand(8, 3, 3, 3).clone()
+    >>> small = shrink(net, Masks({"0.weight": keep}), example_input=torch.randn(1, 3, 4, 4))
+    >>> small[0].out_channels, small[3].in_features
+    (5, 20)
+    """
+    work = copy_model(model)
+    plan, graph, groups = _plan(work, masks, example_input)
+    training = work.training
+    work.eval()
+    with torch.no_grad():
+        reference = functional_forward(work, masked_weights(work, plan.masks), example_input)
+        for fqn, value in masked_weights(work, plan.masks).items():
+            module_fqn, _, name = fqn.rpartition(".")
+            owner = work.get_submodule(module_fqn) if module_fqn else work
+            getattr(owner, name).copy_(value)
+    for item in groups:
+        if item.keep is None or bool(item.keep.all()):
+            continue
+        root = item.group[0]
+        idxs = torch.nonzero(~item.keep).flatten().tolist()
+        graph.get_pruning_group(root.dep.target.module, root.dep.handler, idxs).prune(
+            record_history=False
+        )
+    if check:
+        with torch.no_grad():
+            result = work(example_input)
+        diff, scale = _max_difference(reference, result)
+        if diff > ATOL + RTOL * scale:
+            raise ValueError(
+                f"the shrunk model's output differs from the masked model's by up to {diff:.3g} "
+                f"(outputs up to {scale:.3g}); Torch-Pruning did not handle this architecture "
+                "exactly. Use the masked model (prunelab.apply) instead"
+            )
+    got = sum(p.numel() for p in work.parameters())
+    if got != plan.parameters:
+        raise ValueError(
+            f"the shrunk model has {got:,} parameters, the masks predicted {plan.parameters:,}; "
+            "Torch-Pruning removed tensors prunelab did not expect"
+        )
+    return work.train(training)
