@@ -13,6 +13,12 @@ by sparsity or threshold, and *apply* them without ever changing the model you g
 
 from . import data, zoo
 from ._version import __version__
+from .activations import (
+    ActivationSparsifier,
+    ThresholdActivation,
+    activation_stats,
+    activation_threshold,
+)
 from .apply import apply, bake, masked_forward, masked_weights
 from .calibration import Calibration
 from .evaluate import evaluate, flops_by_layer, latency, model_stats
@@ -37,6 +43,7 @@ from .zoo import ModelBundle
 
 __all__ = [
     "NM",
+    "ActivationSparsifier",
     "Calibration",
     "GlobalStrategy",
     "Granularity",
@@ -50,7 +57,10 @@ __all__ = [
     "ScoredStrategy",
     "Strategy",
     "Target",
+    "ThresholdActivation",
     "__version__",
+    "activation_stats",
+    "activation_threshold",
     "apply",
     "bake",
     "data",
