@@ -1,0 +1,111 @@
+"""shrink: a smaller model that computes what the masked model computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import prunelab
+from prunelab import zoo
+from prunelab.apply import masked_forward
+from prunelab.masks import Masks
+from prunelab.shrink import coupled_groups, extend_channel_masks, plan_shrink, shrink
+from tests.conftest import assert_unchanged, make_cnn, snapshot
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _check(model: nn.Module, x: torch.Tensor, sparsity: float = 0.5) -> nn.Module:
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=sparsity)
+    before = snapshot(model)
+    plan = plan_shrink(model, masks, example_input=x)
+    small = shrink(model, masks, example_input=x)
+    assert_unchanged(model, before)
+    assert _params(small) == plan.parameters < _params(model)
+    with torch.no_grad():
+        expected = masked_forward(model, plan.masks, x)
+        torch.testing.assert_close(small(x), expected, rtol=1e-4, atol=1e-5)
+    return small
+
+
+def test_digits_resnet_shrinks_and_matches_masked():
+    bundle = zoo.load("sample:digits-resnet")
+    _check(bundle.model, bundle.example_input(batch_size=4))
+
+
+def test_torchvision_resnet18_residual_groups():
+    model = zoo.load("torchvision:resnet18?num_classes=10").model
+    small = _check(model, torch.rand(2, 3, 32, 32))
+    # convs feeding the same residual add keep the same channels
+    assert small.layer1[0].conv2.out_channels == small.layer1[1].conv2.out_channels
+    assert small.layer1[0].bn2.num_features == small.layer1[0].conv2.out_channels
+    assert small.fc.out_features == 10  # the classifier keeps its outputs
+
+
+def test_torchvision_mobilenet_v2_depthwise():
+    model = zoo.load("torchvision:mobilenet_v2?num_classes=10").model
+    small = _check(model, torch.rand(1, 3, 32, 32))
+    block = small.features[2].conv
+    assert block[1][0].groups == block[1][0].out_channels == block[0][0].out_channels
+
+
+def test_plain_cnn_prediction_by_hand():
+    model = make_cnn().eval()
+    keep0 = torch.tensor([True, False] * 4)  # 4 of 8 channels of the first conv
+    masks = Masks({"0.weight": keep0.reshape(8, 1, 1, 1).expand(8, 3, 3, 3).clone()})
+    plan = plan_shrink(model, masks, example_input=torch.randn(1, 3, 6, 6))
+    # conv0 loses 4x(27+1), its BatchNorm 4x2, conv3 loses 12x4x9 input weights
+    assert plan.dense_parameters - plan.parameters == 4 * 28 + 4 * 2 + 12 * 4 * 9
+    assert plan.removed == {"0": 4, "1": 4}
+    extended = plan.masks
+    assert extended.coupled["1.weight"].tolist() == keep0.tolist()
+    assert not extended["3.weight"][:, ~keep0].any()
+
+
+def test_union_semantics_in_a_residual_group():
+    bundle = zoo.load("sample:digits-resnet")
+    x = bundle.example_input(batch_size=2)
+    groups = coupled_groups(bundle.model, x)
+    residual = groups[groups["layers"].str.contains(r"layer1\.conv2 \(out\)")].iloc[0]
+    assert "stem.0 (out)" in residual["layers"]
+    # prune a channel in one coupled layer only: it survives in the other, as zeros
+    masks = {t.fqn: torch.ones(t.shape, dtype=torch.bool) for t in prunelab.targets(bundle.model)}
+    masks["layer1.conv2.weight"][0] = False
+    extended = extend_channel_masks(bundle.model, Masks(masks), example_input=x)
+    assert not extended["layer1.conv2.weight"][0].any()
+    assert extended["stem.0.weight"][0].all()
+    assert plan_shrink(bundle.model, Masks(masks), example_input=x).removed == {}
+
+
+def test_unstructured_masks_are_refused_with_the_reason():
+    bundle = zoo.load("sample:digits-cnn")
+    masks = prunelab.prune(bundle.model, "global-magnitude", sparsity=0.5)
+    with pytest.raises(ValueError, match=r"scattered.*channel strategy"):
+        shrink(bundle.model, masks, example_input=bundle.example_input())
+
+
+def test_removing_every_channel_is_refused():
+    model = make_cnn().eval()
+    masks = Masks({"0.weight": torch.zeros(8, 3, 3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"all 8 output channels of 0 \(out\)"):
+        shrink(model, masks, example_input=torch.randn(1, 3, 6, 6))
+
+
+def test_classifier_channels_stay_as_zero_rows():
+    model = make_cnn().eval()
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    x = torch.randn(3, 3, 6, 6)
+    small = shrink(model, masks, example_input=x)
+    assert small[7].out_features == 4
+    assert small(x).shape == (3, 4)
+
+
+def test_bad_arguments():
+    model = make_cnn()
+    with pytest.raises(TypeError, match=r"prunelab\.Masks"):
+        shrink(model, {"0.weight": None}, example_input=torch.randn(1, 3, 6, 6))
+    with pytest.raises(TypeError, match="example_input"):
+        coupled_groups(model, [1, 2])
