@@ -39,18 +39,34 @@ from .strategies import (
 )
 from .sweeps import sensitivity, solve, sweep
 from .targets import Target, targets
+from .training import (
+    DynamicSparse,
+    Gradual,
+    Iterative,
+    OneShot,
+    TrainConfig,
+    fake_quantize,
+    finetune,
+    freeze,
+    prune_while_training,
+    unfreeze,
+)
 from .zoo import ModelBundle
 
 __all__ = [
     "NM",
     "ActivationSparsifier",
     "Calibration",
+    "DynamicSparse",
     "GlobalStrategy",
+    "Gradual",
     "Granularity",
+    "Iterative",
     "Layer",
     "LayerwiseStrategy",
     "Masks",
     "ModelBundle",
+    "OneShot",
     "Provenance",
     "Pruner",
     "Recipe",
@@ -58,6 +74,7 @@ __all__ = [
     "Strategy",
     "Target",
     "ThresholdActivation",
+    "TrainConfig",
     "__version__",
     "activation_stats",
     "activation_threshold",
@@ -65,7 +82,10 @@ __all__ = [
     "bake",
     "data",
     "evaluate",
+    "fake_quantize",
+    "finetune",
     "flops_by_layer",
+    "freeze",
     "get_strategy",
     "latency",
     "list_strategies",
@@ -74,11 +94,13 @@ __all__ = [
     "model_stats",
     "parse_granularity",
     "prune",
+    "prune_while_training",
     "register_strategy",
     "sensitivity",
     "solve",
     "strategy_table",
     "sweep",
     "targets",
+    "unfreeze",
     "zoo",
 ]
