@@ -29,11 +29,14 @@ __all__ = [
     "channel_apoz",
     "channel_magnitudes",
     "channel_ranges",
+    "compare_bars",
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",
+    "schedule_plot",
     "sensitivity_heatmap",
     "sparsity_curves",
+    "training_curves",
     "weight_heatmap",
     "weight_histogram",
 ]
@@ -1146,4 +1149,205 @@ def activation_mask(
     _matrix_heatmap_axes(fig, titles)
     if labels is not None and block[0] == 1 and len(labels) <= 64:
         fig.update_yaxes(tickvals=list(range(len(labels))), ticktext=labels)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------
+# Training (histories and schedules from prunelab.training)
+
+_SPARSITY = "#7f7f7f"
+
+
+def _histories(history: object) -> dict[str, object]:
+    import pandas as pd
+
+    named = history if isinstance(history, Mapping) else {"": history}
+    if not named:
+        raise ValueError("history is empty; give a DataFrame or {name: DataFrame}")
+    for frame in named.values():
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(
+                f"history must be a DataFrame (or a mapping of them), got {type(frame).__name__}"
+            )
+        _frame(frame, ("step", "loss", "accuracy"))
+    return dict(named)
+
+
+def training_curves(history: object, *, title: str | None = None) -> go.Figure:
+    """Loss (top) and accuracy (bottom) per optimizer step of one or more training runs.
+
+    Batch values are drawn as lines; ``eval_accuracy`` and ``eval_loss`` (measured on held-out
+    data after each epoch) as markers; the sparsity in force as a dotted grey line on the
+    accuracy panel, when it changes during the run.
+
+    Args:
+        history: A history from :func:`prunelab.training.finetune` (columns step, loss,
+            accuracy and optionally sparsity, eval_accuracy, eval_loss), or ``{name: history}``
+            to compare runs.
+        title: Main title.
+
+    >>> import pandas as pd
+    >>> h = pd.DataFrame({"step": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.2, 0.6],
+    ...                   "sparsity": [0.5, 0.9]})
+    >>> [t.name for t in training_curves(h).data]
+    ['loss', 'accuracy', 'sparsity']
+    """
+    named = _histories(history)
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("loss", "accuracy"),
+    )
+    for name, frame in named.items():
+        prefix = f"{name}: " if name else ""
+        group = {"legendgroup": name or "run"}
+        steps = frame["step"].tolist()
+        fig.add_trace(
+            go.Scatter(
+                x=steps, y=frame["loss"].tolist(), mode="lines", name=prefix + "loss", **group
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=(frame["accuracy"] * 100).tolist(),
+                mode="lines",
+                name=prefix + "accuracy",
+                **group,
+            ),
+            row=2,
+            col=1,
+        )
+        for column, row, scale in (("eval_loss", 1, 1), ("eval_accuracy", 2, 100)):
+            if column in frame:
+                measured = frame.dropna(subset=[column])
+                fig.add_trace(
+                    go.Scatter(
+                        x=measured["step"].tolist(),
+                        y=(measured[column] * scale).tolist(),
+                        mode="markers",
+                        marker={"size": 9, "symbol": "diamond"},
+                        name=prefix + column.replace("eval_", "held-out "),
+                        **group,
+                    ),
+                    row=row,
+                    col=1,
+                )
+        if "sparsity" in frame and frame["sparsity"].nunique() > 1:
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=(frame["sparsity"] * 100).tolist(),
+                    mode="lines",
+                    line={"dash": "dot", "color": _SPARSITY},
+                    name=prefix + "sparsity",
+                    **group,
+                ),
+                row=2,
+                col=1,
+            )
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
+    fig.update_xaxes(title_text="optimizer step", row=2, col=1)
+    fig.update_layout(
+        title=_title(title or "Training", ["batch values; markers: held-out data"]), height=520
+    )
+    return fig
+
+
+def schedule_plot(schedule: object, *, steps: int, title: str | None = None) -> go.Figure:
+    """Sparsity vs optimizer step of one schedule, or of several to compare.
+
+    Args:
+        schedule: An object with ``sparsity_at(step)`` (:class:`prunelab.training.Gradual`,
+            ``Iterative``, ``OneShot``, ``DynamicSparse``), or ``{name: schedule}``.
+        steps: Plot steps 0 to ``steps``.
+        title: Main title.
+
+    >>> from prunelab.training import Gradual
+    >>> fig = schedule_plot(Gradual(0.0, 0.9, start=0, end=10), steps=20)
+    >>> fig.data[0].y[0], fig.data[0].y[-1]
+    (0.0, 90.0)
+    """
+    count = _check_count(steps, what="steps")
+    named = schedule if isinstance(schedule, Mapping) else {"": schedule}
+    fig = go.Figure()
+    for name, item in named.items():
+        if not callable(getattr(item, "sparsity_at", None)):
+            raise TypeError(
+                "schedule must have a sparsity_at(step) method (a prunelab.training schedule), "
+                f"got {type(item).__name__}"
+            )
+        label = name or (item.label() if callable(getattr(item, "label", None)) else "schedule")
+        xs = list(range(count + 1))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[round(item.sparsity_at(s) * 100, 6) for s in xs],
+                mode="lines",
+                line={"shape": "hv"},
+                name=label,
+                hovertemplate=f"{label}<br>step %{{x}}<br>sparsity %{{y:.1f}}%<extra></extra>",
+            )
+        )
+    fig.update_layout(title=_title(title or "Sparsity schedule", []), showlegend=True)
+    fig.update_xaxes(title_text="optimizer step")
+    fig.update_yaxes(title_text="sparsity (% of weights zeroed)", range=[0, 100])
+    return fig
+
+
+def compare_bars(
+    results: Mapping[str, float],
+    *,
+    dense: float | None = None,
+    metric: str = "accuracy",
+    title: str | None = None,
+) -> go.Figure:
+    """One bar per method (one-shot, fine-tuned, gradual, ...), the dense value as a line.
+
+    Args:
+        results: ``{label: value}`` in the order to show; accuracy values in [0, 1].
+        dense: The dense model's value, drawn as a dashed reference line.
+        metric: What the values are (``accuracy`` and ``agreement`` are shown in %).
+        title: Main title.
+
+    >>> fig = compare_bars({"one-shot": 0.7, "fine-tuned": 0.97}, dense=0.98)
+    >>> list(fig.data[0].x), [round(v, 1) for v in fig.data[0].y]
+    (['one-shot', 'fine-tuned'], [70.0, 97.0])
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("results must be a non-empty mapping {label: value}")
+    percent = metric in ("accuracy", "agreement")
+    scale = 100 if percent else 1
+    labels = [str(k) for k in results]
+    values = [float(v) * scale for v in results.values()]
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=values,
+            marker_color=_KEPT,
+            text=[f"{v:.1f}%" if percent else f"{v:.3g}" for v in values],
+            textposition="outside",
+            name=metric,
+            hovertemplate="%{x}<br>" + metric + " %{y:.3g}<extra></extra>",
+        )
+    )
+    notes = []
+    if dense is not None:
+        fig.add_hline(
+            y=float(dense) * scale,
+            line_dash="dash",
+            line_color=_EMPTY,
+            annotation_text=f"dense {float(dense) * scale:.1f}{'%' if percent else ''}",
+        )
+        notes.append("dashed: the dense model")
+    label = _METRIC_TITLES.get(metric, metric)
+    fig.update_layout(title=_title(title or f"{label.capitalize()} by method", notes))
+    fig.update_yaxes(
+        title_text=label + (" (%)" if percent else ""), range=[0, 105] if percent else None
+    )
     return fig

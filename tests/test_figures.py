@@ -508,3 +508,42 @@ def test_activation_mask_per_tensor_per_feature_and_soft():
         figures.activation_mask([])
     for built in (fig, per_feature, soft, figures.channel_ranges(_relu_stats())):
         assert json.loads(built.to_json())["layout"]["title"]["text"]
+
+
+def test_training_curves_schedule_plot_and_compare_bars():
+    import pandas as pd
+
+    from prunelab.training import Gradual, OneShot
+
+    history = pd.DataFrame(
+        {
+            "step": [0, 1, 2],
+            "loss": [2.0, 1.5, 1.0],
+            "accuracy": [0.2, 0.5, 0.7],
+            "sparsity": [0.0, 0.5, 0.9],
+            "eval_accuracy": [None, None, 0.8],
+        }
+    )
+    fig = figures.training_curves(history)
+    names = [t.name for t in fig.data]
+    assert names == ["loss", "accuracy", "held-out accuracy", "sparsity"]
+    assert list(fig.data[2].y) == [80.0] and list(fig.data[3].y) == [0.0, 50.0, 90.0]
+    both = figures.training_curves({"a": history, "b": history.drop(columns="sparsity")})
+    assert {t.name for t in both.data} >= {"a: loss", "b: accuracy"}
+    with pytest.raises(ValueError, match="lacks column"):
+        figures.training_curves(history.drop(columns="loss"))
+    cubic = figures.schedule_plot(Gradual(0.0, 0.8, start=0, end=10), steps=10)
+    assert cubic.data[0].y[5] == pytest.approx(70.0) and cubic.data[0].y[-1] == pytest.approx(80)
+    two = figures.schedule_plot(
+        {"one-shot": OneShot(0.8), "gradual": Gradual(0.0, 0.8, start=0, end=10)}, steps=12
+    )
+    assert [t.name for t in two.data] == ["one-shot", "gradual"]
+    with pytest.raises(TypeError, match="sparsity_at"):
+        figures.schedule_plot(0.5, steps=10)
+    bars = figures.compare_bars({"one-shot": 0.7, "fine-tuned": 0.97}, dense=0.98)
+    assert list(bars.data[0].y) == pytest.approx([70.0, 97.0])
+    assert "dense" in _title(bars)
+    with pytest.raises(ValueError, match="non-empty"):
+        figures.compare_bars({})
+    for built in (fig, both, cubic, two, bars):
+        assert json.loads(built.to_json())["layout"]["title"]["text"]
