@@ -11,6 +11,7 @@ from prunelab import zoo
 from prunelab.apply import masked_forward
 from prunelab.masks import Masks
 from prunelab.shrink import coupled_groups, extend_channel_masks, plan_shrink, shrink
+from prunelab.speed import COLUMNS, semi_structured_support, speed_report
 from tests.conftest import assert_unchanged, make_cnn, snapshot
 
 
@@ -36,6 +37,7 @@ def test_digits_resnet_shrinks_and_matches_masked():
     _check(bundle.model, bundle.example_input(batch_size=4))
 
 
+@pytest.mark.slow
 def test_torchvision_resnet18_residual_groups():
     model = zoo.load("torchvision:resnet18?num_classes=10").model
     small = _check(model, torch.rand(2, 3, 32, 32))
@@ -109,3 +111,39 @@ def test_bad_arguments():
         shrink(model, {"0.weight": None}, example_input=torch.randn(1, 3, 6, 6))
     with pytest.raises(TypeError, match="example_input"):
         coupled_groups(model, [1, 2])
+
+
+def test_speed_report_rows_and_reasons():
+    bundle = zoo.load("sample:digits-resnet")
+    masks = prunelab.prune(bundle.model, "weight-norm-channel", sparsity=0.5)
+    before = snapshot(bundle.model)
+    report = speed_report(
+        bundle.model, masks, example_input=bundle.example_input(), batch_sizes=(1, 4), repeats=2
+    )
+    assert_unchanged(bundle.model, before)
+    assert list(report.columns) == COLUMNS
+    assert report["variant"].tolist() == ["dense", "masked", "shrunk"] * 2
+    table = report[report["batch"] == 4].set_index("variant")
+    assert (
+        table.loc["shrunk", "params"] < table.loc["masked", "params"] < table.loc["dense", "params"]
+    )
+    assert (
+        table.loc["shrunk", "flops"] < table.loc["dense", "flops"] == table.loc["masked", "flops"]
+    )
+    assert table.loc["dense", "flops"] == 4 * report.loc[0, "flops"]
+    assert (report["median_ms"] > 0).all() and report["why"].str.len().min() > 20
+    assert "do not skip zeros" in table.loc["masked", "why"]
+    assert "2:4" in report.attrs["explanation"] and "CPU" in report.attrs["explanation"]
+
+
+def test_speed_report_without_channel_masks_explains_the_missing_row():
+    model = make_cnn().eval()
+    masks = prunelab.prune(model, "global-magnitude", sparsity=0.5)
+    report = speed_report(
+        model, masks, example_input=torch.randn(1, 3, 6, 6), batch_sizes=(2,), repeats=1
+    )
+    assert report["variant"].tolist() == ["dense", "masked"]
+    assert "No shrunk model" in report.attrs["explanation"]
+    assert semi_structured_support("cpu") is not None
+    with pytest.raises(ValueError, match="batch_sizes"):
+        speed_report(model, masks, example_input=torch.randn(1, 3, 6, 6), batch_sizes=(0,))
