@@ -54,6 +54,17 @@ class Keys:
     sens_strategies = "sens_strategies"
     sens_edit = "sens_edit"
 
+    # train page (prefix "train_")
+    train_source = "train_source"
+    train_sparsity = "train_sparsity"
+    train_recipe = "train_recipe"
+    train_epochs = "train_epochs"
+    train_lr = "train_lr"
+    train_optimizer = "train_optimizer"
+    train_kind = "train_kind"
+    train_freeze = "train_freeze_"  # + the layer's module fqn, one checkbox per layer
+    train_run = "train_run"
+
     # model page
     model_focus = "model_focus_layer"
 
