@@ -73,7 +73,7 @@ PreHook = Callable[[nn.Module, tuple], object]
 INPUT_SUFFIX = ":input"
 # values per channel per batch that the moments, zero counts and histograms see (see
 # ChannelStats); min and max see every value
-SAMPLE = 8192
+SAMPLE = 4096
 _BLOCK = 16
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
 
@@ -292,20 +292,31 @@ def _observe(
     )
 
 
-def _shell(model: nn.Module) -> nn.Module:
+def _shell(model: nn.Module, memo: dict[int, nn.Module] | None = None) -> nn.Module:
     """A copy of the module structure that shares every tensor with ``model``.
 
-    Hooks registered on it never touch ``model``, and making it costs no tensor memory.
+    Each module is copied with its own attribute containers (parameter, buffer, submodule and
+    hook dicts), so hooks registered on the copy and tensors swapped in by
+    ``functional_call`` never reach ``model``; the tensors themselves are shared, so the copy
+    costs no tensor memory and far less time than ``copy.deepcopy``.
     """
-    memo: dict[int, object] = {}
-    for module in model.modules():
-        for value in (*module._parameters.values(), *module._buffers.values()):
-            if value is not None:
-                memo[id(value)] = value
-        for value in vars(module).values():  # e.g. computed weights of torch's pruning
-            if isinstance(value, torch.Tensor):
-                memo[id(value)] = value
-    return copy.deepcopy(model, memo)
+    memo = {} if memo is None else memo
+    if id(model) in memo:  # a module registered twice stays one module
+        return memo[id(model)]
+    shell = object.__new__(type(model))
+    memo[id(model)] = shell
+    state = {}
+    for key, value in vars(model).items():
+        if key == "_modules":
+            value = type(value)(
+                (name, None if child is None else _shell(child, memo))
+                for name, child in value.items()
+            )
+        elif isinstance(value, (dict, list, set)):
+            value = copy.copy(value)
+        state[key] = value
+    shell.__dict__.update(state)
+    return shell
 
 
 def _tensors_on(
@@ -367,11 +378,11 @@ class ChannelMoments:
         self._add(_channel_view(activation, axis))
 
     def _add(self, view: torch.Tensor) -> None:
-        dtype = _accumulator_dtype(view.device)
-        total = view.sum((0, 2), dtype=torch.float32).to(dtype)
-        squares = view.square().sum((0, 2)).to(dtype)
+        total = view.sum((0, 2))
+        squares = view.square().sum((0, 2))
         if self.sum is None or self.sumsq is None:
-            self.sum, self.sumsq = total, squares
+            dtype = _accumulator_dtype(view.device)
+            self.sum, self.sumsq = total.to(dtype), squares.to(dtype)
         else:
             if total.shape != self.sum.shape:
                 raise ValueError(
@@ -379,7 +390,7 @@ class ChannelMoments:
                     "channels between calls; a layer must keep its channel count (is the "
                     "module used twice on different shapes?)"
                 )
-            self.sum += total
+            self.sum += total  # float32 batch sums into float64 totals
             self.sumsq += squares
         self.count += view.shape[0] * view.shape[2]
 
@@ -485,7 +496,7 @@ class ChannelStats(ChannelMoments):
         self.seen = 0  # values per channel, all of them (``count`` is those sampled)
         self.min: torch.Tensor | None = None
         self.max: torch.Tensor | None = None
-        self.zeros: torch.Tensor | None = None
+        self.nonzero: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None  # (channels, bins + 2): below, bins, above
         self.sample_shape: tuple[int, ...] | None = None
         self._offsets: torch.Tensor | None = None
@@ -513,8 +524,12 @@ class ChannelStats(ChannelMoments):
         self.seen += view.shape[0] * view.shape[2]
         sample = _sample(view, self._limit)
         self._add(sample)
-        zeros = (sample == 0).sum((0, 2))
-        self.zeros = zeros if self.zeros is None else self.zeros.add_(zeros)
+        # sign(|x|) is 1 for every nonzero: cheaper than counting (x == 0) as bools
+        nonzero = sample.abs().sign_().sum((0, 2))
+        if self.nonzero is None:
+            self.nonzero = nonzero.to(_accumulator_dtype(sample.device))
+        else:
+            self.nonzero += nonzero
         self._bin(sample)
 
     def _bin(self, sample: torch.Tensor) -> None:
@@ -522,25 +537,32 @@ class ChannelStats(ChannelMoments):
         channels = sample.shape[1]
         width = self._bins + 2
         if self._offsets is None or self._offsets.device != sample.device:
-            self._offsets = (torch.arange(channels, device=sample.device) * width).view(1, -1, 1)
+            offsets = torch.arange(channels, device=sample.device, dtype=torch.int32) * width
+            self._offsets = offsets.view(1, -1, 1)
         if self._uniform is None:
             gaps = self.edges.diff()
             self._uniform = bool(torch.allclose(gaps, gaps[:1].expand_as(gaps), rtol=1e-9, atol=0))
         if self._uniform:
             # equal bins: index arithmetic, 0 = below the range, bins + 1 = at or above it
             lo, hi = float(self.edges[0]), float(self.edges[-1])
-            position = (sample - lo).mul_(self._bins / (hi - lo)).add_(1)
-            index = position.nan_to_num_(nan=0.0).clamp_(0, self._bins + 1).long()
+            scale = self._bins / (hi - lo)
+            position = sample.mul(scale).add_(1 - lo * scale).clamp_(0, self._bins + 1)
+            index = position.to(torch.int32)  # truncation: floor, as all are >= 0
         else:
             edges = self.edges.to(sample.device, sample.dtype)
-            index = torch.bucketize(sample.contiguous(), edges, right=True)
+            index = torch.bucketize(sample.contiguous(), edges, right=True, out_int32=True)
         index += self._offsets
-        counts = torch.bincount(index.view(-1), minlength=channels * width).view(channels, width)
+        try:
+            counts = torch.bincount(index.view(-1), minlength=channels * width)
+        except RuntimeError:  # a NaN made a negative index: count NaNs as below the range
+            index = index.sub_(self._offsets).clamp_(0, width - 1).add_(self._offsets)
+            counts = torch.bincount(index.view(-1), minlength=channels * width)
+        counts = counts.view(channels, width)
         self.counts = counts if self.counts is None else self.counts.add_(counts)
 
     def result(self, layer: str, *, module_type: str = "", axis: int = -1) -> LayerStats:
         """The statistics so far as a :class:`LayerStats` (CPU tensors)."""
-        if self.min is None or self.counts is None or self.zeros is None or self.max is None:
+        if self.min is None or self.counts is None or self.nonzero is None or self.max is None:
             raise ValueError(f"no activations were recorded for {layer!r}")
         assert self.edges is not None and self.sample_shape is not None
         counts = self.counts.cpu()
@@ -558,7 +580,7 @@ class ChannelStats(ChannelMoments):
             std=self.std(),
             min=self.min.cpu().float(),
             max=self.max.cpu().float(),
-            zero_fraction=(self.zeros.cpu().double() / self.count).float(),
+            zero_fraction=(1 - self.nonzero.cpu().double() / self.count).float(),
             histogram=histogram,
             edges=self.edges.float(),
             clamped=counts[:, 0] + counts[:, -1],
@@ -750,6 +772,7 @@ def activation_stats(
     layers: str | Sequence[str] | None = None,
     masks: Masks | None = None,
     bins: int | Sequence[float] = 64,
+    sample: int | None = SAMPLE,
     device: torch.device | str | None = None,
 ) -> ActivationStats:
     """Per-layer, per-channel statistics of activations, streamed over the data.
@@ -768,6 +791,9 @@ def activation_stats(
             activations before and after weight pruning.
         bins: Number of equal histogram bins over the range of the first batch, or the
             bin edges (fixed up front). See :class:`ChannelStats`.
+        sample: Most values per channel per batch that the mean, std, zero fraction and
+            histogram are computed from (an even sample of larger activations); None for
+            every value, exact but slower. Min and max always see every value.
         device: Where to run (default: where the model is).
 
     Returns:
@@ -775,7 +801,7 @@ def activation_stats(
 
     Raises:
         ValueError: An unknown layer (the message lists accepted ones), a named layer the
-            data never reached, empty data, or bad bins.
+            data never reached, empty data, bad bins or sample.
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
     >>> relu = activation_stats(net, torch.randn(100, 3), layers=["1"])["1"]
@@ -784,9 +810,9 @@ def activation_stats(
     """
     points = _points(model, layers)
     masks = _check_masks(masks)
-    _check_bins(bins)
+    ChannelStats(bins=bins, sample=sample)  # checks both before any forward pass
     shell = _shell(model)
-    accumulators = {p.name: ChannelStats(bins=bins) for p in points}
+    accumulators = {p.name: ChannelStats(bins=bins, sample=sample) for p in points}
     axes: dict[str, int] = {}
 
     def record(point: _Point, module: nn.Module, tensor: torch.Tensor) -> None:

@@ -104,9 +104,20 @@ def test_large_activations_are_sampled_but_min_max_and_dead_flags_exact():
     assert abs(float(layer.mean[0]) - float(channels[0].mean())) < 0.03
     assert abs(float(layer.zero_fraction[0]) - 0.5) < 0.03
     assert int(layer.histogram[0].sum()) == layer.sampled
-    full = ChannelStats(sample=None)
-    full.update(x, axis=1)
-    assert full.result("x").sampled == 65536
+    exact = activation_stats(nn.Sequential(nn.ReLU()), x, sample=None)["0"]
+    assert exact.sampled == 65536
+    assert torch.allclose(exact.mean.double(), channels.mean(1), atol=1e-6)
+    assert torch.allclose(exact.zero_fraction.double(), (channels == 0).double().mean(1))
+
+
+def test_nan_after_the_first_batch_is_counted_below_the_range():
+    acc = ChannelStats(bins=4)
+    acc.update(torch.tensor([[0.0], [1.0]]), axis=-1)
+    acc.update(torch.tensor([[float("nan")], [0.5]]), axis=-1)
+    layer = acc.result("x")
+    assert int(layer.histogram.sum()) == 4 and int(layer.clamped[0]) == 1
+    with pytest.raises(ValueError, match="non-finite"):
+        ChannelStats().update(torch.tensor([[float("inf")]]), axis=-1)
 
 
 def test_memory_is_channels_times_bins_not_activations(cnn_data):
@@ -215,6 +226,8 @@ def test_bad_input_gives_clear_errors(cnn_data):
         activation_stats(model, x, bins=[1.0, 0.0])
     with pytest.raises(ValueError, match="at least 1"):
         activation_stats(model, x, bins=0)
+    with pytest.raises(ValueError, match="sample must be at least 1"):
+        activation_stats(model, x, sample=0)
     with pytest.raises(ValueError, match="empty"):
         activation_stats(model, [])
     with pytest.raises(TypeError, match=r"prunelab\.Masks"):
