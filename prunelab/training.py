@@ -858,6 +858,20 @@ def _frozen_modules(net: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _changed(net: nn.Module, before: dict[str, torch.Tensor], masks: Masks | None) -> list[str]:
+    """Frozen parameters that differ from their start, beyond zeros that pruning wrote in."""
+    kept = masks.all() if masks is not None else {}
+    changed = []
+    for name, param in net.named_parameters():
+        if name in before:
+            expected = before[name]
+            if name in kept:
+                expected = expected * kept[name].to(expected.device)
+            if not torch.equal(param.detach(), expected):
+                changed.append(name)
+    return changed
+
+
 def _train(
     model: nn.Module,
     data: object,
@@ -902,9 +916,7 @@ def _train(
                 measured = _measure(net.eval(), eval_data, run_on)
                 rows[-1]["eval_accuracy"] = measured["accuracy"]
                 rows[-1]["eval_loss"] = measured["loss"]
-    changed = [
-        n for n, p in net.named_parameters() if n in before and not torch.equal(p, before[n])
-    ]
+    changed = _changed(net, before, run.masks)
     if changed:
         raise RuntimeError(f"frozen parameters changed during training: {changed}")
     return net.eval(), pd.DataFrame(rows)

@@ -352,3 +352,15 @@ def test_fine_tuning_recovers_magnitude_pruning_on_digits_mlp():
     assert one_shot < dense - 0.05
     assert recovered >= dense - 0.01
     assert random_recovered < recovered - 0.05
+
+
+def test_a_frozen_layer_can_still_be_pruned_on_a_schedule():
+    net = _net()
+    config = TrainConfig(epochs=2, batch_size=16, frozen=("0",))
+    schedule = Gradual(0.0, 0.6, start=0, end=4, kind="linear")
+    tuned, _ = prune_while_training(
+        net, _data(), strategy="global-magnitude", schedule=schedule, config=config
+    )
+    kept = tuned[0].weight != 0
+    assert not kept.all()  # pruned while frozen ...
+    assert torch.equal(tuned[0].weight[kept], net[0].weight[kept])  # ... but never trained
