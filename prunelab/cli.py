@@ -354,6 +354,79 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_masks(args: argparse.Namespace):
+    """(bundle, masks, example input) for a model spec and a recipe, from the CLI args."""
+    from .recipes import Recipe
+    from .zoo import load
+
+    recipe = Recipe.load(args.recipe)
+    bundle = load(args.spec, trust=args.trust)
+    calibration = None
+    if recipe.build_strategy().needs:
+        _, calibration_data, _, _ = _evaluation_data(bundle, args)
+        calibration = _calibration(
+            bundle.model, recipe.build_strategy(), calibration_data, args.device
+        )
+    return bundle, recipe.masks(bundle.model, calibration), bundle.example_input(batch_size=1)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .export import SUFFIXES, export, load_snippet
+
+    bundle, masks, example = _recipe_masks(args)
+    out = Path(args.out or f"{bundle.name}-pruned{SUFFIXES[args.format]}")
+    result = export(bundle.model, masks, out, format=args.format, example_input=example)
+    print(
+        f"{bundle.name} with recipe {args.recipe}: sparsity {masks.sparsity():.4f}; wrote "
+        f"{result.format} of the {result.model} model to {out} ({result.size:,} bytes)"
+    )
+    if result.note:
+        print(f"note: {result.note}")
+    print("load it with:")
+    print(load_snippet(out, args.format, spec=args.spec))
+    return 0
+
+
+def _cmd_speed(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from .speed import speed_report
+
+    bundle, masks, example = _recipe_masks(args)
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise CliError(
+            f"--batch-sizes must be integers joined by commas, got {args.batch_sizes!r}"
+        ) from None
+    report = speed_report(
+        bundle.model,
+        masks,
+        example_input=example,
+        batch_sizes=sizes,
+        device=args.device,
+        repeats=args.repeats,
+    )
+    print(f"{bundle.name} with recipe {args.recipe} on {report.attrs['device']}:")
+    print(
+        report.drop(columns="why").to_string(
+            index=False,
+            formatters={
+                "median_ms": "{:.3f}".format,
+                "ratio_vs_dense": "{:.2f}x".format,
+                "params": "{:,}".format,
+                "flops": "{:,}".format,
+                "bytes": "{:,}".format,
+            },
+        )
+    )
+    print()
+    print(textwrap.fill(report.attrs["explanation"], width=100))
+    return 0
+
+
 def _add_model_options(parser: argparse.ArgumentParser, *, data: bool = True) -> None:
     parser.add_argument("spec", help="model spec: sample:<name>, torchvision:<arch>, file:<path>")
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled module")
@@ -448,6 +521,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(apply)
     apply.add_argument("--out", help="save the pruned state_dict (zeros written in) here")
     apply.set_defaults(func=_cmd_apply)
+    export = sub.add_parser("export", help="write the pruned model: state_dict, pt2 or sparse")
+    _add_model_options(export)
+    export.add_argument("--recipe", required=True, help="recipe file (.yaml or .json)")
+    export.add_argument(
+        "--format",
+        choices=("state_dict", "pt2", "sparse"),
+        default="state_dict",
+        help="baked state_dict, torch.export program (shrunk for channel masks), or sparse",
+    )
+    export.add_argument("--out", help="output file (default: <model>-pruned.<ext>)")
+    export.set_defaults(func=_cmd_export)
+
+    speed = sub.add_parser("speed", help="measured latency: dense vs masked vs shrunk (vs 2:4)")
+    _add_model_options(speed)
+    speed.add_argument("--recipe", required=True, help="recipe file (.yaml or .json)")
+    speed.add_argument("--batch-sizes", default="1,16", help="comma list (default 1,16)")
+    speed.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
+    speed.set_defaults(func=_cmd_speed)
     return parser
 
 

@@ -131,3 +131,41 @@ def test_snippets_name_the_file(fmt):
     text = load_snippet("out/model.bin", fmt, spec=SPEC)
     assert "out/model.bin" in text
     compile(text, "snippet", "exec")
+
+
+def _recipe(tmp_path, strategy: str = "weight-norm-channel"):
+    from prunelab.recipes import Recipe
+
+    path = tmp_path / "recipe.yaml"
+    granularity = "channel" if "channel" in strategy else "unstructured"
+    Recipe(strategy=strategy, granularity=granularity, default_sparsity=0.5).save(path)
+    return path
+
+
+def test_cli_export_and_speed(tmp_path, capsys):
+    from prunelab.cli import main
+
+    recipe = _recipe(tmp_path)
+    out = tmp_path / "m.sparse.pt"
+    assert (
+        main(["export", SPEC, "--recipe", str(recipe), "--format", "sparse", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert out.is_file() and "load_sparse" in printed and str(out) in printed
+    assert (
+        main(["speed", SPEC, "--recipe", str(recipe), "--batch-sizes", "2", "--repeats", "1"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "shrunk" in printed and "do not skip zeros" in printed
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from prunelab.cli import main
+
+    recipe = _recipe(tmp_path)
+    assert main(["speed", SPEC, "--recipe", str(recipe), "--batch-sizes", "a"]) == 2
+    assert "--batch-sizes must be integers" in capsys.readouterr().err
+    missing = str(tmp_path / "nope" / "m.pt")
+    assert main(["export", SPEC, "--recipe", str(recipe), "--out", missing]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
