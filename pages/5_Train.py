@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from prunelab import data as data_lib
-from prunelab import figures, prune
+from prunelab import figures
 from prunelab.evaluate import evaluate
 from prunelab.masks import Masks
 from prunelab.recipes import Recipe
@@ -73,9 +73,11 @@ def pick_masks() -> tuple[Masks, str]:
         sparsity = st.slider(
             "Sparsity (fraction of weights zeroed)", 0.0, 0.99, 0.9, 0.01, key=Keys.train_sparsity
         )
-        return prune(choice.model, "global-magnitude", sparsity=sparsity), (
-            f"global-magnitude at {sparsity:.0%}"
-        )
+        layers = tuple(t.fqn for t in targets(choice.model))
+        pruner = engine.pruner(
+            choice.model_key, choice.data_spec, "global-magnitude", (), layers, 0, _choice=choice
+        )  # scores sorted once: a slider move is a lookup
+        return pruner.masks(sparsity=sparsity), f"global-magnitude at {sparsity:.0%}"
     if source == SOURCES[1]:
         masks = st.session_state.get(Keys.masks)
         if masks is None:
