@@ -547,3 +547,31 @@ def test_training_curves_schedule_plot_and_compare_bars():
         figures.compare_bars({})
     for built in (fig, both, cubic, two, bars):
         assert json.loads(built.to_json())["layout"]["title"]["text"]
+
+
+def test_size_and_speed_bars():
+    import pandas as pd
+
+    sizes = figures.size_bars({"dense": 1000, "coo": 1500, "bitmask": 250})
+    assert list(sizes.data[0].text) == ["1.00x", "1.50x larger", "4.00x smaller"]
+    assert "ratios vs dense" in _title(sizes)
+    with pytest.raises(ValueError, match="positive numbers"):
+        figures.size_bars({"dense": 0})
+    report = pd.DataFrame(
+        {
+            "variant": ["dense", "masked", "shrunk"] * 2,
+            "batch": [1, 1, 1, 16, 16, 16],
+            "median_ms": [2.0, 2.1, 1.0, 8.0, 8.2, 3.0],
+            "ratio_vs_dense": [1.0, 1.05, 0.5, 1.0, 1.025, 0.375],
+        }
+    )
+    speed = figures.speed_bars(report)
+    assert [t.name for t in speed.data] == ["dense", "masked", "shrunk"]
+    assert list(speed.data[2].y) == [0.5, 0.375] and list(speed.data[2].x) == [
+        "batch 1",
+        "batch 16",
+    ]
+    with pytest.raises(ValueError, match="lacks column"):
+        figures.speed_bars(report.drop(columns="ratio_vs_dense"))
+    for built in (sizes, speed):
+        assert json.loads(built.to_json())["layout"]["title"]["text"]
