@@ -1345,6 +1345,7 @@ def compare_bars(
             line_dash="dash",
             line_color=_EMPTY,
             annotation_text=f"dense {float(dense) * scale:.1f}{'%' if percent else ''}",
+            annotation_position="top left",
         )
         notes.append("dashed: the dense model")
     label = _METRIC_TITLES.get(metric, metric)
