@@ -72,6 +72,17 @@ class Keys:
     learn_sparsity = "learn_sparsity"
     learn_layer_sparsity = "learn_scope_sparsity"
 
+    # export page (prefix "export_")
+    export_source = "export_source"
+    export_sparsity = "export_sparsity"
+    export_recipe = "export_recipe"
+    export_bits = "export_bits"
+    export_batches = "export_batches"
+    export_speed_run = "export_speed_run"
+    export_speed_result = "export_speed_result"
+    export_prepare = "export_prepare"
+    export_files = "export_files"
+
     # shared results
     masks = "current_masks"
     masks_label = "current_masks_label"
