@@ -11,7 +11,7 @@ by sparsity or threshold, and *apply* them without ever changing the model you g
 0.5
 """
 
-from . import data, zoo
+from . import data, storage, zoo
 from ._version import __version__
 from .activations import (
     ActivationSparsifier,
@@ -22,10 +22,13 @@ from .activations import (
 from .apply import apply, bake, masked_forward, masked_weights
 from .calibration import Calibration
 from .evaluate import evaluate, flops_by_layer, latency, model_stats
+from .export import export
 from .granularity import NM, Granularity, parse_granularity
 from .masks import Masks
 from .pruner import Pruner, prune
 from .recipes import Provenance, Recipe
+from .shrink import coupled_groups, extend_channel_masks, shrink
+from .speed import speed_report
 from .strategies import (
     GlobalStrategy,
     Layer,
@@ -80,8 +83,11 @@ __all__ = [
     "activation_threshold",
     "apply",
     "bake",
+    "coupled_groups",
     "data",
     "evaluate",
+    "export",
+    "extend_channel_masks",
     "fake_quantize",
     "finetune",
     "flops_by_layer",
@@ -97,7 +103,10 @@ __all__ = [
     "prune_while_training",
     "register_strategy",
     "sensitivity",
+    "shrink",
     "solve",
+    "speed_report",
+    "storage",
     "strategy_table",
     "sweep",
     "targets",
