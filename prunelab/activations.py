@@ -71,9 +71,10 @@ Hook = Callable[[nn.Module, tuple, object], object]
 PreHook = Callable[[nn.Module, tuple], object]
 
 INPUT_SUFFIX = ":input"
-# values per channel per batch that the moments, zero counts and histograms see (see
-# ChannelStats); min and max see every value
-SAMPLE = 4096
+# values of each batch of a layer that its moments, zero counts and histogram see (spread
+# over the channels, at least _PER_CHANNEL each; see ChannelStats); min and max see every value
+SAMPLE = 65536
+_PER_CHANNEL = 64
 _BLOCK = 16
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
 
@@ -352,6 +353,17 @@ def _channel_view(activation: torch.Tensor, axis: int) -> torch.Tensor:
     return x.reshape(math.prod(x.shape[:axis]), x.shape[axis], -1)
 
 
+def _per_channel(view: torch.Tensor, reduce: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """``reduce`` (sum, amin, amax) of a (before, channels, after) view over all but channels.
+
+    With few positions after the channel dim, reducing dim 0 first is several times faster
+    than one reduction over dims (0, 2) on CPU.
+    """
+    if view.shape[2] <= 1024:
+        return reduce(reduce(view, 0), 1)
+    return reduce(view, (0, 2))
+
+
 def _accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
 
@@ -378,8 +390,8 @@ class ChannelMoments:
         self._add(_channel_view(activation, axis))
 
     def _add(self, view: torch.Tensor) -> None:
-        total = view.sum((0, 2))
-        squares = view.square().sum((0, 2))
+        total = _per_channel(view, torch.sum)
+        squares = _per_channel(view.square(), torch.sum)
         if self.sum is None or self.sumsq is None:
             dtype = _accumulator_dtype(view.device)
             self.sum, self.sumsq = total.to(dtype), squares.to(dtype)
@@ -470,11 +482,11 @@ class ChannelStats(ChannelMoments):
     the range land in the edge bins and are counted (``clamped``).
 
     Min and max (and so the dead-channel flag) always see every value. The moments, the zero
-    count and the histogram see at most ``sample`` values per channel per batch, taken evenly
-    over the batch (``sample=None``: every value): reading every value of a large activation
-    several times would cost more than the forward pass that made it. Activations with fewer
-    values per channel per batch are described exactly. Memory is O(channels x bins),
-    whatever the number of batches.
+    count and the histogram see about ``sample`` values of each batch (``sample / channels``
+    per channel, at least 64), taken evenly over the batch; ``sample=None`` uses every value.
+    Reading every value of a large activation several times costs more than the forward pass
+    that made it. Batches with fewer values are described exactly. Memory is
+    O(channels x bins), whatever the number of batches.
 
     >>> acc = ChannelStats(bins=[0.0, 1.0, 2.0])
     >>> acc.update(torch.tensor([[0.0, 1.5], [0.5, 3.0]]), axis=-1)
@@ -505,7 +517,7 @@ class ChannelStats(ChannelMoments):
     def update(self, activation: torch.Tensor, *, axis: int) -> None:
         """Add one batch of activations whose channels lie along ``axis``."""
         view = _channel_view(activation, axis)
-        low, high = view.amin((0, 2)), view.amax((0, 2))
+        low, high = _per_channel(view, torch.amin), _per_channel(view, torch.amax)
         if self.min is None or self.max is None:
             self.min, self.max = low, high
             self.sample_shape = tuple(activation.shape[1:])
@@ -522,10 +534,11 @@ class ChannelStats(ChannelMoments):
             torch.minimum(self.min, low, out=self.min)
             torch.maximum(self.max, high, out=self.max)
         self.seen += view.shape[0] * view.shape[2]
-        sample = _sample(view, self._limit)
+        limit = None if self._limit is None else max(self._limit // view.shape[1], _PER_CHANNEL)
+        sample = _sample(view, limit)
         self._add(sample)
         # sign(|x|) is 1 for every nonzero: cheaper than counting (x == 0) as bools
-        nonzero = sample.abs().sign_().sum((0, 2))
+        nonzero = _per_channel(sample.abs().sign_(), torch.sum)
         if self.nonzero is None:
             self.nonzero = nonzero.to(_accumulator_dtype(sample.device))
         else:
@@ -598,8 +611,8 @@ class LayerStats:
         sample_shape: Shape of the activation of one sample (without the batch dim).
         count: Values seen per channel (samples x positions).
         sampled: Values per channel that the mean, std, zero fraction and histogram were
-            computed from: all of them, unless a batch had more than :data:`SAMPLE` per
-            channel (see :class:`ChannelStats`).
+            computed from: all of them, unless a batch had more than ``sample`` values (see
+            :class:`ChannelStats`).
         mean: Mean per channel.
         std: Population standard deviation per channel.
         min: Smallest value per channel.
@@ -791,9 +804,10 @@ def activation_stats(
             activations before and after weight pruning.
         bins: Number of equal histogram bins over the range of the first batch, or the
             bin edges (fixed up front). See :class:`ChannelStats`.
-        sample: Most values per channel per batch that the mean, std, zero fraction and
-            histogram are computed from (an even sample of larger activations); None for
-            every value, exact but slower. Min and max always see every value.
+        sample: About how many values of each batch of a layer the mean, std, zero fraction
+            and histogram are computed from (an even sample of larger activations, at least
+            64 per channel); None for every value, exact but slower. Min and max always see
+            every value.
         device: Where to run (default: where the model is).
 
     Returns:

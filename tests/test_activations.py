@@ -97,7 +97,7 @@ def test_large_activations_are_sampled_but_min_max_and_dead_flags_exact():
     x[:, 1] = 0.0  # channel 1 is dead
     layer = activation_stats(nn.Sequential(nn.ReLU()), x)["0"]
     channels = _per_channel(x, 1)
-    assert layer.count == 65536 and layer.sampled <= SAMPLE
+    assert layer.count == 65536 and layer.sampled <= SAMPLE // 3 + 16
     assert torch.equal(layer.max, channels.max(1).values.float())
     assert layer.dead.tolist() == [False, True, False]
     assert layer.dead_channels == [1]
