@@ -77,6 +77,9 @@ def test_finetune_never_modifies_the_model_and_is_reproducible():
     assert _same(_state(a), _state(b)) and history_a.equals(history_b)
     c, _ = finetune(net, masks, _data(), config=TrainConfig(epochs=2, batch_size=16, seed=5))
     assert not _same(_state(a), _state(c))  # the seed drives the shuffling
+    schedule = DynamicSparse(0.5, regrow="gradient", update_every=2)
+    prune_while_training(net, _data(), strategy="global-magnitude", schedule=schedule, config=FAST)
+    assert _same(_state(net), before) and all(p.grad is None for p in net.parameters())
 
 
 def test_coupled_bias_masks_hold():
