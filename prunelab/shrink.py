@@ -277,10 +277,9 @@ def _extend(
 
     def zero(fqn: str, tensor: torch.Tensor, dim: int, idxs: list[int]) -> None:
         store = weights if fqn in by_fqn else coupled
-        mask = store.get(fqn)
+        mask = store.get(fqn)  # our own clone: filled in place
         if mask is None:
             mask = torch.ones(tensor.shape, dtype=torch.bool)
-        mask = mask.clone()
         mask.index_fill_(dim, torch.as_tensor(idxs, dtype=torch.long), False)
         store[fqn] = mask
         cut.setdefault(fqn, {}).setdefault(dim, set()).update(idxs)
@@ -461,8 +460,9 @@ def shrink(
     training = work.training
     work.eval()
     with torch.no_grad():
-        reference = functional_forward(work, masked_weights(work, plan.masks), example_input)
-        for fqn, value in masked_weights(work, plan.masks).items():
+        overrides = masked_weights(work, plan.masks)
+        reference = functional_forward(work, overrides, example_input) if check else None
+        for fqn, value in overrides.items():
             module_fqn, _, name = fqn.rpartition(".")
             owner = work.get_submodule(module_fqn) if module_fqn else work
             getattr(owner, name).copy_(value)

@@ -1,0 +1,106 @@
+"""shrink vs Torch-Pruning used directly, and what shrinking buys: size and CPU latency.
+
+Run: ``uv run python benchmarks/bench_shrink.py [--archs resnet18,resnet50] [--repeats 5]``
+
+For each torchvision architecture (random weights, input 1x3x224x224) with 50% weight-norm
+channel pruning (``weight-norm-channel``), in this process:
+
+* time to shrink: ``prunelab.shrink`` (copy, plan, extended masks, Torch-Pruning, output
+  check) vs the bare Torch-Pruning calls that remove the same channels (dependency graph +
+  one ``group.prune()`` per group, on a fresh copy that is not timed); goal: within 2x;
+* parameters of the shrunk model / dense;
+* measured CPU latency / dense at batch 1 and 16 for the shrunk model (expected well below 1)
+  and for the masked model (zeros in dense tensors: expected near 1), from
+  ``prunelab.speed_report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_time, report
+
+import prunelab
+from prunelab.apply import copy_model
+from prunelab.shrink import _plan
+
+
+def _removal(model, masks, example) -> list[tuple[str, list[int]]]:
+    """(root module name, channel indices) per group, as prunelab would remove them."""
+    work = copy_model(model)
+    _, graph, groups = _plan(work, masks, example)
+    names = graph._module2name
+    return [
+        (names[g.group[0].dep.target.module], torch.nonzero(~g.keep).flatten().tolist())
+        for g in groups
+        if g.keep is not None and not bool(g.keep.all())
+    ]
+
+
+def bench(arch: str, repeats: int) -> bool:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None).eval()
+    example = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    removal = _removal(model, masks, example)
+    fresh: dict = {}
+
+    def new_copy() -> None:
+        fresh["model"] = copy_model(model)
+
+    def torch_pruning_directly() -> None:
+        net = fresh["model"]
+        graph = tp.DependencyGraph().build_dependency(net, example_inputs=example, verbose=False)
+        for name, idxs in removal:
+            module = net.get_submodule(name)
+            handler = graph.get_pruner_of_module(module).prune_out_channels
+            graph.get_pruning_group(module, handler, idxs).prune()
+
+    baseline = median_time(torch_pruning_directly, setup=new_copy, repeats=3)
+    ours = median_time(lambda: prunelab.shrink(model, masks, example_input=example), repeats=3)
+    met = report(f"{arch}: shrink (50% channels)", ours, baseline, "Torch-Pruning", goal=0.5)
+    unchecked = median_time(
+        lambda: prunelab.shrink(model, masks, example_input=example, check=False), repeats=3
+    )
+    report(f"{arch}: shrink without the output check", unchecked, baseline, "Torch-Pruning")
+
+    small = prunelab.shrink(model, masks, example_input=example)
+    dense_params = sum(p.numel() for p in model.parameters())
+    small_params = sum(p.numel() for p in small.parameters())
+    print(f"{arch}: parameters shrunk/dense {small_params / dense_params:.3f}", flush=True)
+    speed = prunelab.speed_report(
+        model, masks, example_input=example, batch_sizes=(1, 16), repeats=repeats
+    )
+    for variant in ("shrunk", "masked"):
+        rows = speed[speed["variant"] == variant]
+        ratios = ", ".join(
+            f"batch {b}: {r:.2f}"
+            for b, r in zip(rows["batch"], rows["ratio_vs_dense"], strict=True)
+        )
+        print(f"{arch}: CPU latency {variant}/dense  {ratios}", flush=True)
+    return met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default="resnet18,resnet50")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency")
+    args = parser.parse_args(argv)
+    print(
+        f"torch {torch.__version__}, torch-pruning {tp.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    results = [bench(arch.strip(), args.repeats) for arch in args.archs.split(",") if arch]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
