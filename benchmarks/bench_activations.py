@@ -1,6 +1,6 @@
 """Activation statistics vs a plain forward pass: time overhead and memory kept.
 
-Run: ``uv run python benchmarks/bench_activations.py [--batch 16] [--repeats 7]``
+Run: ``uv run python benchmarks/bench_activations.py [--batch 16] [--repeats 7] [--threads 1]``
 
 Both timings are measured in this process, on the same inputs, without gradients: the
 baseline is the plain forward pass (``functional_forward``, as ``activation_stats`` runs it),
@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16, help="ResNet-18 batch size")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     all_met = True
 

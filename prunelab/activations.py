@@ -73,7 +73,7 @@ PreHook = Callable[[nn.Module, tuple], object]
 INPUT_SUFFIX = ":input"
 # values of each batch of a layer that its moments, zero counts and histogram see (spread
 # over the channels, at least _PER_CHANNEL each; see ChannelStats); min and max see every value
-SAMPLE = 65536
+SAMPLE = 16384
 _PER_CHANNEL = 64
 _BLOCK = 16
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
@@ -509,10 +509,12 @@ class ChannelStats(ChannelMoments):
         self.min: torch.Tensor | None = None
         self.max: torch.Tensor | None = None
         self.nonzero: torch.Tensor | None = None
-        self.counts: torch.Tensor | None = None  # (channels, bins + 2): below, bins, above
+        self.counts: torch.Tensor | None = None  # (channels, bins + 2), see _fix_bins
         self.sample_shape: tuple[int, ...] | None = None
+        self._width = self._bins + 2
         self._offsets: torch.Tensor | None = None
-        self._uniform: bool | None = None
+        self._linear: tuple[float, float] | None = None
+        self._device_edges: torch.Tensor | None = None
 
     def update(self, activation: torch.Tensor, *, axis: int) -> None:
         """Add one batch of activations whose channels lie along ``axis``."""
@@ -524,6 +526,7 @@ class ChannelStats(ChannelMoments):
             if self.edges is None:
                 lo, hi = _first_range(float(low.min()), float(high.max()))
                 self.edges = torch.linspace(lo, hi, self._bins + 1, dtype=torch.float64)
+            self._fix_bins(view.shape[1], view.device)
         else:
             if low.shape != self.min.shape:
                 raise ValueError(
@@ -537,7 +540,7 @@ class ChannelStats(ChannelMoments):
         limit = None if self._limit is None else max(self._limit // view.shape[1], _PER_CHANNEL)
         sample = _sample(view, limit)
         self._add(sample)
-        # sign(|x|) is 1 for every nonzero: cheaper than counting (x == 0) as bools
+        # sign(|x|) is 1 for every nonzero: far cheaper on CPU than comparing with 0 (bools)
         nonzero = _per_channel(sample.abs().sign_(), torch.sum)
         if self.nonzero is None:
             self.nonzero = nonzero.to(_accumulator_dtype(sample.device))
@@ -545,24 +548,27 @@ class ChannelStats(ChannelMoments):
             self.nonzero += nonzero
         self._bin(sample)
 
-    def _bin(self, sample: torch.Tensor) -> None:
+    def _fix_bins(self, channels: int, device: torch.device) -> None:
         assert self.edges is not None
-        channels = sample.shape[1]
-        width = self._bins + 2
-        if self._offsets is None or self._offsets.device != sample.device:
-            offsets = torch.arange(channels, device=sample.device, dtype=torch.int32) * width
-            self._offsets = offsets.view(1, -1, 1)
-        if self._uniform is None:
-            gaps = self.edges.diff()
-            self._uniform = bool(torch.allclose(gaps, gaps[:1].expand_as(gaps), rtol=1e-9, atol=0))
-        if self._uniform:
-            # equal bins: index arithmetic, 0 = below the range, bins + 1 = at or above it
+        # per channel: below the range, the bins, at or above the range
+        self._width = self._bins + 2
+        offsets = torch.arange(channels, device=device, dtype=torch.int32) * self._width
+        self._offsets = offsets.view(1, -1, 1)
+        gaps = self.edges.diff()
+        if torch.allclose(gaps, gaps[:1].expand_as(gaps), rtol=1e-9, atol=0):
             lo, hi = float(self.edges[0]), float(self.edges[-1])
-            scale = self._bins / (hi - lo)
-            position = sample.mul(scale).add_(1 - lo * scale).clamp_(0, self._bins + 1)
-            index = position.to(torch.int32)  # truncation: floor, as all are >= 0
+            self._linear = (self._bins / (hi - lo), 1 - lo * self._bins / (hi - lo))
+        self._device_edges = self.edges.to(device)
+
+    def _bin(self, sample: torch.Tensor) -> None:
+        assert self._offsets is not None
+        width, channels = self._width, sample.shape[1]
+        if self._linear is not None:  # equal bins: arithmetic instead of a search
+            scale, shift = self._linear
+            position = sample.mul(scale).add_(shift).clamp_(0, self._bins + 1)
+            index = position.to(torch.int32)  # truncation is floor here: all are >= 0
         else:
-            edges = self.edges.to(sample.device, sample.dtype)
+            edges = self._device_edges.to(sample.dtype)
             index = torch.bucketize(sample.contiguous(), edges, right=True, out_int32=True)
         index += self._offsets
         try:
@@ -575,7 +581,7 @@ class ChannelStats(ChannelMoments):
 
     def result(self, layer: str, *, module_type: str = "", axis: int = -1) -> LayerStats:
         """The statistics so far as a :class:`LayerStats` (CPU tensors)."""
-        if self.min is None or self.counts is None or self.nonzero is None or self.max is None:
+        if self.min is None or self.counts is None or self.max is None or self.nonzero is None:
             raise ValueError(f"no activations were recorded for {layer!r}")
         assert self.edges is not None and self.sample_shape is not None
         counts = self.counts.cpu()
