@@ -1,6 +1,7 @@
 """shrink vs Torch-Pruning used directly, and what shrinking buys: size and CPU latency.
 
-Run: ``uv run python benchmarks/bench_shrink.py [--archs resnet18,resnet50] [--repeats 5]``
+Run: ``uv run python benchmarks/bench_shrink.py [--archs resnet18,resnet50] [--repeats 5]
+[--threads N]``
 
 For each torchvision architecture (random weights, input 1x3x224x224) with 50% weight-norm
 channel pruning (``weight-norm-channel``), in this process:
@@ -64,11 +65,11 @@ def bench(arch: str, repeats: int) -> bool:
             handler = graph.get_pruner_of_module(module).prune_out_channels
             graph.get_pruning_group(module, handler, idxs).prune()
 
-    baseline = median_time(torch_pruning_directly, setup=new_copy, repeats=3)
-    ours = median_time(lambda: prunelab.shrink(model, masks, example_input=example), repeats=3)
+    baseline = median_time(torch_pruning_directly, setup=new_copy, repeats=5)
+    ours = median_time(lambda: prunelab.shrink(model, masks, example_input=example), repeats=5)
     met = report(f"{arch}: shrink (50% channels)", ours, baseline, "Torch-Pruning", goal=0.5)
     unchecked = median_time(
-        lambda: prunelab.shrink(model, masks, example_input=example, check=False), repeats=3
+        lambda: prunelab.shrink(model, masks, example_input=example, check=False), repeats=5
     )
     report(f"{arch}: shrink without the output check", unchecked, baseline, "Torch-Pruning")
 
@@ -93,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default="resnet18,resnet50")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's choice)"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        # on a shared machine, fewer threads than cores keeps other load from stalling ops
+        torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, torch-pruning {tp.__version__}, "
         f"{torch.get_num_threads()} threads"

@@ -43,10 +43,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .apply import copy_model, masked_weights
-from .functional import functional_forward
+from .apply import copy_model
 from .masks import Masks
-from .targets import targets
+from .targets import get_parameter, targets
 
 __all__ = ["ShrinkPlan", "coupled_groups", "extend_channel_masks", "plan_shrink", "shrink"]
 
@@ -460,12 +459,12 @@ def shrink(
     training = work.training
     work.eval()
     with torch.no_grad():
-        overrides = masked_weights(work, plan.masks)
-        reference = functional_forward(work, overrides, example_input) if check else None
-        for fqn, value in overrides.items():
-            module_fqn, _, name = fqn.rpartition(".")
-            owner = work.get_submodule(module_fqn) if module_fqn else work
-            getattr(owner, name).copy_(value)
+        # the zeros go into the private copy in place: it is then the masked model itself
+        for fqn, mask in plan.masks.all().items():
+            if not bool(mask.all()):
+                param = get_parameter(work, fqn)
+                param.masked_fill_(~mask.to(param.device), 0)
+        reference = work(example_input) if check else None
     for item in groups:
         if item.keep is None or bool(item.keep.all()):
             continue
