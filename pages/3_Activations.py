@@ -41,8 +41,8 @@ if choice.data is None:
     st.stop()
 
 
-def _data():
-    data = choice.data
+def _data(picked):
+    data = picked.data
     if hasattr(data, "__len__") and len(data) > MAX_SAMPLES:
         return Subset(data, range(MAX_SAMPLES))
     return data
@@ -64,12 +64,14 @@ def _masks_fingerprint(masks) -> str | None:
 
 @st.cache_data(max_entries=64, show_spinner="Streaming the activations...")
 def _stats(model_key, data_spec, layer, masks_key, _choice, _masks):
-    return activation_stats(_choice.model, _data(), layers=[layer], masks=_masks)[layer]
+    return activation_stats(_choice.model, _data(_choice), layers=[layer], masks=_masks)[layer]
 
 
 @st.cache_data(max_entries=128, show_spinner="Thresholding and evaluating...")
 def _effect(model_key, data_spec, layer, threshold, masks_key, _choice, _masks):
-    return activation_sparsity_effect(_choice.model, _data(), [layer], threshold, masks=_masks)
+    return activation_sparsity_effect(
+        _choice.model, _data(_choice), [layer], threshold, masks=_masks
+    )
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the activation sparsifier...")
@@ -83,11 +85,11 @@ def _sparsify(model_key, data_spec, module, functions, features, feature_dim, co
         **dict(config),
     )
     sparsifier.register_layer(module, features=features, feature_dim=feature_dim)
-    sparsifier.observe(_data(), batch_size=OBSERVE_BATCH)
+    sparsifier.observe(_data(_choice), batch_size=OBSERVE_BATCH)
     sparsifier.step()
     mask = sparsifier.get_mask(module)
     sparse = sparsifier.squash_mask()
-    metrics = evaluate(sparse, _data(), metrics=("accuracy",))
+    metrics = evaluate(sparse, _data(_choice), metrics=("accuracy",))
     return mask, metrics.get("accuracy")
 
 
