@@ -16,6 +16,7 @@ pruned model and says in plain words why each one is or is not faster.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 import pandas as pd
@@ -248,16 +249,20 @@ def speed_report(
     rows = []
     for size in sizes:
         x = _batch(example_input, size)
-        timed = {}
-        # two interleaved passes, the first only to warm up: the first model timed after a
-        # change of batch size would otherwise pay for the allocator and thread pool
-        for passes in (max(2, repeats // 4), repeats):
-            for name, net, net_masks, _, _ in variants:
+        samples: dict[str, list[float]] = {name: [] for name, *_ in variants}
+        # one warm-up run each, then rounds that time every variant once, in a rotating
+        # order: drift of the machine (other load, allocator, caches) hits all variants alike
+        # instead of whichever happens to be timed first
+        for index in range(repeats + 1):
+            shift = index % len(variants)
+            for name, net, net_masks, _, _ in variants[shift:] + variants[:shift]:
                 inputs = x.half() if name.endswith("fp16") and x.is_floating_point() else x
                 timing = latency(
-                    net, inputs, masks=net_masks, repeats=passes, warmup=1, device=run_on
+                    net, inputs, masks=net_masks, repeats=1, warmup=int(index == 0), device=run_on
                 )
-                timed[name] = timing["median_s"] * 1000
+                if index > 0:
+                    samples[name].append(timing["median_s"] * 1000)
+        timed = {name: statistics.median(values) for name, values in samples.items()}
         for name, _, _, stats, why in variants:
             ms = timed[name]
             base = timed["dense fp16" if name.endswith("fp16") else "dense"]
