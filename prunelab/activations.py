@@ -75,7 +75,8 @@ INPUT_SUFFIX = ":input"
 # over the channels, at least _PER_CHANNEL each; see ChannelStats); min and max see every value
 SAMPLE = 16384
 _PER_CHANNEL = 64
-_BLOCK = 16
+_GOLDEN = 0.6180339887498949  # fractional parts of multiples spread evenly over [0, 1)
+_PLASTIC = 0.7548776662466927
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
 
 
@@ -457,21 +458,25 @@ def _first_range(low: float, high: float) -> tuple[float, float]:
     return (low if low == 0 else low - pad), (high if high == 0 else high + pad)
 
 
-def _sample(view: torch.Tensor, limit: int | None) -> torch.Tensor:
-    """At most about ``limit`` values per channel of a (before, channels, after) view, taken
-    evenly: every k-th run of 16 neighbouring positions (one cache line of float32), which
-    costs far less to read than every k-th single value."""
-    before, channels, after = view.shape
+def _sample(view: torch.Tensor, limit: int | None, phase: int = 0) -> torch.Tensor:
+    """About ``limit`` values per channel of a (before, channels, after) view, taken evenly.
+
+    Whole rows (every k-th input of the batch, with all its positions) where the batch is
+    large enough; otherwise every input at the same positions, spread over the map by a
+    low-discrepancy sequence (a regular stride could line up with the rows of an image and
+    see only one column). ``phase`` (the batch number) shifts which rows or positions.
+    """
+    before, after = view.shape[0], view.shape[2]
     if limit is None or before * after <= limit:
         return view
-    blocks = after // _BLOCK
-    step = math.ceil(before * blocks * _BLOCK / limit) if blocks else 0
-    if blocks >= 2 and step <= blocks:
-        runs = view[:, :, : blocks * _BLOCK].reshape(before, channels, blocks, _BLOCK)
-        return runs[:, :, ::step].reshape(before, channels, -1)
     step = math.ceil(before * after / limit)
-    step_after = min(step, after)
-    return view[:: math.ceil(step / step_after), :, ::step_after]
+    if step <= before:
+        return view[phase % step :: step]
+    count = max(1, limit // before)
+    steps = torch.arange(count, device=view.device, dtype=torch.float64)
+    spread = (steps * _GOLDEN + phase * _PLASTIC) % 1.0
+    positions = (spread * after).long().sort().values  # sorted: read in memory order
+    return view.index_select(2, positions)
 
 
 class ChannelStats(ChannelMoments):
@@ -483,7 +488,9 @@ class ChannelStats(ChannelMoments):
 
     Min and max (and so the dead-channel flag) always see every value. The moments, the zero
     count and the histogram see about ``sample`` values of each batch (``sample / channels``
-    per channel, at least 64), taken evenly over the batch; ``sample=None`` uses every value.
+    per channel, at least 64): every k-th input of the batch, or, in large maps, positions
+    spread evenly over the map, shifting from batch to batch; ``sample=None`` uses every
+    value.
     Reading every value of a large activation several times costs more than the forward pass
     that made it. Batches with fewer values are described exactly. Memory is
     O(channels x bins), whatever the number of batches.
@@ -506,6 +513,7 @@ class ChannelStats(ChannelMoments):
         self.edges: torch.Tensor | None = None if isinstance(checked, int) else checked
         self._limit = sample
         self.seen = 0  # values per channel, all of them (``count`` is those sampled)
+        self._batches = 0
         self.min: torch.Tensor | None = None
         self.max: torch.Tensor | None = None
         self.nonzero: torch.Tensor | None = None
@@ -538,7 +546,8 @@ class ChannelStats(ChannelMoments):
             torch.maximum(self.max, high, out=self.max)
         self.seen += view.shape[0] * view.shape[2]
         limit = None if self._limit is None else max(self._limit // view.shape[1], _PER_CHANNEL)
-        sample = _sample(view, limit)
+        sample = _sample(view, limit, self._batches)
+        self._batches += 1
         self._add(sample)
         # sign(|x|) is 1 for every nonzero: far cheaper on CPU than comparing with 0 (bools)
         nonzero = _per_channel(sample.abs().sign_(), torch.sum)
