@@ -245,3 +245,16 @@ class _HalfUsed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.used(x)
+
+
+@pytest.mark.parametrize("stripe", ["column", "row"])
+def test_sampling_favours_no_part_of_a_map(stripe):
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(4)) + 0.5
+    if stripe == "column":
+        x[..., ::8] = 0.0  # every 8th column: a regular stride could hit all or none
+    else:
+        x[:, :, ::8] = 0.0
+    layer = activation_stats(nn.Sequential(nn.Identity()), x, layers="0")["0"]
+    assert layer.sampled < layer.count
+    assert torch.allclose(layer.zero_fraction, torch.full((3,), 1 / 8), atol=0.02)
+    assert torch.allclose(layer.mean, x.mean((0, 2, 3)), rtol=0.03)
