@@ -6,7 +6,9 @@ Both timings are measured in this process, on the same inputs, without gradients
 baseline is the plain forward pass (``functional_forward``, as ``activation_stats`` runs it),
 ours is ``prunelab.activations.activation_stats`` with its default layers. The two alternate,
 and each is the fastest of ``--repeats`` runs (on a shared machine the fastest run is the one
-least disturbed; CPU time, also printed, is less sensitive to other load). Each line prints
+least disturbed; CPU time, also printed, is less sensitive to other load). One CPU thread by
+default: where other processes share the cores, multi-threaded runs of many small operations
+mostly measure the scheduler (``--threads 0`` uses torch's default). Each line prints
 the overhead (ours / baseline - 1) against the goal of at most 15%, and the memory the
 statistics keep next to what storing the activations would take.
 """
@@ -78,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16, help="ResNet-18 batch size")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
