@@ -258,3 +258,15 @@ def test_sampling_favours_no_part_of_a_map(stripe):
     assert layer.sampled < layer.count
     assert torch.allclose(layer.zero_fraction, torch.full((3,), 1 / 8), atol=0.02)
     assert torch.allclose(layer.mean, x.mean((0, 2, 3)), rtol=0.03)
+
+
+def test_weight_masks_reach_recurrent_layers_without_touching_the_model():
+    model = make_lstm().eval()
+    tokens = torch.randint(0, 20, (8, 5), generator=torch.Generator().manual_seed(0))
+    masks = prunelab.prune(model, "global-magnitude", sparsity=0.7)
+    before = snapshot(model)
+    masked = activation_stats(model, tokens, layers=["lstm", "head"], masks=masks)
+    assert_unchanged(model, before)
+    reference = activation_stats(prunelab.apply(model, masks), tokens, layers=["lstm", "head"])
+    for name in ("lstm", "head"):
+        assert torch.allclose(masked[name].mean, reference[name].mean, atol=1e-6)
