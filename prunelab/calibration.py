@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import ChannelMoments, channel_axis, forward_hooks
+from .activations import ChannelMoments, _first_tensor, channel_axis, forward_hooks
 from .batches import Batch, iter_batches
 from .functional import functional_forward
 from .targets import Target, targets
@@ -16,14 +16,6 @@ from .targets import Target, targets
 __all__ = ["Calibration"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _first_tensor(value: object) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    return None
 
 
 class Calibration:

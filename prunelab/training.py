@@ -57,6 +57,7 @@ from .activations import activation_threshold
 from .apply import bake
 from .batches import iter_batches
 from .calibration import Calibration
+from .evaluate import _logits
 from .functional import model_device
 from .granularity import Unstructured
 from .masks import Masks
@@ -607,16 +608,6 @@ def evaluate_quantized(
 
 # ----------------------------------------------------------------------------------------
 # The training loop
-
-
-def _logits(output: object) -> torch.Tensor:
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        output = output[0]
-    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
-        output = output["logits"]
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        raise ValueError("training needs a classifier returning (batch, classes) scores")
-    return output.float()
 
 
 def _measure(model: nn.Module, data: object, device: torch.device) -> dict[str, float]:
