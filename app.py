@@ -27,11 +27,17 @@ else:
     cols[2].metric("Data", "none")
 
 st.subheader("Where to go")
-st.page_link(
-    "pages/2_Prune.py", label="Prune: pick a strategy, move the slider, see what happens", icon="✂️"
-)
-st.page_link("pages/1_Model.py", label="Model: the prunable layers and their weights", icon="🔎")
-st.page_link("pages/7_Learn.py", label="Learn: what pruning is, in four small lessons", icon="🎓")
+PAGES = [
+    ("pages/1_Model.py", "Model: the prunable layers, their weights, the dense accuracy", "🔎"),
+    ("pages/2_Prune.py", "Prune: pick a strategy, move the slider, see what happens", "✂️"),
+    ("pages/3_Activations.py", "Activations: what flows through the network, and pruning it", "🌊"),
+    ("pages/4_Sensitivity.py", "Sensitivity: how far each layer can go, and a recipe", "📈"),
+    ("pages/5_Train.py", "Train: fine-tune, prune gradually, win accuracy back", "🏋️"),
+    ("pages/6_Export.py", "Export: a really smaller model, sizes, measured speed", "📦"),
+    ("pages/7_Learn.py", "Learn: what pruning is, in five small lessons", "🎓"),
+]
+for path, label, icon in PAGES:
+    st.page_link(path, label=label, icon=icon)
 
 with st.expander("Strategies in this installation"):
     st.dataframe(prunelab.strategy_table(), hide_index=True)

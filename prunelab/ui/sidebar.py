@@ -11,6 +11,7 @@ from .state import Keys
 
 DEFAULT_MODEL = "sample:digits-cnn"
 SOURCES = ("Sample model", "torchvision architecture", "Upload a file")
+_LAST_MODEL = "_sidebar_last_model"
 POPULAR_TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "vgg11", "efficientnet_b0")
 
 
@@ -80,10 +81,13 @@ def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
     default = bundle.default_data
     labels = ["(no data: weights only)", *options]
     index = labels.index(default) if default in labels else 0
+    if st.session_state.get(_LAST_MODEL) != bundle.spec:
+        # a new model starts on its own data, not on whatever fitted the previous one
+        st.session_state[_LAST_MODEL] = bundle.spec
+        st.session_state[Keys.data_choice] = labels[index]
     choice = st.sidebar.selectbox(
         "Evaluation data",
         labels,
-        index=index,
         key=Keys.data_choice,
         help="Accuracy, loss and fidelity are measured on this data's test split.",
     )

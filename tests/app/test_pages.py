@@ -99,3 +99,11 @@ def _model():
     from prunelab import zoo
 
     return zoo.load("sample:digits-cnn").model
+
+
+def test_switching_model_switches_to_its_data():
+    at = page("pages/1_Model.py").run()
+    at.sidebar.selectbox(key=Keys.sample).select("sample:sentiment-lstm").run()
+    assert_clean(at)
+    assert at.sidebar.selectbox(key=Keys.data_choice).value == "sample:sentiment"
+    assert not at.warning
