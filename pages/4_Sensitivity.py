@@ -14,6 +14,13 @@ from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
 
+LEVELS = {
+    3: (0.3, 0.6, 0.9),
+    5: (0.2, 0.4, 0.6, 0.8, 0.95),
+    9: tuple(round(0.1 * i, 2) for i in range(1, 10)),
+    19: tuple(round(0.05 * i, 2) for i in range(1, 20)),
+}
+
 st.set_page_config(page_title="Sensitivity · prunelab", layout="wide")
 choice = sidebar()
 st.title("Sensitivity and recipes")
@@ -31,7 +38,7 @@ strategy = cols[1].selectbox(
     "Strategy per layer", usable, index=usable.index("layer-magnitude"), key=Keys.strategy + "_s"
 )
 count = cols[2].select_slider("Levels", [3, 5, 9, 19], value=9, key=Keys.sens_levels)
-levels = tuple(round(float(x), 4) for x in np.linspace(0, 0.95, count + 1)[1:])
+levels = LEVELS[count]
 if choice.data is None:
     method, subset, early_stop, metric = "magnitude", None, None, "energy_removed"
     cols[3].caption("No data: the data-free magnitude proxy is used.")
@@ -99,6 +106,7 @@ if table is None:
         bar.empty()
         table.attrs.update(model=choice.model_key, data=choice.data_spec)
         engine.remember(settings, table)
+        st.rerun()  # redraw without the run button: the result is remembered now
     else:
         st.info("Choose the settings and run the analysis; results are kept for these settings.")
         st.stop()
