@@ -286,7 +286,7 @@ class _Runner:
         self._plan = PrefixPlan.for_model(model, batches[0].inputs)
         self._cut: int | None = None
         self._live: list[tuple[torch.Tensor, ...]] = []
-        with torch.no_grad():
+        with torch.inference_mode():
             self._dense = torch.cat(
                 [_logits(functional_forward(model, {}, b.inputs)) for b in batches]
             )
@@ -308,7 +308,7 @@ class _Runner:
         # only the tensors this point actually prunes are swapped in
         overrides = masked_weights(self._model, masks)
         cut = self.cut_for(fqn)
-        with torch.no_grad():
+        with torch.inference_mode():
             if cut is None:
                 outs = [
                     _logits(functional_forward(self._model, overrides, b.inputs))
