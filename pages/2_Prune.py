@@ -3,6 +3,7 @@
 import streamlit as st
 
 from prunelab import figures, list_strategies
+from prunelab.recipes import Provenance, Recipe
 from prunelab.ui import engine
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -86,6 +87,9 @@ def results():
         masks, label = _masks_controls()
     st.session_state[Keys.masks] = masks
     st.session_state[Keys.masks_label] = f"{label} on {choice.bundle.name}"
+    st.session_state[Keys.recipe] = _recipe(masks)
+    with left:
+        _recipe_download(st.session_state[Keys.recipe])
     with right:
         _summary(masks)
         st.plotly_chart(figures.layer_sparsity(masks), key="layer_sparsity_chart")
@@ -95,6 +99,28 @@ def results():
             "a layerwise strategy prunes every layer by the same fraction."
         )
     _layer_details(masks)
+
+
+def _recipe(masks):
+    """The recipe that reproduces these masks (None for random masks with a non-zero seed:
+    recipes do not carry seeds)."""
+    if strategy.name == "random" and seed != 0:
+        return None
+    provenance = Provenance(model=choice.model_key, data=choice.data_spec)
+    return Recipe.from_masks(masks, pruner.strategy, provenance=provenance)
+
+
+def _recipe_download(recipe):
+    if recipe is None:
+        st.caption("Random masks with a seed other than 0 cannot be saved as a recipe.")
+        return
+    st.download_button(
+        "Save these masks as a recipe (YAML)",
+        recipe.dumps(),
+        file_name=f"{choice.bundle.name}-recipe.yaml",
+        mime="text/yaml",
+        key="prune_recipe_download",
+    )
 
 
 def _summary(masks):

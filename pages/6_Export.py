@@ -110,6 +110,8 @@ try:
     if source == PRUNE:
         masks = st.session_state[Keys.masks]
         label = st.session_state.get(Keys.masks_label, "the Prune page's masks")
+        current_recipe = st.session_state.get(Keys.recipe)
+        recipe_text = current_recipe.dumps() if current_recipe is not None else None
         if set(masks) - {t.fqn for t in targets(choice.model)}:
             st.info("The Prune page's masks belong to another model: prune this one first.")
             st.stop()
@@ -276,7 +278,7 @@ if recipe_text:
         key="export_download_recipe",
     )
 else:
-    st.caption("Masks from the Prune page have no recipe; save one on the Sensitivity page.")
+    st.caption("These masks have no recipe (random masks with a seed other than 0).")
 explain(
     "state_dict: the same architecture with zeros written in. pt2: a torch.export program of "
     "the shrunk model (of the masked one when the masks cannot shrink it), which runs without "

@@ -125,6 +125,35 @@ class Recipe:
         except ValueError as exc:
             raise ValueError(f"recipe field 'granularity': {exc}") from exc
 
+    @classmethod
+    def from_masks(
+        cls, masks: Masks, strategy: Strategy, *, provenance: Provenance | None = None
+    ) -> Recipe:
+        """The recipe that reproduces ``masks`` made by ``strategy``: each layer's achieved
+        sparsity (a sparsity or threshold chosen globally becomes per-layer numbers, which
+        select the same weights layer by layer).
+
+        >>> import torch
+        >>> from prunelab.pruner import Pruner
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> pruner = Pruner(net, "global-magnitude")
+        >>> masks = pruner.masks(sparsity=0.5)
+        >>> again = Recipe.from_masks(masks, pruner.strategy).masks(net)
+        >>> all(torch.equal(masks[f], again[f]) for f in masks)
+        True
+        """
+        table = masks.per_layer()
+        layers = {
+            row.fqn: (row.elements - row.kept) / row.elements if row.elements else 0.0
+            for row in table.itertuples()
+        }
+        return cls(
+            strategy=strategy.name,
+            granularity=str(strategy.granularity),
+            layers=layers,
+            provenance=provenance or Provenance(),
+        )
+
     # -- using it -----------------------------------------------------------------------
 
     def masks(self, model: nn.Module, calibration: Calibration | None = None) -> Masks:

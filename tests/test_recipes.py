@@ -165,3 +165,22 @@ def test_solver_on_a_real_sensitivity_reports_predicted_and_measured(mlp_data):
     p = recipe.provenance
     assert p.metric == "accuracy" and p.baseline == table.attrs["baseline"]
     assert p.predicted is not None and p.measured is not None
+
+
+@pytest.mark.parametrize(
+    "strategy, request_",
+    [
+        ("global-magnitude", {"sparsity": 0.7}),
+        ("threshold", {"threshold": 0.1}),
+        ("weight-norm-channel", {"sparsity": 0.5}),
+        ("n:m", {}),
+    ],
+)
+def test_from_masks_reproduces_the_masks_on_a_fresh_model(strategy, request_, tmp_path):
+    model = make_mlp(0)
+    pruner = prunelab.Pruner(model, strategy)
+    masks = pruner.masks(**request_)
+    path = tmp_path / "r.yaml"
+    Recipe.from_masks(masks, pruner.strategy).save(path)
+    again = Recipe.load(path).masks(make_mlp(0))
+    assert all(torch.equal(masks[f], again[f]) for f in masks)

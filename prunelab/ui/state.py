@@ -86,3 +86,4 @@ class Keys:
     # shared results
     masks = "current_masks"
     masks_label = "current_masks_label"
+    recipe = "current_recipe"  # the Recipe that reproduces the current masks, or None
