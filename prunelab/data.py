@@ -17,7 +17,8 @@ Specs:
   downloaded only when ``download=1`` is given.
 * ``file:<path>`` -- a ``torch.save`` file holding a dict with tensor ``x`` (inputs), optionally
   ``y`` (int labels) and ``class_names`` (list of str). A file holds one split; it is returned
-  for either ``split``.
+  for either ``split``. Read with ``weights_only=True``; files over :data:`MAX_FILE_BYTES`
+  are refused before they are read.
 
 A bare name (``digits``) means the sample set, a bare existing path means ``file:``.
 
@@ -41,11 +42,13 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "SAMPLE_DATASETS",
     "TORCHVISION_DATASETS",
     "Spec",
     "TensorData",
     "TorchvisionUnavailable",
+    "check_file_size",
     "class_names",
     "decode",
     "encode",
@@ -58,6 +61,9 @@ __all__ = [
 ]
 
 SPLITS = ("train", "test")
+# the largest model or data file read from a ``file:`` spec; the same limit as the app's
+# uploads (server.maxUploadSize = 200 in .streamlit/config.toml, in MiB)
+MAX_FILE_BYTES = 200 * 1024 * 1024
 SAMPLE_DATASETS = ("digits", "sentiment")
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
 DEFAULT_ROOT = "~/.cache/prunelab/data"
@@ -472,17 +478,32 @@ def _torchvision_dataset(spec: Spec, split: str) -> Dataset:
 # -- files ---------------------------------------------------------------------------------
 
 
+def check_file_size(path: Path, what: str) -> None:
+    """Refuse a file larger than :data:`MAX_FILE_BYTES` before reading any of it.
+
+    Raises:
+        ValueError: Naming the file's size and the limit.
+    """
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(
+            f"{what} {path} is {size / 2**20:,.1f} MiB ({size:,} bytes); files up to "
+            f"{MAX_FILE_BYTES / 2**20:,.0f} MiB ({MAX_FILE_BYTES:,} bytes) are accepted"
+        )
+
+
 def _file(spec: Spec) -> TensorData:
     spec.check_options([])
     path = Path(spec.target).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
+    check_file_size(path, "data file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(
             f"cannot read data file {path} (a torch.save dict with tensors 'x' and 'y' is "
-            f"expected): {exc}"
+            f"expected): {' '.join(str(exc).split())}"
         ) from exc
     if not isinstance(payload, Mapping) or not isinstance(payload.get("x"), torch.Tensor):
         found = sorted(payload) if isinstance(payload, Mapping) else type(payload).__name__

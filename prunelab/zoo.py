@@ -15,6 +15,13 @@ Specs:
   - a pickled ``nn.Module`` -- only with ``trust=True`` (``?trust=1``, CLI ``--trust``), since
     unpickling can run arbitrary code. By default files are read with ``weights_only=True``.
 
+  Files larger than ``prunelab.data.MAX_FILE_BYTES`` (200 MiB, the app's upload limit) are
+  refused before they are read. A state_dict must fit its architecture: missing, unexpected
+  or wrongly shaped keys are an error naming them. Floating-point weights of another
+  precision (float16, bfloat16, float64) are converted to the model's dtype, as
+  ``load_state_dict`` does; integer, bool or complex tensors where the model has floating-point
+  weights are an error (they are not weights of this architecture, or are quantized). NaN or
+  inf weights load; pruning them fails with a clear error naming the layer.
   ``input=CxHxW`` sets the input shape where it cannot be known from the file.
 
 A bare sample name (``digits-cnn``) or an existing path is accepted as well.
@@ -41,7 +48,7 @@ import torch
 from torch import nn
 
 from .architectures import ARCHITECTURES, sample_architecture_of
-from .data import Spec, import_torchvision, parse_spec
+from .data import Spec, check_file_size, import_torchvision, parse_spec
 
 __all__ = [
     "ModelBundle",
@@ -287,11 +294,22 @@ def _load_state_dict(
         and isinstance(state[k], torch.Tensor)
         and tuple(state[k].shape) != tuple(expected[k].shape)
     ]
+    # other float precisions convert on load; integers, bools or complex numbers are no weights
+    wrong_dtypes = [
+        f"{k} (file {str(state[k].dtype).removeprefix('torch.')}, model "
+        f"{str(expected[k].dtype).removeprefix('torch.')})"
+        for k in expected
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and expected[k].is_floating_point()
+        and not state[k].is_floating_point()
+    ]
     problems = []
     for label, keys in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", mismatched),
+        ("dtype mismatches (floating-point weights expected)", wrong_dtypes),
     ):
         if keys:
             more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
@@ -299,6 +317,12 @@ def _load_state_dict(
     if problems:
         raise ValueError(f"state_dict in {source} does not fit {arch}: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _shape(tensor: torch.Tensor) -> str:
@@ -402,7 +426,7 @@ def _load_program(spec: Spec, path: Path) -> ModelBundle:
     try:
         program = torch.export.load(path)
     except Exception as exc:
-        raise ValueError(f"cannot read {path} as a torch.export program: {exc}") from exc
+        raise ValueError(f"cannot read {path} as a torch.export program: {_one_line(exc)}") from exc
     if "arch" in spec.options:
         model, arch = _arch_model(spec)
         _load_state_dict(model, program.state_dict, source=str(path), arch=arch.text)
@@ -439,6 +463,7 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
     path = Path(spec.target).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
+    check_file_size(path, "model file")
     if path.suffix == ".pt2":
         return _load_program(spec, path)
     try:
@@ -456,7 +481,10 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
             ) from exc
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"cannot read {path}: not a complete file written by torch.save (truncated, "
+            f"corrupted, or another kind of zip?): {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
     if isinstance(payload, nn.Module):
         if "arch" in spec.options:
             raise ValueError(f"{path} holds a whole module; arch= is only for state_dicts")
