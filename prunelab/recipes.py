@@ -272,7 +272,11 @@ class Recipe:
         try:
             payload = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{name} is not valid YAML/JSON (safe loading only): {exc}") from exc
+            # YAML errors span lines (with a caret under the column); one line is enough
+            where = " ".join(str(exc).split())
+            raise ValueError(
+                f"{name} is not valid YAML/JSON (safe loading only, no custom tags): {where}"
+            ) from exc
         return cls.from_dict(payload)
 
 
