@@ -48,6 +48,7 @@ class PrefixPlan:
         self._nodes = list(graph.nodes)
         self._position = {node: i for i, node in enumerate(self._nodes)}
         self._split: dict[int, tuple[fx.GraphModule, fx.GraphModule]] = {}
+        self._full: fx.GraphModule | None = None
 
     @classmethod
     def for_model(cls, model: nn.Module, example: torch.Tensor) -> PrefixPlan | None:
@@ -106,6 +107,31 @@ class PrefixPlan:
                 fx.GraphModule(self._model, suffix),
             )
         return self._split[cut]
+
+    def record(self, cuts: list[int], inputs: torch.Tensor) -> dict[int, tuple[torch.Tensor, ...]]:
+        """The live values of several cuts from one dense pass over ``inputs``.
+
+        Cheaper than one :meth:`prefix` per cut (each of which reruns the network from its
+        start), but holds every cut's values at once. Only for a model in eval mode: the pass
+        calls the model's own modules.
+        """
+        if self._model.training:
+            raise ValueError("record() needs the model in eval mode")
+        if self._full is None:
+            self._full = fx.GraphModule(self._model, self._graph)
+        wanted = {cut: self._live(cut) for cut in cuts}
+        interpreter = fx.Interpreter(self._full)
+        interpreter.env = {}
+        interpreter.args_iter = iter([inputs])
+        found: dict[int, tuple[torch.Tensor, ...]] = {}
+        with torch.no_grad():
+            for index, node in enumerate(self._nodes):
+                if index in wanted:
+                    found[index] = tuple(interpreter.env[n] for n in wanted[index])
+                if node.op == "output":
+                    break
+                interpreter.env[node] = interpreter.run_node(node)
+        return found
 
     def prefix(self, cut: int, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The values live across ``cut`` for one batch of inputs (dense weights)."""

@@ -110,6 +110,7 @@ def sweep(
     return pd.DataFrame(rows)
 
 
+_RECORD_BYTES = 256 * 2**20  # cached activations of all cuts at once, at most
 _BATCH = 256  # large batches: fewer kernel launches per evaluated point
 DEFAULT_LEVELS = tuple(round(0.1 * i, 2) for i in range(1, 10))
 _LOWER_IS_BETTER = ("loss", "kl")
@@ -238,7 +239,9 @@ def sensitivity(
         raise ValueError(f"metric {metric!r} needs labelled data; the data has no labels")
     rows = []
     total, done = len(chosen) * len(levels), 0
-    for target in _by_cut(chosen, runner):
+    ordered = _by_cut(chosen, runner)
+    runner.plan_cuts(sorted({c for t in ordered if (c := runner.cut_for(t.fqn)) is not None}))
+    for target in ordered:
         stopped = False
         # a pruner of this layer alone: each point computes one mask, not one per layer
         pruner = Pruner(model, strategy, targets=[target.fqn], calibration=calibration)
@@ -286,6 +289,7 @@ class _Runner:
         self._plan = PrefixPlan.for_model(model, batches[0].inputs)
         self._cut: int | None = None
         self._live: list[tuple[torch.Tensor, ...]] = []
+        self._recorded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         with torch.inference_mode():
             self._dense = torch.cat(
                 [_logits(functional_forward(model, {}, b.inputs)) for b in batches]
@@ -293,6 +297,25 @@ class _Runner:
 
     def cut_for(self, fqn: str) -> int | None:
         return self._plan.cut_for(fqn) if self._plan is not None else None
+
+    def plan_cuts(self, cuts: list[int]) -> None:
+        """Record the live values of all ``cuts`` in one dense pass when they fit in memory.
+
+        Otherwise each cut reruns the network up to itself, once, when it is reached.
+        """
+        if self._plan is None or self._model.training or not cuts:
+            return
+        first = self._plan.record(cuts, self._batches[0].inputs)
+        size = sum(t.numel() * t.element_size() for v in first.values() for t in v)
+        if size * len(self._batches) > _RECORD_BYTES:
+            return
+        per_batch = [first] + [self._plan.record(cuts, b.inputs) for b in self._batches[1:]]
+        self._recorded = {cut: [values[cut] for values in per_batch] for cut in cuts}
+
+    def _live_values(self, cut: int) -> list[tuple[torch.Tensor, ...]]:
+        if cut in self._recorded:
+            return self._recorded.pop(cut)  # each cut is visited once: free it after
+        return [self._plan.prefix(cut, b.inputs) for b in self._batches]
 
     def _score(self, logits: list[torch.Tensor], dense: torch.Tensor | None) -> dict:
         totals = _Totals()
@@ -316,7 +339,7 @@ class _Runner:
                 ]
             else:
                 if cut != self._cut:  # a new cut: cache its live values once
-                    self._live = [self._plan.prefix(cut, b.inputs) for b in self._batches]
+                    self._live = self._live_values(cut)
                     self._cut = cut
                 outs = [_logits(self._plan.suffix(cut, live, overrides)) for live in self._live]
         return self._score(outs, self._dense)

@@ -161,3 +161,12 @@ def test_sweep_curves_and_progress(data):
         evaluate(model, data, masks=masks)["accuracy"]
     )
     assert not math.isnan(table["kl"].sum())
+
+
+def test_recording_all_cuts_at_once_equals_one_prefix_per_cut(data, monkeypatch):
+    model = Residual().eval()
+    levels = [0.3, 0.8]
+    recorded = sensitivity(model, data, sparsities=levels)
+    monkeypatch.setattr("prunelab.sweeps._RECORD_BYTES", 0)  # too big: one prefix per cut
+    per_cut = sensitivity(model, data, sparsities=levels)
+    assert np.array_equal(recorded["loss"].to_numpy(), per_cut["loss"].to_numpy())
