@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 
 import pandas as pd
@@ -129,8 +130,20 @@ class Masks(Mapping[str, torch.Tensor]):
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{path} is not a prunelab masks file: it holds pickled Python objects, not "
+                "only tensors (masks files are never unpickled)"
+            ) from exc
         except Exception as exc:
-            raise ValueError(f"{path} is not a prunelab masks file: {exc}") from exc
+            reason = " ".join(str(exc).split())[:300]
+            raise ValueError(f"{path} is not a prunelab masks file: {reason}") from exc
         if not isinstance(payload, dict) or payload.get("format") != "prunelab.masks/1":
             raise ValueError(f"{path} is not a prunelab masks file (no 'prunelab.masks/1' tag)")
-        return cls(payload["masks"], coupled=payload.get("coupled"))
+        masks, coupled = payload.get("masks"), payload.get("coupled")
+        if not isinstance(masks, Mapping) or not isinstance(coupled, (Mapping, type(None))):
+            raise ValueError(
+                f"{path} is not a valid prunelab masks file: 'masks' (and 'coupled') must map "
+                "parameter names to bool tensors"
+            )
+        return cls(masks, coupled=coupled)

@@ -286,3 +286,32 @@ def test_recipe_cli(case, tmp_path, capsys):
     assert line.startswith("prunelab apply: error:")
     assert case.expect in line
     assert not (tmp_path / MARKER).exists()
+
+
+# -- masks files (Python API only: no front end reads them) ---------------------------------
+
+_TAG = "prunelab.masks/1"
+
+MASKS_CASES = {
+    "truncated": lambda folder: _saved({"format": _TAG, "masks": {}})[:40],
+    "pickle that runs code": lambda folder: _saved(
+        {"format": _TAG, "masks": {"fc1.weight": RunsCode(folder / MARKER)}}
+    ),
+    "no format tag": lambda folder: _saved({"masks": {}}),
+    "masks not a mapping": lambda folder: _saved({"format": _TAG, "masks": torch.ones(3)}),
+    "masks not bool": lambda folder: _saved({"format": _TAG, "masks": {"a": torch.ones(3)}}),
+}
+
+
+@pytest.mark.parametrize("build", MASKS_CASES.values(), ids=list(MASKS_CASES))
+def test_masks_file(build, tmp_path):
+    from prunelab.masks import Masks
+
+    path = tmp_path / "masks.pt"
+    path.write_bytes(build(tmp_path))
+    with pytest.raises((ValueError, TypeError)) as info:
+        Masks.load(path)
+    message = str(info.value)
+    assert "masks file" in message or "must be a bool tensor" in message
+    assert "\n" not in message
+    assert not (tmp_path / MARKER).exists()
