@@ -84,11 +84,13 @@ def layer_picker(choice: Choice, strategy: StrategyChoice) -> tuple[str, ...]:
     all_targets = targets(choice.model)
     fitting = [t.fqn for t in all_targets if _fits(t, strategy)]
     skipped = len(all_targets) - len(fitting)
+    granularity = dict(strategy.options).get("granularity", "")
     chosen = st.multiselect(
         "Layers to prune",
         [t.fqn for t in all_targets],
         default=fitting,
-        key=f"{Keys.layers}_{strategy.name}_{dict(strategy.options).get('granularity', '')}",
+        # one selection per model and pattern: another model's layer names would not fit
+        key=f"{Keys.layers}_{choice.model_key}_{strategy.name}_{granularity}",
         help="Weights of Linear, Conv and RNN layers. Biases and norms are not pruned.",
     )
     if skipped:

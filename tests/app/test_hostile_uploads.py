@@ -56,11 +56,6 @@ def _upload_model(upload, payload: bytes):
     at = page("pages/2_Prune.py").run()
     at.sidebar.radio(key=Keys.model_source).set_value("Upload a file").run()
     at.sidebar.selectbox(key=Keys.upload_arch).select(ARCH).run()
-    if not at.error and not at.exception:
-        # the layer picker still holds the first model's (digits-cnn) layers, none of which
-        # the uploaded digits-mlp has, so it comes up empty: pick all layers
-        layers = at.multiselect[0]
-        layers.set_value(list(layers.options)).run()
     return at
 
 

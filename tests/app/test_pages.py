@@ -118,3 +118,10 @@ def test_prune_page_offers_a_recipe_that_reproduces_its_masks():
     again = recipe.masks(_model())
     assert all(torch.equal(masks[f], again[f]) for f in masks)
     assert recipe.provenance.model == "sample:digits-cnn"
+
+
+def test_layer_choice_follows_the_model():
+    at = page("pages/2_Prune.py").run()
+    at.sidebar.selectbox(key=Keys.sample).select("sample:digits-mlp").run()
+    assert_clean(at)
+    assert set(at.session_state[Keys.masks]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
