@@ -47,7 +47,8 @@ class PrefixPlan:
         self._graph = graph
         self._nodes = list(graph.nodes)
         self._position = {node: i for i, node in enumerate(self._nodes)}
-        self._split: dict[int, tuple[fx.GraphModule, fx.GraphModule]] = {}
+        self._prefixes: dict[int, fx.GraphModule] = {}
+        self._suffixes: dict[int, fx.GraphModule] = {}
         self._full: fx.GraphModule | None = None
 
     @classmethod
@@ -89,24 +90,27 @@ class PrefixPlan:
             if any(self._position[user] >= cut for user in node.users)
         ]
 
-    def split(self, cut: int) -> tuple[fx.GraphModule, fx.GraphModule]:
-        """(prefix, suffix) graph modules around ``cut`` (built once, then kept)."""
-        if cut not in self._split:
-            live = self._live(cut)
-            prefix = fx.Graph()
+    def _prefix_module(self, cut: int) -> fx.GraphModule:
+        """The graph up to ``cut``, returning the values live across it (built once)."""
+        if cut not in self._prefixes:
+            graph = fx.Graph()
             env: dict[fx.Node, fx.Node] = {}
             for node in self._nodes[:cut]:
-                env[node] = prefix.node_copy(node, lambda n: env[n])
-            prefix.output(tuple(env[n] for n in live))
-            suffix = fx.Graph()
-            env = {node: suffix.placeholder(f"live_{i}") for i, node in enumerate(live)}
+                env[node] = graph.node_copy(node, lambda n: env[n])
+            graph.output(tuple(env[n] for n in self._live(cut)))
+            self._prefixes[cut] = fx.GraphModule(self._model, graph)
+        return self._prefixes[cut]
+
+    def _suffix_module(self, cut: int) -> fx.GraphModule:
+        """The graph from ``cut`` on, taking the live values as inputs (built once)."""
+        if cut not in self._suffixes:
+            graph = fx.Graph()
+            live = self._live(cut)
+            env = {node: graph.placeholder(f"live_{i}") for i, node in enumerate(live)}
             for node in self._nodes[cut:]:
-                env[node] = suffix.node_copy(node, lambda n: env[n])
-            self._split[cut] = (
-                fx.GraphModule(self._model, prefix),
-                fx.GraphModule(self._model, suffix),
-            )
-        return self._split[cut]
+                env[node] = graph.node_copy(node, lambda n: env[n])
+            self._suffixes[cut] = fx.GraphModule(self._model, graph)
+        return self._suffixes[cut]
 
     def record(self, cuts: list[int], inputs: torch.Tensor) -> dict[int, tuple[torch.Tensor, ...]]:
         """The live values of several cuts from one dense pass over ``inputs``.
@@ -135,10 +139,10 @@ class PrefixPlan:
 
     def prefix(self, cut: int, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The values live across ``cut`` for one batch of inputs (dense weights)."""
-        return functional_forward(self.split(cut)[0], {}, inputs)
+        return functional_forward(self._prefix_module(cut), {}, inputs)
 
     def suffix(
         self, cut: int, live: tuple[torch.Tensor, ...], overrides: dict[str, torch.Tensor]
     ) -> object:
         """The model's output from the cached live values, with ``overrides`` swapped in."""
-        return functional_forward(self.split(cut)[1], overrides, *live)
+        return functional_forward(self._suffix_module(cut), overrides, *live)
