@@ -210,6 +210,17 @@ def _stepped(colours: Sequence[str]) -> list[list]:
     return [[(k + edge) / n, colour] for k, colour in enumerate(colours) for edge in (0, 1)]
 
 
+def _two_colour_style(removed: str) -> dict:
+    """Heatmap style for a 0/1 mask: two colours, a legend-like colour bar."""
+    return {
+        "colorscale": _stepped([_PRUNED, _KEPT]),
+        "zmin": -0.5,
+        "zmax": 1.5,
+        "colorbar": {"tickvals": [0, 1], "ticktext": [removed, "kept"]},
+        "value": "kept %{z}",
+    }
+
+
 def _title(main: str, notes: Sequence[str | None]) -> dict:
     notes = [n for n in notes if n]
     text = main + (f"<br><sup>{'; '.join(notes)}</sup>" if notes else "")
@@ -376,13 +387,7 @@ def mask_pattern(
     z, block = _pool(_matrix(kept).astype(np.float64), max_cells)
     titles = _matrix_titles(kept.shape)
     if block == (1, 1):
-        style = {
-            "colorscale": _stepped([_PRUNED, _KEPT]),
-            "zmin": -0.5,
-            "zmax": 1.5,
-            "colorbar": {"tickvals": [0, 1], "ticktext": ["pruned", "kept"]},
-            "value": "kept %{z}",
-        }
+        style = _two_colour_style("pruned")
     else:
         style = {
             "colorscale": [[0, _PRUNED], [1, _KEPT]],
@@ -1128,13 +1133,7 @@ def activation_mask(
     binary = bool(np.isin(array, (0.0, 1.0)).all())
     z, block = _pool(array, max_cells)
     if binary and block == (1, 1):
-        style = {
-            "colorscale": _stepped([_PRUNED, _KEPT]),
-            "zmin": -0.5,
-            "zmax": 1.5,
-            "colorbar": {"tickvals": [0, 1], "ticktext": ["zeroed", "kept"]},
-            "value": "kept %{z}",
-        }
+        style = _two_colour_style("zeroed")
     else:
         what = "fraction kept" if binary else "mask value"
         style = {
