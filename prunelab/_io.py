@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "one_line"]
 
 
 @contextmanager
@@ -36,3 +36,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (CLI errors are one line), cut to ``limit`` chars.
+
+    >>> one_line(ValueError("a\\n   b"))
+    'a b'
+    """
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -262,28 +262,26 @@ def _observe(
     for point in points:
         (inputs if point.is_input else outputs).setdefault(point.module, []).append(point)
 
+    def record_all(
+        chosen: list[_Point], module: nn.Module, tensor: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Record each point in turn; the last replacement (if any) is what flows on."""
+        replaced = None
+        for point in chosen if tensor is not None else ():
+            new = record(point, module, tensor if replaced is None else replaced)
+            replaced = new if new is not None else replaced
+        return replaced
+
     def output_hook(chosen: list[_Point]) -> Hook:
         def hook(module: nn.Module, args: tuple, output: object) -> object:
-            tensor = _first_tensor(output)
-            if tensor is None:
-                return None
-            replaced = None
-            for point in chosen:
-                new = record(point, module, tensor if replaced is None else replaced)
-                replaced = new if new is not None else replaced
+            replaced = record_all(chosen, module, _first_tensor(output))
             return None if replaced is None else _replace_first(output, replaced)
 
         return hook
 
     def input_hook(chosen: list[_Point]) -> PreHook:
         def hook(module: nn.Module, args: tuple) -> object:
-            tensor = _first_tensor(args)
-            if tensor is None:
-                return None
-            replaced = None
-            for point in chosen:
-                new = record(point, module, tensor if replaced is None else replaced)
-                replaced = new if new is not None else replaced
+            replaced = record_all(chosen, module, _first_tensor(args))
             return None if replaced is None else (replaced, *args[1:])
 
         return hook

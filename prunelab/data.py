@@ -41,6 +41,8 @@ from types import ModuleType
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ._io import one_line
+
 __all__ = [
     "MAX_FILE_BYTES",
     "SAMPLE_DATASETS",
@@ -503,7 +505,7 @@ def _file(spec: Spec) -> TensorData:
     except Exception as exc:
         raise ValueError(
             f"cannot read data file {path} (a torch.save dict with tensors 'x' and 'y' is "
-            f"expected): {' '.join(str(exc).split())}"
+            f"expected): {one_line(exc)}"
         ) from exc
     if not isinstance(payload, Mapping) or not isinstance(payload.get("x"), torch.Tensor):
         found = sorted(payload) if isinstance(payload, Mapping) else type(payload).__name__

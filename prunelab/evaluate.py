@@ -431,10 +431,11 @@ def with_masks(table: pd.DataFrame, masks: Masks | None) -> pd.DataFrame:
     >>> with_masks(dense, Masks({"weight": mask}))["effective_flops"].tolist()
     [8]
     """
-    kept = [
-        float(masks[fqn].float().mean()) if masks is not None and fqn in masks else 1.0
-        for fqn in table["fqn"]
-    ]
+    fractions = {}
+    if masks is not None:
+        rows = masks.per_layer()
+        fractions = dict(zip(rows["fqn"], rows["kept"] / rows["elements"], strict=True))
+    kept = [float(fractions.get(fqn, 1.0)) for fqn in table["fqn"]]
     out = table[["fqn", "module_type", "flops"]].copy()
     out["kept"] = kept
     out["effective_flops"] = [round(f * k) for f, k in zip(out["flops"], kept, strict=True)]

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 import pandas as pd
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, one_line
 
 __all__ = ["Masks"]
 
@@ -35,6 +35,7 @@ class Masks(Mapping[str, torch.Tensor]):
     ) -> None:
         self._masks = {fqn: self._checked(fqn, m) for fqn, m in masks.items()}
         self._coupled = {fqn: self._checked(fqn, m) for fqn, m in (coupled or {}).items()}
+        self._kept: dict[str, int] | None = None
 
     @staticmethod
     def _checked(fqn: str, mask: torch.Tensor) -> torch.Tensor:
@@ -63,10 +64,17 @@ class Masks(Mapping[str, torch.Tensor]):
         """Every mask to apply: target weights and coupled tensors."""
         return {**self._masks, **self._coupled}
 
+    def _kept_counts(self) -> dict[str, int]:
+        # masks never change after construction, so each is counted once, however many
+        # summaries (sparsity, table, FLOPs, recipe) a page draws from them
+        if self._kept is None:
+            self._kept = {fqn: int(mask.sum()) for fqn, mask in self._masks.items()}
+        return self._kept
+
     def sparsity(self) -> float:
         """Overall fraction of target elements zeroed (weighted by element count)."""
         total = sum(m.numel() for m in self._masks.values())
-        kept = sum(int(m.sum()) for m in self._masks.values())
+        kept = sum(self._kept_counts().values())
         return 1.0 - kept / total if total else 0.0
 
     def per_layer(self) -> pd.DataFrame:
@@ -76,7 +84,7 @@ class Masks(Mapping[str, torch.Tensor]):
         """
         rows = []
         for fqn, mask in self._masks.items():
-            kept = int(mask.sum())
+            kept = self._kept_counts()[fqn]
             rows.append(
                 {
                     "fqn": fqn,
@@ -136,8 +144,7 @@ class Masks(Mapping[str, torch.Tensor]):
                 "only tensors (masks files are never unpickled)"
             ) from exc
         except Exception as exc:
-            reason = " ".join(str(exc).split())[:300]
-            raise ValueError(f"{path} is not a prunelab masks file: {reason}") from exc
+            raise ValueError(f"{path} is not a prunelab masks file: {one_line(exc)}") from exc
         if not isinstance(payload, dict) or payload.get("format") != "prunelab.masks/1":
             raise ValueError(f"{path} is not a prunelab masks file (no 'prunelab.masks/1' tag)")
         masks, coupled = payload.get("masks"), payload.get("coupled")

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from ._io import atomic_write
+from ._io import atomic_write, one_line
 from ._version import __version__
 from .apply import apply as apply_masks
 from .calibration import Calibration
@@ -273,7 +273,7 @@ class Recipe:
             payload = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             # YAML errors span lines (with a caret under the column); one line is enough
-            where = " ".join(str(exc).split())
+            where = one_line(exc, limit=1000)
             raise ValueError(
                 f"{name} is not valid YAML/JSON (safe loading only, no custom tags): {where}"
             ) from exc

@@ -454,6 +454,14 @@ def shrink(
     >>> small[0].out_channels, small[3].in_features
     (5, 20)
     """
+    return _shrink(model, masks, example_input, check=check)[0]
+
+
+def _shrink(
+    model: nn.Module, masks: Masks, example_input: torch.Tensor, *, check: bool
+) -> tuple[nn.Module, ShrinkPlan]:
+    """:func:`shrink`, also returning the plan it followed (callers that report what was
+    removed need not trace the model a second time)."""
     work = copy_model(model)
     plan, graph, groups = _plan(work, masks, example_input)
     training = work.training
@@ -489,4 +497,4 @@ def shrink(
             f"the shrunk model has {got:,} parameters, the masks predicted {plan.parameters:,}; "
             "Torch-Pruning removed tensors prunelab did not expect"
         )
-    return work.train(training)
+    return work.train(training), plan

@@ -26,7 +26,7 @@ from torch import nn
 from .apply import copy_model, masked_weights
 from .evaluate import latency, model_stats
 from .masks import Masks
-from .shrink import plan_shrink, shrink
+from .shrink import _shrink
 
 __all__ = ["COLUMNS", "semi_structured_support", "speed_report"]
 
@@ -184,8 +184,7 @@ def speed_report(
         )
     )
     try:
-        plan = plan_shrink(model, masks, example_input=one)
-        small = shrink(model, masks, example_input=one)
+        small, plan = _shrink(model, masks, one, check=True)
     except ValueError as exc:
         notes.append(f"No shrunk model: {exc}.")
     else:

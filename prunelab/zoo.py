@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._io import one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
 from .data import Spec, check_file_size, import_torchvision, parse_spec
 
@@ -319,12 +320,6 @@ def _load_state_dict(
     model.load_state_dict(state, strict=True)
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, cut to ``limit`` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _shape(tensor: torch.Tensor) -> str:
     return "x".join(map(str, tensor.shape)) or "scalar"
 
@@ -426,7 +421,7 @@ def _load_program(spec: Spec, path: Path) -> ModelBundle:
     try:
         program = torch.export.load(path)
     except Exception as exc:
-        raise ValueError(f"cannot read {path} as a torch.export program: {_one_line(exc)}") from exc
+        raise ValueError(f"cannot read {path} as a torch.export program: {one_line(exc)}") from exc
     if "arch" in spec.options:
         model, arch = _arch_model(spec)
         _load_state_dict(model, program.state_dict, source=str(path), arch=arch.text)
@@ -483,7 +478,7 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
     except Exception as exc:
         raise ValueError(
             f"cannot read {path}: not a complete file written by torch.save (truncated, "
-            f"corrupted, or another kind of zip?): {type(exc).__name__}: {_one_line(exc)}"
+            f"corrupted, or another kind of zip?): {type(exc).__name__}: {one_line(exc)}"
         ) from exc
     if isinstance(payload, nn.Module):
         if "arch" in spec.options:
