@@ -107,7 +107,10 @@ def test_sensitivity_with_a_channel_strategy_and_fidelity_metric(data):
     model = Residual().eval()
     strategy = prunelab.get_strategy("weight-norm-channel", p=2)
     table = sensitivity(model, data[0], sparsities=[0.5], strategy=strategy, metric="agreement")
-    assert (table["agreement"] <= 1).all() and (table["drop"] >= 0).all()
+    assert np.allclose(table["drop"], 1.0 - table["agreement"])  # dense agrees with itself
+    # this random-weight net predicts one class for every input, so agreement stays 1; the
+    # output distributions do move, which KL shows
+    assert (table["kl"] > 0).all()
     assert "accuracy" not in table
 
 
