@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, is_dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,11 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
+from ._version import __version__
 from .apply import masked_weights
 from .batches import Batch, iter_batches
 from .calibration import Calibration
+from .checkpoint import RowLog, tensor_digest
 from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, evaluate
 from .functional import functional_forward, model_device
 from .prefix import PrefixPlan
@@ -28,6 +31,10 @@ from .targets import Target, get_parameter, resolve_targets
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "Estimate",
+    "estimate_sensitivity",
+    "estimate_sweep",
+    "format_duration",
     "load_table",
     "predict_drop",
     "save_table",
@@ -49,11 +56,17 @@ def sweep(
     device: torch.device | str | None = None,
     progress: Progress | None = None,
     seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Evaluate each strategy at each sparsity on one fixed evaluation set.
 
     Masks are applied through ``functional_call`` on the one model (no copies), and each
     strategy's scores are sorted once, so a point costs one forward pass over ``data``.
+
+    With ``checkpoint``, each finished row is appended to that file as the run goes (see
+    :mod:`prunelab.checkpoint`); after an interruption the same call with ``resume=True``
+    evaluates only the missing rows and returns the same table as an uninterrupted run.
 
     Args:
         model: The dense model; not modified.
@@ -64,6 +77,10 @@ def sweep(
         device: Where to evaluate.
         progress: ``progress(fraction_done, message)`` after each point.
         seed: Seed for random strategies.
+        checkpoint: A file for the finished rows; kept when the run completes.
+        resume: Continue the run in ``checkpoint`` (refused, saying what differs, if it was
+            written with other settings; a finished one just returns its table). Without it
+            an existing checkpoint is refused rather than overwritten.
 
     Returns:
         One row per (strategy, sparsity): strategy, sparsity (achieved), accuracy, loss,
@@ -75,19 +92,56 @@ def sweep(
     >>> table["sparsity"].tolist()
     [0.0, 0.5]
     """
+    levels, chosen = _sweep_grid(strategies, sparsities)
+    built = calibration is None and any(s.needs for s in chosen)
+    if built:
+        calibration = Calibration(model, data, device=device)
+    keys = [{"strategy": s.name, "requested": level} for s in chosen for level in levels]
+    fingerprint = {}
+    if checkpoint is not None:
+        run_on = torch.device(device) if device is not None else model_device(model)
+        data_digest, samples = _data_digest(iter_batches(data, batch_size=128))
+        fingerprint = {
+            **_common_fingerprint(model, run_on),
+            "data": data_digest,
+            "samples": samples,
+            "strategies": [_strategy_id(s) for s in chosen],
+            "sparsities": levels,
+            "seed": seed,
+            "calibration": _calibration_id(chosen, calibration, built),
+        }
+    log = RowLog.open(checkpoint, kind="sweep", keys=keys, fingerprint=fingerprint, resume=resume)
+    with log:
+        if not log.finished:
+            _report_resumed(log, progress)
+            _sweep_rows(model, data, chosen, levels, log, calibration, device, progress, seed)
+            log.finish({})
+    return log.table()
+
+
+def _sweep_grid(
+    strategies: Sequence[str | Strategy], sparsities: Sequence[float]
+) -> tuple[list[float], list[Strategy]]:
     levels = [check_sparsity(s) for s in sparsities]
     chosen = [get_strategy(s) for s in strategies]
     if not chosen or not levels:
         raise ValueError("sweep needs at least one strategy and one sparsity")
-    if calibration is None and any(s.needs for s in chosen):
-        calibration = Calibration(model, data, device=device)
-    total, done = len(chosen) * len(levels), 0
-    rows = []
-    for strategy in chosen:
+    return levels, chosen
+
+
+def _sweep_rows(model, data, chosen, levels, log, calibration, device, progress, seed) -> None:
+    for s_index, strategy in enumerate(chosen):
+        todo = [
+            (s_index * len(levels) + j, level)
+            for j, level in enumerate(levels)
+            if s_index * len(levels) + j not in log.done
+        ]
+        if not todo:
+            continue  # a resumed run does not even score a strategy it has finished
         pruner = Pruner(
             model, strategy, calibration=calibration if strategy.needs else None, seed=seed
         )
-        for level in levels:
+        for index, level in todo:
             masks = (
                 pruner.masks()
                 if strategy.fixed_sparsity is not None
@@ -95,19 +149,143 @@ def sweep(
             )
             metrics = evaluate(model, data, masks=masks, device=device)
             kept = int(masks.per_layer()["kept"].sum())
-            rows.append(
+            log.add(
+                index,
                 {
                     "strategy": strategy.name,
                     "requested": level,
                     "sparsity": masks.sparsity(),
                     **{k: v for k, v in metrics.items() if k != "samples"},
                     "nonzeros": kept,
-                }
+                },
             )
-            done += 1
             if progress is not None:
-                progress(done / total, f"{strategy.name} at {level:.0%}")
-    return pd.DataFrame(rows)
+                progress(len(log.done) / log.total, f"{strategy.name} at {level:.0%}")
+
+
+def _report_resumed(log: RowLog, progress: Progress | None) -> None:
+    if log.done and progress is not None:
+        progress(len(log.done) / log.total, f"resumed: {len(log.done)} of {log.total} done")
+
+
+def _strategy_id(strategy: Strategy) -> str:
+    # a frozen dataclass's repr names every option; a strategy's repr may hold an address
+    shown = repr(strategy) if is_dataclass(strategy) else type(strategy).__qualname__
+    return f"{strategy.name}: {shown}"
+
+
+def _data_digest(batches: Iterable[Batch]) -> tuple[str, int]:
+    """(hash of every input and label, number of samples)."""
+    samples = 0
+
+    def named():
+        nonlocal samples
+        for i, batch in enumerate(batches):
+            samples += batch.inputs.shape[0]
+            yield f"inputs {i}", batch.inputs
+            yield f"labels {i}", batch.labels
+
+    return tensor_digest(named()), samples
+
+
+def _common_fingerprint(model: nn.Module, device: torch.device) -> dict:
+    # results are only reproducible with the same code, weights and device
+    return {
+        "prunelab": __version__,
+        "model": tensor_digest(model.state_dict().items()),
+        "device": str(device),
+    }
+
+
+def _calibration_id(
+    chosen: Sequence[Strategy], calibration: Calibration | None, built: bool
+) -> str | None:
+    if calibration is None or not any(s.needs for s in chosen):
+        return None
+    if built:
+        return "the evaluation data"
+    return _data_digest(calibration.batches())[0]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a run should take: evaluations x measured seconds per evaluation.
+
+    >>> print(Estimate(evaluations=30, seconds_per_evaluation=2.5))
+    30 evaluations x 2.50 s = about 1 min 15 s
+    """
+
+    evaluations: int
+    seconds_per_evaluation: float
+
+    @property
+    def seconds(self) -> float:
+        return self.evaluations * self.seconds_per_evaluation
+
+    def remaining(self, done: int) -> Estimate:
+        """The estimate for what is left once ``done`` evaluations are finished."""
+        return replace(self, evaluations=max(self.evaluations - done, 0))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.evaluations} evaluations x {format_duration(self.seconds_per_evaluation)} "
+            f"= about {format_duration(self.seconds)}"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``0.012 s``, ``42 s``, ``3 min 5 s``, ``2 h 10 min``.
+
+    >>> format_duration(0.0123), format_duration(42.4), format_duration(185), format_duration(7800)
+    ('0.012 s', '42 s', '3 min 5 s', '2 h 10 min')
+    """
+    if seconds < 10:
+        return f"{seconds:.2g} s" if seconds < 0.1 else f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes} min {round(seconds) % 60} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def _seconds_per_pass(model: nn.Module, first: Batch, samples: int) -> float:
+    """One forward pass over ``samples`` samples, timed on the first batch and scaled."""
+    timings = []
+    with torch.inference_mode():
+        for _ in range(2):  # the first call pays for allocation and warm-up; keep the best
+            start = time.perf_counter()
+            functional_forward(model, {}, first.inputs)
+            if first.inputs.is_cuda:
+                torch.cuda.synchronize(first.inputs.device)
+            timings.append(time.perf_counter() - start)
+    return min(timings) * samples / first.inputs.shape[0]
+
+
+def estimate_sweep(
+    model: nn.Module,
+    data: object,
+    *,
+    strategies: Sequence[str | Strategy],
+    sparsities: Sequence[float],
+    device: torch.device | str | None = None,
+) -> Estimate:
+    """How long :func:`sweep` with these settings should take, from two timed forward passes.
+
+    >>> net = nn.Sequential(nn.Linear(6, 3))
+    >>> plan = estimate_sweep(net, torch.randn(20, 6), strategies=["random"], sparsities=[0, 1])
+    >>> plan.evaluations, plan.seconds < 1
+    (2, True)
+    """
+    levels, chosen = _sweep_grid(strategies, sparsities)
+    run_on = torch.device(device) if device is not None else model_device(model)
+    first, samples = None, 0
+    for batch in iter_batches(data, batch_size=128, device=run_on):
+        first = batch if first is None else first
+        samples += batch.inputs.shape[0]
+    if first is None:
+        raise ValueError("data is empty: nothing to evaluate")
+    return Estimate(len(chosen) * len(levels), _seconds_per_pass(model, first, samples))
 
 
 _RECORD_BYTES = 256 * 2**20  # cached activations of all cuts at once, at most
@@ -176,6 +354,8 @@ def sensitivity(
     calibration: Calibration | None = None,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Prune one layer at a time at each sparsity and measure the damage.
 
@@ -186,6 +366,10 @@ def sensitivity(
     With ``method="magnitude"`` no data is used: the drop is the fraction of the layer's
     squared-weight energy that the pruned weights carry (a data-free proxy, like SparseML's
     magnitude sensitivity).
+
+    With ``checkpoint`` (``method="evaluate"``), each finished row is appended to that file
+    as the run goes; after an interruption the same call with ``resume=True`` evaluates only
+    the missing rows and returns the same table as an uninterrupted run.
 
     Args:
         model: The dense model; not modified.
@@ -202,6 +386,8 @@ def sensitivity(
         calibration: For data-driven strategies.
         device: Where to evaluate.
         progress: ``progress(fraction_done, message)``.
+        checkpoint: A file for the finished rows; kept when the run completes.
+        resume: Continue the run in ``checkpoint`` (see :func:`sweep`).
 
     Returns:
         One row per (layer, sparsity): layer, elements, sparsity, the metrics, drop, evaluated.
@@ -217,6 +403,10 @@ def sensitivity(
         raise ValueError("sensitivity needs at least one sparsity level")
     chosen = resolve_targets(model, list(layers) if layers is not None else None)
     if method == "magnitude":
+        if checkpoint is not None:
+            raise ValueError(
+                "method='magnitude' evaluates nothing and finishes at once: it takes no checkpoint"
+            )
         return _magnitude_proxy(model, chosen, levels)
     if method != "evaluate":
         raise ValueError(f"unknown method {method!r}; accepted: evaluate, magnitude")
@@ -230,48 +420,131 @@ def sensitivity(
         raise ValueError(f"subset is a number of samples >= 1, got {subset}")
     run_on = torch.device(device) if device is not None else model_device(model)
     strategy = get_strategy(strategy)
-    if strategy.needs and calibration is None:
+    built = bool(strategy.needs) and calibration is None
+    if built:
         calibration = Calibration(model, data, device=device)
     batches = _subset_batches(data, subset, _BATCH, run_on)
-    runner = _Runner(model, batches, run_on)
-    baseline = runner.dense_metrics()
-    if metric not in baseline:
-        raise ValueError(f"metric {metric!r} needs labelled data; the data has no labels")
-    rows = []
-    total, done = len(chosen) * len(levels), 0
-    ordered = _by_cut(chosen, runner)
-    runner.plan_cuts(sorted({c for t in ordered if (c := runner.cut_for(t.fqn)) is not None}))
-    for target in ordered:
-        stopped = False
-        # a pruner of this layer alone: each point computes one mask, not one per layer
-        pruner = Pruner(model, strategy, targets=[target.fqn], calibration=calibration)
-        for level in levels:
+    keys = [{"layer": t.fqn, "sparsity": level} for t in chosen for level in levels]
+    fingerprint = {}
+    if checkpoint is not None:
+        data_digest, samples = _data_digest(batches)
+        fingerprint = {
+            **_common_fingerprint(model, run_on),
+            "data": data_digest,
+            "samples": samples,
+            "layers": [t.fqn for t in chosen],
+            "sparsities": levels,
+            "strategy": _strategy_id(strategy),
+            "metric": metric,
+            "early_stop": early_stop,
+            "calibration": _calibration_id([strategy], calibration, built),
+        }
+    log = RowLog.open(
+        checkpoint, kind="sensitivity", keys=keys, fingerprint=fingerprint, resume=resume
+    )
+    with log:
+        if not log.finished:
+            runner = _Runner(model, batches, run_on)
+            baseline = runner.dense_metrics()
+            if metric not in baseline:
+                raise ValueError(f"metric {metric!r} needs labelled data; the data has no labels")
+            _report_resumed(log, progress)
+            job = _Sensitivity(model, strategy, calibration, levels, metric, early_stop)
+            job.run(chosen, runner, baseline, log, progress)
+            log.finish(
+                {
+                    "granularity": str(strategy.granularity),
+                    "method": "evaluate",
+                    "metric": metric,
+                    "baseline": baseline[metric],
+                    "strategy": strategy.name,
+                    "samples": int(baseline["samples"]),
+                }
+            )
+    return log.table()
+
+
+@dataclass(frozen=True)
+class _Sensitivity:
+    """The settings of one sensitivity run, and its loop over (layer, level) points."""
+
+    model: nn.Module
+    strategy: Strategy
+    calibration: Calibration | None
+    levels: list[float]
+    metric: str
+    early_stop: float | None
+
+    def run(self, chosen: list[Target], runner: _Runner, baseline: dict, log: RowLog, progress):
+        position = {t.fqn: i * len(self.levels) for i, t in enumerate(chosen)}
+        todo = [
+            t
+            for t in _by_cut(chosen, runner)
+            if any(position[t.fqn] + j not in log.done for j in range(len(self.levels)))
+        ]
+        runner.plan_cuts(sorted({c for t in todo if (c := runner.cut_for(t.fqn)) is not None}))
+        for target in todo:
+            self._layer(target, position[target.fqn], runner, baseline, log, progress)
+
+    def _layer(self, target, first, runner, baseline, log, progress) -> None:
+        stopped, pruner = False, None
+        for j, level in enumerate(self.levels):
+            if first + j in log.done:  # from the checkpoint: only its early stop matters
+                done = log.done[first + j]
+                stopped = not done["evaluated"] or self._past_bound(done["drop"])
+                continue
             row = {"layer": target.fqn, "elements": target.numel, "sparsity": level}
             if stopped:
                 row.update({m: math.nan for m in baseline if m != "samples"})
                 row.update(drop=math.nan, evaluated=False)
             else:
-                masks = pruner.masks(sparsity=level)
-                scores = runner.masked_metrics(target.fqn, masks)
+                if pruner is None:
+                    # a pruner of this layer alone: each point computes one mask, not one per layer
+                    pruner = Pruner(
+                        self.model,
+                        self.strategy,
+                        targets=[target.fqn],
+                        calibration=self.calibration,
+                    )
+                scores = runner.masked_metrics(target.fqn, pruner.masks(sparsity=level))
                 row.update({k: v for k, v in scores.items() if k != "samples"})
-                row.update(drop=_drop(metric, baseline[metric], scores[metric]), evaluated=True)
-                stopped = early_stop is not None and row["drop"] > early_stop
-            rows.append(row)
-            done += 1
+                drop = _drop(self.metric, baseline[self.metric], scores[self.metric])
+                row.update(drop=drop, evaluated=True)
+                stopped = self._past_bound(drop)
+            log.add(first + j, row)
             if progress is not None:
-                progress(done / total, f"{target.fqn} at {level:.0%}")
-    order = {t.fqn: i for i, t in enumerate(chosen)}
-    rows.sort(key=lambda row: (order[row["layer"]], row["sparsity"]))
-    table = pd.DataFrame(rows)
-    table.attrs.update(
-        granularity=str(strategy.granularity),
-        method="evaluate",
-        metric=metric,
-        baseline=baseline[metric],
-        strategy=strategy.name,
-        samples=int(baseline["samples"]),
-    )
-    return table
+                progress(len(log.done) / log.total, f"{target.fqn} at {level:.0%}")
+
+    def _past_bound(self, drop: float) -> bool:
+        return self.early_stop is not None and drop > self.early_stop
+
+
+def estimate_sensitivity(
+    model: nn.Module,
+    data: object,
+    *,
+    layers: Sequence[str] | None = None,
+    sparsities: Sequence[float] = DEFAULT_LEVELS,
+    subset: int | None = None,
+    device: torch.device | str | None = None,
+) -> Estimate:
+    """How long :func:`sensitivity` (``method="evaluate"``) should take, at most.
+
+    Counts the (layer, sparsity) points and times a full forward pass over the (subset of
+    the) data; prefix caching and early stopping can only make the run shorter.
+
+    >>> net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> estimate_sensitivity(net, torch.randn(20, 6), sparsities=[0.5, 0.9]).evaluations
+    4
+    """
+    levels = [check_sparsity(s) for s in sparsities]
+    chosen = resolve_targets(model, list(layers) if layers is not None else None)
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset is a number of samples >= 1, got {subset}")
+    run_on = torch.device(device) if device is not None else model_device(model)
+    batches = _subset_batches(data, subset, _BATCH, run_on)
+    samples = sum(b.inputs.shape[0] for b in batches)
+    return Estimate(len(chosen) * len(levels), _seconds_per_pass(model, batches[0], samples))
 
 
 def _by_cut(chosen: list[Target], runner: _Runner) -> list[Target]:
