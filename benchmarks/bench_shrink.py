@@ -38,8 +38,8 @@ from prunelab.shrink import _plan
 def _removal(model, masks, example) -> list[tuple[str, list[int]]]:
     """(root module name, channel indices) per group, as prunelab would remove them."""
     work = copy_model(model)
-    _, graph, groups = _plan(work, masks, example)
-    names = graph._module2name
+    planned = _plan(work, masks, example)
+    names, groups = planned.graph._module2name, planned.groups
     return [
         (names[g.group[0].dep.target.module], torch.nonzero(~g.keep).flatten().tolist())
         for g in groups

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -111,6 +115,109 @@ def test_bad_arguments():
         shrink(model, {"0.weight": None}, example_input=torch.randn(1, 3, 6, 6))
     with pytest.raises(TypeError, match="example_input"):
         coupled_groups(model, [1, 2])
+
+
+# -- what the output check runs on ------------------------------------------------------------
+
+shrink_module = importlib.import_module("prunelab.shrink")
+
+
+@contextlib.contextmanager
+def _inputs_seen(model: nn.Module) -> Iterator[list[tuple[int, ...]]]:
+    """Shapes of the inputs of every forward of ``model`` and of its copies (hooks are copied)."""
+    seen: list[tuple[int, ...]] = []
+    handle = model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _flatten_cnn() -> nn.Module:
+    """Flatten -> Linear without adaptive pooling: only the example input's size runs."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 8, stride=8),
+        nn.Flatten(),
+        nn.Linear(4 * 9 * 9, 3),
+    ).eval()
+
+
+def _fully_convolutional() -> nn.Module:
+    """The output's size follows the input's: a crop gives another output shape."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1)
+    ).eval()
+
+
+# (model, example input, the input the check must run on)
+CHECK_CASES = {
+    "adaptive pooling: one sample, cropped": (
+        lambda: make_cnn().eval(),
+        (2, 3, 80, 72),
+        (1, 3, 64, 64),
+    ),
+    "flatten to linear: the example input": (_flatten_cnn, (1, 3, 72, 72), (1, 3, 72, 72)),
+    "output follows the input's size: the example input": (
+        _fully_convolutional,
+        (2, 3, 72, 72),
+        (2, 3, 72, 72),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECK_CASES))
+def test_check_runs_on_the_smallest_input_that_tests_the_same(case):
+    build, shape, checked_on = CHECK_CASES[case]
+    model = build()
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    with _inputs_seen(model) as seen:
+        small = shrink(model, masks, example_input=x)
+    # the graph is traced on the example input, then masked and shrunk run on the check input
+    assert seen[0] == shape and seen[-2:] == [checked_on, checked_on]
+    assert _params(small) < _params(model)
+    with torch.no_grad():
+        expected = masked_forward(model, plan_shrink(model, masks, example_input=x).masks, x)
+        torch.testing.assert_close(small(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(CHECK_CASES))
+def test_check_catches_a_wrong_shrink(case, monkeypatch):
+    build, shape, checked_on = CHECK_CASES[case]
+    model = build()
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    remove = shrink_module._remove
+
+    def remove_the_wrong_channels(graph, groups):
+        # as many channels as planned (so the parameter count agrees), but the neighbours of
+        # the pruned ones: only the output check can tell
+        for item in groups:
+            if item.keep is not None and not bool(item.keep.all()):
+                item.keep = item.keep.roll(1)
+        remove(graph, groups)
+
+    monkeypatch.setattr(shrink_module, "_remove", remove_the_wrong_channels)
+    with _inputs_seen(model) as seen, pytest.raises(ValueError, match="differs from the masked"):
+        shrink(model, masks, example_input=x)
+    assert seen[-1] == checked_on
+    assert shrink(model, masks, example_input=x, check=False) is not None  # unchecked: no error
+
+
+def test_check_false_runs_only_the_trace():
+    model = make_cnn().eval()
+    x = torch.rand(2, 3, 80, 80)
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    with _inputs_seen(model) as seen:
+        small = shrink(model, masks, example_input=x, check=False)
+    assert seen == [(2, 3, 80, 80)]
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), shrink(model, masks, example_input=x)(x))
 
 
 def test_speed_report_rows_and_reasons():
