@@ -26,6 +26,10 @@ Specs:
 
 A bare sample name (``digits-cnn``) or an existing path is accepted as well.
 
+Every model is checked against the memory limit before it is built (:func:`estimate_memory`,
+:mod:`prunelab.memory`): one whose working set would not fit (a ``vit_h_14`` on a small
+machine) is refused with the estimate and the limit, instead of failing halfway.
+
 >>> bundle = load("sample:digits-mlp")
 >>> bundle.model(bundle.example_input(batch_size=2)).shape
 torch.Size([2, 10])
@@ -47,12 +51,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import memory
 from ._io import one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
 from .data import Spec, check_file_size, import_torchvision, parse_spec
 
 __all__ = [
     "ModelBundle",
+    "estimate_memory",
     "list_models",
     "load",
     "sample_dir",
@@ -348,8 +354,8 @@ def _as_state_dict(payload: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _arch_model(spec: Spec) -> tuple[nn.Module, Spec]:
-    """A fresh model of the architecture named by ``arch=``, and the arch's own spec."""
+def _arch_spec(spec: Spec) -> Spec:
+    """The spec of the architecture named by ``arch=`` (with ``num_classes`` given beside it)."""
     arch_text = spec.options["arch"]
     unknown = ValueError(
         f"unknown architecture arch={arch_text!r}; give sample:<name> "
@@ -364,11 +370,19 @@ def _arch_model(spec: Spec) -> tuple[nn.Module, Spec]:
     if arch.scheme == "sample":
         if arch.target not in ARCHITECTURES:
             raise unknown
-        return _seeded(ARCHITECTURES[arch.target].factory), arch
+        return arch
     # num_classes=... given beside arch= belongs to the torchvision architecture
     options = {k: v for k, v in spec.options.items() if k == "num_classes"}
     arch = Spec(arch.scheme, arch.target, {**options, **arch.options}, arch_text)
     arch.check_options(["num_classes"])
+    return arch
+
+
+def _arch_model(spec: Spec) -> tuple[nn.Module, Spec]:
+    """A fresh model of the architecture named by ``arch=``, and the arch's own spec."""
+    arch = _arch_spec(spec)
+    if arch.scheme == "sample":
+        return _seeded(ARCHITECTURES[arch.target].factory), arch
     model, _ = _torchvision_model(arch, arch.target)
     return model, arch
 
@@ -503,29 +517,110 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
     return _bundle_for(model, spec, path, arch)
 
 
+# -- memory --------------------------------------------------------------------------------
+
+
+def _skeleton(spec: Spec) -> tuple[Callable[[], nn.Module], int | None] | None:
+    """How to build a sample or torchvision model without its weights, and its parameter
+    count from torchvision's weights metadata where there is one; None for unknown models
+    (the loader then says what is wrong)."""
+    if spec.scheme == "sample":
+        arch = ARCHITECTURES.get(spec.target)
+        return None if arch is None else (arch.factory, None)
+    torchvision = import_torchvision()
+    if spec.target not in torchvision.models.list_models(module=torchvision.models):
+        return None
+    kwargs = {}
+    if (num_classes := spec.integer("num_classes")) is not None:
+        kwargs["num_classes"] = num_classes
+    known = torchvision.models.get_model_weights(spec.target)
+    count = next(iter(known)).meta.get("num_params") if len(known) else None
+
+    def build() -> nn.Module:
+        return torchvision.models.get_model(spec.target, weights=None, **kwargs)
+
+    return build, count
+
+
+def _estimate_built(spec: Spec, *, what: str) -> memory.MemoryEstimate | None:
+    made = _skeleton(spec)
+    if made is None:
+        return None
+    build, count = made
+    try:
+        # on the meta device a model has shapes and dtypes but no storage: counting is free
+        with torch.device("meta"):
+            skeleton = _seeded(build)
+    except Exception:  # builders that compute with tensors (torchvision's regnets) need data
+        return None if count is None else memory.estimate_count(count, what=what)
+    return memory.estimate(skeleton, what=what)
+
+
+def _estimate(spec: Spec) -> memory.MemoryEstimate | None:
+    if spec.scheme != "file":
+        return _estimate_built(spec, what=spec.text)
+    path = Path(spec.target).expanduser()
+    if not path.is_file():
+        return None
+    found = memory.estimate_file(path, what=spec.text)
+    if "arch" in spec.options:
+        try:
+            built = _estimate_built(_arch_spec(spec), what=spec.text)
+        except ValueError:
+            return found
+        if built is not None and built.working_bytes > found.working_bytes:
+            return built
+    return found
+
+
+def estimate_memory(spec: str) -> memory.MemoryEstimate | None:
+    """What loading and pruning ``spec`` takes, worked out without loading it.
+
+    Sample and torchvision models are built on the ``meta`` device (no weights allocated) to
+    count their parameters and buffers; files are judged by their size. See
+    :mod:`prunelab.memory` for the working copies counted.
+
+    Returns:
+        The estimate, or None for a spec that cannot be estimated (an unknown model or a
+        missing file: :func:`load` says what is wrong with it).
+
+    >>> need = estimate_memory("torchvision:vit_h_14")
+    >>> need.elements, memory.format_bytes(need.working_bytes)
+    (632045800, '11.8 GiB')
+    """
+    return _estimate(parse_spec(spec, schemes=SCHEMES, samples=tuple(ARCHITECTURES)))
+
+
 # -- entry points --------------------------------------------------------------------------
 
 
-def load(spec: str, *, trust: bool = False) -> ModelBundle:
+def load(spec: str, *, trust: bool = False, memory_limit: str | int | None = None) -> ModelBundle:
     """Load a model by spec (see the module docstring for the accepted specs).
 
     Args:
         spec: ``sample:<name>``, ``torchvision:<arch>[?weights=DEFAULT&num_classes=N]`` or
             ``file:<path>[?arch=...&trust=1&input=CxHxW]``.
         trust: Allow unpickling a whole module from a file (runs code from the file).
+        memory_limit: Refuse models whose working set (:func:`estimate_memory`) is larger:
+            bytes or a size such as ``"16GiB"``; default ``$PRUNELAB_MEMORY_LIMIT``, else the
+            memory available now; ``"off"`` for no check.
 
     Returns:
         A :class:`ModelBundle` with the model in eval mode.
 
     Raises:
         ValueError: Unknown model or option, unreadable file, a state_dict that does not fit
-            its architecture, a pickle without ``trust``, or unavailable torchvision/weights.
+            its architecture, a pickle without ``trust``, unavailable torchvision/weights, or
+            a model that needs more memory than the limit (checked before it is built).
         FileNotFoundError: A file that does not exist.
 
     >>> load("sample:digits-resnet").input_shape
     (1, 8, 8)
     """
     parsed = parse_spec(spec, schemes=SCHEMES, samples=tuple(ARCHITECTURES))
+    need = _estimate(parsed)
+    if need is not None:
+        memory.check_fits(need, limit=memory_limit)
     if parsed.scheme == "sample":
         return _load_sample(parsed)
     if parsed.scheme == "torchvision":
