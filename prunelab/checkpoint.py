@@ -98,9 +98,9 @@ def _differences(saved: Mapping, current: Mapping) -> str:
         if old == new:
             continue
         if isinstance(old, str) and isinstance(new, str) and len(old) == len(new) == 32:
-            parts.append(f"{key} differs (different contents)")
+            parts.append(f"{key} (different contents)")
         else:
-            parts.append(f"{key} differs (checkpoint: {_short(old)}; now: {_short(new)})")
+            parts.append(f"{key} (checkpoint: {_short(old)}; now: {_short(new)})")
     return "; ".join(parts)
 
 
@@ -249,11 +249,12 @@ class RowLog:
         fingerprint = json.loads(json.dumps(self.fingerprint))  # as it reads back from JSON
         if contents.total != len(self.keys) or contents.fingerprint != fingerprint:
             differs = _differences(contents.fingerprint, fingerprint) or (
-                f"rows differ (checkpoint: {contents.total}; now: {len(self.keys)})"
+                f"rows (checkpoint: {contents.total}; now: {len(self.keys)})"
             )
             raise CheckpointError(
-                f"checkpoint {self.path} was written with other settings: {differs}; use the "
-                "same settings to resume, or delete the file (or pick another) to start over"
+                f"checkpoint {self.path} was written with other settings; what differs: "
+                f"{differs}; resume with the same settings, or delete the file (or pick "
+                "another) to start over"
             )
         for index, values in contents.rows.items():
             expected = self.keys[index]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ._version import __version__
 
@@ -225,10 +226,60 @@ def _save_csv(table, path: str | None) -> None:
         print(f"table saved to {path}")
 
 
+CHECKPOINT_SUFFIX = ".checkpoint"
+
+
+def _checkpoint(args: argparse.Namespace, *, evaluates: bool = True) -> str | None:
+    """The run's checkpoint file: --checkpoint, else beside --csv; checked before any work.
+
+    A checkpoint beside the CSV is a by-product: removed once the CSV is saved. One named
+    with --checkpoint is kept (resuming a finished one prints its table at once).
+    """
+    from .checkpoint import checkpoint_status
+
+    path = args.checkpoint
+    if path is None and args.csv is not None and evaluates:
+        path = args.csv + CHECKPOINT_SUFFIX
+    if path is None:
+        if args.resume:
+            raise CliError(
+                "--resume needs the run's checkpoint: give --checkpoint PATH, or the --csv PATH "
+                f"of the interrupted run (its checkpoint is PATH{CHECKPOINT_SUFFIX})"
+            )
+        return None
+    if args.csv is not None and Path(path).resolve() == Path(args.csv).resolve():
+        raise CliError("--checkpoint and --csv must be different files")
+    state = checkpoint_status(path)
+    if state is not None and not args.resume:
+        if state.finished:
+            raise CliError(
+                f"{path} holds a finished {state.kind} run: add --resume to print its table, "
+                "or delete the file to run again"
+            )
+        raise CliError(
+            f"{path} holds {state.done} of {state.total} rows of an earlier {state.kind} run: "
+            "add --resume to continue it, or delete the file to start over"
+        )
+    args.active_checkpoint = path  # for the message after Ctrl-C
+    args.resumed = None if state is None else state
+    return path
+
+
+def _after_run(args: argparse.Namespace, path: str | None) -> None:
+    """Say what came from the checkpoint; drop one made for --csv now that the CSV is saved."""
+    state = getattr(args, "resumed", None)
+    if state is not None:
+        what = "all" if state.finished else f"{state.done} of {state.total}"
+        print(f"resumed from {path}: {what} rows read from it", file=sys.stderr)
+    if path is not None and args.checkpoint is None:
+        Path(path).unlink(missing_ok=True)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps import sweep
     from .zoo import load
 
+    checkpoint = _checkpoint(args)
     bundle = load(args.spec, trust=args.trust)
     evaluation, _, described, data_spec = _evaluation_data(bundle, args)
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
@@ -241,11 +292,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             device=args.device,
             progress=bar,
             seed=args.seed,
+            checkpoint=checkpoint,
+            resume=args.resume,
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name}; data: {described}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _save_csv(table, args.csv)
+    _after_run(args, checkpoint)
     return 0
 
 
@@ -254,6 +308,11 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     from .sweeps import sensitivity
     from .zoo import load
 
+    if args.method == "magnitude" and args.resume:
+        raise CliError(
+            "--resume: the magnitude method evaluates nothing; there is no run to resume"
+        )
+    checkpoint = _checkpoint(args, evaluates=args.method == "evaluate")
     bundle = load(args.spec, trust=args.trust)
     strategy = get_strategy(args.strategy)
     if args.method == "magnitude":
@@ -276,6 +335,8 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
             calibration=calibration,
             device=args.device,
             progress=bar,
+            checkpoint=checkpoint,
+            resume=args.resume,
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name} with {strategy.name}; data: {described}")
@@ -284,6 +345,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     print(f"drop in {table.attrs['metric']} (baseline {table.attrs['baseline']:.4f}):")
     print(pivot.to_string(float_format=lambda v: f"{v:+.4f}"))
     _save_csv(table, args.csv)
+    _after_run(args, checkpoint)
     return 0
 
 
@@ -436,6 +498,21 @@ def _add_model_options(parser: argparse.ArgumentParser, *, data: bool = True) ->
         parser.add_argument("--device", help="where to run, e.g. cpu or cuda (default: cpu)")
 
 
+def _add_resume_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help=f"keep finished rows in this file, kept after the run (default with --csv: "
+        f"CSV{CHECKPOINT_SUFFIX}, removed once the CSV is saved)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint (same settings; rows already "
+        "done are not evaluated again)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prunelab", description="Understand and plan neural-network pruning."
@@ -477,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--seed", type=int, default=0, help="seed for random strategies")
     sweep.add_argument("--csv", help="save the table to this CSV file")
+    _add_resume_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
 
     sens = sub.add_parser("sensitivity", help="prune one layer at a time: how much does it hurt?")
@@ -498,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--subset", type=int, help="evaluate on the first N samples only")
     sens.add_argument("--early-stop", type=float, help="stop a layer once its drop exceeds this")
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
+    _add_resume_options(sens)
     sens.set_defaults(func=_cmd_sensitivity)
 
     solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")
@@ -542,8 +621,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """What Ctrl-C leaves behind, and the exact command that goes on from there."""
+    import shlex
+
+    from .checkpoint import CheckpointError, checkpoint_status
+
+    path = getattr(args, "active_checkpoint", None)
+    if path is None:
+        if hasattr(args, "resume"):
+            return "interrupted; nothing saved (with --csv or --checkpoint a run can be resumed)"
+        return "interrupted"
+    try:
+        state = checkpoint_status(path)
+    except CheckpointError:
+        state = None
+    if state is None or not state.done:
+        return "interrupted before the first row was finished; nothing to resume"
+    again = ["prunelab", *argv, *([] if "--resume" in argv else ["--resume"])]
+    return (
+        f"interrupted: {state.done} of {state.total} rows are saved in {path}; to go on, run: "
+        + shlex.join(again)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -552,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prunelab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(_interrupted(args, argv), file=sys.stderr)
         return 130
 
 

@@ -102,16 +102,18 @@ def test_a_checkpoint_from_other_settings_is_refused(tmp_path, mlp_data):
             model, mlp_data, sparsities=LEVELS, checkpoint=path, progress=interrupt_after(1)
         )
     before = path.read_bytes()
-    with pytest.raises(CheckpointError, match=r"sparsities differs \(checkpoint: \[0.2, 0.5"):
+    with pytest.raises(CheckpointError, match=r"what differs: sparsities \(checkpoint: \[0.2, 0.5"):
         sensitivity(model, mlp_data, sparsities=[0.2, 0.5], checkpoint=path, resume=True)
-    with pytest.raises(CheckpointError, match=r"^checkpoint .* model differs \(different contents"):
+    with pytest.raises(CheckpointError, match=r"^checkpoint .* model \(different contents"):
         sensitivity(
             make_mlp(seed=1).eval(), mlp_data, sparsities=LEVELS, checkpoint=path, resume=True
         )
     other = (mlp_data[0] + 1, mlp_data[1])
-    with pytest.raises(CheckpointError, match=r"data differs \(different contents\)"):
+    with pytest.raises(CheckpointError, match=r"data \(different contents\)"):
         sensitivity(model, other, sparsities=LEVELS, checkpoint=path, resume=True)
-    with pytest.raises(CheckpointError, match="metric differs"):
+    with pytest.raises(
+        CheckpointError, match=r"metric \(checkpoint: \"accuracy\"; now: \"loss\"\)"
+    ):
         sensitivity(model, mlp_data, sparsities=LEVELS, metric="loss", checkpoint=path, resume=True)
     with pytest.raises(CheckpointError, match="from a sensitivity run, not a sweep run"):
         sweep(model, mlp_data, **SWEEP, checkpoint=path, resume=True)
@@ -125,7 +127,7 @@ def test_the_sweep_seed_is_part_of_the_settings(tmp_path, mlp_data):
     path = tmp_path / "run.jsonl"
     options = {"strategies": ["random"], "sparsities": [0.5]}
     sweep(model, mlp_data, **options, checkpoint=path)
-    with pytest.raises(CheckpointError, match=r"seed differs \(checkpoint: 0; now: 1\)"):
+    with pytest.raises(CheckpointError, match=r"what differs: seed \(checkpoint: 0; now: 1\)"):
         sweep(model, mlp_data, **options, seed=1, checkpoint=path, resume=True)
 
 
