@@ -26,7 +26,6 @@ copy or a full copy, never the model itself.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -313,7 +312,7 @@ def _shell(model: nn.Module, memo: dict[int, nn.Module] | None = None) -> nn.Mod
                 for name, child in value.items()
             )
         elif isinstance(value, (dict, list, set)):
-            value = copy.copy(value)
+            value = value.copy()  # its own type (OrderedDict too), without copy.copy's detour
         state[key] = value
     shell.__dict__.update(state)
     return shell
