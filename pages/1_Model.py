@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from prunelab import figures
+from prunelab import figures, memory
 from prunelab.stats import weight_stats
 from prunelab.ui import engine
 from prunelab.ui.sidebar import sidebar
@@ -13,9 +13,10 @@ st.set_page_config(page_title="Model · prunelab", layout="wide")
 choice = sidebar()
 st.title(f"Model: {choice.bundle.name}")
 
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Parameters", f"{choice.parameters:,}")
 cols[1].metric("Input", " x ".join(map(str, choice.bundle.input_shape)))
+cols[4].metric("Memory", memory.format_bytes(memory.model_bytes(choice.model)))
 if choice.data is not None:
     dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
     if "accuracy" in dense:
@@ -27,6 +28,7 @@ if choice.data is not None:
     )
 else:
     cols[2].metric("Accuracy", "no data")
+explain(engine.memory_note(choice))
 
 st.subheader("Prunable tensors")
 stats = weight_stats(choice.model)

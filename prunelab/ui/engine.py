@@ -1,17 +1,21 @@
 """Cached engine calls for the app.
 
-Models, datasets, calibrations and prepared Pruners are cached once for all sessions
-(``st.cache_resource``): the engine never mutates a model it is given, so sharing is safe.
-Each cached function is keyed by hashable settings only; objects arrive as ``_``-prefixed
-arguments that Streamlit does not hash.
+Models, datasets and prepared Pruners are cached once for all sessions (``st.cache_resource``):
+the engine never mutates a model it is given, so sharing is safe. Each cached function is
+keyed by hashable settings only; objects arrive as ``_``-prefixed arguments that Streamlit
+does not hash.
+
+Every cache is bounded (least recently used entries go first), so a class of students on
+different models does not grow the server without bound: the bounds are the constants below.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +23,7 @@ import streamlit as st
 import torch
 
 from .. import data as data_lib
-from .. import zoo
+from .. import memory, zoo
 from ..calibration import Calibration
 from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
@@ -27,11 +31,31 @@ from ..pruner import Pruner
 from ..strategies import Strategy, get_strategy
 from ..targets import targets
 
-MAX_MODELS = 6
-MAX_PRUNERS = 32
+# -- cache bounds: what one server keeps for all of its sessions together -------------------
+MAX_MODELS = 6  # models picked by spec (samples, torchvision architectures)
+MAX_UPLOADS = 2  # uploaded model files
+MAX_MODELS_KEPT = MAX_MODELS + MAX_UPLOADS  # models in memory, with their calibrations
+MAX_CALIBRATIONS_PER_MODEL = 2  # gradients and activations, one per evaluation data
+MAX_DATASETS = 8
+MAX_PRUNERS = 16  # prepared strategies: scores and their sorted copy, ~2x the pruned weights
+MAX_TABLES = 64  # small results: dense metrics, FLOP tables
+MAX_RESULTS = 16  # finished long runs: sensitivity tables, sweeps, trainings
+
 # evaluate on every slider move only below this many parameters; above, on a button
 AUTO_EVALUATE_PARAMS = 5_000_000
 CALIBRATION_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A cached model with the calibrations computed on it.
+
+    A Calibration holds its model, so it lives here, in the model's own cache entry: when the
+    model leaves the cache, its calibrations go with it instead of keeping it in memory.
+    """
+
+    bundle: zoo.ModelBundle
+    calibrations: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -39,13 +63,17 @@ class Choice:
     """What the sidebar chose: a model and the data to judge it on."""
 
     model_key: str
-    bundle: zoo.ModelBundle
+    loaded: Loaded
     data_spec: str | None
     data: object | None
 
     @property
+    def bundle(self) -> zoo.ModelBundle:
+        return self.loaded.bundle
+
+    @property
     def model(self) -> torch.nn.Module:
-        return self.bundle.model
+        return self.loaded.bundle.model
 
     @property
     def parameters(self) -> int:
@@ -53,12 +81,12 @@ class Choice:
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading the model...")
-def load_model(spec: str) -> zoo.ModelBundle:
-    return zoo.load(spec)
+def load_model(spec: str) -> Loaded:
+    return Loaded(zoo.load(spec))
 
 
-@st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading the uploaded model...")
-def load_upload(digest: str, name: str, arch: str | None, trust: bool, _payload: bytes):
+@st.cache_resource(max_entries=MAX_UPLOADS, show_spinner="Loading the uploaded model...")
+def load_upload(digest: str, name: str, arch: str | None, trust: bool, _payload: bytes) -> Loaded:
     """Load an uploaded file from a private temporary directory, deleted right after."""
     del digest  # the cache key; the bytes themselves are not hashed on every rerun
     suffix = Path(name).suffix or ".pt"
@@ -67,21 +95,37 @@ def load_upload(digest: str, name: str, arch: str | None, trust: bool, _payload:
         path.write_bytes(_payload)
         spec = f"file:{path}" + (f"?arch={arch}" if arch else "")
         bundle = zoo.load(spec, trust=trust)
-    return bundle
+    return Loaded(bundle)
 
 
 def upload_digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading the data...")
+@st.cache_resource(max_entries=MAX_DATASETS, show_spinner="Loading the data...")
 def load_data(spec: str) -> object:
     return data_lib.load(spec, split="test")
 
 
-@st.cache_resource(max_entries=MAX_MODELS, show_spinner="Computing gradients and activations...")
+_CALIBRATIONS_LOCK = threading.Lock()
+
+
 def calibration(model_key: str, data_spec: str, _choice: Choice) -> Calibration:
-    return Calibration(_choice.model, _choice.data, batches=CALIBRATION_BATCHES, batch_size=64)
+    """The calibration of the chosen model on this data, made once and kept with the model.
+
+    Making one is cheap: gradients and activations are computed on first use, then kept.
+    """
+    del model_key  # the cached model itself holds its calibrations
+    kept = _choice.loaded.calibrations
+    with _CALIBRATIONS_LOCK:
+        if data_spec not in kept:
+            kept[data_spec] = Calibration(
+                _choice.model, _choice.data, batches=CALIBRATION_BATCHES, batch_size=64
+            )
+            while len(kept) > MAX_CALIBRATIONS_PER_MODEL:
+                kept.popitem(last=False)
+        kept.move_to_end(data_spec)
+        return kept[data_spec]
 
 
 def build_strategy(name: str, options: tuple[tuple[str, object], ...]) -> Strategy:
@@ -108,12 +152,12 @@ def pruner(
     return Pruner(_choice.model, chosen, targets=list(layers), calibration=cal, seed=seed)
 
 
-@st.cache_data(max_entries=64, show_spinner="Evaluating the dense model...")
+@st.cache_data(max_entries=MAX_TABLES, show_spinner="Evaluating the dense model...")
 def dense_metrics(model_key: str, data_spec: str, _choice: Choice) -> dict[str, float]:
     return evaluate(_choice.model, _choice.data)
 
 
-@st.cache_data(max_entries=MAX_MODELS, show_spinner="Counting FLOPs...")
+@st.cache_data(max_entries=MAX_TABLES, show_spinner="Counting FLOPs...")
 def flop_table(model_key: str, _choice: Choice) -> pd.DataFrame:
     """Dense FLOPs per prunable layer, counted once per model."""
     return flops_by_layer(_choice.model, example_input=_choice.bundle.example_input())
@@ -135,30 +179,61 @@ def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:
     return evaluate(choice.model, choice.data, masks=masks)
 
 
-@st.cache_resource
-def _results() -> OrderedDict:
-    """Finished long computations, shared by all sessions (bounded, oldest dropped first)."""
-    return OrderedDict()
+class _Results:
+    """Finished long computations, shared by all sessions (bounded, oldest dropped first).
+
+    Sessions run in threads of one server process, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store: OrderedDict = OrderedDict()
+
+    def get(self, key: tuple) -> object | None:
+        with self._lock:
+            if key not in self._store:
+                return None
+            self._store.move_to_end(key)
+            return self._store[key]
+
+    def put(self, key: tuple, value: object) -> None:
+        with self._lock:
+            self._store[key] = value
+            self._store.move_to_end(key)
+            while len(self._store) > MAX_RESULTS:
+                self._store.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._store)
 
 
-MAX_RESULTS = 16
+@st.cache_resource(max_entries=1)
+def _results() -> _Results:
+    return _Results()
 
 
 def remembered(key: tuple) -> object | None:
     """A finished result for ``key`` (settings of a sensitivity run or sweep), if any."""
-    store = _results()
-    if key in store:
-        store.move_to_end(key)
-        return store[key]
-    return None
+    return _results().get(key)
 
 
 def remember(key: tuple, value: object) -> object:
-    store = _results()
-    store[key] = value
-    while len(store) > MAX_RESULTS:
-        store.popitem(last=False)
+    _results().put(key, value)
     return value
+
+
+def memory_note(choice: Choice) -> str:
+    """What the chosen model costs in memory, and how many the server keeps, in a sentence."""
+    model = memory.format_bytes(memory.model_bytes(choice.model))
+    pruned = sum(t.numel for t in targets(choice.model))
+    scores = memory.format_bytes(2 * 4 * pruned)
+    return (
+        f"This model takes {model} in memory (parameters + buffers); each prepared strategy "
+        f"adds up to {scores} (importance scores and their sorted copy). Models are shared by "
+        f"all sessions: the server keeps at most {MAX_MODELS_KEPT} models ({MAX_MODELS} picked "
+        f"by name, {MAX_UPLOADS} uploads) and {MAX_PRUNERS} prepared strategies, and drops the "
+        "least recently used first."
+    )
 
 
 def progress_bar(label: str):

@@ -5,14 +5,44 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import data as data_lib
-from .. import zoo
-from .engine import Choice, load_data, load_model, load_upload, upload_digest
+from .. import memory, zoo
+from .engine import Choice, Loaded, load_data, load_model, load_upload, upload_digest
 from .state import Keys
 
 DEFAULT_MODEL = "sample:digits-cnn"
 SOURCES = ("Sample model", "torchvision architecture", "Upload a file")
 _LAST_MODEL = "_sidebar_last_model"
 POPULAR_TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "vgg11", "efficientnet_b0")
+
+# A widget belongs to its page: on another page the same key is a new widget, back at its
+# default. So the sidebar's choices are also kept in plain session state and handed to the
+# widgets on every page: a model picked on one page is the model on all of them.
+# (An uploaded file cannot be handed back to a file uploader; it is uploaded again.)
+_CARRIED = (
+    Keys.model_source,
+    Keys.sample,
+    Keys.torchvision_arch,
+    Keys.upload_arch,
+    Keys.trust,
+    Keys.data_choice,
+    Keys.data_root,
+)
+_KEPT = "_sidebar_kept_"
+
+
+def _keep(key: str) -> None:
+    st.session_state[_KEPT + key] = st.session_state[key]
+
+
+def _set(key: str, value: object) -> None:
+    st.session_state[key] = value
+    st.session_state[_KEPT + key] = value
+
+
+def _carry_choices() -> None:
+    for key in _CARRIED:
+        if _KEPT + key in st.session_state:
+            st.session_state[key] = st.session_state[_KEPT + key]
 
 
 def _sample_names() -> list[str]:
@@ -25,15 +55,20 @@ def _torchvision_names() -> list[str]:
     return popular + [n for n in names if n not in popular]
 
 
-def _pick_model() -> tuple[str, zoo.ModelBundle] | None:
-    source = st.sidebar.radio("Model source", SOURCES, key=Keys.model_source)
+def _pick_model() -> tuple[str, Loaded] | None:
+    source = st.sidebar.radio(
+        "Model source", SOURCES, key=Keys.model_source, on_change=_keep, args=(Keys.model_source,)
+    )
     if source == SOURCES[0]:
         specs = _sample_names()
+        if Keys.sample not in st.session_state:
+            _set(Keys.sample, DEFAULT_MODEL)
         spec = st.sidebar.selectbox(
             "Sample model",
             specs,
-            index=specs.index(DEFAULT_MODEL),
             key=Keys.sample,
+            on_change=_keep,
+            args=(Keys.sample,),
             help="Small models trained on bundled data; see sample_models/ for their cards.",
         )
         return spec, load_model(spec)
@@ -48,6 +83,8 @@ def _pick_model() -> tuple[str, zoo.ModelBundle] | None:
             "Architecture",
             names,
             key=Keys.torchvision_arch,
+            on_change=_keep,
+            args=(Keys.torchvision_arch,),
             help="Random weights (no download); input 3x224x224.",
         )
         return f"torchvision:{arch}", load_model(f"torchvision:{arch}")
@@ -60,11 +97,15 @@ def _pick_model() -> tuple[str, zoo.ModelBundle] | None:
         "Architecture of a state_dict",
         ["(none: a .pt2 program or a pickled module)", *_sample_names()],
         key=Keys.upload_arch,
+        on_change=_keep,
+        args=(Keys.upload_arch,),
         help="A state_dict holds only weights: say which architecture they belong to.",
     )
     trust = st.sidebar.checkbox(
         "Trust this file (allow unpickling a whole module: it can run code)",
         key=Keys.trust,
+        on_change=_keep,
+        args=(Keys.trust,),
     )
     if upload is None:
         st.sidebar.info("Upload a model file to continue.")
@@ -72,8 +113,8 @@ def _pick_model() -> tuple[str, zoo.ModelBundle] | None:
     payload = upload.getvalue()
     digest = upload_digest(payload)
     arch_spec = None if arch.startswith("(none") else arch
-    bundle = load_upload(digest, upload.name, arch_spec, trust, payload)
-    return f"upload:{digest}:{arch_spec}", bundle
+    loaded = load_upload(digest, upload.name, arch_spec, trust, payload)
+    return f"upload:{digest}:{arch_spec}", loaded
 
 
 def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
@@ -84,11 +125,13 @@ def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
     if st.session_state.get(_LAST_MODEL) != bundle.spec:
         # a new model starts on its own data, not on whatever fitted the previous one
         st.session_state[_LAST_MODEL] = bundle.spec
-        st.session_state[Keys.data_choice] = labels[index]
+        _set(Keys.data_choice, labels[index])
     choice = st.sidebar.selectbox(
         "Evaluation data",
         labels,
         key=Keys.data_choice,
+        on_change=_keep,
+        args=(Keys.data_choice,),
         help="Accuracy, loss and fidelity are measured on this data's test split.",
     )
     if choice == labels[0]:
@@ -96,7 +139,11 @@ def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
     spec = choice
     if choice.startswith("torchvision:"):
         root = st.sidebar.text_input(
-            "Dataset folder (root)", key=Keys.data_root, placeholder="/path/to/data"
+            "Dataset folder (root)",
+            key=Keys.data_root,
+            placeholder="/path/to/data",
+            on_change=_keep,
+            args=(Keys.data_root,),
         )
         if not root:
             st.sidebar.info("Give the folder that holds the dataset files.")
@@ -123,18 +170,22 @@ def _check_fits(bundle: zoo.ModelBundle, data: object, spec: str) -> None:
 def sidebar() -> Choice:
     """Show the model and data pickers; stop the page (with an explanation) if unusable."""
     st.sidebar.header("Model and data")
+    _carry_choices()
     try:
         picked = _pick_model()
         if picked is None:
             st.stop()
-        model_key, bundle = picked
-        data_spec, data = _pick_data(bundle)
+        model_key, loaded = picked
+        data_spec, data = _pick_data(loaded.bundle)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         st.error(f"Could not load that: {exc}")
         st.stop()
+    bundle = loaded.bundle
     params = sum(p.numel() for p in bundle.model.parameters())
     st.sidebar.caption(
-        f"**{bundle.name}**: {params:,} parameters, input {tuple(bundle.input_shape)}"
+        f"**{bundle.name}**: {params:,} parameters "
+        f"({memory.format_bytes(memory.model_bytes(bundle.model))} in memory), input "
+        f"{tuple(bundle.input_shape)}"
         + (f"; data {data_spec} ({len(data):,} samples)" if data is not None else "")
     )
-    return Choice(model_key=model_key, bundle=bundle, data_spec=data_spec, data=data)
+    return Choice(model_key=model_key, loaded=loaded, data_spec=data_spec, data=data)
