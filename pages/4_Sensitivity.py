@@ -7,9 +7,16 @@ import streamlit as st
 from prunelab import figures, list_strategies
 from prunelab.recipes import Provenance, Recipe
 from prunelab.strategies import get_strategy
-from prunelab.sweeps import predict_drop, sensitivity, solve, sweep
+from prunelab.sweeps import (
+    estimate_sensitivity,
+    estimate_sweep,
+    predict_drop,
+    sensitivity,
+    solve,
+    sweep,
+)
 from prunelab.targets import targets
-from prunelab.ui import engine
+from prunelab.ui import engine, jobs
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -79,37 +86,50 @@ settings = (
     metric,
 )
 table = engine.remembered(settings)
-estimate = len(layers) * len(levels)
 if table is None:
-    if st.button(f"Run the analysis ({estimate} evaluations)", key=Keys.sens_run, type="primary"):
-        bar, report = engine.progress_bar("Pruning one layer at a time")
-        try:
-            cal = None
-            if get_strategy(strategy).needs:
-                cal = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
-            table = sensitivity(
-                choice.model,
-                choice.data,
-                layers=layers,
-                sparsities=levels,
-                strategy=strategy,
-                method=method,
-                metric=metric,
-                early_stop=early_stop,
-                subset=subset,
-                calibration=cal,
-                progress=report,
+    job = jobs.Job(Keys.sens_job, settings)
+    estimate = None
+    if method == "evaluate":
+        estimate = job.estimate(
+            lambda: estimate_sensitivity(
+                choice.model, choice.data, layers=layers, sparsities=levels, subset=subset
             )
-        except (ValueError, TypeError) as exc:
-            st.error(f"The analysis could not run: {exc}")
-            st.stop()
-        bar.empty()
-        table.attrs.update(model=choice.model_key, data=choice.data_spec)
-        engine.remember(settings, table)
-        st.rerun()  # redraw without the run button: the result is remembered now
-    else:
-        st.info("Choose the settings and run the analysis; results are kept for these settings.")
+        )
+
+    def analyse(checkpoint, report):
+        cal = None
+        if get_strategy(strategy).needs:
+            cal = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
+        return sensitivity(
+            choice.model,
+            choice.data,
+            layers=layers,
+            sparsities=levels,
+            strategy=strategy,
+            method=method,
+            metric=metric,
+            early_stop=early_stop,
+            subset=subset,
+            calibration=cal,
+            progress=report,
+            # the data-free proxy finishes at once: nothing to checkpoint
+            checkpoint=checkpoint if method == "evaluate" else None,
+            resume=True,  # continues this session's saved rows of these settings, if any
+        )
+
+    table = jobs.start(
+        job, estimate, analyse, label="Run the analysis", running="Pruning one layer at a time"
+    )
+    if table is None:
+        st.info(
+            "Choose the settings and run the analysis; results are kept for these settings. "
+            "A long run can be cancelled and resumed without losing finished evaluations."
+        )
         st.stop()
+    table.attrs.update(model=choice.model_key, data=choice.data_spec)
+    engine.remember(settings, table)
+    job.discard()  # remembered now; the checkpoint has done its job
+    st.rerun()  # redraw without the run button: the result is remembered now
 
 st.subheader("Per-layer sensitivity")
 left, right = st.columns(2)
@@ -141,25 +161,30 @@ if choice.data is not None:
     )
     curve_key = ("sweep", choice.model_key, choice.data_spec, tuple(compare), levels, subset)
     curves = engine.remembered(curve_key)
-    if (
-        curves is None
-        and compare
-        and st.button(f"Compare ({len(compare) * len(levels)} evaluations)", key="sens_compare_run")
-    ):
-        bar, report = engine.progress_bar("Sweeping")
-        try:
-            curves = sweep(
+    if curves is None and compare:
+        compare_job = jobs.Job(Keys.sens_compare_job, curve_key)
+        grid = (0.0, *levels)
+        estimate = compare_job.estimate(
+            lambda: estimate_sweep(choice.model, choice.data, strategies=compare, sparsities=grid)
+        )
+
+        def compare_strategies(checkpoint, report):
+            return sweep(
                 choice.model,
                 choice.data,
                 strategies=compare,
-                sparsities=(0.0, *levels),
+                sparsities=grid,
                 progress=report,
+                checkpoint=checkpoint,
+                resume=True,
             )
-        except (ValueError, TypeError) as exc:
-            st.error(f"The comparison could not run: {exc}")
-        else:
+
+        curves = jobs.start(
+            compare_job, estimate, compare_strategies, label="Compare", running="Sweeping"
+        )
+        if curves is not None:
             engine.remember(curve_key, curves)
-        bar.empty()
+            compare_job.discard()
     if curves is not None:
         shown = "accuracy" if "accuracy" in curves else "agreement"
         st.plotly_chart(figures.sparsity_curves(curves, metric=shown), key="sens_sweep")

@@ -53,6 +53,15 @@ class Keys:
     sens_target = "sens_target"
     sens_strategies = "sens_strategies"
     sens_edit = "sens_edit"
+    # the page's two long jobs (prunelab.ui.jobs): their controls' keys are the prefix plus
+    # _run, _resume, _restart, _confirm and _cancel
+    sens_job = "sens"
+    sens_resume = "sens_resume"
+    sens_restart = "sens_restart"
+    sens_confirm = "sens_confirm"
+    sens_cancel = "sens_cancel"
+    sens_compare_job = "sens_compare"
+    sens_compare_run = "sens_compare_run"
 
     # train page (prefix "train_")
     train_source = "train_source"
@@ -87,3 +96,7 @@ class Keys:
     masks = "current_masks"
     masks_label = "current_masks_label"
     recipe = "current_recipe"  # the Recipe that reproduces the current masks, or None
+
+    # long jobs (prunelab.ui.jobs)
+    jobs_folder = "jobs_folder"  # the session's private folder of checkpoints
+    jobs_estimates = "jobs_estimates"  # {(job prefix, settings): Estimate}, timed once

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import tempfile
+from pathlib import Path
 
-from prunelab import zoo
+import pytest
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+from prunelab import sweeps, zoo
 from prunelab.recipes import Recipe
+from prunelab.sweeps import Estimate
 from prunelab.ui.state import Keys
-from tests.app.conftest import assert_clean, metric, page
+from tests.app.conftest import ROOT, assert_clean, metric, page
 
 
 @pytest.fixture
@@ -64,6 +70,140 @@ def test_download_is_a_valid_recipe_matching_the_edits(analysed):
 
 def test_compare_strategies(analysed):
     at = analysed
-    at.button(key="sens_compare_run").click().run()
+    at.button(key=Keys.sens_compare_run).click().run()
     assert_clean(at)
     assert len(at.get("plotly_chart")) >= 4
+
+
+# -- long runs: estimate, confirmation, cancel, resume, start over -------------------------
+# each test uses its own number of samples, so no result remembered by another test is reused
+
+
+def _configured(subset: int):
+    at = page("pages/4_Sensitivity.py").run()
+    at.select_slider(key=Keys.sens_levels).set_value(3)
+    at.number_input(key=Keys.sens_subset).set_value(subset)
+    return at.run()
+
+
+def _checkpoints(at) -> list[Path]:
+    return sorted(at.session_state[Keys.jobs_folder].path.glob(f"{Keys.sens_job}-*.jsonl"))
+
+
+@pytest.fixture
+def points(monkeypatch):
+    """Counts the evaluated (layer, sparsity) points."""
+    calls = []
+    real = sweeps._Runner.masked_metrics
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(sweeps._Runner, "masked_metrics", counted)
+    return calls
+
+
+@pytest.fixture
+def cancel_after(monkeypatch):
+    """Cancel the next run once ``rows`` rows are done, as a click on Cancel does: Streamlit
+    stops the script inside its next call, the progress bar's update after a finished row."""
+
+    def arm(rows: int) -> None:
+        updates = []
+        real = DeltaGenerator.progress
+
+        def progress(self, *args, **kwargs):
+            updates.append(1)
+            # one update per finished row, after it is saved (st.progress, which draws the
+            # bar, was bound at import and is not counted)
+            if len(updates) == rows:
+                monkeypatch.setattr(DeltaGenerator, "progress", real)
+                raise StopException
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(DeltaGenerator, "progress", progress)
+
+    return arm
+
+
+def test_the_estimate_is_shown_and_a_short_run_needs_no_confirmation():
+    at = _configured(32)
+    assert_clean(at)
+    estimate = [c.value for c in at.caption if c.value.startswith("Estimate: ")]
+    assert estimate and estimate[0].startswith("Estimate: 9 evaluations x ")
+    assert not at.warning
+    assert [c.key for c in at.checkbox] == [Keys.sens_early_stop]  # no confirmation asked
+    assert not at.button(key=Keys.sens_run).disabled
+    folder = at.session_state[Keys.jobs_folder].path
+    assert folder.is_relative_to(tempfile.gettempdir()) and not folder.is_relative_to(ROOT)
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_long_run_waits_for_confirmation(monkeypatch, points):
+    monkeypatch.setattr(sweeps, "estimate_sensitivity", lambda *a, **k: Estimate(9, 20.0))
+    at = _configured(48)
+    assert "about 3 min 0 s" in at.warning[0].value
+    assert at.button(key=Keys.sens_run).disabled
+    at.checkbox(key=Keys.sens_confirm).check().run()
+    assert not at.button(key=Keys.sens_run).disabled
+    at.button(key=Keys.sens_run).click().run()
+    assert_clean(at)
+    assert len(points) == 9 and at.get("plotly_chart")
+
+
+def test_cancel_keeps_finished_rows_and_resume_continues_from_them(cancel_after, points):
+    at = _configured(64)
+    cancel_after(3)
+    at.button(key=Keys.sens_run).click().run()
+    assert len(points) == 3 and not at.get("plotly_chart")
+    at.run()
+    assert_clean(at)
+    assert at.button(key=Keys.sens_resume).label == "Resume (3 of 9 done)"
+    assert any("another 3 are done already" in c.value for c in at.caption)
+    at.button(key=Keys.sens_resume).click().run()
+    assert_clean(at)
+    assert len(points) == 9  # the three saved rows were not evaluated again
+    assert at.get("plotly_chart") and not _checkpoints(at)  # remembered: checkpoint removed
+
+
+def test_start_over_discards_the_saved_rows(cancel_after, points):
+    at = _configured(80)
+    cancel_after(2)
+    at.button(key=Keys.sens_run).click().run()
+    at.run()
+    points.clear()
+    at.button(key=Keys.sens_restart).click().run()
+    assert_clean(at)
+    assert len(points) == 9 and at.get("plotly_chart")
+
+
+def test_a_damaged_checkpoint_is_an_error_and_start_over_recovers(cancel_after):
+    at = _configured(96)
+    cancel_after(2)
+    at.button(key=Keys.sens_run).click().run()
+    [checkpoint] = _checkpoints(at)
+    checkpoint.write_bytes(b"\x00 not a checkpoint")
+    at.run()
+    assert not at.exception
+    assert (
+        "cannot be used" in at.error[0].value and "not a prunelab checkpoint" in at.error[0].value
+    )
+    at.button(key=Keys.sens_restart).click().run()
+    assert_clean(at)
+    assert at.get("plotly_chart")
+
+
+def test_an_error_during_the_run_is_shown_not_raised(monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise ValueError("the data gave 3 samples on one pass and 2 on the next")
+
+    monkeypatch.setattr(sweeps._Runner, "masked_metrics", broken)
+    at = _configured(112)
+    at.button(key=Keys.sens_run).click().run()
+    assert not at.exception
+    assert at.error[0].value == (
+        "The run could not finish: the data gave 3 samples on one pass and 2 on the next"
+    )
+    at.run()
+    assert not at.exception and at.button(key=Keys.sens_run)  # the page is still usable
