@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .functional import functional_forward
+from .functional import check_materialized, functional_forward
 from .masks import Masks
 from .targets import get_parameter
 
@@ -23,8 +23,10 @@ def _check_masks(masks: object) -> Masks:
 
 def masked_weights(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
     """``{fqn: weight * mask}`` for every masked tensor (weights and coupled biases)."""
+    masks = _check_masks(masks)
+    check_materialized(model)
     out = {}
-    for fqn, mask in _check_masks(masks).all().items():
+    for fqn, mask in masks.all().items():
         tensor = get_parameter(model, fqn)
         if tuple(tensor.shape) != tuple(mask.shape):
             raise ValueError(
@@ -81,6 +83,7 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
     itself is not modified.
     """
     masks = _check_masks(masks)
+    check_materialized(model)
     pruned = copy_model(model)
     for fqn, mask in masks.all().items():
         get_parameter(pruned, fqn)  # clear error for a mask naming no tensor

@@ -8,11 +8,38 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["functional_forward", "model_device"]
+__all__ = ["check_materialized", "functional_forward", "model_device"]
+
+
+def check_materialized(model: nn.Module) -> None:
+    """Refuse a model with tensors on the meta device, before anything reads its weights.
+
+    A meta tensor has a shape and a dtype but no values: there is nothing to score, mask or
+    run, and torch's own errors about it (``Tensor.item() cannot be called on meta tensors``)
+    do not say what to do. Every public entry point that reads weights goes through here
+    (:func:`prunelab.targets.targets`, :func:`model_device`, ``masked_weights``, ``apply``).
+
+    Raises:
+        ValueError: Naming the first meta tensor and how to give the model real weights.
+    """
+    for kind, named in (("parameter", model.named_parameters), ("buffer", model.named_buffers)):
+        for name, tensor in named():
+            if tensor.is_meta:
+                raise ValueError(
+                    f"{kind} {name!r} of {type(model).__name__} is on the meta device: it has "
+                    "a shape but no values, so there is nothing to score, mask or run; load "
+                    "real weights first (model.to_empty(device='cpu'), then "
+                    "model.load_state_dict(...))"
+                )
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
+    """Device of the model's first parameter or buffer (CPU for a model with neither).
+
+    Raises:
+        ValueError: For a model on the meta device (see :func:`check_materialized`).
+    """
+    check_materialized(model)
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():

@@ -52,7 +52,7 @@ class Pruner:
         layers = [
             Layer(
                 target=t,
-                weight=_finite(get_parameter(model, t.fqn).detach(), t.fqn),
+                weight=_finite(_for_scoring(get_parameter(model, t.fqn)), t.fqn),
                 calibration=calibration,
                 seed=seed,
             )
@@ -161,6 +161,13 @@ class Pruner:
     def score_range(self) -> tuple[float, float] | None:
         """Smallest and largest score (the useful range of a threshold), or None."""
         return self._selection.score_range()
+
+
+def _for_scoring(weight: torch.Tensor) -> torch.Tensor:
+    # float16 overflows past 65504 and both half types keep 8-11 bits of mantissa: norms,
+    # |w| x ||x|| and |w x g| in them saturate or tie, so strategies see float32 copies
+    weight = weight.detach()
+    return weight.float() if weight.dtype in (torch.float16, torch.bfloat16) else weight
 
 
 def _finite(weight: torch.Tensor, fqn: str) -> torch.Tensor:

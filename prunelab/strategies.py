@@ -49,7 +49,8 @@ class Layer:
 
     Attributes:
         target: The target description (fqn, shape, ...).
-        weight: The weight, detached; never modify it.
+        weight: The weight, detached; never modify it. float16 and bfloat16 weights come
+            as float32 copies, so that scores are computed in float32.
         calibration: Data-driven statistics, or None when no data was given.
         seed: Seed for strategies that draw random numbers.
     """

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .functional import check_materialized
+
 __all__ = ["Target", "get_parameter", "resolve_targets", "targets"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _RNN = (nn.RNN, nn.LSTM, nn.GRU)
 _RNN_WEIGHT = re.compile(r"^weight_(ih|hh)_l\d+(_reverse)?$")
+# scores are computed in float32 for the half types (see Pruner); other dtypes (float8,
+# complex, integers) have no ordering or arithmetic prunelab could rely on
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,12 @@ def _all_targets(model: nn.Module) -> list[Target]:
                 continue
             seen.add(id(param))
             fqn = f"{module_fqn}.{name}" if module_fqn else name
+            if param.dtype not in DTYPES:
+                accepted = ", ".join(str(d).removeprefix("torch.") for d in DTYPES)
+                raise ValueError(
+                    f"{fqn} is {str(param.dtype).removeprefix('torch.')}; prunelab prunes "
+                    f"weights of dtype {accepted} (convert the model, e.g. model.float())"
+                )
             out_dim, in_dim = (1, 0) if isinstance(module, _CONV_T) else (0, 1)
             found.append(
                 Target(
@@ -135,7 +146,9 @@ def targets(
         Targets in module registration order.
 
     Raises:
-        ValueError: If the model has no prunable tensor or a pattern matches nothing.
+        ValueError: If the model has no prunable tensor, a pattern matches nothing, the model
+            is on the meta device, or a prunable weight has a dtype other than float32,
+            float64, float16 or bfloat16.
 
     >>> import torch.nn as nn
     >>> [t.fqn for t in targets(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))]
@@ -143,6 +156,7 @@ def targets(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_materialized(model)
     found = _all_targets(model)
     if not found:
         raise ValueError(
