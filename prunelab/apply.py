@@ -75,28 +75,54 @@ def copy_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def parameter_owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """``{id(parameter): [(module, name), ...]}``: every module that holds each parameter."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                owners.setdefault(id(param), []).append((module, name))
+    return owners
+
+
 def apply(model: nn.Module, masks: Masks) -> nn.Module:
     """A pruned copy of ``model`` carrying ``torch.nn.utils.prune`` reparametrisations.
 
     Each masked tensor ``name`` becomes ``name_orig`` (a parameter) and ``name_mask`` (a
-    buffer), so fine-tuning in plain PyTorch keeps the pruned weights at zero. ``model``
-    itself is not modified.
+    buffer), so fine-tuning in plain PyTorch keeps the pruned weights at zero. A parameter
+    shared by several modules (tied weights) is reparametrised in every one of them, with
+    one shared ``name_orig`` and ``name_mask``, so all of them use the masked weight and stay
+    tied. ``model`` itself is not modified.
+
+    >>> net = nn.Linear(2, 1)
+    >>> pruned = apply(net, Masks({"weight": torch.tensor([[True, False]])}))
+    >>> pruned.weight_mask.tolist(), hasattr(net, "weight_mask")
+    ([[1.0, 0.0]], False)
     """
     masks = _check_masks(masks)
     check_materialized(model)
     pruned = copy_model(model)
+    owners = parameter_owners(pruned)
     for fqn, mask in masks.all().items():
-        get_parameter(pruned, fqn)  # clear error for a mask naming no tensor
+        tensor = get_parameter(pruned, fqn)  # clear error for a mask naming no tensor
         module_fqn, _, name = fqn.rpartition(".")
-        module = pruned.get_submodule(module_fqn) if module_fqn else pruned
-        torch_prune.custom_from_mask(module, name, mask.to(getattr(module, name).device))
+        first = pruned.get_submodule(module_fqn) if module_fqn else pruned
+        mask = mask.to(tensor.device)
+        sharing = [(m, n) for m, n in owners.get(id(tensor), []) if m is not first or n != name]
+        torch_prune.custom_from_mask(first, name, mask)
+        for module, other in sharing:
+            # the parameter is still registered here: it becomes this module's *_orig too
+            torch_prune.custom_from_mask(module, other, mask)
+            module.register_buffer(f"{other}_mask", getattr(first, f"{name}_mask"))
+            setattr(module, other, getattr(first, name))
     return pruned
 
 
 def bake(model: nn.Module) -> nn.Module:
     """A copy of a model from :func:`apply` with the zeros written in and masks removed.
 
-    Modules without pruning reparametrisations are copied as they are.
+    Modules without pruning reparametrisations are copied as they are; tied weights stay
+    tied (one parameter holding the zeros, shared by its modules as before).
     """
     baked = copy_model(model)
     for module in baked.modules():

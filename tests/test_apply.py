@@ -91,3 +91,81 @@ def test_mask_of_the_wrong_shape_is_refused():
 def test_masks_must_be_masks():
     with pytest.raises(TypeError, match="Masks"):
         prunelab.apply(make_mlp(), {"0.weight": torch.ones(16, 12, dtype=torch.bool)})
+
+
+class TwoLinearsOneWeight(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = nn.Linear(6, 6)
+        self.b = nn.Linear(6, 6)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+class TiedDecoder(nn.Module):
+    """The classic tie: the output layer shares the embedding's (vocab, dim) weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.embed = nn.Embedding(10, 6)
+        self.mix = nn.Linear(6, 6)
+        self.decoder = nn.Linear(6, 10)
+        self.decoder.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.tanh(self.mix(self.embed(tokens).mean(1))))
+
+
+@pytest.mark.parametrize(
+    "make, x",
+    [
+        (TwoLinearsOneWeight, torch.randn(5, 6, generator=torch.Generator().manual_seed(0))),
+        (TiedDecoder, torch.randint(0, 10, (5, 3), generator=torch.Generator().manual_seed(0))),
+    ],
+)
+def test_tied_weight_is_masked_in_every_module_that_uses_it(make, x):
+    model = make().eval()
+    masks = prunelab.prune(model, "global-magnitude", sparsity=0.6)
+    tied = [fqn for fqn in masks if fqn in ("a.weight", "decoder.weight")]
+    assert len(tied) == 1  # one target, one mask
+    before = snapshot(model)
+    with torch.no_grad():
+        masked = prunelab.masked_forward(model, masks, x)
+        applied_model = prunelab.apply(model, masks)
+        applied = applied_model(x)
+        baked_model = prunelab.bake(applied_model)
+        baked = baked_model(x)
+    assert_unchanged(model, before)
+    torch.testing.assert_close(applied, masked, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(baked, masked, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(model(x), masked)
+
+
+def test_applied_tied_weight_is_one_parameter_and_stays_tied_when_trained_and_baked():
+    model = TwoLinearsOneWeight()
+    masks = prunelab.prune(model, "layer-magnitude", sparsity=0.5)
+    pruned = prunelab.apply(model, masks)
+    assert pruned.a.weight_orig is pruned.b.weight_orig
+    assert pruned.a.weight_mask is pruned.b.weight_mask
+    names = [name for name, _ in pruned.named_parameters()]
+    assert names.count("a.weight_orig") == 1 and "b.weight_orig" not in names  # shared once
+    optimizer = torch.optim.SGD(pruned.parameters(), lr=0.5)
+    x = torch.randn(8, 6)
+    for _ in range(2):
+        optimizer.zero_grad()
+        pruned(x).square().sum().backward()
+        optimizer.step()
+    pruned(x)
+    pruned_out = ~masks["a.weight"]
+    assert torch.all(pruned.a.weight[pruned_out] == 0) and torch.all(
+        pruned.b.weight[pruned_out] == 0
+    )
+    baked = prunelab.bake(pruned)
+    assert baked.a.weight is baked.b.weight
+    assert isinstance(baked.a.weight, nn.Parameter)
+    assert torch.all(baked.a.weight[pruned_out] == 0)
+    assert sorted(name for name, _ in baked.named_parameters()) == ["a.bias", "a.weight", "b.bias"]
