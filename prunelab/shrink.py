@@ -16,8 +16,9 @@ Semantics (what "masked" and "shrunk" mean, so that the two agree):
   entries, the biases, and the following layers' input channels. :func:`extend_channel_masks`
   returns masks that zero exactly those tensors, so the masked model computes what the shrunk
   one does (a removed channel's BatchNorm would otherwise still output its shift beta).
-* Groups whose channels are the model's outputs (the classifier) cannot lose channels; their
-  pruned rows stay in as zeros.
+* Groups whose channels are the model's outputs (the classifier), or the model's input
+  channels (a depthwise convolution, a norm or a residual add on the input itself), cannot
+  lose channels; their pruned rows stay in as zeros.
 
 :func:`shrink` checks that the shrunk model's output equals the masked (extended) model's and
 raises with the largest difference if not. It checks on one sample of the example input,
@@ -46,7 +47,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .apply import copy_model
+from .apply import copy_model, parameter_owners
 from .masks import Masks
 from .targets import get_parameter, targets
 
@@ -86,7 +87,7 @@ class _Group:
     group: object  # a torch_pruning Group built with every channel of its root
     channels: int
     layers: list[str]
-    outputs: bool  # the channels reach the model output: they cannot be removed
+    outputs: bool  # the channels reach the model output (or come from its input): they stay
     keep: torch.Tensor | None = None
 
 
@@ -120,6 +121,8 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
         # given a bare tensor, Torch-Pruning first tries module(*inputs), which for a batch of
         # one runs the model on the unbatched sample until a layer refuses it: one call, no
         # wasted partial forward
+        if inputs.is_floating_point():  # the trace then shows which ops read the input itself
+            inputs = inputs.detach().requires_grad_()
         out = module(inputs)
         outputs.append(_shapes(out))
         return out
@@ -159,19 +162,34 @@ def _handler_kind(dep) -> str:
     return "in" if "in_channels" in name else "out"
 
 
+def _reads_input(node) -> bool:
+    """Whether the traced op of ``node`` takes the model input itself (a leaf that is not a
+    parameter: :func:`_graph` traces with the input requiring grad)."""
+    return any(
+        fn is not None and not isinstance(getattr(fn, "variable", None), (nn.Parameter, type(None)))
+        for fn, _ in getattr(node.grad_fn, "next_functions", ())
+    )
+
+
 def _groups(graph) -> list[_Group]:
     names = graph._module2name
     found = []
     for group in graph.get_all_groups():
-        layers, outputs = [], True
+        layers, outputs, inputs = [], True, False
         for dep, _ in group:
             module = dep.target.module
+            kind = _handler_kind(dep)
+            # Torch-Pruning does not track the model input: channels an op passes through
+            # (norms, adds, depthwise convolutions) or a layer's input channels, read straight
+            # from it, cannot be removed
+            grouped = getattr(module, "groups", 1) > 1
+            passes = kind == "in" or not isinstance(module, _LAYERS) or grouped
+            inputs = inputs or (passes and _reads_input(dep.target))
             if isinstance(module, nn.Module) and module in names:
-                kind = _handler_kind(dep)
                 layers.append(f"{names[module]} ({kind})")
                 if kind == "in" and isinstance(module, _LAYERS):
                     outputs = False  # another layer reads these channels
-        found.append(_Group(group, len(group[0].idxs), layers, outputs))
+        found.append(_Group(group, len(group[0].idxs), layers, outputs or inputs))
     return found
 
 
@@ -186,7 +204,7 @@ def coupled_groups(model: nn.Module, example_input: torch.Tensor) -> pd.DataFram
         A DataFrame with ``group`` (number), ``root`` (the layer the group is named after),
         ``channels``, ``layers`` (module names, ``(out)`` where output channels go and
         ``(in)`` where input channels go), ``size`` (number of modules) and ``removable``
-        (False where the channels are the model's outputs).
+        (False where the channels are the model's outputs, or its input's).
 
     >>> import torch
     >>> from torch import nn
@@ -388,6 +406,22 @@ class _Planned:
     outputs: object  # the shapes of the model's outputs on the example input (_shapes)
 
 
+def _refuse_tied(work: nn.Module, cut: Mapping[str, object]) -> None:
+    """Torch-Pruning slices each module's weight separately: a tensor several modules share
+    (tied weights) cannot lose slices consistently, so refuse before anything is removed."""
+    names = {m: n for n, m in work.named_modules()}
+    owners = parameter_owners(work)
+    for fqn in cut:
+        shared = owners.get(id(get_parameter(work, fqn)), [])
+        if len(shared) > 1:
+            tied = ", ".join(f"{names[m]}.{n}" if names[m] else n for m, n in shared)
+            raise ValueError(
+                f"shrink cannot remove channels of {fqn}: the tensor is shared by {tied} "
+                "(tied weights); leave these layers and the layers feeding them unpruned, or "
+                "use the masked model (prunelab.apply) instead"
+            )
+
+
 def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planned:
     if not isinstance(masks, Masks):
         raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
@@ -409,6 +443,7 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
                 )
         item.keep = torch.ones_like(keep) if item.outputs else keep
     weights, coupled, removed, cut = _extend(work, masks, groups)
+    _refuse_tied(work, cut)
     plan = ShrinkPlan(
         masks=Masks(weights, coupled=coupled),
         removed=removed,
