@@ -59,14 +59,7 @@ class SortedScores:
         return int(self.flat.size)
 
     def _same_dtype(self, value: float, *, down: bool) -> np.floating:
-        # searchsorted with a wider scalar would copy the whole array to the wider type; the
-        # nearest value of the array's own type in the right direction counts the same
-        cast = self.sorted.dtype.type(value)
-        if down and cast > value:
-            return np.nextafter(cast, self.sorted.dtype.type(-np.inf))
-        if not down and cast < value:
-            return np.nextafter(cast, self.sorted.dtype.type(np.inf))
-        return cast
+        return _nearest(value, self.sorted.dtype, down=down)
 
     def count_le(self, value: float) -> int:
         """How many scores are <= value."""
@@ -75,6 +68,21 @@ class SortedScores:
     def count_lt(self, value: float) -> int:
         """How many scores are < value."""
         return int(np.searchsorted(self.sorted, self._same_dtype(value, down=False), "left"))
+
+
+def _nearest(value: float, dtype: np.dtype, *, down: bool) -> np.floating:
+    """The nearest value of ``dtype`` at or below (``down``) or at or above ``value``.
+
+    searchsorted with a wider scalar would copy the whole array to the wider type, so the
+    value is cast instead; the comparison that decides the direction must be exact, in Python
+    floats (numpy compares a float32 with a Python float in float32, where they look equal).
+    """
+    cast = np.dtype(dtype).type(value)
+    if down and float(cast) > value:
+        return np.nextafter(cast, cast.dtype.type(-np.inf))
+    if not down and float(cast) < value:
+        return np.nextafter(cast, cast.dtype.type(np.inf))
+    return cast
 
 
 def sort_scores(scores: dict[str, np.ndarray]) -> dict[str, SortedScores]:
@@ -221,7 +229,8 @@ class WeightedRanking:
         return k + 1 if above - goal < goal - below else k
 
     def count_for_threshold(self, threshold: float) -> int:
-        return int(np.searchsorted(self._sorted, threshold, side="right"))
+        at_or_below = _nearest(threshold, self._sorted.dtype, down=True)
+        return int(np.searchsorted(self._sorted, at_or_below, side="right"))
 
     def sparsity_at(self, k: int) -> float:
         k = min(max(k, 0), self.n)
