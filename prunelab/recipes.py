@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import torch
 import yaml
 from torch import nn
 
@@ -159,10 +160,14 @@ class Recipe:
     def masks(self, model: nn.Module, calibration: Calibration | None = None) -> Masks:
         """Masks for ``model``: listed layers at their sparsity, the others at the default.
 
+        Every prunable layer gets a mask; the layers at sparsity 0 keep everything (for N:M
+        strategies too: the pattern applies to the layers listed at its sparsity).
+
         Raises:
             ValueError: If the recipe names layers the model does not have.
         """
-        available = {t.fqn for t in targets(model)}
+        found_targets = targets(model)
+        available = {t.fqn for t in found_targets}
         missing = [fqn for fqn in self.layers if fqn not in available]
         if missing:
             raise ValueError(
@@ -170,10 +175,25 @@ class Recipe:
                 f"{missing[:5]}; the model's prunable layers: {sorted(available)[:8]}"
             )
         strategy = self.build_strategy()
-        pruner = Pruner(model, strategy, calibration=calibration)
-        if strategy.fixed_sparsity is not None:
-            return pruner.masks(per_layer=dict(self.layers))
-        return pruner.masks(sparsity=self.default_sparsity, per_layer=dict(self.layers))
+        if self.default_sparsity:
+            pruner = Pruner(model, strategy, calibration=calibration)
+            return pruner.masks(sparsity=self.default_sparsity, per_layer=dict(self.layers))
+        # Layers left dense are not handed to the strategy, so that a recipe pruning some
+        # layers re-applies to a model whose other layers that strategy cannot score (N:M on
+        # an input count it does not divide, activation statistics inside an LSTM).
+        pruned = {fqn: value for fqn, value in self.layers.items() if value}
+        chosen: Mapping[str, torch.Tensor] = {}
+        coupled = None
+        if pruned:
+            layers = [t for t in found_targets if t.fqn in pruned]
+            pruner = Pruner(model, strategy, targets=layers, calibration=calibration)
+            chosen = pruner.masks(sparsity=0.0, per_layer=pruned)
+            coupled = chosen.coupled
+        full = {
+            t.fqn: chosen[t.fqn] if t.fqn in chosen else torch.ones(t.shape, dtype=torch.bool)
+            for t in found_targets
+        }
+        return Masks(full, coupled=coupled)
 
     def apply(self, model: nn.Module, calibration: Calibration | None = None) -> nn.Module:
         """A pruned copy of ``model`` (``torch.nn.utils.prune`` buffers); ``model`` unchanged."""
