@@ -10,8 +10,8 @@ from torch import nn
 
 from .activations import ChannelMoments, _first_tensor, channel_axis, forward_hooks
 from .batches import Batch, iter_batches
-from .functional import functional_forward
-from .targets import Target, targets
+from .functional import functional_forward, structural_copy
+from .targets import Target, get_parameter, targets
 
 __all__ = ["Calibration"]
 
@@ -88,11 +88,10 @@ class Calibration:
         return self._lookup(self.gradients(), fqn, "gradient")
 
     def _compute_gradients(self) -> dict[str, torch.Tensor]:
-        params = dict(self.model.named_parameters())
-        leaves = {
-            fqn: params[fqn].detach().to(self.device or params[fqn].device).requires_grad_()
-            for fqn in self._targets
-        }
+        # get_parameter, not named_parameters(): that names a tied weight after its first
+        # owner, which need not be the prunable module its target is named after
+        weights = {fqn: get_parameter(self.model, fqn).detach() for fqn in self._targets}
+        leaves = {fqn: w.to(self.device or w.device).requires_grad_() for fqn, w in weights.items()}
         totals = {fqn: torch.zeros_like(p) for fqn, p in leaves.items()}
         for batch in self.batches():
             if batch.labels is None:
@@ -145,9 +144,12 @@ class Calibration:
             module = self.model.get_submodule(module_fqn)
             inputs[module_fqn], outputs[module_fqn] = ChannelMoments(), ChannelMoments()
             hooks[module_fqn] = self._recorder(module, inputs[module_fqn], outputs[module_fqn])
-        with torch.no_grad(), forward_hooks(self.model, hooks):
+        # the hooks sit on a structural copy: forwards of other threads on the same (shared)
+        # model must neither run them nor feed them their activations
+        shell = structural_copy(self.model)
+        with torch.no_grad(), forward_hooks(shell, hooks):
             for batch in self.batches():
-                functional_forward(self.model, {}, batch.inputs, device=self.device)
+                functional_forward(shell, {}, batch.inputs, device=self.device)
         self._inputs, self._outputs = {}, {}
         for fqn, target in self._targets.items():
             self._store(self._inputs, fqn, target, inputs[target.module_fqn], output=False)
