@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .apply import masked_weights
 from .batches import iter_batches
-from .functional import functional_forward, model_device
+from .functional import functional_forward, model_device, structural_copy
 from .masks import Masks
 from .targets import Target, targets
 
@@ -367,6 +367,7 @@ def _module_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, d
     """Total FLOPs, FLOPs per module fqn, and time steps seen by each RNN module."""
     positions: dict[str, int] = {}
     handles = []
+    model = structural_copy(model)  # hooks on a copy: other threads may share the model
     try:
         for name, module in model.named_modules():
             if isinstance(module, _RNN):

@@ -34,16 +34,28 @@ def _data(n: int = 50, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 6, generator=generator), torch.randint(0, 4, (n,), generator=generator)
 
 
+class _Tally:
+    calls = 0
+
+
 class Counting(nn.Module):
-    """Counts forward calls (so tests can see what the dense-output cache saves)."""
+    """Counts forward calls (so tests can see what the dense-output cache saves).
+
+    The count lives in a shared object: prunelab runs a structural copy of the model, and the
+    copy's own attributes are the copy's.
+    """
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.calls = 0
+        self.tally = _Tally()
+
+    @property
+    def calls(self) -> int:
+        return self.tally.calls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.tally.calls += 1
         return self.inner(x)
 
 

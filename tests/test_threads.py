@@ -1,0 +1,105 @@
+"""One model shared by threads (the app's sessions share each cached model): nobody sees
+anybody else's masks, hooks or swapped tensors."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from prunelab import Calibration, Pruner, data, zoo
+from prunelab.evaluate import evaluate, flops_by_layer
+from prunelab.functional import structural_copy
+
+
+def _together(*jobs) -> list[object]:
+    """Run the jobs in threads at the same time; their results, or the first exception."""
+    results: list[object] = [None] * len(jobs)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = jobs[index]()
+        except Exception as exc:  # re-raised below, in the test's thread
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def test_concurrent_evaluations_of_different_masks_each_get_their_own_result():
+    model = zoo.load("sample:digits-cnn").model
+    test = data.load("sample:digits", split="test")
+    pruner = Pruner(model, "global-magnitude")
+    light, heavy = pruner.masks(sparsity=0.1), pruner.masks(sparsity=0.95)
+    alone = {
+        "light": evaluate(model, test, masks=light)["accuracy"],
+        "heavy": evaluate(model, test, masks=heavy)["accuracy"],
+    }
+    assert alone["light"] > 0.9 > 0.5 > alone["heavy"]
+
+    def repeat(masks):
+        return [evaluate(model, test, masks=masks)["accuracy"] for _ in range(10)]
+
+    def read_parameters():
+        # what the pages do between evaluations: list the weights, all real Parameters
+        seen = []
+        for _ in range(300):
+            seen += [type(p) for _, p in model.named_parameters()]
+        return set(seen)
+
+    light_runs, heavy_runs, kinds = _together(
+        lambda: repeat(light), lambda: repeat(heavy), read_parameters
+    )
+    assert light_runs == [alone["light"]] * 10
+    assert heavy_runs == [alone["heavy"]] * 10
+    assert kinds == {nn.Parameter}
+
+
+def test_activation_statistics_are_not_fed_by_other_threads_forwards():
+    bundle = zoo.load("sample:digits-mlp")
+    test = data.load("sample:digits", split="test")
+    expected = Calibration(bundle.model, test, batches=4).input_norms()
+    busy = threading.Event()
+
+    def forwards():
+        busy.set()
+        for _ in range(200):
+            with torch.no_grad():
+                bundle.model(bundle.example_input(batch_size=64))
+
+    def calibrate():
+        busy.wait()
+        return Calibration(bundle.model, test, batches=4).input_norms()
+
+    _, norms = _together(forwards, calibrate)
+    assert set(norms) == set(expected)
+    for fqn in expected:
+        torch.testing.assert_close(norms[fqn], expected[fqn])
+    assert not any(m._forward_hooks for m in bundle.model.modules())
+
+
+def test_flop_counting_leaves_no_hook_on_the_model():
+    bundle = zoo.load("sample:sentiment-lstm")  # an LSTM: its time steps are counted by hooks
+    flops_by_layer(bundle.model, example_input=bundle.example_input())
+    assert not any(m._forward_hooks for m in bundle.model.modules())
+
+
+def test_a_structural_copy_shares_tensors_but_not_containers():
+    net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    shared = nn.Linear(3, 3)
+    net.append(shared).append(shared)  # one module registered twice
+    copy = structural_copy(net)
+    assert copy[0] is not net[0] and copy[0].weight is net[0].weight
+    assert copy[1].running_mean is net[1].running_mean
+    assert copy[2] is copy[3]  # still one module
+    copy[0].register_forward_hook(lambda *args: None)
+    copy[0]._parameters["weight"] = torch.zeros(3, 3)
+    assert not net[0]._forward_hooks and isinstance(net[0].weight, nn.Parameter)
