@@ -229,8 +229,15 @@ class RowLog:
         log = cls(
             None if path is None else Path(path), kind=kind, keys=keys, fingerprint=fingerprint
         )
-        if log.path is not None and log.path.exists():
+        if log.path is None:
+            return log
+        if log.path.exists():
             log._load(resume)
+        # found now, not after the first row's work
+        elif not log.path.parent.is_dir():
+            raise FileNotFoundError(f"checkpoint folder {log.path.parent} does not exist")
+        if not os.access(log.path if log.path.exists() else log.path.parent, os.W_OK):
+            raise CheckpointError(f"cannot write the checkpoint {log.path}: no permission")
         return log
 
     def _load(self, resume: bool) -> None:

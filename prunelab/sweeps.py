@@ -189,11 +189,11 @@ def _data_digest(batches: Iterable[Batch]) -> tuple[str, int]:
 
 
 def _common_fingerprint(model: nn.Module, device: torch.device) -> dict:
-    # results are only reproducible with the same code, weights and device
+    # results are only reproducible with the same code, weights and kind of device
     return {
         "prunelab": __version__,
         "model": tensor_digest(model.state_dict().items()),
-        "device": str(device),
+        "device": device.type,
     }
 
 

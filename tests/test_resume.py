@@ -197,6 +197,13 @@ def test_errors_found_before_the_first_row_leave_no_checkpoint(tmp_path, mlp_dat
     assert not path.exists()
 
 
+def test_a_checkpoint_in_a_missing_folder_fails_before_any_work(tmp_path, mlp_data, monkeypatch):
+    evaluations = count_calls(monkeypatch, sweeps, "evaluate")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint folder .*nowhere does not exist"):
+        sweep(make_mlp(), mlp_data, **SWEEP, checkpoint=tmp_path / "nowhere" / "run.jsonl")
+    assert not evaluations
+
+
 def test_estimates_count_evaluations_and_time_one(mlp_data):
     model = make_mlp().eval()
     plan = estimate_sweep(model, mlp_data, **SWEEP)
