@@ -21,6 +21,7 @@ from .activations import (
 )
 from .apply import apply, bake, masked_forward, masked_weights
 from .calibration import Calibration
+from .checkpoint import CheckpointError
 from .evaluate import evaluate, flops_by_layer, latency, model_stats
 from .export import export
 from .granularity import NM, Granularity, parse_granularity
@@ -40,7 +41,7 @@ from .strategies import (
     register_strategy,
     strategy_table,
 )
-from .sweeps import sensitivity, solve, sweep
+from .sweeps import Estimate, estimate_sensitivity, estimate_sweep, sensitivity, solve, sweep
 from .targets import Target, targets
 from .training import (
     DynamicSparse,
@@ -60,7 +61,9 @@ __all__ = [
     "NM",
     "ActivationSparsifier",
     "Calibration",
+    "CheckpointError",
     "DynamicSparse",
+    "Estimate",
     "GlobalStrategy",
     "Gradual",
     "Granularity",
@@ -85,6 +88,8 @@ __all__ = [
     "bake",
     "coupled_groups",
     "data",
+    "estimate_sensitivity",
+    "estimate_sweep",
     "evaluate",
     "export",
     "extend_channel_masks",
