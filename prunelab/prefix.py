@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .functional import functional_forward
+from .functional import functional_forward, fx_tracing
 
 __all__ = ["PrefixPlan"]
 
@@ -56,7 +56,8 @@ class PrefixPlan:
         """Trace ``model``; None if it cannot be traced or the trace disagrees with it."""
         for tracer in (fx.Tracer(), _TopLevelTracer(model)):
             try:
-                graph = tracer.trace(model)
+                with fx_tracing():  # fx patches nn.Module for every thread while it traces
+                    graph = tracer.trace(model)
                 with torch.no_grad():
                     traced = fx.GraphModule(model, graph)(example)
                     direct = model(example)

@@ -11,6 +11,7 @@ from torch import nn
 from prunelab import Calibration, Pruner, data, zoo
 from prunelab.evaluate import evaluate, flops_by_layer
 from prunelab.functional import structural_copy
+from prunelab.prefix import PrefixPlan
 
 
 def _together(*jobs) -> list[object]:
@@ -103,3 +104,25 @@ def test_a_structural_copy_shares_tensors_but_not_containers():
     copy[0].register_forward_hook(lambda *args: None)
     copy[0]._parameters["weight"] = torch.zeros(3, 3)
     assert not net[0]._forward_hooks and isinstance(net[0].weight, nn.Parameter)
+
+
+def test_a_torch_fx_trace_meanwhile_neither_breaks_nor_records_other_forwards():
+    # fx patches nn.Module.__call__ for every thread while it traces (the prefix plans of
+    # sensitivity runs); other sessions' forwards wait for it
+    traced_model = zoo.load("sample:digits-resnet").model
+    model = zoo.load("sample:digits-cnn").model
+    test = data.load("sample:digits", split="test")
+    masks = Pruner(model, "global-magnitude").masks(sparsity=0.5)
+    alone = evaluate(model, test, masks=masks, batch_size=16)["accuracy"]
+    example = zoo.load("sample:digits-resnet").example_input(batch_size=2)
+
+    def trace():
+        return [PrefixPlan.for_model(traced_model, example) for _ in range(30)]
+
+    def repeat():  # small batches: many module calls, some of them during a trace
+        return [evaluate(model, test, masks=masks, batch_size=16)["accuracy"] for _ in range(10)]
+
+    plans, runs = _together(trace, repeat)
+    assert runs == [alone] * 10
+    assert all(plan is not None for plan in plans)
+    assert {len(plan._nodes) for plan in plans} == {len(plans[0]._nodes)}
