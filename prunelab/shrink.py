@@ -39,8 +39,9 @@ passes at full size were a large part of the time it takes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
@@ -75,11 +76,17 @@ class ShrinkPlan:
         groups: One row per coupled group (see :func:`coupled_groups`) with ``removed``.
     """
 
-    masks: Masks
     removed: Mapping[str, int]
     parameters: int
     dense_parameters: int
     groups: pd.DataFrame = field(repr=False, compare=False)
+    _build_masks: Callable[[], Masks] = field(repr=False, compare=False)
+
+    @cached_property
+    def masks(self) -> Masks:
+        # built on first use: shrink itself zeroes slices of its copy and never needs them,
+        # and for a resnet50 they are ~50 MB of bool tensors to copy and fill
+        return self._build_masks()
 
 
 @dataclass
@@ -318,31 +325,18 @@ def _local(gi, removed_roots: set[int]) -> list[int]:
 
 
 def _extend(
-    work: nn.Module, masks: Masks, groups: list[_Group]
-) -> tuple[
-    dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, int], dict[str, dict[int, set[int]]]
-]:
-    """Masks with removed channels zeroed in every coupled tensor; removed counts per module;
-    removed indices per parameter and dimension."""
+    work: nn.Module, groups: list[_Group]
+) -> tuple[dict[str, int], dict[str, dict[int, set[int]]], dict[str, tuple[int, ...]]]:
+    """What removing the groups' channels takes out of every coupled tensor: removed counts per
+    module; removed indices per parameter and dimension; the shapes of those parameters."""
     names = {m: n for n, m in work.named_modules()}
-    by_fqn = {t.fqn: t for t in targets(work)}
-    # masks are never modified after construction, so the extended masks share the given
-    # tensors and copy only those that gain zeros
-    weights = dict(masks.items())
-    coupled = dict(masks.coupled)
-    owned: set[str] = set()
     removed: dict[str, int] = {}
     cut: dict[str, dict[int, set[int]]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def zero(fqn: str, tensor: torch.Tensor, dim: int, idxs: list[int]) -> None:
-        store = weights if fqn in by_fqn else coupled
-        if fqn not in owned:
-            mask = store.get(fqn)
-            mask = torch.ones(tensor.shape, dtype=torch.bool) if mask is None else mask.clone()
-            store[fqn] = mask
-            owned.add(fqn)
-        store[fqn].index_fill_(dim, torch.as_tensor(idxs, dtype=torch.long), False)
         cut.setdefault(fqn, {}).setdefault(dim, set()).update(idxs)
+        shapes[fqn] = tuple(tensor.shape)
 
     for item in groups:
         if item.keep is None or bool(item.keep.all()):
@@ -386,7 +380,29 @@ def _extend(
                 zero(prefix + pname, param, 0, idxs)
             if kind == "out":
                 removed[names[module]] = removed.get(names[module], 0) + len(idxs)
-    return weights, coupled, removed, cut
+    return removed, cut, shapes
+
+
+def _extended_masks(
+    masks: Masks,
+    cut: Mapping[str, Mapping[int, set[int]]],
+    shapes: Mapping[str, tuple[int, ...]],
+    target_fqns: frozenset[str],
+) -> Masks:
+    """``masks`` with the ``cut`` slices zeroed too (weights of targets as masks, the other
+    tensors as coupled masks)."""
+    # masks are never modified after construction, so the extended masks share the given
+    # tensors and copy only those that gain zeros
+    weights = dict(masks.items())
+    coupled = dict(masks.coupled)
+    for fqn, dims in cut.items():
+        store = weights if fqn in target_fqns else coupled
+        mask = store.get(fqn)
+        mask = torch.ones(shapes[fqn], dtype=torch.bool) if mask is None else mask.clone()
+        for dim, idxs in dims.items():
+            mask.index_fill_(dim, torch.tensor(sorted(idxs), dtype=torch.long), False)
+        store[fqn] = mask
+    return Masks(weights, coupled=coupled)
 
 
 def _predicted_parameters(work: nn.Module, cut: Mapping[str, Mapping[int, set[int]]]) -> int:
@@ -442,14 +458,15 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
                     "sparsity of these layers (a recipe can set it per layer)"
                 )
         item.keep = torch.ones_like(keep) if item.outputs else keep
-    weights, coupled, removed, cut = _extend(work, masks, groups)
+    removed, cut, shapes = _extend(work, groups)
     _refuse_tied(work, cut)
+    target_fqns = frozenset(t.fqn for t in targets(work))
     plan = ShrinkPlan(
-        masks=Masks(weights, coupled=coupled),
         removed=removed,
         parameters=_predicted_parameters(work, cut),
         dense_parameters=sum(p.numel() for p in work.parameters()),
         groups=_group_table(groups, work, with_removed=True),
+        _build_masks=partial(_extended_masks, masks, cut, shapes, target_fqns),
     )
     # besides the given masks' own (checked: whole rows), the extended masks' zeros are all
     # whole slices too, so the masked model is made by zeroing slices, not full-size masks

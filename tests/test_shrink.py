@@ -71,6 +71,18 @@ def test_plain_cnn_prediction_by_hand():
     assert not extended["3.weight"][:, ~keep0].any()
 
 
+def test_extension_leaves_the_given_masks_alone():
+    model = make_cnn().eval()
+    masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    before = {fqn: mask.clone() for fqn, mask in masks.all().items()}
+    plan = plan_shrink(model, masks, example_input=torch.randn(1, 3, 6, 6))
+    # conv 3's mask gains the input columns of conv 0's removed channels, in a copy
+    assert not torch.equal(plan.masks["3.weight"], masks["3.weight"])
+    assert plan.masks is plan.masks  # built once, on first use
+    for fqn, mask in masks.all().items():
+        assert torch.equal(mask, before[fqn]), fqn
+
+
 def test_union_semantics_in_a_residual_group():
     bundle = zoo.load("sample:digits-resnet")
     x = bundle.example_input(batch_size=2)
