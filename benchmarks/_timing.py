@@ -28,8 +28,12 @@ def report(
     ratio = baseline / ours
     met = goal is None or ratio >= goal
     goal_text = "" if goal is None else f"  goal >= {goal:g}x: {'met' if met else 'NOT met'}"
+    # a slower result reads as "1.5x the time of", never as "0.7x faster than"
+    comparison = f"{ratio:8.1f}x faster than" if ratio >= 1 else f"{1 / ratio:8.2f}x the time of"
+    if goal is not None and goal < 1:
+        goal_text = f"  goal <= {1 / goal:g}x the time: {'met' if met else 'NOT met'}"
     print(
-        f"{label:<48} {ratio:8.1f}x faster than {baseline_name}"
+        f"{label:<48} {comparison} {baseline_name}"
         f"  (ours {ours * 1e3:9.1f} ms, baseline {baseline * 1e3:9.1f} ms){goal_text}",
         flush=True,
     )
