@@ -18,6 +18,11 @@ the model's name, the sparsity, the exact count of nonzero weights and the accur
 masks, and every cell of its own sensitivity heatmap. A session that saw another session's
 model, masks or table, an error box or a traceback fails the run (exit status 1).
 
+The server runs with Streamlit's file watcher off (``--watch-files`` turns it on, as plain
+``streamlit run`` has it): on a shared server nobody edits the pages, and after every rerun
+that imported anything (torch imports lazily) the watcher goes through all loaded modules,
+thousands with torch. Measured here with 2 sessions: 2.5x the throughput with it off.
+
 Phases: a first visitor opens the Prune page (the server imports torch and prunelab); four
 sessions open Prune on the four sample models (warm-up, not counted: a class's server has its
 models loaded); one session runs the whole workflow alone (the baseline); then the N sessions
@@ -35,12 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -390,6 +397,21 @@ async def run_sessions(
 
 # -- the server ---------------------------------------------------------------------------
 
+WATCHER_ENV = "STREAMLIT_SERVER_FILE_WATCHER_TYPE"  # server.fileWatcherType, for the child
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
 
 def server_pid() -> int:
     """The streamlit server: our child process running ``streamlit run``."""
@@ -441,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         "--moves", type=int, default=MOVES, help=f"slider moves per session ({MOVES})"
     )
     parser.add_argument(
+        "--watch-files",
+        action="store_true",
+        help="keep Streamlit's file watcher on, as `streamlit run` has it by default (off here, "
+        "as it should be on a shared server)",
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip the warm-up and the one-session baseline (the sessions then find no model "
@@ -455,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     # one per sample model: what every later session then finds loaded and prepared
     warm = [] if args.no_baseline else [Plan.for_session(count + 1 + k) for k in range(4)]
     failures = []
-    with streamlit_app() as url:
+    watcher = "auto" if args.watch_files else "none"
+    print(f"server: streamlit run app.py --server.fileWatcherType {watcher}", flush=True)
+    with _environment(WATCHER_ENV, watcher), streamlit_app() as url:
         pid = server_pid()
         idle = memory_of(pid)["VmRSS"]
         # a first visitor has the server import torch, prunelab and plotly, while this
