@@ -123,11 +123,15 @@ class Expected:
 
 def expectations(plans: list[Plan], *, prune_only: list[Plan]) -> dict[str, Expected]:
     found: dict[str, Expected] = {}
+    prepared: dict[str, tuple] = {}
     for plan in [*plans, *prune_only]:
-        bundle = zoo.load(plan.spec)
-        model, test = bundle.model, data.load(bundle.default_data, split="test")
-        expected = found.setdefault(plan.spec, Expected(name=bundle.name))
-        pruner = Pruner(model, STRATEGY)
+        if plan.spec not in prepared:
+            bundle = zoo.load(plan.spec)
+            test = data.load(bundle.default_data, split="test")
+            prepared[plan.spec] = bundle.model, test, Pruner(bundle.model, STRATEGY)
+            found[plan.spec] = Expected(name=bundle.name)
+        model, test, pruner = prepared[plan.spec]
+        expected = found[plan.spec]
         for sparsity in plan.sparsities:
             masks = pruner.masks(sparsity=sparsity)
             kept = int(masks.per_layer()["kept"].sum())
