@@ -355,6 +355,17 @@ def _extend(
             if isinstance(module, _LAYERS):
                 transposed = isinstance(module, _CONV_T)
                 groups_ = getattr(module, "groups", 1)
+                if (
+                    kind == "out"
+                    and groups_ > 1
+                    and not module.in_channels == module.out_channels == groups_
+                ):
+                    # Torch-Pruning drops the rows and keeps `groups`, which then no longer
+                    # divides them (or takes groups == out_channels for depthwise)
+                    raise ValueError(
+                        f"shrink cannot remove output channels of the grouped convolution "
+                        f"{names[module]} (groups={groups_}); leave it unpruned"
+                    )
                 if kind == "out":  # depthwise convs come here too: their inputs are their outputs
                     zero(prefix + "weight", module.weight, 1 if transposed else 0, idxs)
                     if module.bias is not None:
