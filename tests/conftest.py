@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+import prunelab
+
 
 def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
@@ -84,6 +86,14 @@ def assert_unchanged(model: nn.Module, before: tuple[dict, list]) -> None:
         old, old_ptr = before[0][key]
         assert ptr == old_ptr, f"{key} was replaced"
         assert torch.equal(value, old), f"{key} changed"
+
+
+def masked_applied_baked(model: nn.Module, masks, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The outputs on ``x`` of masked_forward, of apply's copy and of bake's copy of it."""
+    with torch.no_grad():
+        masked = prunelab.masked_forward(model, masks, x)
+        applied = prunelab.apply(model, masks)
+        return masked, applied(x), prunelab.bake(applied)(x)
 
 
 @pytest.fixture

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 import prunelab
-from tests.conftest import assert_unchanged, make_cnn, make_lstm, make_mlp, snapshot
+from tests.conftest import (
+    assert_unchanged,
+    make_cnn,
+    make_lstm,
+    make_mlp,
+    masked_applied_baked,
+    snapshot,
+)
 
 
 def _inputs(name: str) -> torch.Tensor:
@@ -26,12 +33,7 @@ def test_masked_equals_applied_equals_baked(name, make, strategy):
     x = _inputs(name)
     masks = prunelab.prune(model, strategy, sparsity=0.6)
     before = snapshot(model)
-    with torch.no_grad():
-        masked = prunelab.masked_forward(model, masks, x)
-        applied_model = prunelab.apply(model, masks)
-        applied = applied_model(x)
-        baked_model = prunelab.bake(applied_model)
-        baked = baked_model(x)
+    masked, applied, baked = masked_applied_baked(model, masks, x)
     assert_unchanged(model, before)
     assert torch.allclose(masked, applied, atol=1e-6)
     assert torch.allclose(applied, baked, atol=1e-6)
@@ -133,12 +135,7 @@ def test_tied_weight_is_masked_in_every_module_that_uses_it(make, x):
     tied = [fqn for fqn in masks if fqn in ("a.weight", "decoder.weight")]
     assert len(tied) == 1  # one target, one mask
     before = snapshot(model)
-    with torch.no_grad():
-        masked = prunelab.masked_forward(model, masks, x)
-        applied_model = prunelab.apply(model, masks)
-        applied = applied_model(x)
-        baked_model = prunelab.bake(applied_model)
-        baked = baked_model(x)
+    masked, applied, baked = masked_applied_baked(model, masks, x)
     assert_unchanged(model, before)
     torch.testing.assert_close(applied, masked, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(baked, masked, rtol=1e-6, atol=1e-6)

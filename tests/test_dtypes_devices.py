@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 import prunelab
-from tests.conftest import assert_unchanged, make_cnn, make_lstm, make_mlp, snapshot
+from tests.conftest import (
+    assert_unchanged,
+    make_cnn,
+    make_lstm,
+    make_mlp,
+    masked_applied_baked,
+    snapshot,
+)
 
 HALF = [torch.float16, torch.bfloat16]
 CHANNEL = "weight-norm-channel"
@@ -57,14 +64,8 @@ def test_half_precision_models_through_pruner_masks_forward_apply_bake(dtype, na
         assert all(m.dtype == torch.bool for m in masks.all().values())
         assert masks.sparsity() == pytest.approx(0.5, abs=0.02), strategy
         assert all(s.dtype == torch.float32 for s in pruner.scores().values()), strategy
-        with torch.no_grad():
-            masked = prunelab.masked_forward(model, masks, x)
-            applied_model = prunelab.apply(model, masks)
-            applied = applied_model(x)
-            baked_model = prunelab.bake(applied_model)
-            baked = baked_model(x)
+        masked, applied, baked = masked_applied_baked(model, masks, x)
         assert masked.dtype == applied.dtype == baked.dtype == dtype
-        assert all(p.dtype == dtype for p in baked_model.parameters())
         torch.testing.assert_close(applied, masked, rtol=0, atol=0)
         torch.testing.assert_close(baked, masked, rtol=0, atol=0)
     assert_unchanged(model, before)
@@ -105,6 +106,8 @@ def test_half_precision_recipe_round_trip_and_shrink(dtype, tmp_path):
     recipe.save(tmp_path / "r.yaml")
     again = prunelab.Recipe.load(tmp_path / "r.yaml").masks(model)
     assert all(torch.equal(masks[f], again[f]) for f in masks)
+    baked = prunelab.bake(prunelab.apply(model, masks))
+    assert all(p.dtype == dtype for p in baked.parameters())
     small = prunelab.shrink(model, masks, example_input=x)
     assert all(p.dtype == dtype for p in small.parameters())
     assert small[0].out_channels == 4
