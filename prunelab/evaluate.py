@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .apply import masked_weights
 from .batches import iter_batches
-from .functional import functional_forward, model_device, structural_copy
+from .functional import check_materialized, functional_forward, model_device, structural_copy
 from .masks import Masks
 from .targets import Target, targets
 
@@ -487,6 +487,7 @@ def model_stats(
     """
     if masks is not None and not isinstance(masks, Masks):
         raise TypeError(f"masks must be prunelab.Masks or None, got {type(masks).__name__}")
+    check_materialized(model)  # before counting: a meta tensor has nothing to count
     overrides = masked_weights(model, masks) if masks is not None else {}
     parameters = nonzero = 0
     for name, param in model.named_parameters():

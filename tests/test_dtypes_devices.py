@@ -150,6 +150,7 @@ META_CALLS = {
     "evaluate": lambda m: prunelab.evaluate(m, (_X, _Y)),
     "evaluate on a device": lambda m: prunelab.evaluate(m, (_X, _Y), masks=_MASKS, device="cpu"),
     "latency": lambda m: prunelab.latency(m, _X, repeats=1, warmup=0),
+    "model_stats": lambda m: prunelab.model_stats(m, example_input=_X),
     "sweep": lambda m: prunelab.sweep(m, (_X, _Y), strategies=["random"], sparsities=[0.5]),
     "sensitivity": lambda m: prunelab.sensitivity(m, (_X, _Y), sparsities=[0.5]),
     "shrink": lambda m: prunelab.shrink(m, _MASKS, example_input=_X),
