@@ -80,7 +80,7 @@ _GOLDEN = 0.6180339887498949  # fractional parts of multiples spread evenly over
 _PLASTIC = 0.7548776662466927
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
 _WIDE = 1024  # positions after the channel dim beyond which reductions take them at once
-_STAGED = 4 * SAMPLE  # values of a layer's samples reduced together (see ChannelStats)
+_STAGED = 4 * SAMPLE  # sampled values of a layer gathered before they are reduced
 
 
 # ----------------------------------------------------------------------------------------
@@ -516,8 +516,8 @@ class ChannelStats(ChannelMoments):
     (widened by 5% on each side that is not exactly zero), or the given edges. Values outside
     the range land in the edge bins and are counted (``clamped``). A value ``v`` falls in bin
     ``i`` when ``edges[i] <= v < edges[i + 1]`` (float32 edges), as ``torch.bucketize`` with
-    ``right=True`` puts it; equal bins find the bin by arithmetic, which agrees with that up
-    to float32 rounding of values within about 1e-6 bin widths of an edge.
+    ``right=True`` puts it; equal bins find the bin by float32 arithmetic instead, so a value
+    within about 1e-5 bin widths of an edge may land in the bin next to it.
 
     Min and max (and so the dead-channel flag) always see every value. The moments, the zero
     count and the histogram see about ``sample`` values of each batch (``sample / channels``
@@ -526,14 +526,14 @@ class ChannelStats(ChannelMoments):
     value. Reading every value of a large activation several times costs more than the
     forward pass that made it. Batches with fewer values are described exactly.
 
-    Each batch costs a few operations only: min and max, and a copy of its sample into a
-    staging buffer; the samples of several batches (up to about ``4 * sample`` values) are
-    then reduced together, in one pass for each of sum, sum of squares, nonzero count and
-    histogram. For a small model the fixed cost of each tensor operation outweighs the work
-    in it, so this does the same work in a fraction of the time. Memory is O(channels x bins)
-    for the statistics, plus that bounded buffer and, for maps of at most 1024 positions, the
-    running min and max per position (reduced over positions at the end), whatever the
-    number of batches.
+    A batch costs a handful of tensor operations: its min and max, and a copy of its sample
+    into a buffer. When the buffer is full (``4 * SAMPLE`` values, or one batch's sample if
+    that is more) and at the end, the samples gathered are reduced together: one pass each
+    for sum, sum of squares, nonzero count and histogram. Where each operation's fixed cost
+    outweighs its work (small layers on a CPU) this gives the same numbers in a fraction of
+    the time. Memory is O(channels x bins) for the statistics, plus, while streaming, that
+    buffer and the running min and max per position for maps of at most 1024 positions
+    (both bounded whatever the number of batches; :meth:`result` frees the buffer).
 
     >>> acc = ChannelStats(bins=[0.0, 1.0, 2.0])
     >>> acc.update(torch.tensor([[0.0, 1.5], [0.5, 3.0]]), axis=-1)
@@ -665,7 +665,8 @@ class ChannelStats(ChannelMoments):
             index = position.to(torch.int32)  # truncation is floor here: all are >= 0
         else:
             assert self._device_edges is not None
-            index = torch.bucketize(values, self._device_edges, right=True, out_int32=True)
+            edges, values = self._device_edges, values.contiguous()
+            index = torch.bucketize(values, edges, right=True, out_int32=True)
         index = index.add_(self._offsets).view(-1)
         try:
             counts = torch.bincount(index, minlength=channels * width)
@@ -682,36 +683,75 @@ class ChannelStats(ChannelMoments):
 
     def result(self, layer: str, *, module_type: str = "", axis: int = -1) -> LayerStats:
         """The statistics so far as a :class:`LayerStats` (CPU tensors)."""
-        self._flush()
-        self._buffer = None  # scratch only; a later update allocates it again
-        if self._low is None or self._high is None or self._moments is None:
+        return _results([(self, layer, module_type, axis)])[0]
+
+
+def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerStats]:
+    """:meth:`ChannelStats.result` for several accumulators (layer, module type, axis) at once.
+
+    What is left at the end is a little arithmetic per channel, the same for every layer: on
+    all layers' channels together it takes a few calls instead of a few per layer, and the
+    calls, not the arithmetic, are its cost. numpy does it: a numpy call on a few hundred
+    numbers costs less than a torch one.
+    """
+    if not items:
+        return []
+    if len({item[0]._width for item in items}) > 1:  # different numbers of bins
+        return [stats for item in items for stats in _results([item])]
+    counts, moments, lows, highs = [], [], [], []
+    for accumulator, layer, _, _ in items:
+        accumulator._flush()
+        accumulator._buffer = None  # scratch only; a later update allocates it again
+        if (
+            accumulator.counts is None
+            or accumulator._moments is None
+            or accumulator._low is None
+            or accumulator._high is None
+        ):
             raise ValueError(f"no activations were recorded for {layer!r}")
-        assert self.edges is not None and self.sample_shape is not None
-        assert self.counts is not None
-        # numpy for the small arithmetic left: each torch call costs microseconds here
-        counts = self.counts.cpu().numpy()
-        histogram = counts[:, 1:-1].copy()
-        histogram[:, 0] += counts[:, 0]
-        histogram[:, -1] += counts[:, -1]
-        per_value = self._moments.cpu().double().numpy() / self.count  # mean, mean sq., nonzero
-        mean = per_value[0]
-        std = np.sqrt(np.maximum(per_value[1] - mean * mean, 0))
-        return LayerStats(
-            layer=layer,
-            module_type=module_type,
-            channel_axis=axis,
-            sample_shape=self.sample_shape,
-            count=self.seen,
-            sampled=self.count,
-            mean=torch.from_numpy(mean.astype(np.float32)),
-            std=torch.from_numpy(std.astype(np.float32)),
-            min=self._low.amin(1).cpu().float(),
-            max=self._high.amax(1).cpu().float(),
-            zero_fraction=torch.from_numpy((1 - per_value[2]).astype(np.float32)),
-            histogram=torch.from_numpy(histogram),
-            edges=self.edges.float(),
-            clamped=torch.from_numpy(counts[:, 0] + counts[:, -1]),
+        counts.append(accumulator.counts)
+        moments.append(accumulator._moments)
+        lows.append(accumulator._low.amin(1))
+        highs.append(accumulator._high.amax(1))
+    sizes = [item[0]._channels for item in items]
+    all_counts = torch.cat(counts).cpu().numpy()  # (channels of all layers, bins + 2)
+    per_value = torch.cat(moments, 1).cpu().double().numpy()  # sum, sum sq., nonzeros
+    per_value /= np.repeat([item[0].count for item in items], sizes)
+    low = torch.cat(lows).cpu().float().numpy()
+    high = torch.cat(highs).cpu().float().numpy()
+    histogram = all_counts[:, 1:-1].copy()  # the edge bins take in what fell outside
+    histogram[:, 0] += all_counts[:, 0]
+    histogram[:, -1] += all_counts[:, -1]
+    mean = per_value[0]  # then mean square, share of nonzeros
+    std = np.sqrt(np.maximum(per_value[1] - mean * mean, 0))
+    columns = {
+        "mean": mean.astype(np.float32),
+        "std": std.astype(np.float32),
+        "zero_fraction": (1 - per_value[2]).astype(np.float32),
+        "min": low,
+        "max": high,
+        "histogram": histogram,
+        "clamped": all_counts[:, 0] + all_counts[:, -1],
+    }
+    results = []
+    start = 0
+    for (accumulator, layer, module_type, axis), size in zip(items, sizes, strict=True):
+        assert accumulator.edges is not None and accumulator.sample_shape is not None
+        end = start + size
+        results.append(
+            LayerStats(
+                layer=layer,
+                module_type=module_type,
+                channel_axis=axis,
+                sample_shape=accumulator.sample_shape,
+                count=accumulator.seen,
+                sampled=accumulator.count,
+                edges=accumulator.edges.float(),
+                **{key: torch.from_numpy(value[start:end]) for key, value in columns.items()},
+            )
         )
+        start = end
+    return results
 
 
 @dataclass(frozen=True, eq=False)
@@ -960,7 +1000,7 @@ def activation_stats(
     if samples == 0:
         raise ValueError("data is empty: there are no activations to describe")
     modules = dict(model.named_modules())
-    result = {}
+    reached = []
     for point in points:
         accumulator = accumulators[point.name]
         if accumulator.count == 0:
@@ -971,11 +1011,9 @@ def activation_stats(
                 f"{point.module!r} (or its {'input' if point.is_input else 'output'} holds "
                 "no tensor)"
             )
-        result[point.name] = accumulator.result(
-            point.name,
-            module_type=type(modules[point.module]).__name__,
-            axis=axes[point.name],
-        )
+        module_type = type(modules[point.module]).__name__
+        reached.append((accumulator, point.name, module_type, axes[point.name]))
+    result = {stats.layer: stats for stats in _results(reached)}
     return ActivationStats(result, samples=samples, masked=masks is not None)
 
 

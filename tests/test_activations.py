@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import prunelab
+from prunelab import activations
 from prunelab.activations import (
     SAMPLE,
     ChannelStats,
@@ -270,3 +271,80 @@ def test_weight_masks_reach_recurrent_layers_without_touching_the_model():
     reference = activation_stats(prunelab.apply(model, masks), tokens, layers=["lstm", "head"])
     for name in ("lstm", "head"):
         assert torch.allclose(masked[name].mean, reference[name].mean, atol=1e-6)
+
+
+def _exact(layer, values: torch.Tensor) -> None:
+    """``layer`` describes every one of ``values`` (channels, n) exactly."""
+    assert layer.count == layer.sampled == values.shape[1]
+    values = values.double()
+    assert torch.equal(layer.min, values.min(1).values.float())
+    assert torch.equal(layer.max, values.max(1).values.float())
+    assert torch.allclose(layer.mean.double(), values.mean(1), atol=1e-5)
+    assert torch.allclose(layer.std.double(), values.std(1, correction=0), atol=1e-5)
+    assert torch.allclose(layer.zero_fraction.double(), (values == 0).double().mean(1))
+    assert torch.equal(layer.histogram, _histogram(values, layer.edges))
+
+
+def test_samples_reduced_as_the_buffer_fills_give_the_same_statistics(monkeypatch):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(30, 6, 5, 5, generator=gen).relu()
+    reductions = []
+    reduce = ChannelStats._reduce
+
+    def counted(acc: ChannelStats, values: torch.Tensor) -> None:
+        reductions.append(values.shape[1])
+        reduce(acc, values)
+
+    monkeypatch.setattr(ChannelStats, "_reduce", counted)
+
+    def stats(**options: object) -> activations.LayerStats:
+        acc = ChannelStats(bins=12, **options)
+        for batch in _batches(x, 1):  # 25 values per channel and batch: none left out
+            acc.update(batch, axis=1)
+        return acc.result("x")
+
+    at_once = stats(sample=6 * 64)
+    monkeypatch.setattr(activations, "_STAGED", 6 * 60)  # the buffer holds 2 batches
+    in_steps = stats(sample=6 * 64)
+    each = stats(sample=None)  # no buffer: every batch on its own
+    assert reductions == [750] + [50] * 15 + [25] * 30
+    for layer in (at_once, in_steps, each):
+        _exact(layer, _per_channel(x, 1))
+        for name in ("min", "max", "zero_fraction", "histogram", "edges", "clamped"):
+            assert torch.equal(getattr(layer, name), getattr(at_once, name)), name
+
+
+def test_maps_that_change_size_between_batches_keep_exact_extremes():
+    gen = torch.Generator().manual_seed(6)
+    maps = [torch.randn(3, 4, size, size, generator=gen) for size in (5, 7, 3)]
+    acc = ChannelStats(bins=8)
+    for batch in maps:
+        acc.update(batch, axis=1)
+    _exact(acc.result("x"), torch.cat([_per_channel(m, 1) for m in maps], dim=1))
+
+
+def test_updates_after_a_result_continue_the_same_statistics():
+    gen = torch.Generator().manual_seed(7)
+    first, second = torch.randn(40, 5, generator=gen), torch.randn(30, 5, generator=gen)
+    acc = ChannelStats(bins=[-3.0, -1.0, 0.0, 1.0, 3.0])
+    acc.update(first, axis=-1)
+    _exact(acc.result("x"), _per_channel(first, 1))
+    acc.update(second, axis=-1)
+    _exact(acc.result("x"), _per_channel(torch.cat([first, second]), 1))
+
+
+def test_layers_finished_together_match_each_finished_alone():
+    gen = torch.Generator().manual_seed(8)
+    shapes = {"a": ((16, 3, 4, 4), 1, 10), "b": ((16, 7), -1, 10), "c": ((16, 2, 3), 1, 5)}
+    accumulators = {}
+    for name, (shape, axis, bins) in shapes.items():
+        accumulators[name] = ChannelStats(bins=bins)
+        for _ in range(3):
+            accumulators[name].update(torch.randn(shape, generator=gen), axis=axis)
+    items = [(acc, name, "T", shapes[name][1]) for name, acc in accumulators.items()]
+    together = activations._results(items)  # "c" has other bins: finished on its own
+    for stats, (acc, name, _, axis) in zip(together, items, strict=True):
+        alone = acc.result(name, module_type="T", axis=axis)
+        assert stats.layer == name and stats.channel_axis == axis
+        for field in ("mean", "std", "min", "max", "zero_fraction", "histogram", "clamped"):
+            assert torch.equal(getattr(stats, field), getattr(alone, field)), (name, field)
