@@ -323,10 +323,14 @@ def _shell(model: nn.Module, memo: dict[int, nn.Module] | None = None) -> nn.Mod
 
 
 def _tensors_on(
-    model: nn.Module, overrides: Mapping[str, torch.Tensor], device: torch.device
+    model: nn.Module,
+    overrides: Mapping[str, torch.Tensor],
+    device: torch.device,
+    here: torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Tensors to run ``model`` with on ``device`` (moved once, not per batch)."""
-    if device == model_device(model):
+    """Tensors to run ``model`` (on device ``here``) with on ``device`` (moved once, not per
+    batch)."""
+    if device == (model_device(model) if here is None else here):
         return dict(overrides)
     tensors = {k: v.to(device) for k, v in model.named_parameters()}
     tensors.update({k: v.to(device) for k, v in model.named_buffers()})
@@ -988,9 +992,10 @@ def activation_stats(
         axes.setdefault(point.name, axis % max(tensor.ndim, 1))
         accumulators[point.name].update(tensor, axis=axis)
 
-    run_on = torch.device(device) if device is not None else model_device(model)
+    here = model_device(model)
+    run_on = torch.device(device) if device is not None else here
     overrides = masked_weights(model, masks) if masks is not None else {}
-    tensors = _tensors_on(model, overrides, run_on)
+    tensors = _tensors_on(model, overrides, run_on, here)
     hooks, pre_hooks = _observe(shell, points, record)
     samples = 0
     with torch.no_grad(), forward_hooks(shell, hooks, pre_hooks=pre_hooks):
