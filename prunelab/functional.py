@@ -2,84 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = [
-    "check_materialized",
-    "functional_forward",
-    "fx_tracing",
-    "model_device",
-    "structural_copy",
-]
-
-
-class _Gate:
-    """Any number of forward passes at once, or one ``torch.fx`` trace alone.
-
-    While it traces, torch.fx patches ``nn.Module.__call__`` for the whole process: a forward
-    pass in another thread meanwhile (another session of the app) would be recorded into that
-    trace, or fail with "module is not installed as a submodule". A waiting trace goes first,
-    so a stream of forwards cannot starve it; a thread's nested forwards never wait.
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._forwards = 0
-        self._tracer: int | None = None
-        self._waiting = 0
-        self._depth = threading.local()
-
-    @contextlib.contextmanager
-    def forward(self) -> Iterator[None]:
-        depth = getattr(self._depth, "value", 0)
-        if depth or self._tracer == threading.get_ident():
-            self._depth.value = depth + 1
-            try:
-                yield
-            finally:
-                self._depth.value = depth
-            return
-        with self._condition:
-            while self._tracer is not None or self._waiting:
-                self._condition.wait()
-            self._forwards += 1
-        self._depth.value = 1
-        try:
-            yield
-        finally:
-            self._depth.value = 0
-            with self._condition:
-                self._forwards -= 1
-                self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def trace(self) -> Iterator[None]:
-        with self._condition:
-            self._waiting += 1
-            while self._tracer is not None or self._forwards:
-                self._condition.wait()
-            self._waiting -= 1
-            self._tracer = threading.get_ident()
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._tracer = None
-                self._condition.notify_all()
-
-
-_GATE = _Gate()
-
-
-def fx_tracing() -> contextlib.AbstractContextManager[None]:
-    """Hold off every :func:`functional_forward` of other threads while ``torch.fx`` traces."""
-    return _GATE.trace()
+__all__ = ["check_materialized", "functional_forward", "model_device", "structural_copy"]
 
 
 def check_materialized(model: nn.Module) -> None:
@@ -175,5 +104,4 @@ def functional_forward(
         overrides = {k: v.to(device) for k, v in overrides.items()}
         inputs = tuple(x.to(device) for x in inputs)
     tensors.update(overrides)
-    with _GATE.forward():
-        return functional_call(structural_copy(model), tensors, inputs, strict=False)
+    return functional_call(structural_copy(model), tensors, inputs, strict=False)

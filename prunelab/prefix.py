@@ -12,15 +12,45 @@ everywhere else. Models that cannot be traced fall back to full forward passes.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import fx, nn
 
-from .functional import functional_forward, fx_tracing
+from .functional import functional_forward
 
 __all__ = ["PrefixPlan"]
 
 
-class _TopLevelTracer(fx.Tracer):
+class _Tracer(fx.Tracer):
+    """An fx.Tracer that traces only the calls of the thread that runs it.
+
+    While it traces, torch.fx patches ``nn.Module.__call__`` and ``__getattr__`` for every
+    thread: another thread running a model meanwhile (another session of the app, maybe on
+    this very model) would be recorded into the trace, get proxies instead of tensors, or
+    fail with "module is not installed as a submodule". Here its calls go through untouched.
+    """
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        self._thread = threading.get_ident()
+        return super().trace(root, concrete_args)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict
+    ) -> Any:
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
+class _TopLevelTracer(_Tracer):
     def __init__(self, root: nn.Module) -> None:
         super().__init__()
         self._children = {id(m) for m in root.children()}
@@ -54,10 +84,9 @@ class PrefixPlan:
     @classmethod
     def for_model(cls, model: nn.Module, example: torch.Tensor) -> PrefixPlan | None:
         """Trace ``model``; None if it cannot be traced or the trace disagrees with it."""
-        for tracer in (fx.Tracer(), _TopLevelTracer(model)):
+        for tracer in (_Tracer(), _TopLevelTracer(model)):
             try:
-                with fx_tracing():  # fx patches nn.Module for every thread while it traces
-                    graph = tracer.trace(model)
+                graph = tracer.trace(model)
                 with torch.no_grad():
                     traced = fx.GraphModule(model, graph)(example)
                     direct = model(example)

@@ -106,23 +106,30 @@ def test_a_structural_copy_shares_tensors_but_not_containers():
     assert not net[0]._forward_hooks and isinstance(net[0].weight, nn.Parameter)
 
 
-def test_a_torch_fx_trace_meanwhile_neither_breaks_nor_records_other_forwards():
-    # fx patches nn.Module.__call__ for every thread while it traces (the prefix plans of
-    # sensitivity runs); other sessions' forwards wait for it
-    traced_model = zoo.load("sample:digits-resnet").model
-    model = zoo.load("sample:digits-cnn").model
+def test_a_torch_fx_trace_meanwhile_neither_breaks_nor_records_other_threads_calls():
+    # fx patches nn.Module.__call__ and __getattr__ for every thread while it traces (the
+    # prefix plans of sensitivity runs); only the tracing thread's calls may be traced
+    bundle = zoo.load("sample:digits-resnet")
+    other = zoo.load("sample:digits-cnn").model
     test = data.load("sample:digits", split="test")
-    masks = Pruner(model, "global-magnitude").masks(sparsity=0.5)
-    alone = evaluate(model, test, masks=masks, batch_size=16)["accuracy"]
-    example = zoo.load("sample:digits-resnet").example_input(batch_size=2)
+    masks = Pruner(other, "global-magnitude").masks(sparsity=0.5)
+    alone = evaluate(other, test, masks=masks, batch_size=16)["accuracy"]
+    example = bundle.example_input(batch_size=2)
+    with torch.no_grad():
+        expected = bundle.model(example)
 
     def trace():
-        return [PrefixPlan.for_model(traced_model, example) for _ in range(30)]
+        return [PrefixPlan.for_model(bundle.model, example) for _ in range(30)]
 
     def repeat():  # small batches: many module calls, some of them during a trace
-        return [evaluate(model, test, masks=masks, batch_size=16)["accuracy"] for _ in range(10)]
+        return [evaluate(other, test, masks=masks, batch_size=16)["accuracy"] for _ in range(10)]
 
-    plans, runs = _together(trace, repeat)
+    def plain():  # the very model being traced, called directly
+        with torch.no_grad():
+            return [bundle.model(example) for _ in range(300)]
+
+    plans, runs, outputs = _together(trace, repeat, plain)
     assert runs == [alone] * 10
+    assert all(torch.equal(out, expected) for out in outputs)
     assert all(plan is not None for plan in plans)
     assert {len(plan._nodes) for plan in plans} == {len(plans[0]._nodes)}
