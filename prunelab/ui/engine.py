@@ -39,7 +39,9 @@ MAX_CALIBRATIONS_PER_MODEL = 2  # gradients and activations, one per evaluation 
 MAX_DATASETS = 8
 MAX_PRUNERS = 16  # prepared strategies: scores and their sorted copy, ~2x the pruned weights
 MAX_TABLES = 64  # small results: dense metrics, FLOP tables
-MAX_RESULTS = 16  # finished long runs: sensitivity tables, sweeps, trainings
+# finished long runs (sensitivity tables, sweeps, training curves: small tables), enough for
+# each session of a class to find its own again after a page switch or its own st.rerun
+MAX_RESULTS = 64
 
 # evaluate on every slider move only below this many parameters; above, on a button
 AUTO_EVALUATE_PARAMS = 5_000_000
