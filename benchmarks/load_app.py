@@ -180,6 +180,7 @@ class Client:
         self.elements: dict[tuple[int, ...], Element] = {}
         self._states: dict[str, WidgetState] = {}
         self._cache: dict[str, ForwardMsg] = {}  # messages the server may refer to by hash
+        self.endings: list[int] = []  # how the runs of the last interaction ended
 
     async def __aenter__(self) -> Client:
         self._ws = await websockets.connect(self._url, subprotocols=["streamlit"], max_size=None)
@@ -213,13 +214,19 @@ class Client:
         for element in self.elements.values():
             if getattr(element.proto, "id", "").endswith(f"-{key}"):
                 return element
-        raise KeyError(f"no widget with key {key!r} on {self.page or 'the landing page'}")
+        raise KeyError(f"no widget with key {key!r} on {self.page}; {self.describe()}")
 
     def button(self, label: str) -> str:
         for element in self.elements.values():
             if element.kind == "button" and element.proto.label.startswith(label):
                 return element.proto.id.rsplit("-", 1)[-1]
-        raise KeyError(f"no button {label!r} on {self.page}")
+        raise KeyError(f"no button {label!r} on {self.page}; {self.describe()}")
+
+    def describe(self) -> str:
+        """What the page shows, in short, for a failure message."""
+        alerts = [a.body[:80] for a in self.of_kind("alert")]
+        buttons = [b.label for b in self.of_kind("button")]
+        return f"runs ended {self.endings}, alerts {alerts}, buttons {buttons}"
 
     def of_kind(self, kind: str) -> list[object]:
         return [e.proto for _, e in sorted(self.elements.items()) if e.kind == kind]
@@ -243,13 +250,17 @@ class Client:
         state.cached_message_hashes.extend(self._cache)
         if not fragment:
             self.elements.clear()  # a full run redraws the page
+        self.endings = []
         start = time.perf_counter()
         await self._ws.send(message.SerializeToString())
         while True:
             raw = await asyncio.wait_for(self._ws.recv(), TIMEOUT)
             msg = ForwardMsg()
             msg.ParseFromString(raw)
-            if self._receive(msg) in FINISHED:
+            ending = self._receive(msg)
+            if ending is not None:
+                self.endings.append(ending)
+            if ending in FINISHED:
                 return time.perf_counter() - start
 
     def _receive(self, msg: ForwardMsg) -> int | None:
@@ -314,7 +325,16 @@ class Outcome:
 
 async def run_session(url: str, plan: Plan, expected: Expected, *, prune_only: bool) -> Outcome:
     outcome = Outcome()
+    try:
+        await _workflow(url, plan, expected, outcome, prune_only=prune_only)
+    except Exception as exc:  # kept with the session's earlier findings
+        outcome.failures.append(f"session {plan.index} ({plan.spec}) broke off: {exc!r}")
+    return outcome
 
+
+async def _workflow(
+    url: str, plan: Plan, expected: Expected, outcome: Outcome, *, prune_only: bool
+) -> None:
     def check(label: str, ok: bool, detail: str) -> None:
         if not ok:
             outcome.failures.append(f"session {plan.index} ({plan.spec}), {label}: {detail}")
@@ -350,7 +370,7 @@ async def run_session(url: str, plan: Plan, expected: Expected, *, prune_only: b
                     f"{label} shows {shown.get(label)}, its own masks give {value}",
                 )
         if prune_only:
-            return outcome
+            return
         await step("open Sensitivity", client.open("Sensitivity"))
         shows_own_model("Sensitivity page")
         await step("set 3 levels", client.set(Keys.sens_levels, string_array_value=["3"]))
@@ -372,7 +392,6 @@ async def run_session(url: str, plan: Plan, expected: Expected, *, prune_only: b
             "move the target slider", client.set(Keys.sens_target, double_array_value=[plan.target])
         )
         shows_own_model("recipe builder")
-    return outcome
 
 
 async def first_visit(url: str) -> list[str]:
@@ -386,16 +405,12 @@ async def run_sessions(
     url: str, plans: list[Plan], expected: dict[str, Expected], *, prune_only: bool = False
 ) -> Outcome:
     results = await asyncio.gather(
-        *(run_session(url, plan, expected[plan.spec], prune_only=prune_only) for plan in plans),
-        return_exceptions=True,
+        *(run_session(url, plan, expected[plan.spec], prune_only=prune_only) for plan in plans)
     )
     total = Outcome()
-    for plan, result in zip(plans, results, strict=True):
-        if isinstance(result, BaseException):
-            total.failures.append(f"session {plan.index} ({plan.spec}) broke off: {result!r}")
-        else:
-            total.steps += result.steps
-            total.failures += result.failures
+    for result in results:
+        total.steps += result.steps
+        total.failures += result.failures
     return total
 
 
