@@ -42,7 +42,7 @@ from torch import nn
 
 from .apply import copy_model, masked_weights
 from .batches import iter_batches
-from .functional import functional_forward, model_device
+from .functional import functional_forward, model_device, structural_copy
 from .masks import Masks
 
 __all__ = [
@@ -293,33 +293,6 @@ def _observe(
         {name: output_hook(chosen) for name, chosen in outputs.items()},
         {name: input_hook(chosen) for name, chosen in inputs.items()},
     )
-
-
-def _shell(model: nn.Module, memo: dict[int, nn.Module] | None = None) -> nn.Module:
-    """A copy of the module structure that shares every tensor with ``model``.
-
-    Each module is copied with its own attribute containers (parameter, buffer, submodule and
-    hook dicts), so hooks registered on the copy and tensors swapped in by
-    ``functional_call`` never reach ``model``; the tensors themselves are shared, so the copy
-    costs no tensor memory and far less time than ``copy.deepcopy``.
-    """
-    memo = {} if memo is None else memo
-    if id(model) in memo:  # a module registered twice stays one module
-        return memo[id(model)]
-    shell = object.__new__(type(model))
-    memo[id(model)] = shell
-    state = {}
-    for key, value in vars(model).items():
-        if key == "_modules":
-            value = type(value)(
-                (name, None if child is None else _shell(child, memo))
-                for name, child in value.items()
-            )
-        elif isinstance(value, (dict, list, set)):
-            value = value.copy()  # its own type (OrderedDict too), without copy.copy's detour
-        state[key] = value
-    shell.__dict__.update(state)
-    return shell
 
 
 def _tensors_on(
@@ -983,7 +956,7 @@ def activation_stats(
     points = _points(model, layers)
     masks = _check_masks(masks)
     ChannelStats(bins=bins, sample=sample)  # checks both before any forward pass
-    shell = _shell(model)
+    shell = structural_copy(model)  # the hooks sit on a private copy
     accumulators = {p.name: ChannelStats(bins=bins, sample=sample) for p in points}
     axes: dict[str, int] = {}
 
@@ -1000,7 +973,7 @@ def activation_stats(
     samples = 0
     with torch.no_grad(), forward_hooks(shell, hooks, pre_hooks=pre_hooks):
         for batch in iter_batches(data, device=run_on):
-            functional_forward(shell, tensors, batch.inputs)
+            functional_forward(shell, tensors, batch.inputs, private=True)
             samples += batch.inputs.shape[0]
     if samples == 0:
         raise ValueError("data is empty: there are no activations to describe")

@@ -85,12 +85,16 @@ def functional_forward(
     overrides: Mapping[str, torch.Tensor],
     *inputs: torch.Tensor,
     device: torch.device | str | None = None,
+    private: bool = False,
 ) -> object:
     """Call ``model(*inputs)`` with the tensors in ``overrides`` used in place of its own.
 
     The model is never modified, not even during the call: ``functional_call`` swaps the
     tensors into a :func:`structural_copy`, so threads sharing ``model`` never see each other's
-    tensors. In training mode, buffers that a forward pass updates in place (BatchNorm running
+    tensors. ``private=True`` says ``model`` is already such a copy, owned by the caller alone
+    (one made once for many batches), so it is used as it is.
+
+    In training mode, buffers that a forward pass updates in place (BatchNorm running
     statistics) are given as copies; with ``device`` set, every parameter and buffer is passed
     as a copy on that device, so the model can stay where it is.
     """
@@ -104,4 +108,5 @@ def functional_forward(
         overrides = {k: v.to(device) for k, v in overrides.items()}
         inputs = tuple(x.to(device) for x in inputs)
     tensors.update(overrides)
-    return functional_call(structural_copy(model), tensors, inputs, strict=False)
+    module = model if private else structural_copy(model)
+    return functional_call(module, tensors, inputs, strict=False)
