@@ -127,8 +127,9 @@ if table is None:
         )
         st.stop()
     table.attrs.update(model=choice.model_key, data=choice.data_spec)
+    # the finished checkpoint stays in the session's folder: if the shared result store drops
+    # this table, the page reads it back from there instead of running again
     engine.remember(settings, table)
-    job.discard()  # remembered now; the checkpoint has done its job
     st.rerun()  # redraw without the run button: the result is remembered now
 
 st.subheader("Per-layer sensitivity")
@@ -183,8 +184,7 @@ if choice.data is not None:
             compare_job, estimate, compare_strategies, label="Compare", running="Sweeping"
         )
         if curves is not None:
-            engine.remember(curve_key, curves)
-            compare_job.discard()
+            engine.remember(curve_key, curves)  # and kept in its finished checkpoint
     if curves is not None:
         shown = "accuracy" if "accuracy" in curves else "agreement"
         st.plotly_chart(figures.sparsity_curves(curves, metric=shown), key="sens_sweep")

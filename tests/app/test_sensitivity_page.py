@@ -12,6 +12,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from prunelab import sweeps, zoo
 from prunelab.recipes import Recipe
 from prunelab.sweeps import Estimate
+from prunelab.ui import engine
 from prunelab.ui.state import Keys
 from tests.app.conftest import ROOT, assert_clean, metric, page
 
@@ -164,7 +165,17 @@ def test_cancel_keeps_finished_rows_and_resume_continues_from_them(cancel_after,
     at.button(key=Keys.sens_resume).click().run()
     assert_clean(at)
     assert len(points) == 9  # the three saved rows were not evaluated again
-    assert at.get("plotly_chart") and not _checkpoints(at)  # remembered: checkpoint removed
+    assert at.get("plotly_chart") and len(_checkpoints(at)) == 1  # finished, kept
+
+
+def test_a_result_dropped_from_the_shared_store_is_read_back_not_rerun(points):
+    at = _configured(72)
+    at.button(key=Keys.sens_run).click().run()
+    assert len(points) == 9 and at.get("plotly_chart")
+    engine._results()._store.clear()  # as when other sessions push it out
+    at.run()
+    assert_clean(at)
+    assert len(points) == 9 and at.get("plotly_chart")  # from the finished checkpoint
 
 
 def test_start_over_discards_the_saved_rows(cancel_after, points):
