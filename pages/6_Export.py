@@ -48,7 +48,8 @@ def _groups(model_key: str, _choice) -> pd.DataFrame:
     return coupled_groups(_choice.model, _choice.bundle.example_input())
 
 
-@st.cache_resource(max_entries=16, show_spinner="Working out which channels can go...")
+# each plan holds a shrunk copy of its model: keep few
+@st.cache_resource(max_entries=4, show_spinner="Working out which channels can go...")
 def _plan(model_key: str, digest: str, _choice, _masks: Masks):
     try:
         return plan_shrink(_choice.model, _masks, example_input=_choice.bundle.example_input())

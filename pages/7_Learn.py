@@ -18,13 +18,13 @@ choice = sidebar()
 st.title("Learn pruning")
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=1)
 def toy_layer() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(32, 16))
 
 
-@st.cache_data(show_spinner="Evaluating both strategies at ten sparsities...")
+@st.cache_data(max_entries=8, show_spinner="Evaluating both strategies at ten sparsities...")
 def curves(model_key: str, data_spec: str, _choice: engine.Choice):
     levels = [i / 20 for i in range(0, 20, 2)]
     return sweep(
