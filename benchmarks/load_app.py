@@ -18,10 +18,11 @@ the model's name, the sparsity, the exact count of nonzero weights and the accur
 masks, and every cell of its own sensitivity heatmap. A session that saw another session's
 model, masks or table, an error box or a traceback fails the run (exit status 1).
 
-The server runs with Streamlit's file watcher off (``--watch-files`` turns it on, as plain
-``streamlit run`` has it): on a shared server nobody edits the pages, and after every rerun
-that imported anything (torch imports lazily) the watcher goes through all loaded modules,
-thousands with torch. Measured here with 2 sessions: 2.5x the throughput with it off.
+The server runs with Streamlit's file watcher off, as .streamlit/config.toml sets it
+(``--watch-files`` turns it on, as plain ``streamlit run`` has it elsewhere): on a shared
+server nobody edits the pages, and after every rerun that imported anything (torch imports
+lazily) the watcher goes through all loaded modules, thousands with torch. Measured here with 2
+sessions: 2.5x the throughput with it off.
 
 Phases: a first visitor opens the Prune page (the server imports torch and prunelab); four
 sessions open Prune on the four sample models (warm-up, not counted: a class's server has its
@@ -484,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--watch-files",
         action="store_true",
-        help="keep Streamlit's file watcher on, as `streamlit run` has it by default (off here, "
-        "as it should be on a shared server)",
+        help="turn Streamlit's file watcher on, as `streamlit run` has it by default (off in "
+        ".streamlit/config.toml, as it should be on a shared server)",
     )
     parser.add_argument(
         "--no-baseline",
