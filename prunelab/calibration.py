@@ -149,7 +149,7 @@ class Calibration:
         shell = structural_copy(self.model)
         with torch.no_grad(), forward_hooks(shell, hooks):
             for batch in self.batches():
-                functional_forward(shell, {}, batch.inputs, device=self.device)
+                functional_forward(shell, {}, batch.inputs, device=self.device, private=True)
         self._inputs, self._outputs = {}, {}
         for fqn, target in self._targets.items():
             self._store(self._inputs, fqn, target, inputs[target.module_fqn], output=False)

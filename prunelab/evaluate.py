@@ -378,7 +378,7 @@ def _module_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, d
                 handles.append(module.register_forward_hook(record))
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            functional_forward(model, {}, example_input.to(model_device(model)))
+            functional_forward(model, {}, example_input.to(model_device(model)), private=True)
     finally:
         for handle in handles:
             handle.remove()

@@ -40,6 +40,11 @@ def model_device(model: nn.Module) -> torch.device:
         ValueError: For a model on the meta device (see :func:`check_materialized`).
     """
     check_materialized(model)
+    return _first_device(model)
+
+
+def _first_device(model: nn.Module) -> torch.device:
+    """:func:`model_device` without the meta check, for per-batch use after an entry point."""
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -99,7 +104,8 @@ def functional_forward(
     as a copy on that device, so the model can stay where it is.
     """
     tensors: dict[str, torch.Tensor] = {}
-    if device is not None and torch.device(device) != model_device(model):
+    # per batch: the entry point that called us has checked the model (model_device)
+    if device is not None and torch.device(device) != _first_device(model):
         tensors.update({k: v.to(device) for k, v in model.named_parameters()})
         tensors.update({k: v.to(device) for k, v in model.named_buffers()})
     elif model.training:
