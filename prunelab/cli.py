@@ -116,7 +116,7 @@ def _evaluation_data(bundle, args: argparse.Namespace):
     return (
         evaluation,
         lambda: datasets.load(data_spec, split="train", limit=args.limit),
-        (described),
+        described,
         data_spec,
     )
 
@@ -261,7 +261,7 @@ def _checkpoint(args: argparse.Namespace, *, evaluates: bool = True) -> str | No
             "add --resume to continue it, or delete the file to start over"
         )
     args.active_checkpoint = path  # for the message after Ctrl-C
-    args.resumed = None if state is None else state
+    args.resumed = state  # None for a new run
     return path
 
 

@@ -99,12 +99,9 @@ def sweep(
     keys = [{"strategy": s.name, "requested": level} for s in chosen for level in levels]
     fingerprint = {}
     if checkpoint is not None:
-        run_on = torch.device(device) if device is not None else model_device(model)
-        data_digest, samples = _data_digest(iter_batches(data, batch_size=128))
+        run_on = _run_device(model, device)
         fingerprint = {
-            **_common_fingerprint(model, run_on),
-            "data": data_digest,
-            "samples": samples,
+            **_fingerprint(model, run_on, iter_batches(data, batch_size=128)),
             "strategies": [_strategy_id(s) for s in chosen],
             "sparsities": levels,
             "seed": seed,
@@ -188,13 +185,21 @@ def _data_digest(batches: Iterable[Batch]) -> tuple[str, int]:
     return tensor_digest(named()), samples
 
 
-def _common_fingerprint(model: nn.Module, device: torch.device) -> dict:
+def _fingerprint(model: nn.Module, device: torch.device, batches: Iterable[Batch]) -> dict:
+    """What every checkpointed run depends on: code, weights, kind of device and data."""
     # results are only reproducible with the same code, weights and kind of device
+    data_digest, samples = _data_digest(batches)
     return {
         "prunelab": __version__,
         "model": tensor_digest(model.state_dict().items()),
         "device": device.type,
+        "data": data_digest,
+        "samples": samples,
     }
+
+
+def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else model_device(model)
 
 
 def _calibration_id(
@@ -278,7 +283,7 @@ def estimate_sweep(
     (2, True)
     """
     levels, chosen = _sweep_grid(strategies, sparsities)
-    run_on = torch.device(device) if device is not None else model_device(model)
+    run_on = _run_device(model, device)
     first, samples = None, 0
     for batch in iter_batches(data, batch_size=128, device=run_on):
         first = batch if first is None else first
@@ -300,6 +305,8 @@ def _drop(metric: str, baseline: float, value: float) -> float:
 
 
 def _subset_batches(data: object, subset: int | None, batch_size: int, device) -> list[Batch]:
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset is a number of samples >= 1, got {subset}")
     batches, seen = [], 0
     for batch in iter_batches(data, batch_size=batch_size, device=device):
         if subset is not None and seen + batch.inputs.shape[0] > subset:
@@ -416,22 +423,17 @@ def sensitivity(
         raise ValueError("method='evaluate' needs data; use method='magnitude' without data")
     if early_stop is not None and early_stop < 0:
         raise ValueError(f"early_stop is a drop bound >= 0, got {early_stop}")
-    if subset is not None and subset < 1:
-        raise ValueError(f"subset is a number of samples >= 1, got {subset}")
-    run_on = torch.device(device) if device is not None else model_device(model)
+    run_on = _run_device(model, device)
     strategy = get_strategy(strategy)
+    batches = _subset_batches(data, subset, _BATCH, run_on)
     built = bool(strategy.needs) and calibration is None
     if built:
         calibration = Calibration(model, data, device=device)
-    batches = _subset_batches(data, subset, _BATCH, run_on)
     keys = [{"layer": t.fqn, "sparsity": level} for t in chosen for level in levels]
     fingerprint = {}
     if checkpoint is not None:
-        data_digest, samples = _data_digest(batches)
         fingerprint = {
-            **_common_fingerprint(model, run_on),
-            "data": data_digest,
-            "samples": samples,
+            **_fingerprint(model, run_on, batches),
             "layers": [t.fqn for t in chosen],
             "sparsities": levels,
             "strategy": _strategy_id(strategy),
@@ -539,9 +541,7 @@ def estimate_sensitivity(
     """
     levels = [check_sparsity(s) for s in sparsities]
     chosen = resolve_targets(model, list(layers) if layers is not None else None)
-    if subset is not None and subset < 1:
-        raise ValueError(f"subset is a number of samples >= 1, got {subset}")
-    run_on = torch.device(device) if device is not None else model_device(model)
+    run_on = _run_device(model, device)
     batches = _subset_batches(data, subset, _BATCH, run_on)
     samples = sum(b.inputs.shape[0] for b in batches)
     return Estimate(len(chosen) * len(levels), _seconds_per_pass(model, batches[0], samples))
