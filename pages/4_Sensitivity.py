@@ -30,6 +30,28 @@ LEVELS = {
 
 st.set_page_config(page_title="Sensitivity · prunelab", layout="wide")
 choice = sidebar()
+
+
+def computed(prefix, settings, work, *, measure=None, label, running):
+    """The result for ``settings``: remembered, else run as a job (None until one finishes).
+
+    ``work(checkpoint, report)`` resumes the job's saved rows of these settings, if any. The
+    finished checkpoint stays in the session's folder: if the shared result store drops the
+    result, the job reads it back from there instead of running again.
+    """
+    result = engine.remembered(settings)
+    if result is not None:
+        return result
+    job = jobs.Job(prefix, settings)
+    estimate = None if measure is None else job.estimate(measure)
+    result = jobs.start(job, estimate, work, label=label, running=running)
+    if result is None:
+        return None
+    result.attrs.update(model=choice.model_key, data=choice.data_spec)
+    engine.remember(settings, result)
+    st.rerun()  # redraw without the Cancel button: the result is remembered now
+
+
 st.title("Sensitivity and recipes")
 st.write(
     "Prune one layer at a time, at several sparsities, and measure how much worse the model "
@@ -85,52 +107,50 @@ settings = (
     early_stop,
     metric,
 )
-table = engine.remembered(settings)
-if table is None:
-    job = jobs.Job(Keys.sens_job, settings)
-    estimate = None
-    if method == "evaluate":
-        estimate = job.estimate(
-            lambda: estimate_sensitivity(
-                choice.model, choice.data, layers=layers, sparsities=levels, subset=subset
-            )
-        )
 
-    def analyse(checkpoint, report):
-        cal = None
-        if get_strategy(strategy).needs:
-            cal = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
-        return sensitivity(
-            choice.model,
-            choice.data,
-            layers=layers,
-            sparsities=levels,
-            strategy=strategy,
-            method=method,
-            metric=metric,
-            early_stop=early_stop,
-            subset=subset,
-            calibration=cal,
-            progress=report,
-            # the data-free proxy finishes at once: nothing to checkpoint
-            checkpoint=checkpoint if method == "evaluate" else None,
-            resume=True,  # continues this session's saved rows of these settings, if any
-        )
 
-    table = jobs.start(
-        job, estimate, analyse, label="Run the analysis", running="Pruning one layer at a time"
+def analyse(checkpoint, report):
+    cal = None
+    if get_strategy(strategy).needs:
+        cal = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
+    return sensitivity(
+        choice.model,
+        choice.data,
+        layers=layers,
+        sparsities=levels,
+        strategy=strategy,
+        method=method,
+        metric=metric,
+        early_stop=early_stop,
+        subset=subset,
+        calibration=cal,
+        progress=report,
+        # the data-free proxy finishes at once: nothing to checkpoint
+        checkpoint=checkpoint if method == "evaluate" else None,
+        resume=True,
     )
-    if table is None:
-        st.info(
-            "Choose the settings and run the analysis; results are kept for these settings. "
-            "A long run can be cancelled and resumed without losing finished evaluations."
-        )
-        st.stop()
-    table.attrs.update(model=choice.model_key, data=choice.data_spec)
-    # the finished checkpoint stays in the session's folder: if the shared result store drops
-    # this table, the page reads it back from there instead of running again
-    engine.remember(settings, table)
-    st.rerun()  # redraw without the run button: the result is remembered now
+
+
+def estimate_analysis():
+    return estimate_sensitivity(
+        choice.model, choice.data, layers=layers, sparsities=levels, subset=subset
+    )
+
+
+table = computed(
+    Keys.sens_job,
+    settings,
+    analyse,
+    measure=estimate_analysis if method == "evaluate" else None,  # the proxy takes no time
+    label="Run the analysis",
+    running="Pruning one layer at a time",
+)
+if table is None:
+    st.info(
+        "Choose the settings and run the analysis; results are kept for these settings. "
+        "A long run can be cancelled and resumed without losing finished evaluations."
+    )
+    st.stop()
 
 st.subheader("Per-layer sensitivity")
 left, right = st.columns(2)
@@ -161,30 +181,31 @@ if choice.data is not None:
         key=Keys.sens_strategies,
     )
     curve_key = ("sweep", choice.model_key, choice.data_spec, tuple(compare), levels, subset)
-    curves = engine.remembered(curve_key)
-    if curves is None and compare:
-        compare_job = jobs.Job(Keys.sens_compare_job, curve_key)
-        grid = (0.0, *levels)
-        estimate = compare_job.estimate(
-            lambda: estimate_sweep(choice.model, choice.data, strategies=compare, sparsities=grid)
+    grid = (0.0, *levels)
+
+    def compare_strategies(checkpoint, report):
+        return sweep(
+            choice.model,
+            choice.data,
+            strategies=compare,
+            sparsities=grid,
+            progress=report,
+            checkpoint=checkpoint,
+            resume=True,
         )
 
-        def compare_strategies(checkpoint, report):
-            return sweep(
-                choice.model,
-                choice.data,
-                strategies=compare,
-                sparsities=grid,
-                progress=report,
-                checkpoint=checkpoint,
-                resume=True,
-            )
-
-        curves = jobs.start(
-            compare_job, estimate, compare_strategies, label="Compare", running="Sweeping"
+    curves = None
+    if compare:
+        curves = computed(
+            Keys.sens_compare_job,
+            curve_key,
+            compare_strategies,
+            measure=lambda: estimate_sweep(
+                choice.model, choice.data, strategies=compare, sparsities=grid
+            ),
+            label="Compare",
+            running="Sweeping",
         )
-        if curves is not None:
-            engine.remember(curve_key, curves)  # and kept in its finished checkpoint
     if curves is not None:
         shown = "accuracy" if "accuracy" in curves else "agreement"
         st.plotly_chart(figures.sparsity_curves(curves, metric=shown), key="sens_sweep")
