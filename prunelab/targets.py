@@ -178,15 +178,16 @@ def resolve_targets(model: nn.Module, selection: Sequence[Target | str] | None) 
         return targets(model)
     if isinstance(selection, str):
         selection = [selection]
-    by_fqn = {t.fqn: t for t in targets(model)}
+    found = targets(model)
+    by_fqn = {t.fqn: t for t in found}
     chosen: dict[str, Target] = {}
     for item in selection:
         if isinstance(item, Target):
             if item.fqn not in by_fqn:
                 raise ValueError(f"target {item.fqn!r} is not a prunable tensor of this model")
             chosen[item.fqn] = by_fqn[item.fqn]
-        elif isinstance(item, str):
-            for t in targets(model, include=item):
+        elif isinstance(item, str):  # matched against the list above, not a rescan per item
+            for t in _filter(found, [item], keep=True, what="include"):
                 chosen[t.fqn] = t
         else:
             raise TypeError(f"targets must be Target objects or fqn strings, got {item!r}")
