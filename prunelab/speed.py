@@ -79,20 +79,20 @@ def _two_four(model: nn.Module, masks: Masks, device: torch.device):
         for fqn, value in masked_weights(model, masks).items():
             module_fqn, _, name = fqn.rpartition(".")
             module = sparse.get_submodule(module_fqn) if module_fqn else sparse
-            if not isinstance(module, nn.Linear) or name != "weight":
-                getattr(module, name).copy_(value.half().to(device))
-                continue
-            rows = masks[fqn].reshape(-1, 4) if masks[fqn].shape[1] % 4 == 0 else None
-            if rows is None or bool((rows.sum(dim=1) > 2).any()):
-                getattr(module, name).copy_(value.half().to(device))
-                continue
-            try:
-                module.weight = nn.Parameter(
-                    to_sparse_semi_structured(value.half().to(device)), requires_grad=False
-                )
-                converted += 1
-            except (RuntimeError, ValueError):
-                getattr(module, name).copy_(value.half().to(device))
+            half = value.half().to(device)
+            rows = None
+            if isinstance(module, nn.Linear) and name == "weight" and masks[fqn].shape[1] % 4 == 0:
+                rows = masks[fqn].reshape(-1, 4)
+            if rows is not None and not bool((rows.sum(dim=1) > 2).any()):
+                try:
+                    module.weight = nn.Parameter(
+                        to_sparse_semi_structured(half), requires_grad=False
+                    )
+                    converted += 1
+                    continue
+                except (RuntimeError, ValueError):
+                    pass
+            getattr(module, name).copy_(half)
     if not converted:
         return (
             None,
@@ -151,37 +151,33 @@ def speed_report(
     dense_stats = model_stats(model, masks, example_input=one)
     notes: list[str] = []
     variants: list[tuple[str, nn.Module, Masks | None, dict, str]] = []
+
+    def add(name, net, *, params, flops, size, why, net_masks=None) -> None:
+        variants.append((name, net, net_masks, dict(params=params, flops=flops, bytes=size), why))
+
     sparsity = masks.sparsity()
-    variants.append(
-        (
-            "dense",
-            model,
-            None,
-            dict(
-                params=dense_stats["parameters"],
-                flops=dense_stats["flops"],
-                bytes=dense_stats["dense_bytes"],
-            ),
-            "the baseline: every weight is stored and multiplied",
-        )
+    dense_flops, dense_bytes = dense_stats["flops"], dense_stats["dense_bytes"]
+    add(
+        "dense",
+        model,
+        params=dense_stats["parameters"],
+        flops=dense_flops,
+        size=dense_bytes,
+        why="the baseline: every weight is stored and multiplied",
     )
-    variants.append(
-        (
-            "masked",
-            model,
-            masks,
-            dict(
-                params=dense_stats["nonzero_parameters"],
-                flops=dense_stats["flops"],
-                bytes=dense_stats["dense_bytes"],
-            ),
-            (
-                f"{sparsity:.0%} of the pruned layers' weights are zero, but they are still "
-                "stored and multiplied: dense kernels do not skip zeros, so it runs about as "
-                "fast as dense. Only sparse kernels could do the "
-                f"{dense_stats['effective_flops']:,} effective FLOPs instead of all of them"
-            ),
-        )
+    add(
+        "masked",
+        model,
+        net_masks=masks,
+        params=dense_stats["nonzero_parameters"],
+        flops=dense_flops,
+        size=dense_bytes,
+        why=(
+            f"{sparsity:.0%} of the pruned layers' weights are zero, but they are still "
+            "stored and multiplied: dense kernels do not skip zeros, so it runs about as "
+            "fast as dense. Only sparse kernels could do the "
+            f"{dense_stats['effective_flops']:,} effective FLOPs instead of all of them"
+        ),
     )
     try:
         small, plan = _shrink(model, masks, one, check=True)
@@ -190,24 +186,19 @@ def speed_report(
     else:
         small_stats = model_stats(small, example_input=one)
         removed = sum(plan.removed.values())
-        variants.append(
-            (
-                "shrunk",
-                small,
-                None,
-                dict(
-                    params=small_stats["parameters"],
-                    flops=small_stats["flops"],
-                    bytes=small_stats["dense_bytes"],
-                ),
-                (
-                    f"{removed:,} channels are physically removed, so "
-                    f"{small_stats['parameters'] / max(dense_stats['parameters'], 1):.0%} of "
-                    "the parameters and "
-                    f"{small_stats['flops'] / max(dense_stats['flops'], 1):.0%} of the FLOPs "
-                    "remain and every layer does less work with ordinary dense kernels"
-                ),
-            )
+        add(
+            "shrunk",
+            small,
+            params=small_stats["parameters"],
+            flops=small_stats["flops"],
+            size=small_stats["dense_bytes"],
+            why=(
+                f"{removed:,} channels are physically removed, so "
+                f"{small_stats['parameters'] / max(dense_stats['parameters'], 1):.0%} of "
+                "the parameters and "
+                f"{small_stats['flops'] / max(dense_flops, 1):.0%} of the FLOPs "
+                "remain and every layer does less work with ordinary dense kernels"
+            ),
         )
     reason = semi_structured_support(run_on)
     pair = (None, None, reason)
@@ -216,34 +207,25 @@ def speed_report(
     if pair[2] is not None:
         notes.append(f"No 2:4 row: {pair[2]}.")
     else:
-        half_bytes = _bytes(pair[0])
-        variants.append(
-            (
-                "dense fp16",
-                pair[0],
-                None,
-                dict(
-                    params=dense_stats["parameters"], flops=dense_stats["flops"], bytes=half_bytes
-                ),
-                "the half-precision baseline for the 2:4 row",
-            )
+        add(
+            "dense fp16",
+            pair[0],
+            params=dense_stats["parameters"],
+            flops=dense_flops,
+            size=_bytes(pair[0]),
+            why="the half-precision baseline for the 2:4 row",
         )
-        variants.append(
-            (
-                "2:4 fp16",
-                pair[1],
-                None,
-                dict(
-                    params=dense_stats["nonzero_parameters"],
-                    flops=dense_stats["flops"],
-                    bytes=_bytes(pair[1]),
-                ),
-                (
-                    "2:4 Linear weights run on sparse tensor cores, which skip the zeros in "
-                    "hardware: up to 2x on those layers' matrix products; other layers are "
-                    "unchanged"
-                ),
-            )
+        add(
+            "2:4 fp16",
+            pair[1],
+            params=dense_stats["nonzero_parameters"],
+            flops=dense_flops,
+            size=_bytes(pair[1]),
+            why=(
+                "2:4 Linear weights run on sparse tensor cores, which skip the zeros in "
+                "hardware: up to 2x on those layers' matrix products; other layers are "
+                "unchanged"
+            ),
         )
     rows = []
     for size in sizes:
