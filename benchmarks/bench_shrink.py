@@ -105,7 +105,7 @@ def bench(arch: str, repeats: int) -> bool:
     seen: list[tuple[int, ...]] = []  # the inputs of the model's copies: trace, then check
     hook = model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
     try:
-        prunelab.shrink(model, masks, example_input=example)
+        small = prunelab.shrink(model, masks, example_input=example)
     finally:
         hook.remove()
     print(f"{arch}: graph traced on {seen[0]}, output checked on {seen[-1]}", flush=True)
@@ -115,7 +115,6 @@ def bench(arch: str, repeats: int) -> bool:
     report(f"{arch}: shrink without the output check", unchecked, on_copy, "TP on a copy")
     report(f"{arch}: shrink without the output check", unchecked, in_place, "TP in place")
 
-    small = prunelab.shrink(model, masks, example_input=example)
     dense_params = sum(p.numel() for p in model.parameters())
     small_params = sum(p.numel() for p in small.parameters())
     print(f"{arch}: parameters shrunk/dense {small_params / dense_params:.3f}", flush=True)
