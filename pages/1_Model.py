@@ -16,7 +16,7 @@ st.title(f"Model: {choice.bundle.name}")
 cols = st.columns(5)
 cols[0].metric("Parameters", f"{choice.parameters:,}")
 cols[1].metric("Input", " x ".join(map(str, choice.bundle.input_shape)))
-cols[4].metric("Memory", memory.format_bytes(memory.model_bytes(choice.model)))
+cols[4].metric("Memory", memory.format_bytes(choice.loaded.model_bytes))
 if choice.data is not None:
     dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
     if "accuracy" in dense:

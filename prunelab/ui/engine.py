@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +60,20 @@ class Loaded:
     bundle: zoo.ModelBundle
     calibrations: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
+    # Counted once per cached model, not on every rerun (every page shows them in the sidebar)
+    @cached_property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.bundle.model.parameters())
+
+    @cached_property
+    def model_bytes(self) -> int:
+        """Bytes of the parameters and buffers (:func:`prunelab.memory.model_bytes`)."""
+        return memory.model_bytes(self.bundle.model)
+
+    @cached_property
+    def prunable_elements(self) -> int:
+        return sum(t.numel for t in targets(self.bundle.model))
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -79,7 +94,7 @@ class Choice:
 
     @property
     def parameters(self) -> int:
-        return sum(p.numel() for p in self.bundle.model.parameters())
+        return self.loaded.parameters
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading the model...")
@@ -226,9 +241,8 @@ def remember(key: tuple, value: object) -> object:
 
 def memory_note(choice: Choice) -> str:
     """What the chosen model costs in memory, and how many the server keeps, in a sentence."""
-    model = memory.format_bytes(memory.model_bytes(choice.model))
-    pruned = sum(t.numel for t in targets(choice.model))
-    scores = memory.format_bytes(2 * 4 * pruned)
+    model = memory.format_bytes(choice.loaded.model_bytes)
+    scores = memory.format_bytes(2 * 4 * choice.loaded.prunable_elements)
     return (
         f"This model takes {model} in memory (parameters + buffers); each prepared strategy "
         f"adds up to {scores} (importance scores and their sorted copy). Models are shared by "
