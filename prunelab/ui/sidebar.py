@@ -34,6 +34,11 @@ def _keep(key: str) -> None:
     st.session_state[_KEPT + key] = st.session_state[key]
 
 
+def _kept(key: str) -> dict[str, object]:
+    """A widget's key, and the callback that keeps its value for the other pages."""
+    return {"key": key, "on_change": _keep, "args": (key,)}
+
+
 def _set(key: str, value: object) -> None:
     st.session_state[key] = value
     st.session_state[_KEPT + key] = value
@@ -56,9 +61,7 @@ def _torchvision_names() -> list[str]:
 
 
 def _pick_model() -> tuple[str, Loaded] | None:
-    source = st.sidebar.radio(
-        "Model source", SOURCES, key=Keys.model_source, on_change=_keep, args=(Keys.model_source,)
-    )
+    source = st.sidebar.radio("Model source", SOURCES, **_kept(Keys.model_source))
     if source == SOURCES[0]:
         specs = _sample_names()
         if Keys.sample not in st.session_state:
@@ -66,9 +69,7 @@ def _pick_model() -> tuple[str, Loaded] | None:
         spec = st.sidebar.selectbox(
             "Sample model",
             specs,
-            key=Keys.sample,
-            on_change=_keep,
-            args=(Keys.sample,),
+            **_kept(Keys.sample),
             help="Small models trained on bundled data; see sample_models/ for their cards.",
         )
         return spec, load_model(spec)
@@ -82,9 +83,7 @@ def _pick_model() -> tuple[str, Loaded] | None:
         arch = st.sidebar.selectbox(
             "Architecture",
             names,
-            key=Keys.torchvision_arch,
-            on_change=_keep,
-            args=(Keys.torchvision_arch,),
+            **_kept(Keys.torchvision_arch),
             help="Random weights (no download); input 3x224x224.",
         )
         return f"torchvision:{arch}", load_model(f"torchvision:{arch}")
@@ -96,16 +95,12 @@ def _pick_model() -> tuple[str, Loaded] | None:
     arch = st.sidebar.selectbox(
         "Architecture of a state_dict",
         ["(none: a .pt2 program or a pickled module)", *_sample_names()],
-        key=Keys.upload_arch,
-        on_change=_keep,
-        args=(Keys.upload_arch,),
+        **_kept(Keys.upload_arch),
         help="A state_dict holds only weights: say which architecture they belong to.",
     )
     trust = st.sidebar.checkbox(
         "Trust this file (allow unpickling a whole module: it can run code)",
-        key=Keys.trust,
-        on_change=_keep,
-        args=(Keys.trust,),
+        **_kept(Keys.trust),
     )
     if upload is None:
         st.sidebar.info("Upload a model file to continue.")
@@ -129,9 +124,7 @@ def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
     choice = st.sidebar.selectbox(
         "Evaluation data",
         labels,
-        key=Keys.data_choice,
-        on_change=_keep,
-        args=(Keys.data_choice,),
+        **_kept(Keys.data_choice),
         help="Accuracy, loss and fidelity are measured on this data's test split.",
     )
     if choice == labels[0]:
@@ -140,10 +133,8 @@ def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
     if choice.startswith("torchvision:"):
         root = st.sidebar.text_input(
             "Dataset folder (root)",
-            key=Keys.data_root,
+            **_kept(Keys.data_root),
             placeholder="/path/to/data",
-            on_change=_keep,
-            args=(Keys.data_root,),
         )
         if not root:
             st.sidebar.info("Give the folder that holds the dataset files.")
@@ -181,10 +172,9 @@ def sidebar() -> Choice:
         st.error(f"Could not load that: {exc}")
         st.stop()
     bundle = loaded.bundle
-    params = sum(p.numel() for p in bundle.model.parameters())
     st.sidebar.caption(
-        f"**{bundle.name}**: {params:,} parameters "
-        f"({memory.format_bytes(memory.model_bytes(bundle.model))} in memory), input "
+        f"**{bundle.name}**: {loaded.parameters:,} parameters "
+        f"({memory.format_bytes(loaded.model_bytes)} in memory), input "
         f"{tuple(bundle.input_shape)}"
         + (f"; data {data_spec} ({len(data):,} samples)" if data is not None else "")
     )
