@@ -61,7 +61,7 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prunelab import Pruner, data, figures, zoo  # noqa: E402
+from prunelab import Pruner, data, figures, memory, zoo  # noqa: E402
 from prunelab.evaluate import evaluate  # noqa: E402
 from prunelab.sweeps import sensitivity  # noqa: E402
 from prunelab.targets import targets  # noqa: E402
@@ -459,10 +459,6 @@ def memory_of(pid: int) -> dict[str, int]:
     return found
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
 def summary(label: str, outcome: Outcome, wall: float) -> tuple[float, Step]:
     times = [s.seconds for s in outcome.steps]
     slowest = max(outcome.steps, key=lambda s: s.seconds)
@@ -545,9 +541,10 @@ def main(argv: list[str] | None = None) -> int:
             f"ratios: throughput {rate / base_rate:.2f}x one session alone; slowest interaction "
             f"{slowest.seconds / base_slowest.seconds:.1f}x as long as the baseline's slowest"
         )
+    size = memory.format_bytes
     print(
-        f"server memory (RSS): {_mib(idle)} at start, {_mib(before)} before the {count} sessions, "
-        f"{_mib(server['VmRSS'])} after them; peak {_mib(server['VmHWM'])}"
+        f"server memory (RSS): {size(idle)} at start, {size(before)} before the {count} "
+        f"sessions, {size(server['VmRSS'])} after them; peak {size(server['VmHWM'])}"
     )
     if failures:
         print(f"FAILED: {len(failures)} check(s)")

@@ -456,14 +456,13 @@ def _load_program(spec: Spec, path: Path) -> ModelBundle:
             "); export with a dynamic batch dimension, e.g. dynamic_shapes={'x': {0: "
             "torch.export.Dim('batch')}}, so that it can be evaluated in batches"
         )
-    bundle = ModelBundle(
+    return ModelBundle(
         model=program.module(),
         name=path.stem,
         spec=spec.text,
         input_shape=_parse_shape(spec) or tuple(int(d) for d in value.shape[1:]),
         input_dtype=value.dtype,
     )
-    return bundle
 
 
 def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
