@@ -50,7 +50,7 @@ from torch import nn
 
 from .apply import copy_model, parameter_owners
 from .masks import Masks
-from .targets import get_parameter, targets
+from .targets import Target, get_parameter, targets
 
 __all__ = ["ShrinkPlan", "coupled_groups", "extend_channel_masks", "plan_shrink", "shrink"]
 
@@ -272,11 +272,10 @@ def _all(mask: torch.Tensor) -> bool:
 
 
 def _masked_channels(
-    work: nn.Module, masks: Masks
+    work: nn.Module, masks: Masks, by_fqn: Mapping[str, Target]
 ) -> tuple[dict[nn.Module, torch.Tensor], dict[str, dict[int, set[int]]]]:
     """{module: kept output channels} for every masked layer, and the pruned rows as
     {weight fqn: {output dim: indices}}; rejects what shrink cannot do."""
-    by_fqn = {t.fqn: t for t in targets(work)}
     found = {}
     zero_rows: dict[str, dict[int, set[int]]] = {}
     for fqn, mask in masks.items():
@@ -453,7 +452,8 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
     if not isinstance(masks, Masks):
         raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
     example_input = _check_input(example_input)
-    channels, zero_rows = _masked_channels(work, masks)
+    by_fqn = {t.fqn: t for t in targets(work)}
+    channels, zero_rows = _masked_channels(work, masks, by_fqn)
     graph, outputs = _graph(work, example_input)
     groups = _groups(graph)
     for item in groups:
@@ -471,7 +471,7 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
         item.keep = torch.ones_like(keep) if item.outputs else keep
     removed, cut, shapes = _extend(work, groups)
     _refuse_tied(work, cut)
-    target_fqns = frozenset(t.fqn for t in targets(work))
+    target_fqns = frozenset(by_fqn)
     plan = ShrinkPlan(
         removed=removed,
         parameters=_predicted_parameters(work, cut),
