@@ -481,11 +481,14 @@ def _torchvision_dataset(spec: Spec, split: str) -> Dataset:
 
 
 def check_file_size(path: Path, what: str) -> None:
-    """Refuse a file larger than :data:`MAX_FILE_BYTES` before reading any of it.
+    """Refuse a missing file, or one larger than :data:`MAX_FILE_BYTES`, before reading it.
 
     Raises:
+        FileNotFoundError: If ``path`` is not a file.
         ValueError: Naming the file's size and the limit.
     """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ValueError(
@@ -497,8 +500,6 @@ def check_file_size(path: Path, what: str) -> None:
 def _file(spec: Spec) -> TensorData:
     spec.check_options([])
     path = Path(spec.target).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
     check_file_size(path, "data file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -469,8 +469,6 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
     spec.check_options(["arch", "trust", "input", "num_classes"])
     trust = trust or spec.flag("trust")
     path = Path(spec.target).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
     check_file_size(path, "model file")
     if path.suffix == ".pt2":
         return _load_program(spec, path)
