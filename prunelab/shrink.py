@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .apply import copy_model, parameter_owners
+from .apply import _check_masks, copy_model, parameter_owners
 from .masks import Masks
 from .targets import Target, get_parameter, targets
 
@@ -449,8 +449,7 @@ def _refuse_tied(work: nn.Module, cut: Mapping[str, object]) -> None:
 
 
 def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planned:
-    if not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
+    masks = _check_masks(masks)
     example_input = _check_input(example_input)
     by_fqn = {t.fqn: t for t in targets(work)}
     channels, zero_rows = _masked_channels(work, masks, by_fqn)
