@@ -181,6 +181,9 @@ def test_state_dict_of_a_pruned_copy_is_folded(tmp_path):
 
 def test_state_dict_with_a_torchvision_arch(tmp_path):
     source = zoo.load("torchvision:mobilenet_v3_small?num_classes=10")
+    with torch.no_grad():  # else the file holds the seeded init that arch= builds anyway
+        for param in source.model.parameters():
+            param.mul_(1.5)
     torch.save(source.model.state_dict(), tmp_path / "tv.pt")
     spec = f"file:{tmp_path / 'tv.pt'}?arch=torchvision:mobilenet_v3_small&num_classes=10"
     bundle = zoo.load(spec)
