@@ -13,7 +13,7 @@ import torch
 
 from prunelab import memory, zoo
 from prunelab.architectures import ARCHITECTURES
-from prunelab.ui import engine
+from prunelab.ui import engine, sidebar
 from prunelab.ui.state import Keys
 from tests.app.conftest import ROOT, assert_clean, metric, page
 
@@ -163,6 +163,8 @@ def _picked_on_model_page_then_prune():
     at.switch_page("pages/1_Model.py").run()
     at.sidebar.selectbox(key=Keys.sample).select("sample:digits-mlp").run()
     assert at.title[0].value == "Model: digits-mlp"
+    # what a real server hands to the next page's widget (AppTest would carry it regardless)
+    assert at.session_state[sidebar._KEPT + Keys.sample] == "sample:digits-mlp"
     at.switch_page("pages/2_Prune.py").run()
     assert_clean(at)
     return at.sidebar.selectbox(key=Keys.sample).value
