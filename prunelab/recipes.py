@@ -261,7 +261,7 @@ class Recipe:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix in (".yaml", ".yml"):
-            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+            text = self.dumps()
         elif suffix == ".json":
             text = json.dumps(self.to_dict(), indent=2) + "\n"
         else:
