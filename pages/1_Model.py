@@ -3,7 +3,6 @@
 import streamlit as st
 
 from prunelab import figures, memory
-from prunelab.stats import weight_stats
 from prunelab.ui import engine
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -31,7 +30,7 @@ else:
 explain(engine.memory_note(choice))
 
 st.subheader("Prunable tensors")
-stats = weight_stats(choice.model)
+stats = engine.weight_table(choice.model_key, _choice=choice)
 flops = engine.flop_table(choice.model_key, _choice=choice).set_index("fqn")["flops"]
 stats.insert(4, "share of FLOPs", (flops / max(flops.sum(), 1)).reindex(stats["fqn"]).to_numpy())
 st.dataframe(

@@ -29,6 +29,7 @@ from ..calibration import Calibration
 from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
 from ..pruner import Pruner
+from ..stats import weight_stats
 from ..strategies import Strategy, get_strategy
 from ..targets import targets
 
@@ -178,6 +179,12 @@ def dense_metrics(model_key: str, data_spec: str, _choice: Choice) -> dict[str, 
 def flop_table(model_key: str, _choice: Choice) -> pd.DataFrame:
     """Dense FLOPs per prunable layer, counted once per model."""
     return flops_by_layer(_choice.model, example_input=_choice.bundle.example_input())
+
+
+@st.cache_data(max_entries=MAX_TABLES, show_spinner="Reading the weights...")
+def weight_table(model_key: str, _choice: Choice) -> pd.DataFrame:
+    """Statistics of each prunable weight, once per model (not on every rerun of the page)."""
+    return weight_stats(_choice.model)
 
 
 def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:

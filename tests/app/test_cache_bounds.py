@@ -58,6 +58,7 @@ def test_every_cache_in_the_engine_is_bounded():
         "pruner",
         "dense_metrics",
         "flop_table",
+        "weight_table",
         "_results",
     }
     for name, decorator in cached.items():
