@@ -43,7 +43,7 @@ from torch import nn
 from .apply import copy_model, masked_weights
 from .batches import iter_batches
 from .functional import functional_forward, model_device, structural_copy
-from .masks import Masks
+from .masks import Masks, check_masks
 
 __all__ = [
     "AGGREGATE_FNS",
@@ -309,12 +309,6 @@ def _tensors_on(
     tensors.update({k: v.to(device) for k, v in model.named_buffers()})
     tensors.update({k: v.to(device) for k, v in overrides.items()})
     return tensors
-
-
-def _check_masks(masks: object) -> Masks | None:
-    if masks is not None and not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks or None, got {type(masks).__name__}")
-    return masks
 
 
 # ----------------------------------------------------------------------------------------
@@ -954,7 +948,7 @@ def activation_stats(
     (4, True)
     """
     points = _points(model, layers)
-    masks = _check_masks(masks)
+    masks = check_masks(masks, optional=True)
     ChannelStats(bins=bins, sample=sample)  # checks both before any forward pass
     shell = structural_copy(model)  # the hooks sit on a private copy
     accumulators = {p.name: ChannelStats(bins=bins, sample=sample) for p in points}
@@ -1177,7 +1171,7 @@ def activation_sparsity_effect(
     >>> effect["agreement"], effect["sparsity"] == effect["natural_sparsity"]
     (1.0, True)
     """
-    masks = _check_masks(masks)
+    masks = check_masks(masks, optional=True)
     run_on = torch.device(device) if device is not None else model_device(model)
     overrides = masked_weights(model, masks) if masks is not None else {}
     samples = labelled = correct = dense_correct = agree = 0

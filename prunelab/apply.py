@@ -9,21 +9,15 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .functional import check_materialized, functional_forward
-from .masks import Masks
+from .masks import Masks, check_masks
 from .targets import get_parameter
 
 __all__ = ["apply", "bake", "copy_model", "masked_forward", "masked_weights"]
 
 
-def _check_masks(masks: object) -> Masks:
-    if not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
-    return masks
-
-
 def masked_weights(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
     """``{fqn: weight * mask}`` for every masked tensor (weights and coupled biases)."""
-    masks = _check_masks(masks)
+    masks = check_masks(masks)
     check_materialized(model)
     out = {}
     for fqn, mask in masks.all().items():
@@ -99,7 +93,7 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
     >>> pruned.weight_mask.tolist(), hasattr(net, "weight_mask")
     ([[1.0, 0.0]], False)
     """
-    masks = _check_masks(masks)
+    masks = check_masks(masks)
     check_materialized(model)
     pruned = copy_model(model)
     owners = parameter_owners(pruned)

@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .apply import masked_weights
 from .batches import iter_batches
 from .functional import check_materialized, functional_forward, model_device, structural_copy
-from .masks import Masks
+from .masks import Masks, check_masks
 from .targets import Target, targets
 
 __all__ = [
@@ -253,8 +253,7 @@ def evaluate(
     ['agreement', 'kl', 'samples']
     """
     chosen = _check_metrics(metrics)
-    if masks is not None and not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks or None, got {type(masks).__name__}")
+    check_masks(masks, optional=True)
     run_on = torch.device(device) if device is not None else model_device(model)
     totals = _Totals()
     with torch.no_grad():
@@ -485,8 +484,7 @@ def model_stats(
     >>> stats["parameters"], stats["flops"], stats["effective_flops"]
     (10, 16, 16)
     """
-    if masks is not None and not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks or None, got {type(masks).__name__}")
+    check_masks(masks, optional=True)
     check_materialized(model)  # before counting: a meta tensor has nothing to count
     overrides = masked_weights(model, masks) if masks is not None else {}
     parameters = nonzero = 0

@@ -40,7 +40,7 @@ from torch import nn
 
 from ._io import atomic_write
 from .apply import apply, bake
-from .masks import Masks
+from .masks import Masks, check_masks
 from .shrink import shrink
 from .storage import LAYOUTS, compression, sparse_payload
 
@@ -74,8 +74,7 @@ class Exported:
 def _check(format: str, masks: object) -> None:
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
-    if not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
+    check_masks(masks)
 
 
 def _program(model: nn.Module, example_input: torch.Tensor):

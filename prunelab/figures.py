@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .masks import Masks
+from .masks import Masks, check_masks
 
 __all__ = [
     "activation_histogram",
@@ -652,8 +652,7 @@ def layer_sparsity(
 
 
 def _layer_mask(masks: Masks, fqn: str, which: str) -> np.ndarray:
-    if not isinstance(masks, Masks):
-        raise TypeError(f"{which} must be prunelab.Masks, got {type(masks).__name__}")
+    check_masks(masks, what=which)
     if fqn not in masks:
         raise ValueError(f"{which} has no mask for {fqn!r}; it has: {list(masks)[:12]}")
     return _as_mask(masks[fqn], what=f"{which}[{fqn!r}]")

@@ -11,7 +11,7 @@ import torch
 
 from ._io import atomic_write, one_line
 
-__all__ = ["Masks"]
+__all__ = ["Masks", "check_masks"]
 
 
 class Masks(Mapping[str, torch.Tensor]):
@@ -154,3 +154,17 @@ class Masks(Mapping[str, torch.Tensor]):
                 "parameter names to bool tensors"
             )
         return cls(masks, coupled=coupled)
+
+
+def check_masks(masks: object, *, optional: bool = False, what: str = "masks") -> Masks | None:
+    """``masks`` if it is a :class:`Masks` (or None where ``optional``), else a clear TypeError.
+
+    >>> check_masks({"w": torch.ones(2, dtype=torch.bool)})
+    Traceback (most recent call last):
+    ...
+    TypeError: masks must be prunelab.Masks, got dict
+    """
+    if isinstance(masks, Masks) or (optional and masks is None):
+        return masks
+    accepted = "prunelab.Masks or None" if optional else "prunelab.Masks"
+    raise TypeError(f"{what} must be {accepted}, got {type(masks).__name__}")

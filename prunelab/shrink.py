@@ -48,8 +48,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .apply import _check_masks, copy_model, parameter_owners
-from .masks import Masks
+from .apply import copy_model, parameter_owners
+from .masks import Masks, check_masks
 from .targets import Target, get_parameter, targets
 
 __all__ = ["ShrinkPlan", "coupled_groups", "extend_channel_masks", "plan_shrink", "shrink"]
@@ -449,7 +449,7 @@ def _refuse_tied(work: nn.Module, cut: Mapping[str, object]) -> None:
 
 
 def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planned:
-    masks = _check_masks(masks)
+    masks = check_masks(masks)
     example_input = _check_input(example_input)
     by_fqn = {t.fqn: t for t in targets(work)}
     channels, zero_rows = _masked_channels(work, masks, by_fqn)

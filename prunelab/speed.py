@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .apply import _check_masks, copy_model, masked_weights
+from .apply import copy_model, masked_weights
 from .evaluate import latency, model_stats
-from .masks import Masks
+from .masks import Masks, check_masks
 from .shrink import _shrink
 
 __all__ = ["COLUMNS", "semi_structured_support", "speed_report"]
@@ -137,7 +137,7 @@ def speed_report(
         bytes (stored densely) and why (plain words). ``attrs["explanation"]`` holds one
         paragraph covering the variants, including those that could not be measured.
     """
-    masks = _check_masks(masks)
+    masks = check_masks(masks)
     sizes = [int(b) for b in batch_sizes]
     if not sizes or any(b < 1 for b in sizes):
         raise ValueError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")

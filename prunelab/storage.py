@@ -42,7 +42,7 @@ from torch import nn
 
 from ._io import atomic_write
 from .apply import copy_model, masked_weights
-from .masks import Masks
+from .masks import Masks, check_masks
 from .targets import get_parameter
 
 __all__ = [
@@ -63,8 +63,7 @@ _SCALE_BYTES = 4  # one float32 scale per quantized tensor
 
 
 def _check(masks: object, bits: int | None = None) -> Masks:
-    if not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
+    check_masks(masks)
     if bits is not None and (
         not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16
     ):

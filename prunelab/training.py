@@ -60,7 +60,7 @@ from .calibration import Calibration
 from .evaluate import _logits
 from .functional import model_device
 from .granularity import Unstructured
-from .masks import Masks
+from .masks import Masks, check_masks
 from .pruner import Pruner
 from .strategies import Strategy, get_strategy
 from .targets import get_parameter
@@ -591,8 +591,7 @@ def evaluate_quantized(
     from .targets import targets
 
     fake_quantize(torch.zeros(1), bits)  # the same clear error before any copying
-    if masks is not None and not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks or None, got {type(masks).__name__}")
+    check_masks(masks, optional=True)
     copied = bake(model)
     names = list(masks) if masks is not None else [t.fqn for t in targets(copied)]
     with torch.no_grad():
@@ -951,8 +950,7 @@ def finetune(
     >>> bool((tuned.weight[~masks["weight"]] == 0).all()), list(history.columns)
     (True, ['step', 'epoch', 'loss', 'accuracy', 'sparsity'])
     """
-    if not isinstance(masks, Masks):
-        raise TypeError(f"masks must be prunelab.Masks, got {type(masks).__name__}")
+    check_masks(masks)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     return _train(model, data, _Fixed(masks), config, (eval_data, device, callback))
