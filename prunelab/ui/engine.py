@@ -30,8 +30,8 @@ from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
 from ..pruner import Pruner
 from ..stats import weight_stats
-from ..strategies import Strategy, get_strategy
-from ..targets import targets
+from ..strategies import get_strategy
+from ..targets import Target, targets
 
 # -- cache bounds: what one server keeps for all of its sessions together -------------------
 MAX_MODELS = 6  # models picked by spec (samples, torchvision architectures)
@@ -72,8 +72,9 @@ class Loaded:
         return memory.model_bytes(self.bundle.model)
 
     @cached_property
-    def prunable_elements(self) -> int:
-        return sum(t.numel for t in targets(self.bundle.model))
+    def prunable(self) -> tuple[Target, ...]:
+        """The model's prunable weights (:func:`prunelab.targets.targets`)."""
+        return tuple(targets(self.bundle.model))
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,6 @@ def calibration(model_key: str, data_spec: str, _choice: Choice) -> Calibration:
         return kept[data_spec]
 
 
-def build_strategy(name: str, options: tuple[tuple[str, object], ...]) -> Strategy:
-    return get_strategy(name, **dict(options))
-
-
 @st.cache_resource(max_entries=MAX_PRUNERS, show_spinner="Scoring and sorting the weights...")
 def pruner(
     model_key: str,
@@ -161,7 +158,7 @@ def pruner(
     _choice: Choice,
 ) -> Pruner:
     """The prepared Pruner for these settings: scores computed and sorted once."""
-    chosen = build_strategy(strategy, options)
+    chosen = get_strategy(strategy, **dict(options))
     cal = None
     if chosen.needs:
         if _choice.data is None or data_spec is None:
@@ -195,7 +192,7 @@ def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:
 
 def out_dim(choice: Choice, fqn: str) -> int:
     """Which dimension of a target weight holds its output channels."""
-    return next(t.out_dim for t in targets(choice.model) if t.fqn == fqn)
+    return next(t.out_dim for t in choice.loaded.prunable if t.fqn == fqn)
 
 
 def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:
@@ -249,7 +246,7 @@ def remember(key: tuple, value: object) -> object:
 def memory_note(choice: Choice) -> str:
     """What the chosen model costs in memory, and how many the server keeps, in a sentence."""
     model = memory.format_bytes(choice.loaded.model_bytes)
-    scores = memory.format_bytes(2 * 4 * choice.loaded.prunable_elements)
+    scores = memory.format_bytes(2 * 4 * sum(t.numel for t in choice.loaded.prunable))
     return (
         f"This model takes {model} in memory (parameters + buffers); each prepared strategy "
         f"adds up to {scores} (importance scores and their sorted copy). Models are shared by "
