@@ -41,6 +41,7 @@ from .apply import masked_weights
 from .batches import iter_batches
 from .functional import check_materialized, functional_forward, model_device, structural_copy
 from .masks import Masks, check_masks
+from .memory import model_bytes
 from .targets import Target, targets
 
 __all__ = [
@@ -491,19 +492,13 @@ def model_stats(
     for name, param in model.named_parameters():
         parameters += param.numel()
         nonzero += int(torch.count_nonzero(overrides.get(name, param.detach())))
-    dense_bytes = 0
-    seen: set[int] = set()
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() not in seen:  # tied tensors are stored once
-            seen.add(tensor.data_ptr())
-            dense_bytes += tensor.numel() * tensor.element_size()
     flops, table = _flop_table(model, masks, example_input)
     effective = flops - int(table["flops"].sum()) + int(table["effective_flops"].sum())
     return {
         "parameters": parameters,
         "nonzero_parameters": nonzero,
         "sparsity": 1.0 - nonzero / parameters if parameters else 0.0,
-        "dense_bytes": dense_bytes,
+        "dense_bytes": model_bytes(model),  # tied tensors are stored once
         "flops": flops,
         "effective_flops": effective,
     }

@@ -26,6 +26,7 @@ from torch import nn
 from .apply import copy_model, masked_weights
 from .evaluate import latency, model_stats
 from .masks import Masks, check_masks
+from .memory import model_bytes
 from .shrink import _shrink
 
 __all__ = ["COLUMNS", "semi_structured_support", "speed_report"]
@@ -55,16 +56,6 @@ def semi_structured_support(device: torch.device | str | None) -> str | None:
 def _batch(example_input: torch.Tensor, size: int) -> torch.Tensor:
     one = example_input[:1]
     return one.expand(size, *one.shape[1:]).contiguous()
-
-
-def _bytes(model: nn.Module) -> int:
-    seen: set[int] = set()
-    total = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            total += tensor.numel() * tensor.element_size()
-    return total
 
 
 def _two_four(model: nn.Module, masks: Masks, device: torch.device):
@@ -211,7 +202,7 @@ def speed_report(
             pair[0],
             params=dense_stats["parameters"],
             flops=dense_flops,
-            size=_bytes(pair[0]),
+            size=model_bytes(pair[0]),
             why="the half-precision baseline for the 2:4 row",
         )
         add(
@@ -219,7 +210,7 @@ def speed_report(
             pair[1],
             params=dense_stats["nonzero_parameters"],
             flops=dense_flops,
-            size=_bytes(pair[1]),
+            size=model_bytes(pair[1]),
             why=(
                 "2:4 Linear weights run on sparse tensor cores, which skip the zeros in "
                 "hardware: up to 2x on those layers' matrix products; other layers are "
