@@ -64,7 +64,10 @@ def _masks_fingerprint(masks) -> str | None:
 
 @st.cache_data(max_entries=64, show_spinner="Streaming the activations...")
 def _stats(model_key, data_spec, layer, masks_key, _choice, _masks):
-    return activation_stats(_choice.model, _data(_choice), layers=[layer], masks=_masks)[layer]
+    # every value (sample=None): one layer over at most MAX_SAMPLES inputs, and the page
+    # promises that a dead channel is zero for every input
+    data = _data(_choice)
+    return activation_stats(_choice.model, data, layers=[layer], masks=_masks, sample=None)[layer]
 
 
 @st.cache_data(max_entries=128, show_spinner="Thresholding and evaluating...")

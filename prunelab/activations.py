@@ -72,15 +72,13 @@ Hook = Callable[[nn.Module, tuple, object], object]
 PreHook = Callable[[nn.Module, tuple], object]
 
 INPUT_SUFFIX = ":input"
-# values of each batch of a layer that its moments, zero counts and histogram see (spread
-# over the channels, at least _PER_CHANNEL each; see ChannelStats); min and max see every value
-SAMPLE = 16384
-_PER_CHANNEL = 64
+# values per channel that each batch adds to the statistics (see ChannelStats)
+SAMPLE = 128
 _GOLDEN = 0.6180339887498949  # fractional parts of multiples spread evenly over [0, 1)
 _PLASTIC = 0.7548776662466927
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
-_WIDE = 1024  # positions after the channel dim beyond which reductions take them at once
-_STAGED = 4 * SAMPLE  # sampled values of a layer gathered before they are reduced
+_WIDE = 1024  # positions after the channel dim beyond which ChannelMoments sums them at once
+_STAGED = 1 << 16  # sampled values of a layer gathered before they are reduced
 
 
 # ----------------------------------------------------------------------------------------
@@ -326,18 +324,6 @@ def _channel_view(activation: torch.Tensor, axis: int) -> torch.Tensor:
     return x.reshape(math.prod(x.shape[:axis]), x.shape[axis], -1)
 
 
-def _extremes(view: torch.Tensor, reduce: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """``reduce`` (amin, amax) of a (before, channels, after) view over the batch dim:
-    (channels, after), or (channels, 1) for large maps, reduced over positions too.
-
-    Reducing dim 0 only is one fast pass, and the positions are reduced once at the end;
-    large maps are reduced over both at once, keeping the running extremes small.
-    """
-    if view.shape[2] <= _WIDE:
-        return reduce(view, 0)
-    return reduce(view, (0, 2)).unsqueeze(1)
-
-
 def _per_channel(view: torch.Tensor, reduce: Callable[..., torch.Tensor]) -> torch.Tensor:
     """``reduce`` (sum, amin, amax) of a (before, channels, after) view over all but channels.
 
@@ -443,11 +429,15 @@ def _first_range(low: float, high: float) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=256)
-def _bin_offsets(channels: int, width: int, device: torch.device) -> torch.Tensor:
-    """(channels, 1): where each channel's bins start in one flat count vector (read-only,
-    shared by all accumulators of that shape)."""
-    offsets = torch.arange(channels, device=device, dtype=torch.int32) * width
-    return offsets.view(-1, 1)
+def _positions(rows: int, after: int, per_row: int, phase: int, device: torch.device):
+    """(rows, 1, per_row) positions in a map of ``after``: a low-discrepancy sequence, so each
+    row (input) gets other positions, spread evenly over the map whatever its layout (a
+    regular stride could line up with the rows of an image and see only one column);
+    ``phase`` (the batch number) shifts them. Read-only, shared by all layers of that shape."""
+    steps = torch.arange(rows * per_row, dtype=torch.float64)
+    spread = (steps * _GOLDEN + phase * _PLASTIC) % 1.0
+    index = (spread * after).long().clamp_(max=after - 1).view(rows, 1, per_row)
+    return index.to(device)
 
 
 def _linear_bins(edges: list[float]) -> tuple[float, float] | None:
@@ -459,52 +449,40 @@ def _linear_bins(edges: list[float]) -> tuple[float, float] | None:
     return bins / (hi - lo), 1 - lo * bins / (hi - lo)
 
 
-def _sample(view: torch.Tensor, limit: int | None, phase: int = 0) -> torch.Tensor:
-    """About ``limit`` values per channel of a (before, channels, after) view, taken evenly.
-
-    Whole rows (every k-th input of the batch, with all its positions) where the batch is
-    large enough; otherwise every input at the same positions, spread over the map by a
-    low-discrepancy sequence (a regular stride could line up with the rows of an image and
-    see only one column). ``phase`` (the batch number) shifts which rows or positions.
-    """
-    before, after = view.shape[0], view.shape[2]
+def _lattice(before: int, after: int, limit: int | None) -> tuple[int, int, int]:
+    """Rows (inputs) taken, their step, and positions per row, for about ``limit`` values per
+    channel from a (before, channels, after) batch: as many inputs as possible first."""
     if limit is None or before * after <= limit:
-        return view
-    step = math.ceil(before * after / limit)
-    if step <= before:
-        return view[phase % step :: step]
-    count = max(1, limit // before)
-    steps = torch.arange(count, device=view.device, dtype=torch.float64)
-    spread = (steps * _GOLDEN + phase * _PLASTIC) % 1.0
-    positions = (spread * after).long().sort().values  # sorted: read in memory order
-    return view.index_select(2, positions)
+        return before, 1, after
+    rows = min(before, limit)
+    return rows, before // rows, min(after, -(-limit // rows))
 
 
-class ChannelStats(ChannelMoments):
-    """:class:`ChannelMoments` plus per-channel min, max, zero count and a histogram.
+class ChannelStats:
+    """Streaming per-channel statistics of activations: count, mean, std, min, max, zero
+    fraction and a fixed-bin histogram, from an even sample of each batch.
 
-    The histogram has fixed bins: ``bins`` equal bins over the range of the first batch
-    (widened by 5% on each side that is not exactly zero), or the given edges. Values outside
-    the range land in the edge bins and are counted (``clamped``). A value ``v`` falls in bin
-    ``i`` when ``edges[i] <= v < edges[i + 1]`` (float32 edges), as ``torch.bucketize`` with
-    ``right=True`` puts it; equal bins find the bin by float32 arithmetic instead, so a value
-    within about 1e-5 bin widths of an edge may land in the bin next to it.
+    **What is read.** Each batch contributes about ``sample`` values per channel (default
+    :data:`SAMPLE`): as many inputs as possible (every k-th of the batch), and on each input
+    positions spread evenly over its map, other positions for each input and each batch.
+    Every statistic, min, max and the dead-channel flag included, describes these sampled
+    values; ``sample=None`` reads every value and makes them all exact. Batches with at most
+    ``sample`` values per channel (most Linear layers) are read whole.
 
-    Min and max (and so the dead-channel flag) always see every value. The moments, the zero
-    count and the histogram see about ``sample`` values of each batch (``sample / channels``
-    per channel, at least 64): every k-th input of the batch, or, in large maps, positions
-    spread evenly over the map, shifting from batch to batch; ``sample=None`` uses every
-    value. Reading every value of a large activation several times costs more than the
-    forward pass that made it. Batches with fewer values are described exactly.
+    Why a sample: on a CPU, reading every value of an activation once already costs about a
+    tenth of the forward pass that made it, and each call into torch costs as much as the
+    arithmetic on a small layer. A batch therefore costs one copy of its sample into a buffer;
+    the buffer is reduced in one numpy pass (and, at the end, all layers' buffers together).
 
-    A batch costs a handful of tensor operations: its min and max, and a copy of its sample
-    into a buffer. When the buffer is full (``4 * SAMPLE`` values, or one batch's sample if
-    that is more) and at the end, the samples gathered are reduced together: one pass each
-    for sum, sum of squares, nonzero count and histogram. Where each operation's fixed cost
-    outweighs its work (small layers on a CPU) this gives the same numbers in a fraction of
-    the time. Memory is O(channels x bins) for the statistics, plus, while streaming, that
-    buffer and the running min and max per position for maps of at most 1024 positions
-    (both bounded whatever the number of batches; :meth:`result` frees the buffer).
+    **Histogram.** ``bins`` equal bins over the range of the first batch's sample (widened by
+    5% on each side that is not exactly zero), or the given edges. Values outside the range
+    land in the edge bins and are counted (``clamped``); a NaN counts as below the range. A
+    value ``v`` falls in bin ``i`` when ``edges[i] <= v < edges[i + 1]``; equal bins find the
+    bin by float32 arithmetic, so a value within about 1e-5 bin widths of an edge may land in
+    the bin next to it.
+
+    Memory is O(channels x bins) for the statistics, plus, while streaming, a buffer of at
+    most ``_STAGED`` values (or one batch's sample, if that is more) that :meth:`result` frees.
 
     >>> acc = ChannelStats(bins=[0.0, 1.0, 2.0])
     >>> acc.update(torch.tensor([[0.0, 1.5], [0.5, 3.0]]), axis=-1)
@@ -514,7 +492,6 @@ class ChannelStats(ChannelMoments):
     """
 
     def __init__(self, *, bins: int | Sequence[float] = 64, sample: int | None = SAMPLE) -> None:
-        super().__init__()
         checked = _check_bins(bins)
         if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)):
             raise TypeError(f"sample must be a number of values or None, got {sample!r}")
@@ -522,193 +499,165 @@ class ChannelStats(ChannelMoments):
             raise ValueError(f"sample must be at least 1 (or None for every value), got {sample}")
         self._bins = checked if isinstance(checked, int) else checked.numel() - 1
         self.edges: torch.Tensor | None = None if isinstance(checked, int) else checked
+        self._linear = None if self.edges is None else _linear_bins(self.edges.tolist())
         self._limit = sample
-        self.seen = 0  # values per channel, all of them (``count`` is those sampled)
+        self._width = self._bins + 2  # per channel: below the range, the bins, at or above
+        self.count = 0  # values per channel in the statistics
+        self.seen = 0  # values per channel that went by (``count`` of them were sampled)
         self._batches = 0
         self.sample_shape: tuple[int, ...] | None = None
-        self.nonzero: torch.Tensor | None = None
-        self.counts: torch.Tensor | None = None  # (channels, bins + 2), see _start
-        self._width = self._bins + 2  # per channel: below the range, the bins, at or above
         self._channels = 0
-        self._low: torch.Tensor | None = None  # running min, (channels, positions or 1)
-        self._high: torch.Tensor | None = None
-        self._moments: torch.Tensor | None = None  # rows: sum, sum of squares, nonzero count
         self._buffer: torch.Tensor | None = None  # (channels, capacity) staged samples
         self._capacity = 0
         self._filled = 0
-        self._offsets: torch.Tensor | None = None
-        self._linear: tuple[float, float] | None = None
-        self._device_edges: torch.Tensor | None = None
-        if self.edges is not None:
-            self._linear = _linear_bins(self.edges.tolist())
+        # reduced so far, numpy on the CPU: min, max, (sum, sum of squares, nonzeros), counts
+        self._low: np.ndarray | None = None
+        self._high: np.ndarray | None = None
+        self._moments: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
 
     def update(self, activation: torch.Tensor, *, axis: int) -> None:
         """Add one batch of activations whose channels lie along ``axis``."""
         view = _channel_view(activation, axis)
         before, channels, after = view.shape
-        low, high = _extremes(view, torch.amin), _extremes(view, torch.amax)
-        if self._low is None or self._high is None:
-            self._start(activation, view, low, high)
-        else:
-            if channels != self._channels:
-                raise ValueError(
-                    f"the activations changed from {self._channels} to {channels} "
-                    "channels between calls; a layer must keep its channel count (is the "
-                    "module used twice on different shapes?)"
-                )
-            if low.shape == self._low.shape:
-                torch.minimum(self._low, low, out=self._low)
-                torch.maximum(self._high, high, out=self._high)
-            else:  # the number of positions changed: keep one value per channel
-                self._low = torch.minimum(self._low.amin(1, True), low.amin(1, True))
-                self._high = torch.maximum(self._high.amax(1, True), high.amax(1, True))
-        self.seen += before * after
-        limit = None if self._limit is None else max(self._limit // channels, _PER_CHANNEL)
-        self._stage(_sample(view, limit, self._batches))
-        self._batches += 1
-
-    def _start(
-        self, activation: torch.Tensor, view: torch.Tensor, low: torch.Tensor, high: torch.Tensor
-    ) -> None:
-        """Set up from the first batch: histogram range, bin offsets, buffer size."""
-        self._low, self._high = low, high
-        self.sample_shape = tuple(activation.shape[1:])
-        channels = self._channels = view.shape[1]
-        if self.edges is None:
-            lo, hi = _first_range(float(low.min()), float(high.max()))
-            self.edges = torch.linspace(lo, hi, self._bins + 1, dtype=torch.float64)
-            self._linear = (self._bins / (hi - lo), 1 - lo * self._bins / (hi - lo))
-        else:
-            self._device_edges = self.edges.to(device=view.device, dtype=view.dtype)
-        self._offsets = _bin_offsets(channels, self._width, view.device)
-        if self._limit is not None:  # room for one batch's sample, or for _STAGED values
-            per_batch = max(self._limit // channels, _PER_CHANNEL)
-            self._capacity = max(per_batch, _STAGED // channels)
-
-    def _stage(self, sample: torch.Tensor) -> None:
-        """Copy a (rows, channels, positions) sample into the buffer, reducing it when full."""
-        rows, channels, positions = sample.shape
-        size = rows * positions
-        self.count += size
+        if self.sample_shape is None:
+            self.sample_shape = tuple(activation.shape[1:])
+            self._channels = channels
+        elif channels != self._channels:
+            raise ValueError(
+                f"the activations changed from {self._channels} to {channels} "
+                "channels between calls; a layer must keep its channel count (is the "
+                "module used twice on different shapes?)"
+            )
+        rows, step, per_row = _lattice(before, after, self._limit)
+        size = rows * per_row
+        if self._buffer is None:
+            room = size if self._limit is None else max(size, _STAGED // channels)
+            self._buffer = view.new_empty((channels, room))
+            self._capacity, self._filled = room, 0
         if self._filled + size > self._capacity:
             self._flush()
         if size > self._capacity:  # larger than the buffer (sample=None): reduce it alone
-            values = torch.empty((channels, size), dtype=sample.dtype, device=sample.device)
-            values.view(channels, rows, positions).copy_(sample.transpose(0, 1))
-            self._reduce(values)
-            return
-        if self._buffer is None:
-            self._buffer = sample.new_empty((channels, self._capacity))
+            self._buffer = view.new_empty((channels, size))
+            self._capacity = size
         # the buffer's columns [filled, filled + size) seen as (rows, channels, positions)
-        strides = (positions, self._capacity, 1)
-        self._buffer.as_strided(sample.shape, strides, self._filled).copy_(sample)
+        target = self._buffer.as_strided(
+            (rows, channels, per_row), (per_row, self._capacity, 1), self._filled
+        )
+        picked = view[self._batches % step :: step][:rows] if step > 1 else view[:rows]
+        if per_row == after:
+            target.copy_(picked)
+        else:
+            index = _positions(rows, after, per_row, self._batches % 64, view.device)
+            torch.gather(picked, 2, index.expand(rows, channels, per_row), out=target)
+        if self.edges is None:  # the histogram range: the first batch's sample
+            lo, hi = _first_range(float(target.amin()), float(target.amax()))
+            self.edges = torch.linspace(lo, hi, self._bins + 1, dtype=torch.float64)
+            self._linear = (self._bins / (hi - lo), 1 - lo * self._bins / (hi - lo))
         self._filled += size
+        self.count += size
+        self.seen += before * after
+        self._batches += 1
+
+    def _staged(self) -> np.ndarray:
+        """The staged values, (channels, filled), on the CPU; the buffer is empty after."""
+        assert self._buffer is not None
+        values = self._buffer[:, : self._filled]
+        self._filled = 0
+        return values.numpy() if values.device.type == "cpu" else values.cpu().numpy()
 
     def _flush(self) -> None:
         if self._filled:
-            assert self._buffer is not None
-            filled, self._filled = self._filled, 0
-            self._reduce(self._buffer[:, :filled])
+            _reduce([self], self._staged())
 
-    def _reduce(self, values: torch.Tensor) -> None:
-        """Add (channels, values) to the moments, zero counts and histogram; ``values`` is
-        scratch (overwritten)."""
-        moments = torch.stack(
-            (
-                values.sum(1),
-                torch.linalg.vector_norm(values, 2, dim=1).square_(),
-                values.sign().abs_().sum(1),  # nonzeros (vector_norm(ord=0) is far slower)
-            )
-        )
-        if self._moments is None:
-            self._moments = moments.to(_accumulator_dtype(values.device))
-            self.sum, self.sumsq, self.nonzero = self._moments.unbind()
-        else:
-            self._moments += moments  # float32 sums of at most a few batches into float64
-        self._bin(values)
-
-    def _bin(self, values: torch.Tensor) -> None:
-        assert self._offsets is not None
-        width, channels = self._width, values.shape[0]
-        if self._linear is not None:  # equal bins: arithmetic instead of a search
-            scale, shift = self._linear
-            position = values.mul_(scale).add_(shift).clamp_(0, self._bins + 1)
-            index = position.to(torch.int32)  # truncation is floor here: all are >= 0
-        else:
-            assert self._device_edges is not None
-            edges, values = self._device_edges, values.contiguous()
-            index = torch.bucketize(values, edges, right=True, out_int32=True)
-        index = index.add_(self._offsets).view(-1)
-        try:
-            counts = torch.bincount(index, minlength=channels * width)
-        except RuntimeError:  # a NaN made a negative index: count NaNs as below the range
-            index = index.view(channels, -1).sub_(self._offsets).clamp_(0, width - 1)
-            index = index.add_(self._offsets).view(-1)
-            counts = torch.bincount(index, minlength=channels * width)
-        counts = counts.view(channels, width)
-        self.counts = counts if self.counts is None else self.counts.add_(counts)
-
-    def _require(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._flush()
-        return super()._require()
+    def _add(
+        self, low: np.ndarray, high: np.ndarray, moments: np.ndarray, counts: np.ndarray
+    ) -> None:
+        if self._low is None or self._high is None or self._moments is None:
+            self._low, self._high, self._moments = low, high, moments.astype(np.float64)
+            self.counts = counts
+            return
+        np.minimum(self._low, low, out=self._low)
+        np.maximum(self._high, high, out=self._high)
+        self._moments += moments
+        self.counts += counts
 
     def result(self, layer: str, *, module_type: str = "", axis: int = -1) -> LayerStats:
         """The statistics so far as a :class:`LayerStats` (CPU tensors)."""
         return _results([(self, layer, module_type, axis)])[0]
 
 
+def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
+    """Add staged values (the rows of all ``accumulators``' channels, in order, with the same
+    number of values each and the same bins) to their statistics, in one pass each for min,
+    max, sum, sum of squares, nonzero count and histogram."""
+    sizes = [acc._channels for acc in accumulators]
+    width = accumulators[0]._width
+    low, high = np.minimum.reduce(values, 1), np.maximum.reduce(values, 1)
+    moments = np.stack(
+        (
+            np.add.reduce(values, 1, dtype=np.float64),
+            np.einsum("ij,ij->i", values, values, dtype=np.float64),
+            np.count_nonzero(values, axis=1).astype(np.float64),
+        )
+    )
+    first = np.arange(len(values))[:, None] * width  # where each row's bins start
+    linear = [acc._linear for acc in accumulators]
+    if all(pair is not None for pair in linear):  # equal bins: arithmetic instead of a search
+        scale = np.repeat([pair[0] for pair in linear], sizes).astype(np.float32)[:, None]
+        shift = np.repeat([pair[1] for pair in linear], sizes).astype(np.float32)[:, None]
+        position = values * scale
+        position += shift
+        np.fmax(position, 0, out=position)  # NaN too: counted below the range
+        np.fmin(position, width - 1, out=position)
+        index = position.astype(np.intp)  # truncation is floor here: all are >= 0
+        index += first
+    else:  # one accumulator with unequal edges
+        (acc,) = accumulators
+        assert acc.edges is not None
+        edges = acc.edges.float().numpy()
+        index = np.searchsorted(edges, values, side="right")
+        index[np.isnan(values)] = 0
+        index += first
+    counts = np.bincount(index.ravel(), minlength=len(values) * width)
+    counts = counts.reshape(len(values), width)
+    start = 0
+    for acc, size in zip(accumulators, sizes, strict=True):
+        end = start + size
+        acc._add(low[start:end], high[start:end], moments[:, start:end], counts[start:end])
+        start = end
+
+
 def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerStats]:
     """:meth:`ChannelStats.result` for several accumulators (layer, module type, axis) at once.
 
-    What is left at the end is a little arithmetic per channel, the same for every layer: on
-    all layers' channels together it takes a few calls instead of a few per layer, and the
-    calls, not the arithmetic, are its cost. numpy does it: a numpy call on a few hundred
-    numbers costs less than a torch one.
+    The values still staged are reduced together for all accumulators that hold as many per
+    channel with the same bins: a few numpy calls in all rather than a few per layer, since
+    on small layers the calls, not the arithmetic, are the cost.
     """
-    if not items:
-        return []
-    if len({item[0]._width for item in items}) > 1:  # different numbers of bins
-        return [stats for item in items for stats in _results([item])]
-    counts, moments, lows, highs = [], [], [], []
+    groups: dict[tuple, list[ChannelStats]] = {}
     for accumulator, layer, _, _ in items:
-        accumulator._flush()
-        accumulator._buffer = None  # scratch only; a later update allocates it again
-        if (
-            accumulator.counts is None
-            or accumulator._moments is None
-            or accumulator._low is None
-            or accumulator._high is None
-        ):
+        if accumulator.sample_shape is None:
             raise ValueError(f"no activations were recorded for {layer!r}")
-        counts.append(accumulator.counts)
-        moments.append(accumulator._moments)
-        lows.append(accumulator._low.amin(1))
-        highs.append(accumulator._high.amax(1))
-    sizes = [item[0]._channels for item in items]
-    all_counts = torch.cat(counts).cpu().numpy()  # (channels of all layers, bins + 2)
-    per_value = torch.cat(moments, 1).cpu().double().numpy()  # sum, sum sq., nonzeros
-    per_value /= np.repeat([item[0].count for item in items], sizes)
-    low = torch.cat(lows).cpu().float().numpy()
-    high = torch.cat(highs).cpu().float().numpy()
-    histogram = all_counts[:, 1:-1].copy()  # the edge bins take in what fell outside
-    histogram[:, 0] += all_counts[:, 0]
-    histogram[:, -1] += all_counts[:, -1]
-    mean = per_value[0]  # then mean square, share of nonzeros
-    std = np.sqrt(np.maximum(per_value[1] - mean * mean, 0))
-    columns = {
-        "mean": mean.astype(np.float32),
-        "std": std.astype(np.float32),
-        "zero_fraction": (1 - per_value[2]).astype(np.float32),
-        "min": low,
-        "max": high,
-        "histogram": histogram,
-        "clamped": all_counts[:, 0] + all_counts[:, -1],
-    }
+        if accumulator._filled:
+            key = (accumulator._filled, accumulator._width, accumulator._linear is None)
+            if accumulator._linear is None:
+                key += (id(accumulator),)
+            groups.setdefault(key, []).append(accumulator)
+    for group in groups.values():
+        staged = [acc._staged() for acc in group]
+        _reduce(group, staged[0] if len(staged) == 1 else np.concatenate(staged))
     results = []
-    start = 0
-    for (accumulator, layer, module_type, axis), size in zip(items, sizes, strict=True):
-        assert accumulator.edges is not None and accumulator.sample_shape is not None
-        end = start + size
+    for accumulator, layer, module_type, axis in items:
+        accumulator._buffer = None  # scratch only; a later update allocates it again
+        counts, moments = accumulator.counts, accumulator._moments
+        assert counts is not None and moments is not None and accumulator.edges is not None
+        assert accumulator._low is not None and accumulator._high is not None
+        histogram = counts[:, 1:-1].copy()  # the edge bins take in what fell outside
+        histogram[:, 0] += counts[:, 0]
+        histogram[:, -1] += counts[:, -1]
+        mean, square, nonzero = moments / accumulator.count
+        std = np.sqrt(np.maximum(square - mean * mean, 0))
         results.append(
             LayerStats(
                 layer=layer,
@@ -717,11 +666,16 @@ def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerS
                 sample_shape=accumulator.sample_shape,
                 count=accumulator.seen,
                 sampled=accumulator.count,
+                mean=torch.from_numpy(mean.astype(np.float32)),
+                std=torch.from_numpy(std.astype(np.float32)),
+                min=torch.from_numpy(accumulator._low.copy()),
+                max=torch.from_numpy(accumulator._high.copy()),
+                zero_fraction=torch.from_numpy((1 - nonzero).astype(np.float32)),
+                histogram=torch.from_numpy(histogram),
                 edges=accumulator.edges.float(),
-                **{key: torch.from_numpy(value[start:end]) for key, value in columns.items()},
+                clamped=torch.from_numpy(counts[:, 0] + counts[:, -1]),
             )
         )
-        start = end
     return results
 
 
@@ -735,9 +689,9 @@ class LayerStats:
         channel_axis: Axis of the channels in the activation (with the batch dim).
         sample_shape: Shape of the activation of one sample (without the batch dim).
         count: Values seen per channel (samples x positions).
-        sampled: Values per channel that the mean, std, zero fraction and histogram were
-            computed from: all of them, unless a batch had more than ``sample`` values (see
-            :class:`ChannelStats`).
+        sampled: Values per channel that all the statistics below were computed from: all of
+            them (``count``) when ``sample=None`` or when no batch had more than ``sample``
+            values per channel, else an even sample (see :class:`ChannelStats`).
         mean: Mean per channel.
         std: Population standard deviation per channel.
         min: Smallest value per channel.
@@ -772,7 +726,9 @@ class LayerStats:
 
     @property
     def dead(self) -> torch.Tensor:
-        """Bool per channel: True where the channel was exactly zero for every input seen."""
+        """Bool per channel: True where the channel was exactly zero at every value described
+        (every value seen with ``sample=None``; else every sampled value, so a channel that is
+        rarely nonzero can show as dead)."""
         return (self.min == 0) & (self.max == 0)
 
     @property
@@ -929,10 +885,11 @@ def activation_stats(
             activations before and after weight pruning.
         bins: Number of equal histogram bins over the range of the first batch, or the
             bin edges (fixed up front). See :class:`ChannelStats`.
-        sample: About how many values of each batch of a layer the mean, std, zero fraction
-            and histogram are computed from (an even sample of larger activations, at least
-            64 per channel); None for every value, exact but slower. Min and max always see
-            every value.
+        sample: About how many values per channel each batch adds to the statistics
+            (default :data:`SAMPLE`), taken from as many inputs as possible at positions
+            spread over each map; every statistic describes these values, min, max and the
+            dead-channel flags included. None reads every value: exact, and slower (reading
+            every value once costs about a tenth of a forward pass on a CPU).
         device: Where to run (default: where the model is).
 
     Returns:

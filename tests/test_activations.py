@@ -59,7 +59,7 @@ def test_stats_match_a_direct_computation_on_stored_activations(cnn_data):
     model = make_cnn().eval()
     x = cnn_data[0]
     names = [*CNN_LAYERS, "3:input"]
-    stats = activation_stats(model, _batches(x, 8), layers=names, bins=16)
+    stats = activation_stats(model, _batches(x, 8), layers=names, bins=16, sample=None)
     stored = _stored(model, x, names)
     assert list(stats) == names and stats.samples == 32
     for name in names:
@@ -90,25 +90,35 @@ def test_default_layers_are_prunable_activation_and_pooling_outputs(cnn_data):
     assert list(table["channels"]) == [8, 8, 12, 12, 12, 4]
 
 
-def test_large_activations_are_sampled_but_min_max_and_dead_flags_exact():
+def test_large_activations_are_sampled_evenly_and_every_value_on_request():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 128, 128, generator=gen).relu()  # 65536 values per channel
     x[:, 2] = 0.0
     x[1, 2, 5, 7] = 3.0  # channel 2 is zero almost everywhere, but not dead
     x[:, 1] = 0.0  # channel 1 is dead
-    layer = activation_stats(nn.Sequential(nn.ReLU()), x)["0"]
     channels = _per_channel(x, 1)
-    assert layer.count == 65536 and layer.sampled <= SAMPLE // 3 + 16
-    assert torch.equal(layer.max, channels.max(1).values.float())
-    assert layer.dead.tolist() == [False, True, False]
-    assert layer.dead_channels == [1]
+    default = activation_stats(nn.Sequential(nn.ReLU()), x)["0"]
+    assert default.count == 65536 and default.sampled == SAMPLE  # 4 inputs x 32 positions
+    layer = activation_stats(nn.Sequential(nn.ReLU()), x, sample=4096)["0"]
+    assert layer.count == 65536 and layer.sampled == 4096
+    assert layer.dead[1] and not layer.dead[0]  # channel 2's one value is rarely sampled
+    assert float(layer.max[0]) <= float(channels[0].max())
     assert abs(float(layer.mean[0]) - float(channels[0].mean())) < 0.03
     assert abs(float(layer.zero_fraction[0]) - 0.5) < 0.03
     assert int(layer.histogram[0].sum()) == layer.sampled
     exact = activation_stats(nn.Sequential(nn.ReLU()), x, sample=None)["0"]
     assert exact.sampled == 65536
+    assert exact.dead.tolist() == [False, True, False] and exact.dead_channels == [1]
+    assert torch.equal(exact.max, channels.max(1).values.float())
     assert torch.allclose(exact.mean.double(), channels.mean(1), atol=1e-6)
     assert torch.allclose(exact.zero_fraction.double(), (channels == 0).double().mean(1))
+
+
+def test_each_input_is_sampled_at_other_positions():
+    x = torch.arange(64.0).view(1, 1, 8, 8).repeat(64, 1, 1, 1)  # each value is its position
+    layer = activation_stats(nn.Sequential(nn.Identity()), x, layers="0", sample=64)["0"]
+    assert layer.sampled == 64  # one position from each of the 64 inputs
+    assert int((layer.histogram[0] > 0).sum()) >= 32  # not one position for all inputs
 
 
 def test_nan_after_the_first_batch_is_counted_below_the_range():
@@ -255,7 +265,7 @@ def test_sampling_favours_no_part_of_a_map(stripe):
         x[..., ::8] = 0.0  # every 8th column: a regular stride could hit all or none
     else:
         x[:, :, ::8] = 0.0
-    layer = activation_stats(nn.Sequential(nn.Identity()), x, layers="0")["0"]
+    layer = activation_stats(nn.Sequential(nn.Identity()), x, layers="0", sample=4096)["0"]
     assert layer.sampled < layer.count
     assert torch.allclose(layer.zero_fraction, torch.full((3,), 1 / 8), atol=0.02)
     assert torch.allclose(layer.mean, x.mean((0, 2, 3)), rtol=0.03)
@@ -289,13 +299,13 @@ def test_samples_reduced_as_the_buffer_fills_give_the_same_statistics(monkeypatc
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(30, 6, 5, 5, generator=gen).relu()
     reductions = []
-    reduce = ChannelStats._reduce
+    reduce = activations._reduce
 
-    def counted(acc: ChannelStats, values: torch.Tensor) -> None:
+    def counted(accumulators: list[ChannelStats], values) -> None:
         reductions.append(values.shape[1])
-        reduce(acc, values)
+        reduce(accumulators, values)
 
-    monkeypatch.setattr(ChannelStats, "_reduce", counted)
+    monkeypatch.setattr(activations, "_reduce", counted)
 
     def stats(**options: object) -> activations.LayerStats:
         acc = ChannelStats(bins=12, **options)
@@ -314,10 +324,10 @@ def test_samples_reduced_as_the_buffer_fills_give_the_same_statistics(monkeypatc
             assert torch.equal(getattr(layer, name), getattr(at_once, name)), name
 
 
-def test_maps_that_change_size_between_batches_keep_exact_extremes():
+def test_maps_that_change_size_between_batches_are_described_exactly():
     gen = torch.Generator().manual_seed(6)
     maps = [torch.randn(3, 4, size, size, generator=gen) for size in (5, 7, 3)]
-    acc = ChannelStats(bins=8)
+    acc = ChannelStats(bins=8, sample=None)
     for batch in maps:
         acc.update(batch, axis=1)
     _exact(acc.result("x"), torch.cat([_per_channel(m, 1) for m in maps], dim=1))
@@ -348,3 +358,13 @@ def test_layers_finished_together_match_each_finished_alone():
         assert stats.layer == name and stats.channel_axis == axis
         for field in ("mean", "std", "min", "max", "zero_fraction", "histogram", "clamped"):
             assert torch.equal(getattr(stats, field), getattr(alone, field)), (name, field)
+
+
+def test_outputs_changed_in_place_later_are_described_as_the_layer_gave_them():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True)).eval()  # ReLU writes
+    x = torch.randn(6, 1, 6, 6, generator=torch.Generator().manual_seed(9))  # into the conv output
+    stats = activation_stats(model, _batches(x, 2), sample=None)
+    stored = _stored(model, x, ["0", "1"])
+    _exact(stats["0"], _per_channel(stored["0"], 1))  # negatives kept: recorded before the ReLU
+    _exact(stats["1"], _per_channel(stored["1"], 1))
+    assert float(stats["0"].min.min()) < 0
