@@ -79,6 +79,7 @@ _PLASTIC = 0.7548776662466927
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
 _WIDE = 1024  # positions after the channel dim beyond which ChannelMoments sums them at once
 _STAGED = 1 << 16  # sampled values of a layer gathered before they are reduced
+_PHASES = 64  # batches after which the sampled positions repeat (bounds _positions' cache)
 
 
 # ----------------------------------------------------------------------------------------
@@ -467,7 +468,7 @@ class ChannelStats:
     positions spread evenly over its map, other positions for each input and each batch.
     Every statistic, min, max and the dead-channel flag included, describes these sampled
     values; ``sample=None`` reads every value and makes them all exact. Batches with at most
-    ``sample`` values per channel (most Linear layers) are read whole.
+    ``sample`` values per channel (a Linear layer on at most ``sample`` inputs) are read whole.
 
     Why a sample: on a CPU, reading every value of an activation once already costs about a
     tenth of the forward pass that made it, and each call into torch costs as much as the
@@ -548,7 +549,7 @@ class ChannelStats:
         if per_row == after:
             target.copy_(picked)
         else:
-            index = _positions(rows, after, per_row, self._batches % 64, view.device)
+            index = _positions(rows, after, per_row, self._batches % _PHASES, view.device)
             torch.gather(picked, 2, index.expand(rows, channels, per_row), out=target)
         if self.edges is None:  # the histogram range: the first batch's sample
             lo, hi = _first_range(float(target.amin()), float(target.amax()))
