@@ -79,7 +79,10 @@ _PLASTIC = 0.7548776662466927
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
 _WIDE = 1024  # positions after the channel dim beyond which ChannelMoments sums them at once
 _STAGED = 1 << 16  # sampled values of a layer gathered before they are reduced
-_PHASES = 64  # batches after which the sampled positions repeat (bounds _positions' cache)
+_PHASES = 64  # batches after which the sampled positions repeat
+_INDICES = 64  # sample indices cached (one per layer shape and phase) ...
+_INDEX_CACHED = 1 << 15  # ... of at most this many entries each: 16 MiB in all at most
+_PLANS = 8  # batch shapes whose reading plan an accumulator keeps
 
 
 # ----------------------------------------------------------------------------------------
@@ -430,15 +433,52 @@ def _first_range(low: float, high: float) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=256)
-def _positions(rows: int, after: int, per_row: int, phase: int, device: torch.device):
-    """(rows, 1, per_row) positions in a map of ``after``: a low-discrepancy sequence, so each
-    row (input) gets other positions, spread evenly over the map whatever its layout (a
-    regular stride could line up with the rows of an image and see only one column);
-    ``phase`` (the batch number) shifts them. Read-only, shared by all layers of that shape."""
-    steps = torch.arange(rows * per_row, dtype=torch.float64)
+def _row_positions(
+    rows: int, step: int, first: int, per_row: int, stride: int, after: int, phase: int
+) -> np.ndarray:
+    """(1, rows x per_row) flat indices of the sampled values of channel 0 in a (before,
+    channels, after) array with ``stride`` = channels x after: rows ``first``, ``first +
+    step``, ... and on each ``per_row`` positions from a low-discrepancy sequence, so each row
+    (input) gets other positions, spread evenly over the map whatever its layout (a regular
+    stride could line up with the rows of an image and see only one column); ``phase`` (the
+    batch number) shifts them. Read-only, shared by all layers of that shape."""
+    steps = np.arange(rows * per_row, dtype=np.float64)
     spread = (steps * _GOLDEN + phase * _PLASTIC) % 1.0
-    index = (spread * after).long().clamp_(max=after - 1).view(rows, 1, per_row)
-    return index.to(device)
+    positions = np.minimum((spread * after).astype(np.intp), after - 1)
+    starts = np.repeat(np.arange(first, first + rows * step, step, dtype=np.intp) * stride, per_row)
+    index = (starts + positions)[None, :]
+    index.flags.writeable = False
+    return index
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_starts(channels: int, after: int) -> np.ndarray:
+    """(channels, 1) flat offsets of each channel's first value in a (., channels, after) row."""
+    starts = np.arange(0, channels * after, after, dtype=np.intp)[:, None]
+    starts.flags.writeable = False
+    return starts
+
+
+@functools.lru_cache(maxsize=_INDICES)
+def _cached_index(
+    rows: int, step: int, first: int, per_row: int, channels: int, after: int, phase: int
+) -> np.ndarray:
+    index = _row_positions(rows, step, first, per_row, channels * after, after, phase)
+    index = index + _channel_starts(channels, after)
+    index.flags.writeable = False
+    return index
+
+
+def _sample_index(
+    rows: int, step: int, first: int, per_row: int, channels: int, after: int, phase: int
+) -> np.ndarray:
+    """(channels, rows x per_row) flat indices of a batch's sample (see :func:`_row_positions`):
+    cached when small (a lookup costs a fraction of building it), built anew when large."""
+    if channels * rows * per_row <= _INDEX_CACHED:
+        return _cached_index(rows, step, first, per_row, channels, after, phase)
+    return _row_positions(rows, step, first, per_row, channels * after, after, phase) + (
+        _channel_starts(channels, after)
+    )
 
 
 def _linear_bins(edges: list[float]) -> tuple[float, float] | None:
@@ -451,19 +491,23 @@ def _linear_bins(edges: list[float]) -> tuple[float, float] | None:
 
 
 def _lattice(before: int, after: int, limit: int | None) -> tuple[int, int, int]:
-    """Rows (inputs) taken, their step, and positions per row, for about ``limit`` values per
-    channel from a (before, channels, after) batch: as many inputs as possible first."""
+    """Rows (inputs) taken, their step, and positions per row, for at most ``limit`` values
+    per channel from a (before, channels, after) batch: as many inputs as possible first.
+
+    Rounding down keeps layers in step: a batch of ``n`` inputs, ``limit / 2 < n <= limit``,
+    gives ``n`` values per channel both on a sampled map and on a Linear output read whole,
+    so the layers of a small model hold as many values and are reduced together."""
     if limit is None or before * after <= limit:
         return before, 1, after
     rows = min(before, limit)
-    return rows, before // rows, min(after, -(-limit // rows))
+    return rows, before // rows, min(after, limit // rows)
 
 
 class ChannelStats:
     """Streaming per-channel statistics of activations: count, mean, std, min, max, zero
     fraction and a fixed-bin histogram, from an even sample of each batch.
 
-    **What is read.** Each batch contributes about ``sample`` values per channel (default
+    **What is read.** Each batch contributes at most ``sample`` values per channel (default
     :data:`SAMPLE`): as many inputs as possible (every k-th of the batch), and on each input
     positions spread evenly over its map, other positions for each input and each batch.
     Every statistic, min, max and the dead-channel flag included, describes these sampled
@@ -471,9 +515,11 @@ class ChannelStats:
     ``sample`` values per channel (a Linear layer on at most ``sample`` inputs) are read whole.
 
     Why a sample: on a CPU, reading every value of an activation once already costs about a
-    tenth of the forward pass that made it, and each call into torch costs as much as the
-    arithmetic on a small layer. A batch therefore costs one copy of its sample into a buffer;
-    the buffer is reduced in one numpy pass (and, at the end, all layers' buffers together).
+    tenth of the forward pass that made it, and between two layers of a forward pass each
+    call into torch costs as much as the arithmetic on a small layer. A batch therefore
+    costs one copy of its sample (one numpy ``take`` on a CPU, where numpy's calls cost a
+    fraction of torch's); the copies are reduced in numpy when the stage is full or at the
+    end, where all layers holding as many values are reduced together.
 
     **Histogram.** ``bins`` equal bins over the range of the first batch's sample (widened by
     5% on each side that is not exactly zero), or the given edges. Values outside the range
@@ -482,8 +528,8 @@ class ChannelStats:
     bin by float32 arithmetic, so a value within about 1e-5 bin widths of an edge may land in
     the bin next to it.
 
-    Memory is O(channels x bins) for the statistics, plus, while streaming, a buffer of at
-    most ``_STAGED`` values (or one batch's sample, if that is more) that :meth:`result` frees.
+    Memory is O(channels x bins) for the statistics, plus, while streaming, staged samples
+    of at most ``_STAGED`` values (or one batch's sample, if that is more).
 
     >>> acc = ChannelStats(bins=[0.0, 1.0, 2.0])
     >>> acc.update(torch.tensor([[0.0, 1.5], [0.5, 3.0]]), axis=-1)
@@ -508,9 +554,11 @@ class ChannelStats:
         self._batches = 0
         self.sample_shape: tuple[int, ...] | None = None
         self._channels = 0
-        self._buffer: torch.Tensor | None = None  # (channels, capacity) staged samples
-        self._capacity = 0
-        self._filled = 0
+        self._plans: dict[tuple, tuple[int, ...]] = {}  # (shape, axis) -> how it is read
+        self._staged: list = []  # (channels, n) samples: numpy arrays, or tensors off the CPU
+        self._filled = 0  # values per channel staged
+        self._capacity = 0  # values per channel staged at most before they are reduced
+        self._range: tuple[float, float] = (0.0, 1.0)  # equal bins: set by the first batch
         # reduced so far, numpy on the CPU: min, max, (sum, sum of squares, nonzeros), counts
         self._low: np.ndarray | None = None
         self._high: np.ndarray | None = None
@@ -519,63 +567,80 @@ class ChannelStats:
 
     def update(self, activation: torch.Tensor, *, axis: int) -> None:
         """Add one batch of activations whose channels lie along ``axis``."""
-        view = _channel_view(activation, axis)
-        before, channels, after = view.shape
+        values = _readable(activation)
+        plan = self._plans.get((values.shape, axis))
+        if plan is None:
+            plan = self._plan(values.shape, axis)
+        before, channels, after, rows, step, per_row = plan
+        size = rows * per_row
+        if self._filled and self._filled + size > self._capacity:
+            self._flush()
+        # the sample is always a copy: a later layer may change this output in place (an
+        # inplace ReLU after a conv)
+        if size == before * after:  # every value
+            sample = _channels_first(values, before, channels, after)
+        else:
+            batch = self._batches
+            index = _sample_index(
+                rows, step, batch % step, per_row, channels, after, batch % _PHASES
+            )
+            if isinstance(values, torch.Tensor):
+                sample = values.take(torch.tensor(index, device=values.device))
+            else:
+                sample = values.take(index)
+        if self._linear is None and self.edges is None:  # equal bins: the range of the first
+            lo, hi = _first_range(float(sample.min()), float(sample.max()))
+            self._linear = (self._bins / (hi - lo), 1 - lo * self._bins / (hi - lo))
+            self._range = (lo, hi)  # batch's sample, widened a little
+        self._staged.append(sample)
+        self._filled += size
+        self.count += size
+        self.seen += before * after
+        self._batches += 1
+
+    def _plan(self, shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+        """How a batch of this shape is read: (before, channels, after) around the channel
+        axis, then the rows (inputs) taken, their step and the positions per row."""
+        if len(shape) <= 1:  # one value per sample: a single channel
+            before, channels, after = math.prod(shape), 1, 1
+        else:
+            at = axis % len(shape)
+            before, channels, after = math.prod(shape[:at]), shape[at], math.prod(shape[at + 1 :])
+        rows, step, per_row = _lattice(before, after, self._limit)
         if self.sample_shape is None:
-            self.sample_shape = tuple(activation.shape[1:])
+            self.sample_shape = tuple(shape[1:])
             self._channels = channels
+            size = rows * per_row
+            self._capacity = size if self._limit is None else max(size, _STAGED // channels)
         elif channels != self._channels:
             raise ValueError(
                 f"the activations changed from {self._channels} to {channels} "
                 "channels between calls; a layer must keep its channel count (is the "
                 "module used twice on different shapes?)"
             )
-        rows, step, per_row = _lattice(before, after, self._limit)
-        size = rows * per_row
-        if self._buffer is None:
-            room = size if self._limit is None else max(size, _STAGED // channels)
-            self._buffer = view.new_empty((channels, room))
-            self._capacity, self._filled = room, 0
-        if self._filled + size > self._capacity:
-            self._flush()
-        if size > self._capacity:  # larger than the buffer (sample=None): reduce it alone
-            self._buffer = view.new_empty((channels, size))
-            self._capacity = size
-        # the buffer's columns [filled, filled + size) seen as (rows, channels, positions)
-        target = self._buffer.as_strided(
-            (rows, channels, per_row), (per_row, self._capacity, 1), self._filled
-        )
-        picked = view[self._batches % step :: step][:rows] if step > 1 else view[:rows]
-        if per_row == after:
-            target.copy_(picked)
-        else:
-            index = _positions(rows, after, per_row, self._batches % _PHASES, view.device)
-            torch.gather(picked, 2, index.expand(rows, channels, per_row), out=target)
-        if self.edges is None:  # the histogram range: the first batch's sample
-            lo, hi = _first_range(float(target.amin()), float(target.amax()))
-            self.edges = torch.linspace(lo, hi, self._bins + 1, dtype=torch.float64)
-            self._linear = (self._bins / (hi - lo), 1 - lo * self._bins / (hi - lo))
-        self._filled += size
-        self.count += size
-        self.seen += before * after
-        self._batches += 1
+        if len(self._plans) >= _PLANS:  # maps of ever new sizes: keep the latest only
+            self._plans.clear()
+        plan = self._plans[(tuple(shape), axis)] = (before, channels, after, rows, step, per_row)
+        return plan
 
-    def _staged(self) -> np.ndarray:
-        """The staged values, (channels, filled), on the CPU; the buffer is empty after."""
-        assert self._buffer is not None
-        values = self._buffer[:, : self._filled]
-        self._filled = 0
-        return values.numpy() if values.device.type == "cpu" else values.cpu().numpy()
+    def _take_staged(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The staged values as one (channels, filled) array on the CPU (written into
+        ``out`` when given); nothing is staged after."""
+        staged, self._staged, self._filled = self._staged, [], 0
+        staged = [s.cpu().numpy() if isinstance(s, torch.Tensor) else s for s in staged]
+        if out is None:
+            return staged[0] if len(staged) == 1 else np.concatenate(staged, axis=1)
+        return np.concatenate(staged, axis=1, out=out)
 
     def _flush(self) -> None:
         if self._filled:
-            _reduce([self], self._staged())
+            _reduce([self], self._take_staged())
 
     def _add(
         self, low: np.ndarray, high: np.ndarray, moments: np.ndarray, counts: np.ndarray
     ) -> None:
         if self._low is None or self._high is None or self._moments is None:
-            self._low, self._high, self._moments = low, high, moments.astype(np.float64)
+            self._low, self._high, self._moments = low, high, moments
             self.counts = counts
             return
         np.minimum(self._low, low, out=self._low)
@@ -586,6 +651,28 @@ class ChannelStats:
     def result(self, layer: str, *, module_type: str = "", axis: int = -1) -> LayerStats:
         """The statistics so far as a :class:`LayerStats` (CPU tensors)."""
         return _results([(self, layer, module_type, axis)])[0]
+
+
+def _readable(activation: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The activation as floats to sample from: for a CPU tensor a numpy view of it (between
+    the layers of a small model a numpy call costs a fraction of a torch call), else a
+    tensor."""
+    try:
+        values = activation.numpy()
+    except (RuntimeError, TypeError):  # it needs grad, is not on the CPU, or is bfloat16
+        x = activation.detach()
+        return x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return values if values.dtype.kind == "f" and values.itemsize >= 4 else values.astype("f4")
+
+
+def _channels_first(
+    values: np.ndarray | torch.Tensor, before: int, channels: int, after: int
+) -> np.ndarray | torch.Tensor:
+    """A (channels, before x after) copy of a (before, channels, after) activation."""
+    moved = values.reshape(before, channels, after).swapaxes(0, 1)
+    if isinstance(moved, torch.Tensor):
+        return moved.clone(memory_format=torch.contiguous_format).view(channels, -1)
+    return moved.copy().reshape(channels, -1)
 
 
 def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
@@ -602,16 +689,24 @@ def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
             np.count_nonzero(values, axis=1).astype(np.float64),
         )
     )
-    first = np.arange(len(values))[:, None] * width  # where each row's bins start
+    # where each row's bins start (int32 unless that could overflow)
+    kind = np.int32 if len(values) * width < 2**31 else np.intp
+    first = np.arange(0, len(values) * width, width, dtype=kind)[:, None]
     linear = [acc._linear for acc in accumulators]
     if all(pair is not None for pair in linear):  # equal bins: arithmetic instead of a search
-        scale = np.repeat([pair[0] for pair in linear], sizes).astype(np.float32)[:, None]
-        shift = np.repeat([pair[1] for pair in linear], sizes).astype(np.float32)[:, None]
+        if len(accumulators) == 1:
+            scale, shift = np.float32(linear[0][0]), np.float32(linear[0][1])
+        else:
+            scale = np.repeat([pair[0] for pair in linear], sizes).astype(np.float32)[:, None]
+            shift = np.repeat([pair[1] for pair in linear], sizes).astype(np.float32)[:, None]
         position = values * scale
         position += shift
-        np.fmax(position, 0, out=position)  # NaN too: counted below the range
-        np.fmin(position, width - 1, out=position)
-        index = position.astype(np.intp)  # truncation is floor here: all are >= 0
+        if np.isnan(low).any():  # fmax makes a NaN 0: counted below the range
+            np.fmax(position, 0, out=position)
+            np.fmin(position, width - 1, out=position)
+        else:
+            np.clip(position, 0, width - 1, out=position)
+        index = position.astype(kind)  # truncation is floor here: all are >= 0
         index += first
     else:  # one accumulator with unequal edges
         (acc,) = accumulators
@@ -629,12 +724,29 @@ def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
         start = end
 
 
+def _stage(group: Sequence[ChannelStats]) -> np.ndarray:
+    """The staged values of several accumulators as one (their channels, filled) array."""
+    if len(group) == 1:
+        return group[0]._take_staged()
+    if any(isinstance(s, torch.Tensor) for acc in group for s in acc._staged):  # off the CPU
+        return np.concatenate([acc._take_staged() for acc in group])
+    rows = [acc._channels for acc in group]
+    dtype = np.result_type(*(chunk.dtype for acc in group for chunk in acc._staged))
+    values = np.empty((sum(rows), group[0]._filled), dtype=dtype)
+    start = 0
+    for acc, size in zip(group, rows, strict=True):
+        acc._take_staged(out=values[start : start + size])
+        start += size
+    return values
+
+
 def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerStats]:
     """:meth:`ChannelStats.result` for several accumulators (layer, module type, axis) at once.
 
     The values still staged are reduced together for all accumulators that hold as many per
-    channel with the same bins: a few numpy calls in all rather than a few per layer, since
-    on small layers the calls, not the arithmetic, are the cost.
+    channel with the same bins, and the statistics of all layers are derived together: a few
+    numpy calls in all rather than a few per layer, since on small layers the calls, not the
+    arithmetic, are the cost.
     """
     groups: dict[tuple, list[ChannelStats]] = {}
     for accumulator, layer, _, _ in items:
@@ -646,19 +758,22 @@ def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerS
                 key += (id(accumulator),)
             groups.setdefault(key, []).append(accumulator)
     for group in groups.values():
-        staged = [acc._staged() for acc in group]
-        _reduce(group, staged[0] if len(staged) == 1 else np.concatenate(staged))
-    results = []
-    for accumulator, layer, module_type, axis in items:
-        accumulator._buffer = None  # scratch only; a later update allocates it again
-        counts, moments = accumulator.counts, accumulator._moments
-        assert counts is not None and moments is not None and accumulator.edges is not None
-        assert accumulator._low is not None and accumulator._high is not None
-        histogram = counts[:, 1:-1].copy()  # the edge bins take in what fell outside
-        histogram[:, 0] += counts[:, 0]
-        histogram[:, -1] += counts[:, -1]
-        mean, square, nonzero = moments / accumulator.count
-        std = np.sqrt(np.maximum(square - mean * mean, 0))
+        _reduce(group, _stage(group))
+    accumulators = [item[0] for item in items]
+    channels = [acc._channels for acc in accumulators]
+    moments = np.concatenate([acc._moments for acc in accumulators], axis=1)
+    moments /= np.repeat([acc.count for acc in accumulators], channels)
+    mean, square, nonzero = moments
+    std = np.sqrt(np.maximum(square - mean * mean, 0))
+    low = np.concatenate([acc._low for acc in accumulators])
+    high = np.concatenate([acc._high for acc in accumulators])
+    floats = np.stack((mean, std, low, high, 1 - nonzero)).astype(np.float32)
+    histograms, clamped, edges = _histograms(accumulators)
+    results, start = [], 0
+    for index, (accumulator, layer, module_type, axis) in enumerate(items):
+        end = start + channels[index]
+        mean, std, low, high, zeros = (torch.from_numpy(row[start:end]) for row in floats)
+        start = end
         results.append(
             LayerStats(
                 layer=layer,
@@ -667,17 +782,55 @@ def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerS
                 sample_shape=accumulator.sample_shape,
                 count=accumulator.seen,
                 sampled=accumulator.count,
-                mean=torch.from_numpy(mean.astype(np.float32)),
-                std=torch.from_numpy(std.astype(np.float32)),
-                min=torch.from_numpy(accumulator._low.copy()),
-                max=torch.from_numpy(accumulator._high.copy()),
-                zero_fraction=torch.from_numpy((1 - nonzero).astype(np.float32)),
-                histogram=torch.from_numpy(histogram),
-                edges=accumulator.edges.float(),
-                clamped=torch.from_numpy(counts[:, 0] + counts[:, -1]),
+                mean=mean,
+                std=std,
+                min=low,
+                max=high,
+                zero_fraction=zeros,
+                histogram=histograms[index],
+                edges=edges[index],
+                clamped=clamped[index],
             )
         )
     return results
+
+
+@functools.lru_cache(maxsize=16)
+def _unit_edges(bins: int) -> np.ndarray:
+    """``bins + 1`` equal edges from 0 to 1 (read-only)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    edges.flags.writeable = False
+    return edges
+
+
+def _histograms(accumulators: Sequence[ChannelStats]) -> tuple[list, list, list]:
+    """Per accumulator: its histogram (the edge bins take in what fell outside the range),
+    how many values fell outside, and the bin edges (float32); layers with as many bins are
+    done together."""
+    histograms: list = [None] * len(accumulators)
+    clamped, edges = list(histograms), list(histograms)
+    by_width: dict[int, list[int]] = {}
+    for i, acc in enumerate(accumulators):
+        by_width.setdefault(acc._width, []).append(i)
+    for width, chosen in by_width.items():
+        counts = np.concatenate([accumulators[i].counts for i in chosen])
+        histogram = counts[:, 1:-1].copy()
+        histogram[:, 0] += counts[:, 0]
+        histogram[:, -1] += counts[:, -1]
+        outside = counts[:, 0] + counts[:, -1]
+        ranges = np.array([accumulators[i]._range for i in chosen])  # equal bins: lo, hi
+        grid = ranges[:, :1] + (ranges[:, 1:] - ranges[:, :1]) * _unit_edges(width - 2)
+        grid[:, -1] = ranges[:, 1]
+        grid = grid.astype(np.float32)
+        start = 0
+        for row, i in enumerate(chosen):
+            acc = accumulators[i]
+            end = start + acc._channels
+            histograms[i] = torch.from_numpy(histogram[start:end])
+            clamped[i] = torch.from_numpy(outside[start:end])
+            edges[i] = torch.from_numpy(grid[row]) if acc.edges is None else acc.edges.float()
+            start = end
+    return histograms, clamped, edges
 
 
 @dataclass(frozen=True, eq=False)
@@ -886,7 +1039,7 @@ def activation_stats(
             activations before and after weight pruning.
         bins: Number of equal histogram bins over the range of the first batch, or the
             bin edges (fixed up front). See :class:`ChannelStats`.
-        sample: About how many values per channel each batch adds to the statistics
+        sample: At most how many values per channel each batch adds to the statistics
             (default :data:`SAMPLE`), taken from as many inputs as possible at positions
             spread over each map; every statistic describes these values, min, max and the
             dead-channel flags included. None reads every value: exact, and slower (reading
@@ -910,12 +1063,14 @@ def activation_stats(
     ChannelStats(bins=bins, sample=sample)  # checks both before any forward pass
     shell = structural_copy(model)  # the hooks sit on a private copy
     accumulators = {p.name: ChannelStats(bins=bins, sample=sample) for p in points}
-    axes: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}  # layer -> channel axis, module type
 
     def record(point: _Point, module: nn.Module, tensor: torch.Tensor) -> None:
-        axis = channel_axis(module, ndim=tensor.ndim)
-        axes.setdefault(point.name, axis % max(tensor.ndim, 1))
-        accumulators[point.name].update(tensor, axis=axis)
+        known = seen.get(point.name)
+        if known is None:  # the layout is the first batch's: later ones only look it up
+            axis = channel_axis(module, ndim=tensor.ndim) % max(tensor.ndim, 1)
+            known = seen[point.name] = (axis, type(module).__name__)
+        accumulators[point.name].update(tensor, axis=known[0])
 
     here = model_device(model)
     run_on = torch.device(device) if device is not None else here
@@ -929,7 +1084,6 @@ def activation_stats(
             samples += batch.inputs.shape[0]
     if samples == 0:
         raise ValueError("data is empty: there are no activations to describe")
-    modules = dict(model.named_modules())
     reached = []
     for point in points:
         accumulator = accumulators[point.name]
@@ -941,8 +1095,8 @@ def activation_stats(
                 f"{point.module!r} (or its {'input' if point.is_input else 'output'} holds "
                 "no tensor)"
             )
-        module_type = type(modules[point.module]).__name__
-        reached.append((accumulator, point.name, module_type, axes[point.name]))
+        axis, module_type = seen[point.name]
+        reached.append((accumulator, point.name, module_type, axis))
     result = {stats.layer: stats for stats in _results(reached)}
     return ActivationStats(result, samples=samples, masked=masks is not None)
 

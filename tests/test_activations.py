@@ -368,3 +368,26 @@ def test_outputs_changed_in_place_later_are_described_as_the_layer_gave_them():
     _exact(stats["0"], _per_channel(stored["0"], 1))  # negatives kept: recorded before the ReLU
     _exact(stats["1"], _per_channel(stored["1"], 1))
     assert float(stats["0"].min.min()) < 0
+
+
+def test_tensors_numpy_cannot_read_give_the_same_statistics():
+    """CPU float tensors are sampled through numpy; others (needing grad, bfloat16, off the
+    CPU) through torch: both read the same positions."""
+    gen = torch.Generator().manual_seed(10)
+    batches = [torch.randn(48, 5, 6, 6, generator=gen).relu() for _ in range(3)]
+    batches.append(torch.randn(7, 5, 6, 6, generator=gen))  # a short last batch
+
+    def stats(tensors: list[torch.Tensor]) -> activations.LayerStats:
+        acc = ChannelStats(bins=20, sample=100)
+        for tensor in tensors:
+            acc.update(tensor, axis=1)
+        return acc.result("x")
+
+    through_numpy = stats(batches)
+    assert through_numpy.sampled == 3 * 96 + 7 * 14  # 48 inputs x 2 positions, 7 x 14
+    needing_grad = stats([b.clone().requires_grad_() for b in batches])
+    rounded = [b.bfloat16() for b in batches]  # no numpy dtype
+    pairs = [(needing_grad, through_numpy), (stats(rounded), stats([b.float() for b in rounded]))]
+    for torch_read, numpy_read in pairs:
+        for name in ("mean", "std", "min", "max", "zero_fraction", "histogram", "clamped"):
+            assert torch.equal(getattr(torch_read, name), getattr(numpy_read, name)), name
