@@ -371,8 +371,8 @@ def test_outputs_changed_in_place_later_are_described_as_the_layer_gave_them():
 
 
 def test_tensors_numpy_cannot_read_give_the_same_statistics():
-    """CPU float tensors are sampled through numpy; others (needing grad, bfloat16, off the
-    CPU) through torch: both read the same positions."""
+    """CPU float tensors are sampled through numpy (strided ones too); others (needing grad,
+    bfloat16, off the CPU) through torch: both read the same positions."""
     gen = torch.Generator().manual_seed(10)
     batches = [torch.randn(48, 5, 6, 6, generator=gen).relu() for _ in range(3)]
     batches.append(torch.randn(7, 5, 6, 6, generator=gen))  # a short last batch
@@ -388,6 +388,8 @@ def test_tensors_numpy_cannot_read_give_the_same_statistics():
     needing_grad = stats([b.clone().requires_grad_() for b in batches])
     rounded = [b.bfloat16() for b in batches]  # no numpy dtype
     pairs = [(needing_grad, through_numpy), (stats(rounded), stats([b.float() for b in rounded]))]
+    strided = [b.transpose(2, 3) for b in batches]  # numpy reads a strided view
+    pairs.append((stats(strided), stats([b.contiguous() for b in strided])))
     for torch_read, numpy_read in pairs:
         for name in ("mean", "std", "min", "max", "zero_fraction", "histogram", "clamped"):
             assert torch.equal(getattr(torch_read, name), getattr(numpy_read, name)), name
