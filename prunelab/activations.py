@@ -460,9 +460,11 @@ def _channel_starts(channels: int, after: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=_INDICES)
-def _cached_index(
+def _sample_indices(
     rows: int, step: int, first: int, per_row: int, channels: int, after: int, phase: int
 ) -> np.ndarray:
+    """(channels, rows x per_row) flat indices of a batch's sample (see :func:`_row_positions`),
+    read-only."""
     index = _row_positions(rows, step, first, per_row, channels * after, after, phase)
     index = index + _channel_starts(channels, after)
     index.flags.writeable = False
@@ -472,13 +474,10 @@ def _cached_index(
 def _sample_index(
     rows: int, step: int, first: int, per_row: int, channels: int, after: int, phase: int
 ) -> np.ndarray:
-    """(channels, rows x per_row) flat indices of a batch's sample (see :func:`_row_positions`):
-    cached when small (a lookup costs a fraction of building it), built anew when large."""
-    if channels * rows * per_row <= _INDEX_CACHED:
-        return _cached_index(rows, step, first, per_row, channels, after, phase)
-    return _row_positions(rows, step, first, per_row, channels * after, after, phase) + (
-        _channel_starts(channels, after)
-    )
+    """:func:`_sample_indices`, cached when small (a lookup costs a fraction of building it)."""
+    small = channels * rows * per_row <= _INDEX_CACHED
+    build = _sample_indices if small else _sample_indices.__wrapped__
+    return build(rows, step, first, per_row, channels, after, phase)
 
 
 def _linear_bins(edges: list[float]) -> tuple[float, float] | None:

@@ -393,3 +393,18 @@ def test_tensors_numpy_cannot_read_give_the_same_statistics():
     for torch_read, numpy_read in pairs:
         for name in ("mean", "std", "min", "max", "zero_fraction", "histogram", "clamped"):
             assert torch.equal(getattr(torch_read, name), getattr(numpy_read, name)), name
+
+
+def test_sample_indices_too_large_to_cache_pick_the_same_values(monkeypatch):
+    x = torch.rand(24, 4, 10, 10, generator=torch.Generator().manual_seed(11))
+    batches = _batches(x, 10)  # 10, 10 and 4 inputs: three plans, other phases
+
+    def stats() -> activations.LayerStats:
+        return activation_stats(nn.Sequential(nn.Identity()), batches, layers="0", sample=30)["0"]
+
+    cached = stats()
+    monkeypatch.setattr(activations, "_INDEX_CACHED", 0)  # every index built anew
+    built = stats()
+    assert cached.sampled == built.sampled == 30 + 30 + 28
+    for name in ("mean", "std", "min", "max", "zero_fraction", "histogram"):
+        assert torch.equal(getattr(built, name), getattr(cached, name)), name
