@@ -432,7 +432,6 @@ def _first_range(low: float, high: float) -> tuple[float, float]:
     return (low if low == 0 else low - pad), (high if high == 0 else high + pad)
 
 
-@functools.lru_cache(maxsize=256)
 def _row_positions(
     rows: int, step: int, first: int, per_row: int, stride: int, after: int, phase: int
 ) -> np.ndarray:
@@ -441,32 +440,22 @@ def _row_positions(
     step``, ... and on each ``per_row`` positions from a low-discrepancy sequence, so each row
     (input) gets other positions, spread evenly over the map whatever its layout (a regular
     stride could line up with the rows of an image and see only one column); ``phase`` (the
-    batch number) shifts them. Read-only, shared by all layers of that shape."""
+    batch number) shifts them."""
     steps = np.arange(rows * per_row, dtype=np.float64)
     spread = (steps * _GOLDEN + phase * _PLASTIC) % 1.0
     positions = np.minimum((spread * after).astype(np.intp), after - 1)
     starts = np.repeat(np.arange(first, first + rows * step, step, dtype=np.intp) * stride, per_row)
-    index = (starts + positions)[None, :]
-    index.flags.writeable = False
-    return index
-
-
-@functools.lru_cache(maxsize=256)
-def _channel_starts(channels: int, after: int) -> np.ndarray:
-    """(channels, 1) flat offsets of each channel's first value in a (., channels, after) row."""
-    starts = np.arange(0, channels * after, after, dtype=np.intp)[:, None]
-    starts.flags.writeable = False
-    return starts
+    return (starts + positions)[None, :]
 
 
 @functools.lru_cache(maxsize=_INDICES)
 def _sample_indices(
     rows: int, step: int, first: int, per_row: int, channels: int, after: int, phase: int
 ) -> np.ndarray:
-    """(channels, rows x per_row) flat indices of a batch's sample (see :func:`_row_positions`),
-    read-only."""
+    """(channels, rows x per_row) flat indices of a batch's sample: :func:`_row_positions`
+    plus each channel's offset. Read-only, shared by all layers of that shape."""
     index = _row_positions(rows, step, first, per_row, channels * after, after, phase)
-    index = index + _channel_starts(channels, after)
+    index = index + np.arange(0, channels * after, after, dtype=np.intp)[:, None]
     index.flags.writeable = False
     return index
 
