@@ -670,13 +670,11 @@ def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
     sizes = [acc._channels for acc in accumulators]
     width = accumulators[0]._width
     low, high = np.minimum.reduce(values, 1), np.maximum.reduce(values, 1)
-    moments = np.stack(
-        (
-            np.add.reduce(values, 1, dtype=np.float64),
-            np.einsum("ij,ij->i", values, values, dtype=np.float64),
-            np.count_nonzero(values, axis=1).astype(np.float64),
-        )
-    )
+    moments = np.empty((3, len(values)))  # sum, sum of squares, nonzeros
+    wide = values.astype(np.float64)  # converted once, not by each reduction
+    np.add.reduce(wide, 1, out=moments[0])
+    np.einsum("ij,ij->i", wide, wide, out=moments[1])
+    np.add.reduce(values != 0, 1, dtype=np.float64, out=moments[2])
     # where each row's bins start (int32 unless that could overflow)
     kind = np.int32 if len(values) * width < 2**31 else np.intp
     first = np.arange(0, len(values) * width, width, dtype=kind)[:, None]
@@ -685,8 +683,8 @@ def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
         if len(accumulators) == 1:
             scale, shift = np.float32(linear[0][0]), np.float32(linear[0][1])
         else:
-            scale = np.repeat([pair[0] for pair in linear], sizes).astype(np.float32)[:, None]
-            shift = np.repeat([pair[1] for pair in linear], sizes).astype(np.float32)[:, None]
+            pairs = np.repeat(np.array(linear, dtype=np.float32), sizes, axis=0)
+            scale, shift = pairs[:, :1], pairs[:, 1:]
         position = values * scale
         position += shift
         if np.isnan(low).any():  # fmax makes a NaN 0: counted below the range
