@@ -1,16 +1,24 @@
 """Activation statistics vs a plain forward pass: time overhead and memory kept.
 
-Run: ``uv run python benchmarks/bench_activations.py [--batch 16] [--repeats 7] [--threads 1]``
+Run: ``uv run python benchmarks/bench_activations.py [--batch 16] [--repeats 7] [--threads 1]
+[--breakdown]``
 
 Both timings are measured in this process, on the same inputs, without gradients: the
-baseline is the plain forward pass (``functional_forward``, as ``activation_stats`` runs it),
-ours is ``prunelab.activations.activation_stats`` with its default layers. The two alternate,
-and each is the fastest of ``--repeats`` runs (on a shared machine the fastest run is the one
-least disturbed; CPU time, also printed, is less sensitive to other load). One CPU thread by
-default: where other processes share the cores, multi-threaded runs of many small operations
-mostly measure the scheduler (``--threads 0`` uses torch's default). Each line prints
-the overhead (ours / baseline - 1) against the goal of at most 15%, and the memory the
-statistics keep next to what storing the activations would take.
+baseline is the plain forward pass as ``activation_stats`` runs it (``functional_forward``
+on one structural copy of the model), ours is ``prunelab.activations.activation_stats`` with
+its default layers. The two alternate, and each is the fastest of ``--repeats`` runs (on a
+shared machine the fastest run is the one least disturbed; CPU time, also printed, is less
+sensitive to other load). One CPU thread by default: where other processes share the cores,
+multi-threaded runs of many small operations mostly measure the scheduler (``--threads 0``
+uses torch's default). Each line prints the overhead (ours / baseline - 1) against the goal
+of at most 15%, and the memory the statistics keep next to what storing the activations
+would take.
+
+``--breakdown`` also splits the digits-cnn overhead into its parts, each measured as a
+forward pass over the same layers: with hooks that do nothing (the cost of the hooks
+themselves), with hooks that only take each batch's sample (``ChannelStats.update``: the
+copies), and the full ``activation_stats`` (the rest is reducing the samples and building
+the results).
 """
 
 from __future__ import annotations
@@ -22,38 +30,60 @@ from collections.abc import Callable
 import torch
 
 import prunelab
-from prunelab.activations import activation_stats
+from prunelab.activations import (
+    ChannelStats,
+    activation_layers,
+    activation_stats,
+    channel_axis,
+    forward_hooks,
+)
 from prunelab.batches import iter_batches
-from prunelab.functional import functional_forward
+from prunelab.functional import functional_forward, structural_copy
 
 GOAL = 0.15
 
 
-def _plain(model: torch.nn.Module, data: object) -> None:
-    with torch.no_grad():
+def _forward(model: torch.nn.Module, data: object, hooks: str | None = None) -> None:
+    """The forward pass as ``activation_stats`` runs it (on one structural copy, without
+    gradients), optionally with a hook on each of its default layers: ``"idle"`` hooks do
+    nothing, ``"sample"`` hooks take each batch's sample as it does, never reducing it."""
+    shell = structural_copy(model)
+    chosen = {}
+    for layer in activation_layers(model) if hooks else ():
+        accumulator, axis = ChannelStats(), []
+
+        def hook(module, args, output, accumulator=accumulator, axis=axis) -> None:
+            if hooks == "sample":
+                if not axis:  # as activation_stats: the layout is looked up once
+                    axis.append(channel_axis(module, ndim=output.ndim) % output.ndim)
+                accumulator.update(output, axis=axis[0])
+
+        chosen[layer] = hook
+    with torch.no_grad(), forward_hooks(shell, chosen):
         for batch in iter_batches(data):
-            functional_forward(model, {}, batch.inputs)
+            functional_forward(shell, {}, batch.inputs, private=True)
 
 
-def _fastest(first: Callable[[], object], second: Callable[[], object], repeats: int):
-    """Fastest wall and CPU (process) time of each of two functions, run alternately."""
-    first(), second()
-    wall: tuple[list[float], list[float]] = ([], [])
-    cpu: tuple[list[float], list[float]] = ([], [])
+def _fastest(*fns: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """Fastest wall and CPU (process) time of each function, run in turn."""
+    for fn in fns:
+        fn()
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for index, fn in enumerate((first, second)):
+        for index, fn in enumerate(fns):
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             wall[index].append(time.perf_counter() - start)
             cpu[index].append(time.process_time() - start_cpu)
-    return (min(wall[0]), min(wall[1])), (min(cpu[0]), min(cpu[1]))
+    return [min(times) for times in wall], [min(times) for times in cpu]
 
 
 def _activation_bytes(stats: prunelab.activations.ActivationStats) -> int:
     return sum(s.count * s.channels * 4 for s in stats.values())  # float32, every value
 
 
-def _line(label: str, wall: tuple[float, float], cpu: tuple[float, float]) -> bool:
+def _line(label: str, wall: list[float], cpu: list[float]) -> bool:
     overhead, overhead_cpu = wall[1] / wall[0] - 1, cpu[1] / cpu[0] - 1
     met = overhead <= GOAL
     print(
@@ -83,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (0: torch's default)"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="split the digits-cnn overhead into its parts"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,17 +126,30 @@ def main(argv: list[str] | None = None) -> int:
     digits = prunelab.data.load("sample:digits", split="test")
     inputs = digits.inputs  # plain tensors: time the model, not the Dataset's collation
     wall, cpu = _fastest(
-        lambda: _plain(bundle.model, inputs),
+        lambda: _forward(bundle.model, inputs),
         lambda: activation_stats(bundle.model, inputs),
-        args.repeats,
+        repeats=args.repeats,
     )
     all_met &= _line(f"digits-cnn, digits test set ({len(inputs)})", wall, cpu)
+    if args.breakdown:
+        wall, cpu = _fastest(
+            lambda: _forward(bundle.model, inputs),
+            lambda: _forward(bundle.model, inputs, "idle"),
+            lambda: _forward(bundle.model, inputs, "sample"),
+            lambda: activation_stats(bundle.model, inputs),
+            repeats=args.repeats,
+        )
+        parts = ("hooks that do nothing", "hooks taking the samples", "activation_stats")
+        for index, part in enumerate(parts, start=1):
+            _line(f"  {part}", [wall[0], wall[index]], [cpu[0], cpu[index]])
     _memory("digits-cnn memory", bundle.model, inputs, torch.cat([inputs] * 4))
 
     resnet = prunelab.zoo.load("torchvision:resnet18").model
     batch = torch.rand(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     wall, cpu = _fastest(
-        lambda: _plain(resnet, batch), lambda: activation_stats(resnet, batch), args.repeats
+        lambda: _forward(resnet, batch),
+        lambda: activation_stats(resnet, batch),
+        repeats=args.repeats,
     )
     all_met &= _line(f"torchvision resnet18, batch {args.batch}", wall, cpu)
     _memory("resnet18 memory", resnet, batch[:4], batch)
