@@ -469,12 +469,17 @@ def _sample_index(
     return build(rows, step, first, per_row, channels, after, phase)
 
 
-def _linear_bins(edges: list[float]) -> tuple[float, float] | None:
-    """Scale and shift mapping a value to 1 + its bin position, when the edges are equal."""
+def _equal_range(edges: list[float]) -> tuple[float, float] | None:
+    """The first and last edge, when the edges are equally spaced (else None)."""
     lo, hi, bins = edges[0], edges[-1], len(edges) - 1
     step = (hi - lo) / bins
     if any(abs(edge - (lo + i * step)) > 1e-9 * step for i, edge in enumerate(edges)):
         return None
+    return lo, hi
+
+
+def _affine(bins: int, lo: float, hi: float) -> tuple[float, float]:
+    """Scale and shift mapping a value to 1 + its position among ``bins`` equal bins."""
     return bins / (hi - lo), 1 - lo * bins / (hi - lo)
 
 
@@ -534,7 +539,6 @@ class ChannelStats:
             raise ValueError(f"sample must be at least 1 (or None for every value), got {sample}")
         self._bins = checked if isinstance(checked, int) else checked.numel() - 1
         self.edges: torch.Tensor | None = None if isinstance(checked, int) else checked
-        self._linear = None if self.edges is None else _linear_bins(self.edges.tolist())
         self._limit = sample
         self._width = self._bins + 2  # per channel: below the range, the bins, at or above
         self.count = 0  # values per channel in the statistics
@@ -546,7 +550,9 @@ class ChannelStats:
         self._staged: list = []  # (channels, n) samples: numpy arrays, or tensors off the CPU
         self._filled = 0  # values per channel staged
         self._capacity = 0  # values per channel staged at most before they are reduced
-        self._range: tuple[float, float] = (0.0, 1.0)  # equal bins: set by the first batch
+        # equal bins: their range (set by the first batch, unless the edges are given);
+        # None for unequal edges, which are searched
+        self._range = None if self.edges is None else _equal_range(self.edges.tolist())
         # reduced so far, numpy on the CPU: min, max, (sum, sum of squares, nonzeros), counts
         self._low: np.ndarray | None = None
         self._high: np.ndarray | None = None
@@ -576,10 +582,8 @@ class ChannelStats:
                 sample = values.take(torch.tensor(index, device=values.device))
             else:
                 sample = values.take(index)
-        if self._linear is None and self.edges is None:  # equal bins: the range of the first
-            lo, hi = _first_range(float(sample.min()), float(sample.max()))
-            self._linear = (self._bins / (hi - lo), 1 - lo * self._bins / (hi - lo))
-            self._range = (lo, hi)  # batch's sample, widened a little
+        if self._range is None and self.edges is None:  # the range of the first batch's
+            self._range = _first_range(float(sample.min()), float(sample.max()))  # sample
         self._staged.append(sample)
         self._filled += size
         self.count += size
@@ -678,8 +682,8 @@ def _reduce(accumulators: Sequence[ChannelStats], values: np.ndarray) -> None:
     # where each row's bins start (int32 unless that could overflow)
     kind = np.int32 if len(values) * width < 2**31 else np.intp
     first = np.arange(0, len(values) * width, width, dtype=kind)[:, None]
-    linear = [acc._linear for acc in accumulators]
-    if all(pair is not None for pair in linear):  # equal bins: arithmetic instead of a search
+    if all(acc._range is not None for acc in accumulators):  # arithmetic instead of a search
+        linear = [_affine(acc._bins, *acc._range) for acc in accumulators]
         if len(accumulators) == 1:
             scale, shift = np.float32(linear[0][0]), np.float32(linear[0][1])
         else:
@@ -739,8 +743,9 @@ def _results(items: Sequence[tuple[ChannelStats, str, str, int]]) -> list[LayerS
         if accumulator.sample_shape is None:
             raise ValueError(f"no activations were recorded for {layer!r}")
         if accumulator._filled:
-            key = (accumulator._filled, accumulator._width, accumulator._linear is None)
-            if accumulator._linear is None:
+            unequal = accumulator._range is None  # searched bins: reduced alone
+            key = (accumulator._filled, accumulator._width, unequal)
+            if unequal:
                 key += (id(accumulator),)
             groups.setdefault(key, []).append(accumulator)
     for group in groups.values():
@@ -804,7 +809,8 @@ def _histograms(accumulators: Sequence[ChannelStats]) -> tuple[list, list, list]
         histogram[:, 0] += counts[:, 0]
         histogram[:, -1] += counts[:, -1]
         outside = counts[:, 0] + counts[:, -1]
-        ranges = np.array([accumulators[i]._range for i in chosen])  # equal bins: lo, hi
+        # equal bins: lo, hi (unequal edges get a row too, never used: they keep their edges)
+        ranges = np.array([accumulators[i]._range or (0.0, 1.0) for i in chosen])
         grid = ranges[:, :1] + (ranges[:, 1:] - ranges[:, :1]) * _unit_edges(width - 2)
         grid[:, -1] = ranges[:, 1]
         grid = grid.astype(np.float32)
