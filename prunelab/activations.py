@@ -74,6 +74,7 @@ PreHook = Callable[[nn.Module, tuple], object]
 INPUT_SUFFIX = ":input"
 # values per channel that each batch adds to the statistics (see ChannelStats)
 SAMPLE = 128
+BINS = 64  # equal histogram bins per channel, by default
 _GOLDEN = 0.6180339887498949  # fractional parts of multiples spread evenly over [0, 1)
 _PLASTIC = 0.7548776662466927
 _PAD = 0.05  # the first batch's range is widened by this share of its span on each side
@@ -531,7 +532,7 @@ class ChannelStats:
     ([[2, 0], [0, 2]], [0.5, 0.0], [0, 1])
     """
 
-    def __init__(self, *, bins: int | Sequence[float] = 64, sample: int | None = SAMPLE) -> None:
+    def __init__(self, *, bins: int | Sequence[float] = BINS, sample: int | None = SAMPLE) -> None:
         checked = _check_bins(bins)
         if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)):
             raise TypeError(f"sample must be a number of values or None, got {sample!r}")
@@ -1005,51 +1006,18 @@ class ActivationStats(Mapping[str, LayerStats]):
         return sum(stats.nbytes() for stats in self._layers.values())
 
 
-def activation_stats(
+def _stream(
     model: nn.Module,
     data: object,
-    *,
-    layers: str | Sequence[str] | None = None,
-    masks: Masks | None = None,
-    bins: int | Sequence[float] = 64,
-    sample: int | None = SAMPLE,
-    device: torch.device | str | None = None,
-) -> ActivationStats:
-    """Per-layer, per-channel statistics of activations, streamed over the data.
-
-    Forward hooks (held in a context manager, always removed) update running statistics
-    batch by batch; activations are never stored. The hooks sit on a structural copy of the
-    model that shares its tensors, so the model itself is not touched, not even for a moment.
-
-    Args:
-        model: The model (run in the mode it is in: pass it in eval mode).
-        data: Anything :func:`prunelab.batches.iter_batches` reads (tensors, an
-            ``(inputs, labels)`` pair, a Dataset, a DataLoader to choose the batch size).
-        layers: Layer names (module fqns for outputs, ``"<fqn>:input"`` for inputs); by
-            default :func:`activation_layers`. Layers the data never reaches are left out.
-        masks: Weight masks to apply first (through ``functional_call``), to compare the
-            activations before and after weight pruning.
-        bins: Number of equal histogram bins over the range of the first batch, or the
-            bin edges (fixed up front). See :class:`ChannelStats`.
-        sample: At most how many values per channel each batch adds to the statistics
-            (default :data:`SAMPLE`), taken from as many inputs as possible at positions
-            spread over each map; every statistic describes these values, min, max and the
-            dead-channel flags included. None reads every value: exact, and slower (reading
-            every value once costs about a tenth of a forward pass on a CPU).
-        device: Where to run (default: where the model is).
-
-    Returns:
-        An :class:`ActivationStats` mapping layer name -> :class:`LayerStats`.
-
-    Raises:
-        ValueError: An unknown layer (the message lists accepted ones), a named layer the
-            data never reached, empty data, bad bins or sample.
-
-    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
-    >>> relu = activation_stats(net, torch.randn(100, 3), layers=["1"])["1"]
-    >>> relu.channels, bool(((relu.zero_fraction > 0) & (relu.zero_fraction < 1)).all())
-    (4, True)
-    """
+    layers: str | Sequence[str] | None,
+    masks: Masks | None,
+    bins: int | Sequence[float],
+    sample: int | None,
+    device: torch.device | str | None,
+) -> tuple[list[tuple[ChannelStats, str, str, int]], int]:
+    """The streaming half of :func:`activation_stats`, with its arguments: the accumulators
+    of the layers reached, each with (layer, module type, channel axis), and the number of
+    samples. Their results are not derived yet (values may still be staged)."""
     points = _points(model, layers)
     masks = check_masks(masks, optional=True)
     ChannelStats(bins=bins, sample=sample)  # checks both before any forward pass
@@ -1089,6 +1057,55 @@ def activation_stats(
             )
         axis, module_type = seen[point.name]
         reached.append((accumulator, point.name, module_type, axis))
+    return reached, samples
+
+
+def activation_stats(
+    model: nn.Module,
+    data: object,
+    *,
+    layers: str | Sequence[str] | None = None,
+    masks: Masks | None = None,
+    bins: int | Sequence[float] = BINS,
+    sample: int | None = SAMPLE,
+    device: torch.device | str | None = None,
+) -> ActivationStats:
+    """Per-layer, per-channel statistics of activations, streamed over the data.
+
+    Forward hooks (held in a context manager, always removed) update running statistics
+    batch by batch; activations are never stored. The hooks sit on a structural copy of the
+    model that shares its tensors, so the model itself is not touched, not even for a moment.
+
+    Args:
+        model: The model (run in the mode it is in: pass it in eval mode).
+        data: Anything :func:`prunelab.batches.iter_batches` reads (tensors, an
+            ``(inputs, labels)`` pair, a Dataset, a DataLoader to choose the batch size).
+        layers: Layer names (module fqns for outputs, ``"<fqn>:input"`` for inputs); by
+            default :func:`activation_layers`. Layers the data never reaches are left out.
+        masks: Weight masks to apply first (through ``functional_call``), to compare the
+            activations before and after weight pruning.
+        bins: Number of equal histogram bins over the range of the first batch, or the
+            bin edges (fixed up front). See :class:`ChannelStats`.
+        sample: At most how many values per channel each batch adds to the statistics
+            (default :data:`SAMPLE`), taken from as many inputs as possible at positions
+            spread over each map; every statistic describes these values, min, max and the
+            dead-channel flags included. None reads every value: exact, and slower (reading
+            every value once costs about a tenth of a forward pass on a CPU).
+        device: Where to run (default: where the model is).
+
+    Returns:
+        An :class:`ActivationStats` mapping layer name -> :class:`LayerStats`.
+
+    Raises:
+        ValueError: An unknown layer (the message lists accepted ones), a named layer the
+            data never reached, empty data, bad bins or sample.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
+    >>> relu = activation_stats(net, torch.randn(100, 3), layers=["1"])["1"]
+    >>> relu.channels, bool(((relu.zero_fraction > 0) & (relu.zero_fraction < 1)).all())
+    (4, True)
+    """
+    reached, samples = _stream(model, data, layers, masks, bins, sample, device)
     result = {stats.layer: stats for stats in _results(reached)}
     return ActivationStats(result, samples=samples, masked=masks is not None)
 
