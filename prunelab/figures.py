@@ -44,7 +44,10 @@ __all__ = [
 ]
 
 _KEPT = "#2c7fb8"
-_PRUNED = "#d9d9d9"
+# pruned cells: a colour that no kept weight can take on the red-white-blue weight scale
+# (white there means a weight near zero, which is not the same as a removed one)
+_PRUNED = "#2b2b2b"
+_REFERENCE = "#bdbdbd"  # the dense reference bar of size and speed charts
 _EMPTY = "#d62728"
 _OVERLAP = (  # code -> (label, colour); codes are the z values of mask_overlap's heatmap
     ("kept by both", _KEPT),
@@ -109,9 +112,16 @@ def _check_count(value: object, *, what: str) -> int:
 
 
 def _matrix(array: np.ndarray) -> np.ndarray:
-    """Matrix layout: rows = dim 0 (output), columns = all other dims flattened."""
+    """Matrix layout: rows = dim 0 (output), columns = all other dims flattened.
+
+    A conv weight (O, I, k...) is laid out as O x (k... x I), the input channel varying
+    fastest: N:M groups run along the input dimension (``prunelab.granularity.NM``), so each
+    group of M sits in M adjacent columns and a 2:4 mask shows as a comb, as on a Linear.
+    """
     if array.ndim == 1:
         return array.reshape(1, -1)
+    if array.ndim > 2:
+        array = np.moveaxis(array, 1, -1)
     return array.reshape(array.shape[0], -1)
 
 
@@ -122,7 +132,7 @@ def _matrix_titles(shape: tuple[int, ...]) -> tuple[str, str]:
     if len(shape) == 2:
         return "input feature", "output feature"
     kernel = _KERNEL_DIMS.get(len(shape), f"{len(shape) - 2} kernel dims")
-    return f"input (in x {kernel})", "output channel"
+    return f"input ({kernel} x in, input channel fastest)", "output channel"
 
 
 def _filters(array: np.ndarray) -> np.ndarray:
@@ -257,7 +267,11 @@ def weight_heatmap(
 
     Colours are a diverging scale centred on zero (red negative, white zero, blue positive),
     symmetric around zero and shared by both panels through one colour bar. The "after"
-    panel shows ``weight`` where ``mask`` is True and exactly 0 where it is False.
+    panel shows ``weight`` where ``mask`` is True; pruned weights are NaN there and drawn
+    by a third trace, "pruned", in one dark colour that is not on the weight scale, so a
+    removed weight never looks like a kept weight near zero. Pooled, a block is drawn as
+    pruned when all of its weights are, else as the mean of its weights with the pruned
+    ones counted as 0.
 
     Rows are dim 0 of the weight (output channels/features). A transposed convolution keeps
     its output channels in dim 1: pass ``weight.movedim(1, 0)`` (and the mask likewise).
@@ -275,7 +289,8 @@ def weight_heatmap(
             NaN gaps ignored) and the title says so.
 
     Returns:
-        A Figure with one Heatmap ("weights"), or two ("before", "after") when masked.
+        A Figure with one Heatmap ("weights"), or three ("before", "after", "pruned") when
+        masked; "pruned" is 1 on the pruned cells of the "after" panel and NaN elsewhere.
 
     Raises:
         ValueError: Empty weight, mask of another shape, unknown layout, or a "filters"
@@ -284,7 +299,7 @@ def weight_heatmap(
     >>> w = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
     >>> fig = weight_heatmap(w, w.abs() > 1)
     >>> [t.name for t in fig.data], fig.data[1].z.tolist()
-    (['before', 'after'], [[0.0, -2.0], [0.0, 3.0]])
+    (['before', 'after', 'pruned'], [[nan, -2.0], [nan, 3.0]])
     """
     array = _checked(weight, what="weight").astype(np.float64)
     max_cells = _check_count(max_cells, what="max_cells")
@@ -292,12 +307,14 @@ def weight_heatmap(
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     panels = {"weights": array}
     notes: list[str | None] = []
+    kept = None
     if mask is not None:
         kept = _as_mask(mask, what="mask", shape=array.shape)
         panels = {"before": array, "after": np.where(kept, array, 0.0)}
         notes.append(_sparsity_note(kept))
+    arrange = _filters if layout == "filters" else _matrix
+    grids = {name: arrange(a) for name, a in panels.items()}
     if layout == "filters":
-        grids = {name: _filters(a) for name, a in panels.items()}
         kernel = "k" if array.ndim == 3 else "kw"
         titles = (
             f"input channel (tiles {kernel} wide)",
@@ -305,10 +322,13 @@ def weight_heatmap(
         )
         hover = ("grid column", "grid row")  # hover shows grid positions, not channels
     else:
-        grids = {name: _matrix(a) for name, a in panels.items()}
         titles = hover = _matrix_titles(array.shape)
     pooled = {name: _pool(g, max_cells) for name, g in grids.items()}
     block = next(iter(pooled.values()))[1]
+    if kept is not None:
+        fraction_kept, _ = _pool(arrange(kept.astype(np.float64)), max_cells)
+        removed = fraction_kept == 0  # NaN gaps of the filters layout compare False
+        pooled["after"] = (np.where(removed, np.nan, pooled["after"][0]), block)
     notes.append(_pool_note(block, "the mean of"))
     limit = float(np.nanmax(np.abs(array))) if np.isfinite(array).any() else 0.0
     limit = limit or 1.0
@@ -322,6 +342,18 @@ def weight_heatmap(
     for (name, (z, _)), (row, col) in zip(pooled.items(), positions, strict=True):
         trace = _heatmap(z, block, hover, name=name, coloraxis="coloraxis")
         fig.add_trace(trace, row=row, col=col)
+    if kept is not None:
+        pruned = _heatmap(
+            np.where(removed, 1.0, np.nan),
+            block,
+            hover,
+            name="pruned",
+            value="pruned (removed)",
+            colorscale=[[0, _PRUNED], [1, _PRUNED]],
+            showscale=False,
+        )
+        fig.add_trace(pruned, row=1, col=2)
+        fig.layout.annotations[1].text = "after (pruned: black)"
     fig.update_layout(
         title=_title(title or f"Weights {_shape_text(array.shape)}", notes),
         coloraxis={
@@ -362,7 +394,9 @@ def mask_pattern(
     title: str | None = None,
     max_cells: int = 250_000,
 ) -> go.Figure:
-    """Which weights a mask keeps: kept cells in blue, pruned cells in grey.
+    """Which weights a mask keeps: kept cells in blue, pruned cells in black.
+
+    Black is the colour of pruned weights in every figure (see :func:`weight_heatmap`).
 
     Laid out like :func:`weight_heatmap`'s matrix layout (rows = dim 0). A pooled mask shows
     the fraction kept in each block on a continuous 0..1 scale instead, and says so.
@@ -1094,7 +1128,7 @@ def activation_mask(
     title: str | None = None,
     max_cells: int = 250_000,
 ) -> go.Figure:
-    """The mask an activation sparsifier computed for a layer's input: kept blue, zeroed grey.
+    """The mask an activation sparsifier computed for a layer's input: kept blue, zeroed black.
 
     Laid out like :func:`mask_pattern`: rows are dim 0 of the mask (channels of a conv input,
     one row for a Linear input), columns the other dims flattened. A per-feature mask (a list
@@ -1383,7 +1417,7 @@ def size_bars(sizes: Mapping[str, float], *, title: str | None = None) -> go.Fig
         f"{reference / v:.2f}x smaller" if v < reference else f"{v / reference:.2f}x larger"
         for v in values[1:]
     ]
-    colours = [_PRUNED] + [_KEPT if v < reference else _EMPTY for v in values[1:]]
+    colours = [_REFERENCE] + [_KEPT if v < reference else _EMPTY for v in values[1:]]
     fig = go.Figure(
         go.Bar(
             x=labels,
@@ -1422,7 +1456,7 @@ def speed_bars(report: object, *, title: str | None = None) -> go.Figure:
     [('dense', [1.0]), ('shrunk', [0.5])]
     """
     table = _frame(report, ["variant", "batch", "median_ms", "ratio_vs_dense"])
-    palette = {"dense": _PRUNED, "masked": "#f28e2b", "shrunk": _KEPT}
+    palette = {"dense": _REFERENCE, "masked": "#f28e2b", "shrunk": _KEPT}
     fig = go.Figure()
     for variant in table["variant"].unique():
         rows = table[table["variant"] == variant]

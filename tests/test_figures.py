@@ -43,14 +43,15 @@ def test_heatmap_before_after_zeros_exactly_where_pruned():
     fig = weight_heatmap(weight, mask, title="first layer")
 
     assert isinstance(fig, go.Figure)
-    before, after = _heatmaps(fig)
-    assert (before.name, after.name) == ("before", "after")
-    assert [a.text for a in fig.layout.annotations][:2] == ["before", "after"]
+    before, after, pruned = _heatmaps(fig)
+    assert (before.name, after.name, pruned.name) == ("before", "after", "pruned")
+    assert [a.text for a in fig.layout.annotations][0] == "before"
+    assert [a.text for a in fig.layout.annotations][1].startswith("after")
     np.testing.assert_allclose(before.z, weight.numpy(), rtol=1e-6)
-    assert (after.z[~mask.numpy()] == 0).all()
     np.testing.assert_allclose(after.z[mask.numpy()], weight.numpy()[mask.numpy()], rtol=1e-6)
-    # the kept weights of the layer are all nonzero, so zeros are exactly the pruned cells
-    assert ((after.z == 0) == ~mask.numpy()).all()
+    # pruned cells leave the weight scale and are drawn by the "pruned" trace alone
+    assert (np.isnan(after.z) == ~mask.numpy()).all()
+    assert (np.isfinite(pruned.z) == ~mask.numpy()).all()
     assert _title(fig).startswith("first layer")
     assert "sparsity 50.0%" in _title(fig)
     assert fig.layout.xaxis.title.text == "input feature"
@@ -60,7 +61,7 @@ def test_heatmap_before_after_zeros_exactly_where_pruned():
 def test_heatmap_shares_one_zero_centred_colour_bar():
     weight = torch.tensor([[1.0, -3.0], [0.5, 2.0]])
     fig = weight_heatmap(weight, weight.abs() > 1)
-    assert {t.coloraxis for t in fig.data} == {"coloraxis"}
+    assert {t.coloraxis for t in fig.data if t.name != "pruned"} == {"coloraxis"}
     axis = fig.layout.coloraxis
     assert (axis.cmin, axis.cmid, axis.cmax) == (-3.0, 0.0, 3.0)
     assert axis.colorscale[0][1] != axis.colorscale[-1][1]  # diverging, not flat
@@ -81,20 +82,79 @@ def test_heatmap_of_1d_weight_is_a_single_row():
     assert fig.layout.xaxis.title.text == "element"
 
 
-def test_conv_matrix_layout_flattens_kernels():
+def test_conv_matrix_layout_flattens_kernels_input_channel_fastest():
     conv = make_cnn()[0].weight.detach()  # 8 x 3 x 3 x 3
     fig = weight_heatmap(conv)
     assert fig.data[0].z.shape == (8, 27)
-    np.testing.assert_allclose(fig.data[0].z, conv.reshape(8, 27).numpy(), rtol=1e-6)
-    assert fig.layout.xaxis.title.text == "input (in x kh x kw)"
+    # column k * 3 + i is input channel i at kernel position k (kh, kw flattened)
+    expected = conv.permute(0, 2, 3, 1).reshape(8, 27).numpy()
+    np.testing.assert_allclose(fig.data[0].z, expected, rtol=1e-6)
+    assert fig.layout.xaxis.title.text == "input (kh x kw x in, input channel fastest)"
     assert fig.layout.yaxis.title.text == "output channel"
+
+
+def _is_colour_on(scale: str, colour: str) -> bool:
+    """Whether ``colour`` (hex) is one of the colours a named plotly scale runs through."""
+    import plotly.colors
+
+    steps = plotly.colors.get_colorscale(scale)
+    rgb = plotly.colors.hex_to_rgb(colour)
+    samples = plotly.colors.sample_colorscale(steps, [i / 200 for i in range(201)])
+    parsed = [plotly.colors.unlabel_rgb(c) for c in samples]
+    return any(sum(abs(a - b) for a, b in zip(p, rgb, strict=True)) < 40 for p in parsed)
+
+
+def test_pruned_weights_have_a_colour_no_kept_weight_can_have():
+    # at 10% sparsity the pruned weights are the ones nearest zero: on the weight scale they
+    # would be white like their kept neighbours, so they must be drawn apart
+    weight = torch.linspace(-1, 1, 40).reshape(4, 10)
+    mask = weight.abs() > 0.12
+    fig = weight_heatmap(weight, mask)
+    before, after, pruned = _heatmaps(fig)
+    assert np.isnan(after.z[~mask.numpy()]).all() and np.isfinite(after.z[mask.numpy()]).all()
+    colours = {c for _, c in pruned.colorscale}
+    assert len(colours) == 1 and pruned.showscale is False
+    (colour,) = colours
+    assert fig.layout.coloraxis.colorscale[0][1] == "rgb(103,0,31)"  # RdBu: red to blue
+    assert not _is_colour_on("RdBu", colour)
+    assert pruned.xaxis == after.xaxis == "x2"  # drawn on the "after" panel
+    # mask figures use the same colour for pruned cells
+    scale = mask_pattern(mask).data[0].colorscale
+    assert scale[0][1] == colour and scale[-1][1] != colour
+
+
+def test_pooled_after_panel_marks_blocks_that_are_wholly_pruned():
+    weight = torch.ones(4, 4)
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[:2, :2] = False  # one 2x2 block wholly pruned
+    mask[3, 3] = False  # one block partly pruned: drawn as its mean with the zero
+    fig = weight_heatmap(weight, mask, max_cells=4)
+    _, after, pruned = _heatmaps(fig)
+    assert np.isnan(after.z[0, 0]) and pruned.z[0, 0] == 1
+    assert after.z[1, 1] == pytest.approx(0.75) and np.isnan(pruned.z[1, 1])
+
+
+def test_two_four_mask_on_a_conv_layer_is_a_comb():
+    weight = torch.randn(6, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 6, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(weight)
+    mask = prunelab.prune(model, "n:m")["0.weight"]
+    for fig, trace in ((mask_pattern(mask), 0), (weight_heatmap(weight, mask), 2)):
+        z = np.asarray(fig.data[trace].z, dtype=float)
+        kept = z == 1 if trace == 0 else np.isnan(z)
+        groups = kept.reshape(6, -1, 4)  # each 4 adjacent columns are one N:M group
+        assert (groups.sum(axis=2) == 2).all()
+    # the plain reshape (in x kh x kw) would spread a group over columns 9 apart
+    plain = mask.reshape(6, -1).numpy().reshape(6, -1, 4)
+    assert not (plain.sum(axis=2) == 2).all()
 
 
 def test_conv_filters_layout_tiles_kernels_with_nan_gaps():
     weight = torch.randn(4, 3, 2, 5)
     mask = weight > 0
     fig = weight_heatmap(weight, mask, layout="filters")
-    before, after = _heatmaps(fig)
+    before, after, pruned = _heatmaps(fig)
     # documented: (O*kh + O-1) x (I*kw + I-1)
     assert before.z.shape == (4 * 2 + 3, 3 * 5 + 2)
     for o in range(4):
@@ -102,8 +162,10 @@ def test_conv_filters_layout_tiles_kernels_with_nan_gaps():
             tile = before.z[o * 3 : o * 3 + 2, i * 6 : i * 6 + 5]
             np.testing.assert_allclose(tile, weight[o, i].numpy(), rtol=1e-6)
             kept_tile = after.z[o * 3 : o * 3 + 2, i * 6 : i * 6 + 5]
-            assert (kept_tile[~mask[o, i].numpy()] == 0).all()
+            assert np.isnan(kept_tile[~mask[o, i].numpy()]).all()
     assert np.isnan(before.z[2, :]).all() and np.isnan(before.z[:, 5]).all()
+    assert np.isnan(pruned.z[2, :]).all()  # a gap is neither kept nor pruned
+    assert np.isfinite(pruned.z).sum() == int((~mask).sum())
     assert np.isfinite(before.z).sum() == weight.numel()
     assert "output channel" in fig.layout.yaxis.title.text
     assert "input channel" in fig.layout.xaxis.title.text
@@ -306,7 +368,7 @@ def test_mask_overlap_counts_and_iou_match_masks_overlap():
     iou = a.overlap(b).set_index("fqn").loc[fqn, "iou"]
     match = re.search(r"IoU of kept sets ([0-9.]+)", _title(fig))
     assert match and match.group(1) == f"{iou:.3f}"
-    assert fig.layout.xaxis.title.text == "input (in x kh x kw)"
+    assert fig.layout.xaxis.title.text == "input (kh x kw x in, input channel fastest)"
 
 
 def test_mask_overlap_pooled_shows_dominant_category():
