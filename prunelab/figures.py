@@ -768,7 +768,49 @@ _METRIC_TITLES = {
     "loss": "mean loss",
     "agreement": "top-1 agreement with the dense model",
     "kl": "KL(dense || pruned)",
+    "energy_removed": "share of the weights' energy removed",
 }
+_MANY_CURVES = 10  # above this, curves take colours in model order and the legend moves below
+
+
+def _metric_words(metric: str, table: object = None) -> str:
+    """Plain words for a metric column; a drop says of which metric (table.attrs["metric"])."""
+    if metric == "drop":
+        base = getattr(table, "attrs", {}).get("metric")
+        return f"drop in {_METRIC_TITLES.get(base, base)}" if base else "drop"
+    return _METRIC_TITLES.get(metric, metric)
+
+
+def _curve_name(name: object) -> str:
+    # a layer's curve is named by its module: ".weight" repeats on every entry of the legend
+    text = str(name)
+    return text.removesuffix(".weight") if text.endswith(".weight") else text
+
+
+def _many_curves_legend(fig: go.Figure, count: int) -> None:
+    """Many curves: model-order colours and a legend in columns under the plot."""
+    import plotly.colors
+
+    if count <= _MANY_CURVES:
+        return
+    colours = plotly.colors.sample_colorscale("Viridis", [i / (count - 1) for i in range(count)])
+    for trace, colour in zip(fig.data, colours, strict=False):
+        trace.line.color = trace.marker.color = colour
+    rows = math.ceil(count / 4)
+    fig.update_layout(
+        legend={
+            "orientation": "h",
+            "yanchor": "top",
+            "y": -0.18,
+            "xanchor": "left",
+            "x": 0,
+            "entrywidth": 0.25,
+            "entrywidthmode": "fraction",
+            "font": {"size": 11},
+        },
+        height=420 + 22 * rows,
+        margin={"b": 60 + 22 * rows},
+    )
 
 
 def sparsity_curves(
@@ -784,7 +826,9 @@ def sparsity_curves(
         title: Main title.
 
     Returns:
-        A Figure with one Scatter trace (lines and markers) per curve, named after it.
+        A Figure with one Scatter trace (lines and markers) per curve, named after it (a
+        layer's ".weight" left out). With more than 10 curves (a model's layers), colours run
+        from dark to light in table order and the legend sits in four columns under the plot.
 
     >>> import pandas as pd
     >>> df = pd.DataFrame({"strategy": ["a", "a"], "sparsity": [0.0, 0.5], "accuracy": [0.9, 0.8]})
@@ -794,6 +838,7 @@ def sparsity_curves(
     frame = _frame(table, (by, "sparsity", metric))
     percent = metric in ("accuracy", "agreement")
     fig = go.Figure()
+    label = _metric_words(metric, table)
     for name, rows in frame.groupby(by, sort=False):
         rows = rows.sort_values("sparsity")
         values = rows[metric] * (100 if percent else 1)
@@ -802,13 +847,13 @@ def sparsity_curves(
                 x=(rows["sparsity"] * 100).tolist(),
                 y=values.tolist(),
                 mode="lines+markers",
-                name=str(name),
-                hovertemplate=f"{name}<br>sparsity %{{x:.1f}}%<br>{metric} %{{y:.3g}}"
+                name=_curve_name(name),
+                hovertemplate=f"{name}<br>sparsity %{{x:.1f}}%<br>{label} %{{y:.3g}}"
                 "<extra></extra>",
             )
         )
-    label = _METRIC_TITLES.get(metric, metric)
-    fig.update_layout(title=_title(title or f"{label.capitalize()} vs sparsity", []))
+    _many_curves_legend(fig, len(fig.data))
+    fig.update_layout(title=_title(title or f"{label[0].upper() + label[1:]} vs sparsity", []))
     fig.update_xaxes(title_text="sparsity (% of weights zeroed)", range=[0, 100])
     fig.update_yaxes(title_text=label + (" (%)" if percent else ""))
     return fig
@@ -854,6 +899,7 @@ def sensitivity_heatmap(
     grid = frame.pivot_table(index="layer", columns="sparsity", values=value, dropna=False)
     grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
     metric = getattr(table, "attrs", {}).get("metric")
+    words = _metric_words(value, table)
     fig = go.Figure(
         go.Heatmap(
             z=grid.to_numpy(),
@@ -861,11 +907,13 @@ def sensitivity_heatmap(
             y=list(grid.index),
             colorscale="Reds",
             zmin=0,
-            colorbar={"title": value},
-            hovertemplate="%{y} at %{x}<br>" + value + " %{z:.4f}<extra></extra>",
+            colorbar={"title": value if value == "drop" else words},
+            hovertemplate="%{y} at %{x}<br>" + words + " %{z:.4f}<extra></extra>",
         )
     )
-    notes = [f"{value} of {metric} when only that layer is pruned" if metric else None]
+    notes = [f"{words} when only that layer is pruned" if metric else None]
+    if metric == "energy_removed":
+        notes.append("no data: the share of sum(w²) that the pruned weights carry")
     fig.update_layout(
         title=_title(title or "Per-layer sensitivity", notes),
         height=max(320, 26 * len(grid) + 160),
@@ -995,10 +1043,13 @@ def activation_histogram(
         # no negative side to shade when no value is negative (after a ReLU)
         lowest = min(float(layer.edges[0]) for _, layer, _ in pairs)
         low = -t if lowest < 0 else min(lowest, t)
-        fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
-        for x in dict.fromkeys((low if low == -t else t, t)):
-            fig.add_vline(x=x, line_dash="dash", line_color=_EMPTY)
-        notes.append(f"shaded: |value| < {t:.3g}, zeroed by the threshold")
+        if t > 0:
+            fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
+            for x in dict.fromkeys((low if low == -t else t, t)):
+                fig.add_vline(x=x, line_dash="dash", line_color=_EMPTY)
+            notes.append(f"shaded: values between -{t:.3g} and {t:.3g}, zeroed by the threshold")
+        else:
+            notes.append("threshold 0: no value is zeroed")
     first = pairs[0][1]
     where = f"channel {channel}" if channel is not None else f"{first.channels} channels"
     fig.update_layout(
@@ -1189,8 +1240,6 @@ def activation_mask(
 # ----------------------------------------------------------------------------------------
 # Training (histories and schedules from prunelab.training)
 
-_SPARSITY = "#7f7f7f"
-
 
 def _histories(history: object) -> dict[str, object]:
     import pandas as pd
@@ -1207,12 +1256,17 @@ def _histories(history: object) -> dict[str, object]:
     return dict(named)
 
 
+_RUN_COLOURS = (_KEPT, "#f28e2b", "#59a14f", "#9467bd", "#e15759", "#76b7b2")
+
+
 def training_curves(history: object, *, title: str | None = None) -> go.Figure:
     """Loss (top) and accuracy (bottom) per optimizer step of one or more training runs.
 
-    Batch values are drawn as lines; ``eval_accuracy`` and ``eval_loss`` (measured on held-out
-    data after each epoch) as markers; the sparsity in force as a dotted grey line on the
-    accuracy panel, when it changes during the run.
+    Each run has one colour in both panels. Batch values are drawn as lines; ``eval_accuracy``
+    and ``eval_loss`` (measured on held-out data after each epoch) as diamonds; the sparsity
+    in force as a dotted line on the accuracy panel, when it changes during the run. The
+    legend has one entry per kind of mark and run (grouped under the run's name), and says
+    only what is drawn: a run without held-out data has no diamond entry.
 
     Args:
         history: A history from :func:`prunelab.training.finetune` (columns step, loss,
@@ -1223,8 +1277,8 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
     >>> import pandas as pd
     >>> h = pd.DataFrame({"step": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.2, 0.6],
     ...                   "sparsity": [0.5, 0.9]})
-    >>> [t.name for t in training_curves(h).data]
-    ['loss', 'accuracy', 'sparsity']
+    >>> [(t.name, t.showlegend is not False) for t in training_curves(h).data]
+    [('batch values', True), ('batch values', False), ('sparsity', True)]
     """
     named = _histories(history)
     fig = make_subplots(
@@ -1232,53 +1286,62 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=("loss", "accuracy"),
+        subplot_titles=("loss", "accuracy (%)"),
     )
-    for name, frame in named.items():
-        prefix = f"{name}: " if name else ""
-        group = {"legendgroup": name or "run"}
+    held_out = False
+    for index, (name, frame) in enumerate(named.items()):
+        colour = _RUN_COLOURS[index % len(_RUN_COLOURS)]
+        run = f"{name}: " if name else ""
+        group = {"legendgroup": name or "run", "legendgrouptitle_text": name or None}
         steps = frame["step"].tolist()
-        fig.add_trace(
-            go.Scatter(
-                x=steps, y=frame["loss"].tolist(), mode="lines", name=prefix + "loss", **group
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=steps,
-                y=(frame["accuracy"] * 100).tolist(),
-                mode="lines",
-                name=prefix + "accuracy",
-                **group,
-            ),
-            row=2,
-            col=1,
-        )
-        for column, row, scale in (("eval_loss", 1, 1), ("eval_accuracy", 2, 100)):
-            if column in frame:
-                measured = frame.dropna(subset=[column])
-                fig.add_trace(
-                    go.Scatter(
-                        x=measured["step"].tolist(),
-                        y=(measured[column] * scale).tolist(),
-                        mode="markers",
-                        marker={"size": 9, "symbol": "diamond"},
-                        name=prefix + column.replace("eval_", "held-out "),
-                        **group,
-                    ),
-                    row=row,
-                    col=1,
-                )
+        for row, column, scale in ((1, "loss", 1), (2, "accuracy", 100)):
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=(frame[column] * scale).tolist(),
+                    mode="lines",
+                    line={"color": colour},
+                    name="batch values",
+                    showlegend=row == 1,
+                    hovertemplate=f"{run}batch {column}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+                    **group,
+                ),
+                row=row,
+                col=1,
+            )
+        legend_entry = True  # one "held-out" entry per run, for both panels
+        for column in ("eval_loss", "eval_accuracy"):
+            if column not in frame:
+                continue
+            measured = frame.dropna(subset=[column])
+            if measured.empty:
+                continue
+            row, scale = (1, 1) if column == "eval_loss" else (2, 100)
+            fig.add_trace(
+                go.Scatter(
+                    x=measured["step"].tolist(),
+                    y=(measured[column] * scale).tolist(),
+                    mode="markers",
+                    marker={"size": 9, "symbol": "diamond", "color": colour},
+                    name="held-out data (each epoch)",
+                    showlegend=legend_entry,
+                    hovertemplate=f"{run}held-out {column.removeprefix('eval_')}<br>"
+                    "step %{x}: %{y:.4g}<extra></extra>",
+                    **group,
+                ),
+                row=row,
+                col=1,
+            )
+            held_out, legend_entry = True, False
         if "sparsity" in frame and frame["sparsity"].nunique() > 1:
             fig.add_trace(
                 go.Scatter(
                     x=steps,
                     y=(frame["sparsity"] * 100).tolist(),
                     mode="lines",
-                    line={"dash": "dot", "color": _SPARSITY},
-                    name=prefix + "sparsity",
+                    line={"dash": "dot", "color": colour},
+                    name="sparsity",
+                    hovertemplate=f"{run}sparsity<br>step %{{x}}: %{{y:.1f}}%<extra></extra>",
                     **group,
                 ),
                 row=2,
@@ -1287,9 +1350,8 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", row=2, col=1)
-    fig.update_layout(
-        title=_title(title or "Training", ["batch values; markers: held-out data"]), height=520
-    )
+    notes = ["lines: each training batch", "diamonds: held-out data" if held_out else None]
+    fig.update_layout(title=_title(title or "Training", notes), height=520)
     return fig
 
 

@@ -45,8 +45,8 @@ def test_heatmap_before_after_zeros_exactly_where_pruned():
     assert isinstance(fig, go.Figure)
     before, after, pruned = _heatmaps(fig)
     assert (before.name, after.name, pruned.name) == ("before", "after", "pruned")
-    assert [a.text for a in fig.layout.annotations][0] == "before"
-    assert [a.text for a in fig.layout.annotations][1].startswith("after")
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[0] == "before" and titles[1].startswith("after")
     np.testing.assert_allclose(before.z, weight.numpy(), rtol=1e-6)
     np.testing.assert_allclose(after.z[mask.numpy()], weight.numpy()[mask.numpy()], rtol=1e-6)
     # pruned cells leave the weight scale and are drawn by the "pruned" trace alone
@@ -110,7 +110,7 @@ def test_pruned_weights_have_a_colour_no_kept_weight_can_have():
     weight = torch.linspace(-1, 1, 40).reshape(4, 10)
     mask = weight.abs() > 0.12
     fig = weight_heatmap(weight, mask)
-    before, after, pruned = _heatmaps(fig)
+    _, after, pruned = _heatmaps(fig)
     assert np.isnan(after.z[~mask.numpy()]).all() and np.isfinite(after.z[mask.numpy()]).all()
     colours = {c for _, c in pruned.colorscale}
     assert len(colours) == 1 and pruned.showscale is False
@@ -501,6 +501,44 @@ def test_sensitivity_heatmap_grid_and_blank_skipped_points():
     assert "accuracy" in fig.layout.title.text
     curves = figures.sparsity_curves(table, metric="drop", by="layer")
     assert [t.name for t in curves.data] == ["b", "a"]
+    assert curves.layout.yaxis.title.text == "drop in accuracy"
+
+
+def test_data_free_sensitivity_figures_use_words_not_column_names():
+    from prunelab.sweeps import sensitivity
+
+    table = sensitivity(make_cnn(), method="magnitude", sparsities=(0.5, 0.9))
+    assert table.attrs["metric"] == "energy_removed"
+    for fig in (
+        figures.sensitivity_heatmap(table),
+        figures.sparsity_curves(table, metric="drop", by="layer"),
+    ):
+        text = json.dumps(fig.to_plotly_json(), default=str)
+        assert "energy_removed" not in text
+        assert "weights' energy removed" in text
+
+
+def test_curves_of_twenty_layers_keep_a_readable_legend():
+    import pandas as pd
+
+    layers = [f"layer{i // 2}.{i % 2}.conv.weight" for i in range(21)]
+    table = pd.DataFrame(
+        {
+            "layer": np.repeat(layers, 2),
+            "sparsity": [0.5, 0.9] * 21,
+            "drop": np.linspace(0, 0.5, 42),
+        }
+    )
+    fig = figures.sparsity_curves(table, metric="drop", by="layer")
+    assert [t.name for t in fig.data] == [name.removesuffix(".weight") for name in layers]
+    colours = [t.line.color for t in fig.data]
+    assert len(set(colours)) == 21  # no palette cycling: two layers never share a colour
+    legend = fig.layout.legend
+    assert legend.orientation == "h" and legend.y < 0  # in columns under the plot
+    assert legend.entrywidthmode == "fraction" and legend.entrywidth == 0.25
+    assert fig.layout.height >= 420 + 22 * 6  # room for six rows of four entries
+    few = figures.sparsity_curves(table[table["layer"].isin(layers[:3])], metric="drop", by="layer")
+    assert few.layout.legend.orientation is None  # a short legend stays where plotly puts it
 
 
 # -- activation figures ------------------------------------------------------------------
@@ -542,6 +580,12 @@ def test_activation_histogram_overlays_shares_and_marks_the_threshold():
         figures.activation_histogram(before, _relu_stats(channels=5))
 
 
+def test_activation_histogram_at_threshold_zero_says_nothing_is_zeroed():
+    fig = figures.activation_histogram(_relu_stats(), threshold=0.0)
+    assert "< 0" not in _title(fig) and "no value is zeroed" in _title(fig)
+    assert not [s for s in fig.layout.shapes if s.type == "rect"]
+
+
 def test_channel_apoz_and_ranges_show_every_channel_with_dead_ones_flagged():
     stats = _relu_stats()
     fig = figures.channel_apoz(stats, _relu_stats(shift=1.0))
@@ -572,6 +616,20 @@ def test_activation_mask_per_tensor_per_feature_and_soft():
         assert json.loads(built.to_json())["layout"]["title"]["text"]
 
 
+def _check_legend_matches_drawing(fig: go.Figure) -> None:
+    """Each legend entry stands for traces that look alike, and every trace has an entry."""
+    looks: dict[tuple, set] = {}
+    for trace in fig.data:
+        colour = trace.line.color if trace.mode == "lines" else trace.marker.color
+        look = (trace.mode, trace.line.dash, trace.marker.symbol, colour)
+        looks.setdefault((trace.legendgroup, trace.name), set()).add(look)
+    shown = [(t.legendgroup, t.name) for t in fig.data if t.showlegend is not False]
+    assert len(shown) == len(set(shown)) == len(looks)  # one entry per kind, none missing
+    assert all(len(kinds) == 1 for kinds in looks.values()), looks
+    groups = {t.legendgroup: t.line.color for t in fig.data if t.mode == "lines"}
+    assert len(set(groups.values())) == len(groups)  # one colour per run
+
+
 def test_training_curves_schedule_plot_and_compare_bars():
     import pandas as pd
 
@@ -588,10 +646,16 @@ def test_training_curves_schedule_plot_and_compare_bars():
     )
     fig = figures.training_curves(history)
     names = [t.name for t in fig.data]
-    assert names == ["loss", "accuracy", "held-out accuracy", "sparsity"]
+    assert names == ["batch values", "batch values", "held-out data (each epoch)", "sparsity"]
     assert list(fig.data[2].y) == [80.0] and list(fig.data[3].y) == [0.0, 50.0, 90.0]
+    assert "diamonds: held-out data" in _title(fig)
     both = figures.training_curves({"a": history, "b": history.drop(columns="sparsity")})
-    assert {t.name for t in both.data} >= {"a: loss", "b: accuracy"}
+    assert "a: batch loss" in both.data[0].hovertemplate
+    assert "b: batch accuracy" in both.data[5].hovertemplate
+    no_eval = figures.training_curves(history.drop(columns="eval_accuracy"))
+    assert "diamonds" not in _title(no_eval)
+    for built in (fig, both, no_eval):
+        _check_legend_matches_drawing(built)
     with pytest.raises(ValueError, match="lacks column"):
         figures.training_curves(history.drop(columns="loss"))
     cubic = figures.schedule_plot(Gradual(0.0, 0.8, start=0, end=10), steps=10)
