@@ -21,14 +21,15 @@ from prunelab.training import (
     prune_while_training,
     steps_per_epoch,
 )
-from prunelab.ui import engine
+from prunelab.ui import engine, jobs
+from prunelab.ui.fmt import percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
 
 SOURCES = ("Global magnitude at a sparsity", "Masks from the Prune page", "A recipe")
 RATES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
-BITS = (8, 4)
+BITS = (16, 8, 6, 4, 3, 2)
 LIVE_UPDATES = 20  # redraws of the live chart per run
 
 st.set_page_config(page_title="Train · prunelab", layout="wide")
@@ -111,8 +112,8 @@ def pick_masks() -> tuple[Masks, str]:
     return masks, f"recipe {recipe.strategy} at {masks.sparsity():.0%}"
 
 
-def settings() -> tuple[TrainConfig, str]:
-    cols = st.columns(4)
+def settings() -> tuple[TrainConfig, str, tuple[float, float]]:
+    cols = st.columns(5)
     epochs = int(cols[0].number_input("Epochs", 1, 50, 3, key=Keys.train_epochs))
     lr = cols[1].select_slider("Learning rate", RATES, value=0.003, key=Keys.train_lr)
     optimizer = cols[2].selectbox("Optimizer", ("adam", "sgd"), key=Keys.train_optimizer)
@@ -122,6 +123,18 @@ def settings() -> tuple[TrainConfig, str]:
         key=Keys.train_kind,
         help="Cubic (Zhu & Gupta) prunes fast at first and slowly near the end.",
     )
+    start, end = cols[4].slider(
+        "Gradual: start and end",
+        0,
+        100,
+        (0, 67),
+        5,
+        key=Keys.train_window,
+        format="%d%%",
+        help="When the gradual run starts pruning and when it reaches the final sparsity, in "
+        "percent of the whole training (0% = first step, 100% = last step).",
+    )
+    window = (start / 100, end / 100)
     layers = list(dict.fromkeys(t.module_fqn for t in targets(choice.model)))
     st.caption("Freeze layers (their weights stay exactly as they are):")
     boxes = st.columns(min(len(layers), 6) or 1)
@@ -130,17 +143,26 @@ def settings() -> tuple[TrainConfig, str]:
         for i, name in enumerate(layers)
         if boxes[i % len(boxes)].checkbox(name, key=Keys.train_freeze + name)
     )
-    return TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, frozen=frozen), kind
+    config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, frozen=frozen)
+    return config, kind, window
 
 
-def run(masks: Masks, config: TrainConfig, kind: str) -> dict:
-    """Fine-tune and prune gradually, drawing progress and a live chart; the results."""
+def gradual_schedule(sparsity: float, kind: str, window: tuple[float, float], total: int):
+    """The gradual run's schedule: from dense at ``window[0]`` to ``sparsity`` at ``window[1]``
+    (fractions of the ``total`` optimizer steps); the end is at least one step after the start.
+    """
+    start = min(round(window[0] * total), total - 1)
+    end = max(start + 1, round(window[1] * total))
+    return Gradual(0.0, sparsity, start=start, end=end, kind=kind)
+
+
+def run(masks: Masks, config: TrainConfig, kind: str, window, report) -> dict:
+    """Fine-tune and prune gradually, reporting progress and drawing a live chart."""
     train = train_split(choice.data_spec)
     per_epoch = steps_per_epoch(train, batch_size=config.batch_size)
     total = config.epochs * per_epoch
     sparsity = masks.sparsity()
-    schedule = Gradual(0.0, sparsity, start=0, end=max(1, 2 * total // 3), kind=kind)
-    bar, report = engine.progress_bar("Training")
+    schedule = gradual_schedule(sparsity, kind, window, total)
     live = st.empty()
     histories: dict[str, pd.DataFrame] = {}
     rows: list[dict] = []
@@ -166,7 +188,6 @@ def run(masks: Masks, config: TrainConfig, kind: str) -> dict:
         config=config,
         callback=callback("gradual", 0.5),
     )
-    bar.empty()
     live.empty()
     test = choice.data
     return {
@@ -174,7 +195,7 @@ def run(masks: Masks, config: TrainConfig, kind: str) -> dict:
         "one-shot": evaluate(choice.model, test, masks=masks, metrics=("accuracy", "loss")),
         "fine-tuned": evaluate(tuned, test, metrics=("accuracy", "loss")),
         "gradual": evaluate(gradual, test, metrics=("accuracy", "loss")),
-        "quantized": {b: evaluate_quantized(tuned, test, bits=b)["accuracy"] for b in BITS},
+        "tuned": tuned,  # kept for the quantized evaluations, which need no new training
         "histories": histories,
         "schedule": schedule,
         "total": total,
@@ -187,7 +208,7 @@ def _live(rows: list[dict]) -> dict[str, pd.DataFrame]:
     return {name: part for name, part in frame.groupby("run", sort=False)}
 
 
-def show(result: dict, label: str) -> None:
+def show(result: dict, label: str, key: tuple) -> None:
     dense = result["dense"]["accuracy"]
     accuracies = {
         "one-shot (no training)": result["one-shot"]["accuracy"],
@@ -195,9 +216,14 @@ def show(result: dict, label: str) -> None:
         f"gradual {result['schedule'].kind}": result["gradual"]["accuracy"],
     }
     cols = st.columns(4)
-    cols[0].metric("Dense accuracy", f"{dense:.1%}")
+    cols[0].metric("Dense accuracy", percent(dense))
     for col, (name, value) in zip(cols[1:], accuracies.items(), strict=True):
-        col.metric(name.capitalize(), f"{value:.1%}", f"{value - dense:+.1%}")
+        col.metric(
+            name.capitalize(),
+            percent(value),
+            points(value - dense),
+            help="Accuracy on the test split; below it, the change from the dense model.",
+        )
     left, right = st.columns(2)
     with left:
         st.plotly_chart(
@@ -212,12 +238,13 @@ def show(result: dict, label: str) -> None:
             "gradual pruning starts dense and prunes (global magnitude) a little more at each "
             "step of the schedule while it trains, so the network adapts as it goes."
         )
+    schedule = result["schedule"]
     with right:
         st.plotly_chart(
             figures.schedule_plot(
                 {
                     "one-shot / fine-tune": OneShot(result["sparsity"]),
-                    f"gradual {result['schedule'].kind}": result["schedule"],
+                    f"gradual {schedule.kind}": schedule,
                 },
                 steps=result["total"],
             ),
@@ -225,23 +252,64 @@ def show(result: dict, label: str) -> None:
         )
         explain(
             "Sparsity in force at each optimizer step. One-shot and fine-tuning are at the final "
-            "sparsity from the first step; the gradual schedule reaches it two thirds of the "
-            "way through and leaves the rest of the run to recover."
+            f"sparsity from the first step; the gradual run is dense until step {schedule.start} "
+            f"and reaches the final sparsity at step {schedule.end} of {result['total']}; the "
+            "steps after that are left to recover."
         )
     st.plotly_chart(figures.training_curves(result["histories"]), key="train_curves_chart")
     explain(
         "Loss and accuracy of each training batch as training goes on (they are noisy: every "
-        "batch is different). The dotted line is the gradual run's sparsity: its loss rises "
-        "each time more weights go, and falls again as the remaining weights take over."
+        "batch is different), one colour per run. The dotted line is the gradual run's "
+        "sparsity: its loss rises each time more weights go, and falls again as the remaining "
+        "weights take over."
     )
-    quantized = ", ".join(f"{b}-bit: {a:.1%}" for b, a in result["quantized"].items())
-    st.caption(
-        f"Fine-tuned model with its kept weights quantized (per tensor, symmetric): {quantized}."
+    quantized(result, key)
+
+
+def quantized(result: dict, key: tuple) -> None:
+    """The fine-tuned model with its kept weights rounded to the chosen numbers of bits."""
+    st.subheader("Fewer bits for the kept weights")
+    bits = st.multiselect(
+        "Quantize the fine-tuned model's kept weights to",
+        BITS,
+        default=[8, 4],
+        key=Keys.train_bits,
+        format_func=lambda b: f"{b} bits",
+    )
+    rows = [
+        {
+            "weights": "float32 (as trained)",
+            "accuracy": percent(result["fine-tuned"]["accuracy"]),
+            "loss": f"{result['fine-tuned']['loss']:.4f}",
+            "same prediction as float32": percent(1.0),
+        }
+    ]
+    for b in sorted(bits, reverse=True):
+        remembered = (*key, "quantized", b)
+        measured = engine.remembered(remembered)
+        if measured is None:
+            measured = engine.remember(
+                remembered, evaluate_quantized(result["tuned"], choice.data, bits=b)
+            )
+        rows.append(
+            {
+                "weights": f"{b} bits",
+                "accuracy": percent(measured["accuracy"]),
+                "loss": f"{measured['loss']:.4f}",
+                "same prediction as float32": percent(measured["agreement"]),
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="train_quantized_table")
+    explain(
+        "Each kept weight is rounded to one of 2^(bits-1) - 1 levels per sign (one scale per "
+        "tensor, symmetric; pruned weights stay exactly zero). Accuracy can stay the same at "
+        "fewer bits when the few predictions that change are as often right as wrong: the "
+        "loss and the share of predictions unchanged show that the rounding did happen."
     )
 
 
 masks, label = pick_masks()
-config, kind = settings()
+config, kind, window = settings()
 key = (
     "train",
     choice.model_key,
@@ -249,18 +317,27 @@ key = (
     fingerprint(masks),
     config,
     kind,
+    window,
 )
 result = engine.remembered(key)
 if st.button("Train", type="primary", key=Keys.train_run) and result is None:
+    job = jobs.Job(Keys.train_job, key)
     try:
-        result = engine.remember(key, run(masks, config, kind))
-    except (ValueError, TypeError, RuntimeError) as exc:
+        # while it runs, a Cancel button stops it at the next progress update
+        result = jobs.run(
+            job, lambda _, report: run(masks, config, kind, window, report), label="Training"
+        )
+    except RuntimeError as exc:
         st.error(f"Training failed: {exc}")
         st.stop()
+    if result is None:
+        st.stop()  # the run reported its error
+    engine.remember(key, result)
+    st.rerun()  # redraw without the Cancel button: the result is remembered now
 if result is None:
     st.info(
-        f"Masks: {label} ({masks.sparsity():.1%} sparse). Press **Train** to fine-tune them "
-        "and to compare with one-shot and gradual pruning to the same sparsity."
+        f"Masks: {label} ({percent(masks.sparsity())} sparse). Press **Train** to fine-tune "
+        "them and to compare with one-shot and gradual pruning to the same sparsity."
     )
     st.stop()
-show(result, label)
+show(result, label, key)

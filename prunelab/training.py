@@ -583,34 +583,43 @@ def evaluate_quantized(
     of a Linear, Conv or recurrent layer is quantized. Biases and norms stay in float, as in
     usual integer kernels. ``model`` is not modified.
 
+    ``agreement`` is the fraction of samples whose top-1 prediction is the same as with the
+    weights left in float (pruned alike). Accuracy alone can hide the rounding: 8 and 4 bits
+    may score the same when the few predictions 4 bits changes are as often right as wrong;
+    the loss and the agreement still differ.
+
     >>> net = nn.Sequential(nn.Linear(4, 3)).eval()
     >>> x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     >>> sorted(evaluate_quantized(net, (x, y), bits=8))
-    ['accuracy', 'loss', 'samples']
+    ['accuracy', 'agreement', 'loss', 'samples']
     """
     from .targets import targets
 
     fake_quantize(torch.zeros(1), bits)  # the same clear error before any copying
     check_masks(masks, optional=True)
-    copied = bake(model)
-    names = list(masks) if masks is not None else [t.fqn for t in targets(copied)]
+    reference = bake(model)
+    names = list(masks) if masks is not None else [t.fqn for t in targets(reference)]
     with torch.no_grad():
         if masks is not None:
-            _enforce(copied, masks)
+            _enforce(reference, masks)
+        copied = bake(reference)  # the float model, pruned, is the reference for agreement
         for fqn in names:
             param = get_parameter(copied, fqn)
             param.copy_(fake_quantize(param, bits))
     run_on = torch.device(device) if device is not None else model_device(copied)
     copied.to(run_on).eval()
-    return _measure(copied, data, run_on)
+    reference.to(run_on).eval()
+    return _measure(copied, data, run_on, reference=reference)
 
 
 # ----------------------------------------------------------------------------------------
 # The training loop
 
 
-def _measure(model: nn.Module, data: object, device: torch.device) -> dict[str, float]:
-    correct, loss, samples = 0, 0.0, 0
+def _measure(
+    model: nn.Module, data: object, device: torch.device, *, reference: nn.Module | None = None
+) -> dict[str, float]:
+    correct, loss, samples, same = 0, 0.0, 0, 0
     with torch.no_grad():
         for batch in iter_batches(data, batch_size=256, device=device):
             if batch.labels is None:
@@ -620,9 +629,15 @@ def _measure(model: nn.Module, data: object, device: torch.device) -> dict[str, 
             correct += int((logits.argmax(1) == labels).sum())
             loss += float(F.cross_entropy(logits, labels, reduction="sum"))
             samples += labels.numel()
+            if reference is not None:
+                expected = _logits(reference(batch.inputs)).argmax(1)
+                same += int((logits.argmax(1) == expected).sum())
     if not samples:
         raise ValueError("evaluation data is empty")
-    return {"accuracy": correct / samples, "loss": loss / samples, "samples": samples}
+    result = {"accuracy": correct / samples, "loss": loss / samples, "samples": samples}
+    if reference is not None:
+        result["agreement"] = same / samples
+    return result
 
 
 def _loader(data: object, config: TrainConfig) -> object:

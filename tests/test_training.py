@@ -293,6 +293,30 @@ def test_evaluate_quantized_with_masks():
     assert _same(_state(net), before)
 
 
+def test_four_bits_round_where_eight_bits_do_not():
+    # class 1 wins in float (0.99 > 0.93 + 0.01) and at 8 bits; at 4 bits (7 levels per
+    # side) both weights round to the peak 0.99, so the bias gives class 0 the win
+    net = nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.93, 0.0], [0.99, 0.0]]))
+        net.bias.copy_(torch.tensor([0.01, 0.0]))
+    inputs, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([1])
+    eight = evaluate_quantized(net, (inputs, labels), bits=8)
+    four = evaluate_quantized(net, (inputs, labels), bits=4)
+    assert (eight["accuracy"], eight["agreement"]) == (1.0, 1.0)
+    assert (four["accuracy"], four["agreement"]) == (0.0, 0.0)
+    assert four["loss"] > eight["loss"]
+
+
+def test_eight_and_four_bits_differ_in_loss_and_agreement_even_at_equal_accuracy():
+    net = _net().eval()
+    results = {b: evaluate_quantized(net, _data(256), bits=b) for b in (16, 8, 4, 2)}
+    losses = [results[b]["loss"] for b in (16, 8, 4, 2)]
+    assert len(set(losses)) == 4  # every width really rounds the weights differently
+    assert results[16]["agreement"] == 1.0
+    assert results[2]["agreement"] < results[4]["agreement"] <= results[8]["agreement"]
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 
+import prunelab.training
 from prunelab import Masks, prune, zoo
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, metric, page
@@ -67,3 +71,47 @@ def test_prune_page_masks_for_another_model_are_refused():
     at.radio(key=Keys.train_source).set_value("Masks from the Prune page").run()
     assert not at.exception
     assert any("do not fit this model" in e.value for e in at.error)
+
+
+def test_the_chosen_bits_and_schedule_window_reach_the_engine(monkeypatch):
+    asked = []
+    original = prunelab.training.evaluate_quantized
+
+    def recording(model, data, *, bits, **kwargs):
+        asked.append(bits)
+        return original(model, data, bits=bits, **kwargs)
+
+    monkeypatch.setattr(prunelab.training, "evaluate_quantized", recording)
+    at = page(PAGE).run()
+    at.slider(key=Keys.train_window).set_value((20, 80))
+    at = _trained(at)
+    assert sorted(asked) == [4, 8]  # the default choice
+    asked.clear()
+    at.multiselect(key=Keys.train_bits).set_value([6, 2]).run()
+    assert_clean(at)
+    assert sorted(asked) == [2, 6]  # no new training: only the quantized evaluations
+    (table,) = at.dataframe
+    rows = table.value.set_index("weights")
+    assert list(rows.index) == ["float32 (as trained)", "6 bits", "2 bits"]
+    assert rows.loc["2 bits", "accuracy"] != rows.loc["6 bits", "accuracy"]
+    assert all(value.endswith("%") and "." in value for value in rows["accuracy"])
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    schedule = next(c for c in charts if c["layout"]["title"]["text"] == "Sparsity schedule")
+    gradual = next(t for t in schedule["data"] if t["name"].startswith("gradual"))
+    total = len(gradual["y"]) - 1
+    first = next(i for i, y in enumerate(gradual["y"]) if y > 0)
+    last = gradual["y"].index(max(gradual["y"]))
+    assert first == pytest.approx(0.2 * total, abs=1) and last == pytest.approx(0.8 * total, abs=1)
+    assert not [b for b in at.button if b.key == Keys.train_job + "_cancel"]  # finished
+
+
+def test_a_running_training_has_a_cancel_button(monkeypatch):
+    def stopped(*args, **kwargs):
+        raise ValueError("stopped here, as if cancelled")
+
+    monkeypatch.setattr(prunelab.training, "finetune", stopped)
+    at = page(PAGE).run()
+    at.button(key=Keys.train_run).click().run()
+    assert not at.exception
+    assert at.button(key=Keys.train_job + "_cancel").label == "Cancel"
+    assert any("stopped here" in e.value for e in at.error)
