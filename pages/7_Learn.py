@@ -9,6 +9,7 @@ from prunelab import figures
 from prunelab.evaluate import latency
 from prunelab.sweeps import sweep
 from prunelab.ui import engine
+from prunelab.ui.fmt import percent
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -16,6 +17,7 @@ from prunelab.ui.widgets import explain
 st.set_page_config(page_title="Learn · prunelab", layout="wide")
 choice = sidebar()
 st.title("Learn pruning")
+st.caption("Five short lessons. Each has its own controls on the left, next to its figure.")
 
 
 @st.cache_resource(max_entries=1)
@@ -32,72 +34,130 @@ def curves(model_key: str, data_spec: str, _choice: engine.Choice):
     )
 
 
+def lesson(title: str):
+    """A lesson's heading, then (controls, figure) side by side, so both are in view."""
+    st.subheader(title)
+    return st.columns([1, 3], gap="medium")
+
+
 toy = toy_layer()
-sparsity = st.slider("Sparsity for the lessons", 0.0, 0.95, 0.5, 0.05, key=Keys.learn_sparsity)
 
-st.header("1. A mask decides which weights stay")
+controls, figure = lesson("1. A mask decides which weights stay")
+with controls:
+    sparsity = st.slider(
+        "Sparsity (fraction of weights zeroed)", 0.0, 0.95, 0.5, 0.05, key=Keys.learn_sparsity
+    )
+    explain(
+        "A layer is a matrix of weights (here 16 outputs x 32 inputs). Pruning computes a "
+        "*mask* of the same shape, True where a weight is kept, and multiplies the weights by "
+        "it. Magnitude pruning keeps the largest |w|: on the right, the pruned weights are "
+        "black (removed), the kept ones untouched; white means a kept weight near zero."
+    )
 masks = prunelab.prune(toy, "layer-magnitude", sparsity=sparsity)
-st.plotly_chart(figures.weight_heatmap(toy[0].weight.detach(), masks["0.weight"]), key="l1")
-explain(
-    "A layer is a matrix of weights (here 16 outputs x 32 inputs). Pruning computes a *mask* of "
-    "the same shape, True where a weight is kept, and multiplies the weights by it. Magnitude "
-    "pruning keeps the largest |w|: on the right, the small weights have become exactly zero, "
-    "the large ones are untouched. Move the slider to prune more."
-)
+with figure:
+    heatmap = figures.weight_heatmap(toy[0].weight.detach(), masks["0.weight"])
+    st.plotly_chart(heatmap.update_layout(height=380, margin={"t": 70, "b": 40}), key="l1")
 
-st.header("2. Unstructured, channel and N:M at the same sparsity")
+controls, figure = lesson("2. Unstructured, channel and N:M at the same sparsity")
+with controls:
+    pattern_sparsity = st.slider(
+        "Sparsity of the unstructured and channel masks",
+        0.0,
+        0.95,
+        0.5,
+        0.05,
+        key=Keys.learn_pattern_sparsity,
+        help="2:4 always keeps 2 of every 4 weights in a row: it is 50% whatever you choose.",
+    )
+    explain(
+        "Unstructured pruning may remove any weight: it keeps the most important ones but "
+        "leaves scattered holes that ordinary hardware cannot skip. Channel pruning removes "
+        "whole rows (output channels): less accurate at the same sparsity, but the layer "
+        "really becomes smaller. N:M keeps N of every M consecutive weights (2:4 is always "
+        "50%): a regular comb that some GPUs run faster."
+    )
 patterns = {
     "unstructured": prunelab.get_strategy("layer-magnitude"),
     "channel": prunelab.get_strategy("layer-magnitude", granularity="channel"),
     "2:4": prunelab.get_strategy("n:m"),
 }
-cols = st.columns(3)
-for col, (name, strategy) in zip(cols, patterns.items(), strict=True):
-    pruner = prunelab.Pruner(toy, strategy)
-    layer_masks = pruner.masks() if name == "2:4" else pruner.masks(sparsity=sparsity)
-    with col:
-        st.plotly_chart(figures.mask_pattern(layer_masks["0.weight"], title=name), key=f"l2{name}")
-explain(
-    "Unstructured pruning may remove any weight, so it keeps the most important ones but leaves "
-    "scattered holes that ordinary hardware cannot skip. Channel pruning removes whole rows "
-    "(output channels): less accurate at the same sparsity, but the layer really becomes smaller. "
-    "N:M keeps N of every M consecutive weights (2:4 is always 50%): a regular pattern that some "
-    "GPUs run faster."
-)
+with figure:
+    cols = st.columns(3)
+    for col, (name, strategy) in zip(cols, patterns.items(), strict=True):
+        pruner = prunelab.Pruner(toy, strategy)
+        layer_masks = pruner.masks() if name == "2:4" else pruner.masks(sparsity=pattern_sparsity)
+        pattern = figures.mask_pattern(layer_masks["0.weight"], title=name)
+        pattern.update_traces(showscale=False).update_layout(height=300, margin={"t": 70})
+        with col:
+            st.plotly_chart(pattern, key=f"l2{name}")
+    st.caption("Blue: kept weight. Black: pruned weight.")
 
-st.header("3. Layerwise or global")
-scope_cols = st.columns(2)
-for col, name in zip(scope_cols, ("layer-magnitude", "global-magnitude"), strict=True):
-    scoped = prunelab.prune(choice.model, name, sparsity=sparsity)
-    with col:
-        st.plotly_chart(figures.layer_sparsity(scoped, title=name), key=f"l3{name}")
-explain(
-    f"Both prune {sparsity:.0%} of {choice.bundle.name}'s weights. Layerwise pruning takes the "
-    "same fraction from every layer; global pruning ranks all weights together, so layers with "
-    "many small weights (often the large ones) lose more and small, sensitive layers are spared."
-)
+controls, figure = lesson("3. Layerwise or global")
+with controls:
+    scope_sparsity = st.slider(
+        "Sparsity of the whole model", 0.0, 0.95, 0.5, 0.05, key=Keys.learn_layer_sparsity
+    )
+    explain(
+        f"Both prune {scope_sparsity:.0%} of {choice.bundle.name}'s weights. Layerwise pruning "
+        "takes the same fraction from every layer; global pruning ranks all weights together, "
+        "so layers with many small weights (often the large ones) lose more and small, "
+        "sensitive layers are spared."
+    )
+with figure:
+    scope_cols = st.columns(2)
+    for col, name in zip(scope_cols, ("layer-magnitude", "global-magnitude"), strict=True):
+        scoped = prunelab.prune(choice.model, name, sparsity=scope_sparsity)
+        with col:
+            st.plotly_chart(figures.layer_sparsity(scoped, title=name), key=f"l3{name}")
 
-st.header("4. Magnitude beats random")
+controls, figure = lesson("4. Magnitude beats random")
 if choice.data is None:
-    st.info("Pick evaluation data in the sidebar to compare accuracies.")
+    figure.info("Pick evaluation data in the sidebar to compare accuracies.")
 else:
     table = curves(choice.model_key, choice.data_spec, _choice=choice)
     metric = "accuracy" if "accuracy" in table else "agreement"
-    st.plotly_chart(figures.sparsity_curves(table, metric=metric), key="l4")
-    explain(
-        "Accuracy of the pruned model at each sparsity, no fine-tuning. Removing the smallest "
-        "weights changes the network's outputs far less than removing the same number at "
-        "random: magnitude is a cheap but good proxy for importance. Both collapse eventually; "
-        "where the magnitude curve bends down is how far this model can be pruned in one shot."
-    )
+    levels = sorted(table["requested"].unique())
+    with controls:
+        marked = st.select_slider(
+            "Look at the sparsity",
+            levels,
+            value=levels[len(levels) // 2],
+            key=Keys.learn_curve_marker,
+            format_func=lambda level: f"{level:.0%}",
+        )
+        at_level = table[table["requested"] == marked].set_index("strategy")[metric]
+        for name, value in at_level.items():
+            st.metric(f"{name} ({metric})", percent(value))
+        explain(
+            f"{metric.capitalize()} of the pruned model at each sparsity, no fine-tuning. "
+            "Removing the smallest weights changes the network's outputs far less than "
+            "removing the same number at random: magnitude is a cheap but good proxy for "
+            "importance. Where the magnitude curve bends down is how far this model can be "
+            "pruned in one shot."
+        )
+    with figure:
+        chart = figures.sparsity_curves(table, metric=metric)
+        chart.add_vline(x=marked * 100, line_dash="dot", line_color="#7f7f7f")
+        st.plotly_chart(chart.update_layout(height=400), key="l4")
 
-st.header("5. Zeros alone do not make a model faster")
-masked = prunelab.prune(choice.model, "global-magnitude", sparsity=sparsity)
+controls, figure = lesson("5. Zeros alone do not make a model faster")
+with controls:
+    flops_sparsity = st.slider(
+        "Sparsity (global magnitude)", 0.0, 0.95, 0.5, 0.05, key=Keys.learn_flops_sparsity
+    )
+masked = prunelab.prune(choice.model, "global-magnitude", sparsity=flops_sparsity)
 flops = engine.flop_table(choice.model_key, _choice=choice)
 dense_flops, effective = engine.effective_flops(flops, masked)
-cols = st.columns(3)
-cols[0].metric("Effective FLOPs", f"{effective / 1e6:.2f} M", f"{effective / dense_flops - 1:.0%}")
-if st.button("Measure latency, dense vs masked", key="learn_latency"):
+cols = figure.columns(3)
+cols[0].metric(
+    "Effective FLOPs",
+    f"{effective / 1e6:.2f} M",
+    f"{effective / dense_flops - 1:.0%}",
+    delta_color="inverse",  # fewer operations is the good direction
+    help="FLOPs: floating-point operations (multiplies and adds) in one forward pass. "
+    "Effective: only those with a kept weight, what a sparse kernel could do.",
+)
+if figure.button("Measure latency, dense vs masked", key="learn_latency"):
     example = choice.bundle.example_input(batch_size=16)
     dense_time = latency(choice.model, example, repeats=20)["median_s"]
     masked_time = latency(choice.model, example, masks=masked, repeats=20)["median_s"]
@@ -108,7 +168,7 @@ if st.button("Measure latency, dense vs masked", key="learn_latency"):
         f"{masked_time / dense_time - 1:+.0%}",
         delta_color="off",
     )
-explain(
+controls.caption(
     "A masked weight is still stored and still multiplied, just by zero: dense kernels do the "
     "same work whatever the values, so latency and memory stay the same. 'Effective FLOPs' is "
     "what a sparse kernel *could* skip. To gain real speed, remove whole channels (a smaller "
