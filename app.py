@@ -4,6 +4,7 @@ import streamlit as st
 
 import prunelab
 from prunelab.ui import engine
+from prunelab.ui.fmt import percent
 from prunelab.ui.sidebar import sidebar
 
 st.set_page_config(page_title="prunelab", layout="wide")
@@ -22,7 +23,7 @@ cols[0].metric("Model", choice.bundle.name)
 cols[1].metric("Parameters", f"{choice.parameters:,}")
 if choice.data is not None:
     dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    cols[2].metric("Accuracy (dense)", f"{dense['accuracy']:.2%}" if "accuracy" in dense else "-")
+    cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]) if "accuracy" in dense else "-")
 else:
     cols[2].metric("Data", "none")
 

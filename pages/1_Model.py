@@ -4,6 +4,7 @@ import streamlit as st
 
 from prunelab import figures, memory
 from prunelab.ui import engine
+from prunelab.ui.fmt import HELP, percent
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -19,7 +20,7 @@ cols[4].metric("Memory", memory.format_bytes(choice.loaded.model_bytes))
 if choice.data is not None:
     dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
     if "accuracy" in dense:
-        cols[2].metric("Accuracy (dense)", f"{dense['accuracy']:.2%}")
+        cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
         cols[3].metric("Loss (dense)", f"{dense['loss']:.4f}")
     explain(
         f"Measured now on {choice.data_spec} ({int(dense['samples']):,} test samples): the "
@@ -41,6 +42,7 @@ st.dataframe(
             format="percent", min_value=0, max_value=1
         ),
         "near zero": st.column_config.NumberColumn(format="percent"),
+        "fqn": st.column_config.TextColumn("layer (fqn)", help=HELP["fqn"]),
     },
 )
 explain(
@@ -52,7 +54,7 @@ explain(
 )
 
 st.subheader("Weight distribution")
-fqn = st.selectbox("Layer", list(stats["fqn"]), key=Keys.model_focus)
+fqn = st.selectbox("Layer", list(stats["fqn"]), key=Keys.model_focus, help=HELP["fqn"])
 weight = choice.model.get_parameter(fqn).detach()
 st.plotly_chart(figures.weight_histogram(weight), key="model_histogram")
 explain(

@@ -5,6 +5,7 @@ import streamlit as st
 from prunelab import figures, list_strategies
 from prunelab.recipes import Provenance, Recipe
 from prunelab.ui import engine
+from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain, layer_picker, strategy_picker
@@ -44,16 +45,21 @@ def _masks_controls():
         st.metric("Sparsity (fixed by the pattern)", f"{fixed:.0%}")
         return pruner.masks(), f"{strategy.label}"
     modes = ["sparsity", "threshold"] if pruner.strategy.by_threshold else ["sparsity"]
-    drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
-    sparsity = st.slider(
-        "Sparsity (fraction of weights zeroed)",
-        0.0,
-        1.0,
-        0.5,
-        0.01,
-        key=Keys.sparsity,
-        disabled=drive != "sparsity",
-    )
+    drive = "sparsity"  # only the control that drives the masks is shown (random: no threshold)
+    if len(modes) > 1:
+        drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
+    if drive == "sparsity":
+        sparsity = st.slider(
+            "Sparsity (fraction of weights zeroed)", 0.0, 1.0, 0.5, 0.01, key=Keys.sparsity
+        )
+        cuts = pruner.implied_thresholds(sparsity)
+        if cuts:
+            values = sorted(set(cuts.values()))
+            text = (
+                f"{values[0]:.4g}" if len(values) == 1 else f"{values[0]:.4g} to {values[-1]:.4g}"
+            )
+            st.caption(f"Implied threshold: {text}" + (" (per layer)" if len(values) > 1 else ""))
+        return pruner.masks(sparsity=sparsity), f"{strategy.label} at sparsity {sparsity:.0%}"
     low, high = pruner.score_range() or (0.0, 1.0)
     threshold = st.slider(
         "Threshold (prune scores at or below)",
@@ -63,17 +69,7 @@ def _masks_controls():
         (high - min(low, 0.0)) / 200,
         key=Keys.threshold,
         format="%.4g",
-        disabled=drive != "threshold",
     )
-    if drive == "sparsity":
-        cuts = pruner.implied_thresholds(sparsity)
-        if cuts:
-            values = sorted(set(cuts.values()))
-            text = (
-                f"{values[0]:.4g}" if len(values) == 1 else f"{values[0]:.4g} to {values[-1]:.4g}"
-            )
-            st.caption(f"Implied threshold: {text}" + (" (per layer)" if len(values) > 1 else ""))
-        return pruner.masks(sparsity=sparsity), f"{strategy.label} at sparsity {sparsity:.0%}"
     masks = pruner.masks(threshold=threshold)
     st.caption(f"Implied sparsity: {masks.sparsity():.2%}")
     return masks, f"{strategy.label} at threshold {threshold:.4g}"
@@ -132,10 +128,11 @@ def _summary(masks):
     cols[0].metric("Sparsity", f"{masks.sparsity():.1%}")
     cols[1].metric("Nonzero weights", f"{kept:,}", f"{kept - total:,}", delta_color="off")
     cols[2].metric(
-        "Effective FLOPs (pruned layers)",
+        "Effective FLOPs",
         f"{effective / 1e6:,.2f} M",
         f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
         delta_color="off",
+        help=HELP["FLOPs"] + " Counted over the pruned layers.",
     )
     if choice.data is None:
         cols[3].metric("Accuracy", "no data")
@@ -149,8 +146,8 @@ def _summary(masks):
     if "accuracy" in pruned:
         cols[3].metric(
             "Accuracy",
-            f"{pruned['accuracy']:.1%}",
-            f"{pruned['accuracy'] - dense['accuracy']:+.1%}",
+            percent(pruned["accuracy"]),
+            points(pruned["accuracy"] - dense["accuracy"]),
         )
     more = st.columns(4)
     if "loss" in pruned:
@@ -160,8 +157,8 @@ def _summary(masks):
             f"{pruned['loss'] - dense['loss']:+.3f}",
             delta_color="inverse",
         )
-    more[1].metric("Agreement with dense", f"{pruned['agreement']:.1%}")
-    more[2].metric("KL(dense ‖ pruned)", f"{pruned['kl']:.4f}")
+    more[1].metric("Agreement", percent(pruned["agreement"]), help=HELP["agreement"])
+    more[2].metric("KL divergence", f"{pruned['kl']:.4f}", help=HELP["KL"])
     explain(
         "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
         "and KL divergence judge fidelity to the dense model, so they work without labels. "

@@ -17,6 +17,7 @@ from prunelab.activations import (
     activation_stats,
 )
 from prunelab.masks import Masks
+from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -249,11 +250,11 @@ def _sparsity_panel():
     if "accuracy" in effect:
         cols[1].metric(
             "Accuracy",
-            f"{effect['accuracy']:.1%}",
-            f"{effect['accuracy'] - effect['dense_accuracy']:+.1%}",
+            percent(effect["accuracy"]),
+            points(effect["accuracy"] - effect["dense_accuracy"]),
         )
-    cols[2].metric("Agreement with dense", f"{effect['agreement']:.1%}")
-    cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}")
+    cols[2].metric("Agreement with dense", f"{effect['agreement']:.1%}", help=HELP["agreement"])
+    cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
     st.plotly_chart(
         figures.activation_histogram(after if after is not None else dense, threshold=threshold),
         key="act_threshold_histogram",
@@ -333,7 +334,9 @@ def _sparsifier_panel():
             choice.model_key, choice.data_spec, layer, 0.0, None, _choice=choice, _masks=None
         )
         cols[1].metric(
-            "Accuracy with the mask", f"{accuracy:.1%}", f"{accuracy - base['dense_accuracy']:+.1%}"
+            "Accuracy with the mask",
+            percent(accuracy),
+            points(accuracy - base["dense_accuracy"]),
         )
     st.plotly_chart(
         figures.activation_mask(mask, features=features, title=f"Mask on what enters {module}"),

@@ -17,6 +17,7 @@ from prunelab.sweeps import (
 )
 from prunelab.targets import targets
 from prunelab.ui import engine, jobs
+from prunelab.ui.fmt import HELP, metric_change, metric_value
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -27,6 +28,7 @@ LEVELS = {
     9: tuple(round(0.1 * i, 2) for i in range(1, 10)),
     19: tuple(round(0.05 * i, 2) for i in range(1, 20)),
 }
+
 
 st.set_page_config(page_title="Sensitivity · prunelab", layout="wide")
 choice = sidebar()
@@ -157,10 +159,17 @@ left, right = st.columns(2)
 with left:
     st.plotly_chart(figures.sensitivity_heatmap(table), key="sens_heatmap")
     explain(
-        "Each cell prunes only one layer (row) to one sparsity (column) and shows how much the "
-        f"{table.attrs['metric']} gets worse than the dense model's "
-        f"({table.attrs['baseline']:.4f}). Pale rows are robust; dark cells mark where a layer "
-        "starts to break. Blank cells were skipped after the early-stop bound."
+        (
+            "No evaluation data: each cell prunes only one layer (row) to one sparsity "
+            "(column) and shows the share of that layer's weight energy (the sum of w²) the "
+            "pruned weights carry, a data-free estimate of the damage. "
+            if table.attrs["metric"] == "energy_removed"
+            else "Each cell prunes only one layer (row) to one sparsity (column) and shows how "
+            f"much the {table.attrs['metric']} gets worse than the dense model's "
+            f"({metric_value(table.attrs['metric'], table.attrs['baseline'])}). "
+        )
+        + "Pale rows are robust; dark cells mark where a layer starts to break. Blank cells "
+        "were skipped after the early-stop bound."
     )
 with right:
     st.plotly_chart(
@@ -249,16 +258,21 @@ flops = engine.flop_table(choice.model_key, _choice=choice)
 dense_flops, effective = engine.effective_flops(flops, masks)
 cols = st.columns(4)
 cols[0].metric("Sparsity (all prunable weights)", f"{draft.overall_sparsity(choice.model):.1%}")
-cols[1].metric("Predicted drop", f"{drop:.4f}")
+cols[1].metric("Predicted drop", metric_change(metric_name, drop, sign=False))
 measured = None
 if method == "evaluate":
     measured = engine.evaluate_masks(choice, masks)[metric_name]
-    cols[2].metric(f"Measured {metric_name}", f"{measured:.4f}", f"{measured - baseline:+.4f}")
+    cols[2].metric(
+        f"Measured {metric_name}",
+        metric_value(metric_name, measured),
+        metric_change(metric_name, measured - baseline),
+    )
 cols[3].metric(
     "Effective FLOPs",
     f"{effective / 1e6:.2f} M",
     f"{effective / max(dense_flops, 1) - 1:.0%}",
     delta_color="off",
+    help=HELP["FLOPs"],
 )
 st.plotly_chart(
     figures.layer_sparsity(masks, title="Recipe: sparsity per layer"), key="sens_recipe"

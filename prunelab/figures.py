@@ -773,12 +773,27 @@ _METRIC_TITLES = {
 _MANY_CURVES = 10  # above this, curves take colours in model order and the legend moves below
 
 
+SHARE_METRICS = ("accuracy", "agreement", "energy_removed")  # in [0, 1]: drawn as percent
+
+
 def _metric_words(metric: str, table: object = None) -> str:
     """Plain words for a metric column; a drop says of which metric (table.attrs["metric"])."""
     if metric == "drop":
         base = getattr(table, "attrs", {}).get("metric")
+        if base == "energy_removed":  # the data-free drop is the share removed itself
+            return _METRIC_TITLES[base]
         return f"drop in {_METRIC_TITLES.get(base, base)}" if base else "drop"
     return _METRIC_TITLES.get(metric, metric)
+
+
+def _unit(metric: str, table: object = None) -> tuple[float, str]:
+    """(scale, unit) of a metric column: shares in percent, drops of shares in points."""
+    if metric in SHARE_METRICS:
+        return 100.0, "%"
+    base = getattr(table, "attrs", {}).get("metric")
+    if metric == "drop" and base in SHARE_METRICS:
+        return 100.0, "%" if base == "energy_removed" else " points"
+    return 1.0, ""
 
 
 def _curve_name(name: object) -> str:
@@ -836,26 +851,25 @@ def sparsity_curves(
     ['a']
     """
     frame = _frame(table, (by, "sparsity", metric))
-    percent = metric in ("accuracy", "agreement")
+    scale, unit = _unit(metric, table)
     fig = go.Figure()
     label = _metric_words(metric, table)
     for name, rows in frame.groupby(by, sort=False):
         rows = rows.sort_values("sparsity")
-        values = rows[metric] * (100 if percent else 1)
         fig.add_trace(
             go.Scatter(
                 x=(rows["sparsity"] * 100).tolist(),
-                y=values.tolist(),
+                y=(rows[metric] * scale).tolist(),
                 mode="lines+markers",
                 name=_curve_name(name),
-                hovertemplate=f"{name}<br>sparsity %{{x:.1f}}%<br>{label} %{{y:.3g}}"
-                "<extra></extra>",
+                hovertemplate=f"{name}<br>sparsity %{{x:.1f}}%<br>{label} "
+                f"%{{y:.{'2f' if unit else '3g'}}}{unit}<extra></extra>",
             )
         )
     _many_curves_legend(fig, len(fig.data))
     fig.update_layout(title=_title(title or f"{label[0].upper() + label[1:]} vs sparsity", []))
     fig.update_xaxes(title_text="sparsity (% of weights zeroed)", range=[0, 100])
-    fig.update_yaxes(title_text=label + (" (%)" if percent else ""))
+    fig.update_yaxes(title_text=label + (f" ({unit.strip()})" if unit else ""))
     return fig
 
 
@@ -900,15 +914,19 @@ def sensitivity_heatmap(
     grid = grid.reindex(list(dict.fromkeys(frame["layer"])))
     metric = getattr(table, "attrs", {}).get("metric")
     words = _metric_words(value, table)
+    scale, unit = _unit(value, table)
     fig = go.Figure(
         go.Heatmap(
-            z=grid.to_numpy(),
+            z=grid.to_numpy() * scale,
             x=[f"{s:.0%}" for s in grid.columns],
             y=list(grid.index),
             colorscale="Reds",
             zmin=0,
-            colorbar={"title": value if value == "drop" else words},
-            hovertemplate="%{y} at %{x}<br>" + words + " %{z:.4f}<extra></extra>",
+            colorbar={"title": (value if value == "drop" else words) + unit},
+            hovertemplate="%{y} at %{x}<br>"
+            + words
+            + (f" %{{z:.2f}}{unit}" if unit else " %{z:.4f}")
+            + "<extra></extra>",
         )
     )
     notes = [f"{words} when only that layer is pruned" if metric else None]

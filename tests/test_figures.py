@@ -497,11 +497,13 @@ def test_sensitivity_heatmap_grid_and_blank_skipped_points():
     fig = figures.sensitivity_heatmap(table)
     heat = fig.data[0]
     assert list(heat.y) == ["b", "a"] and list(heat.x) == ["50%", "90%"]
-    assert np.isnan(heat.z[0][1]) and heat.z[1][1] == 0.3
-    assert "accuracy" in fig.layout.title.text
+    # a drop in accuracy is in percentage points, like every accuracy in the app
+    assert np.isnan(heat.z[0][1]) and heat.z[1][1] == pytest.approx(30.0)
+    assert "accuracy" in fig.layout.title.text and "points" in heat.hovertemplate
     curves = figures.sparsity_curves(table, metric="drop", by="layer")
     assert [t.name for t in curves.data] == ["b", "a"]
-    assert curves.layout.yaxis.title.text == "drop in accuracy"
+    assert curves.layout.yaxis.title.text == "drop in accuracy (points)"
+    assert list(curves.data[1].y) == pytest.approx([0.0, 30.0])
 
 
 def test_data_free_sensitivity_figures_use_words_not_column_names():
