@@ -256,7 +256,14 @@ def _compare(masks, fqn):
         figures.mask_overlap(masks, other_masks, fqn, names=(strategy.name, other)),
         key="overlap",
     )
-    st.dataframe(masks.overlap(other_masks), hide_index=True)
+    st.dataframe(
+        masks.overlap(other_masks),
+        hide_index=True,
+        column_config={
+            "fqn": st.column_config.TextColumn("layer", help=HELP["fqn"]),
+            "iou": st.column_config.NumberColumn("IoU", help=HELP["IoU"]),
+        },
+    )
     explain(
         "Where two strategies agree and disagree on this layer at the same sparsity. IoU is "
         "the overlap of the kept sets: 1 means identical masks; two random masks at 50% "

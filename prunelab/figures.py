@@ -803,29 +803,40 @@ def _curve_name(name: object) -> str:
 
 
 def _many_curves_legend(fig: go.Figure, count: int) -> None:
-    """Many curves: model-order colours and a legend in columns under the plot."""
+    """Many curves (a model's layers): no legend, which would not fit, but colours in model
+    order with a colour bar from the first layer to the last; hover names each curve."""
     import plotly.colors
 
     if count <= _MANY_CURVES:
         return
     colours = plotly.colors.sample_colorscale("Viridis", [i / (count - 1) for i in range(count)])
-    for trace, colour in zip(fig.data, colours, strict=False):
+    names = [trace.name for trace in fig.data]
+    for trace, colour in zip(fig.data, colours, strict=True):
         trace.line.color = trace.marker.color = colour
-    rows = math.ceil(count / 4)
-    fig.update_layout(
-        legend={
-            "orientation": "h",
-            "yanchor": "top",
-            "y": -0.18,
-            "xanchor": "left",
-            "x": 0,
-            "entrywidth": 0.25,
-            "entrywidthmode": "fraction",
-            "font": {"size": 11},
-        },
-        height=420 + 22 * rows,
-        margin={"b": 60 + 22 * rows},
+    fig.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name="layer order",
+            showlegend=False,
+            hoverinfo="skip",
+            marker={
+                "color": [0, count - 1],
+                "colorscale": "Viridis",
+                "cmin": 0,
+                "cmax": count - 1,
+                "showscale": True,
+                "colorbar": {
+                    "title": {"text": f"{count} layers,<br>in model order"},
+                    "tickvals": [0, count - 1],
+                    "ticktext": [names[0], names[-1]],
+                    "thickness": 12,
+                },
+            },
+        )
     )
+    fig.update_layout(showlegend=False)
 
 
 def sparsity_curves(
@@ -843,7 +854,8 @@ def sparsity_curves(
     Returns:
         A Figure with one Scatter trace (lines and markers) per curve, named after it (a
         layer's ".weight" left out). With more than 10 curves (a model's layers), colours run
-        from dark to light in table order and the legend sits in four columns under the plot.
+        from dark to light in table order, a colour bar (one more trace, "layer order") names
+        the first and the last, the legend is hidden and hovering a curve names it.
 
     >>> import pandas as pd
     >>> df = pd.DataFrame({"strategy": ["a", "a"], "sparsity": [0.0, 0.5], "accuracy": [0.9, 0.8]})
@@ -866,8 +878,10 @@ def sparsity_curves(
                 f"%{{y:.{'2f' if unit else '3g'}}}{unit}<extra></extra>",
             )
         )
+    many = len(fig.data) > _MANY_CURVES
     _many_curves_legend(fig, len(fig.data))
-    fig.update_layout(title=_title(title or f"{label[0].upper() + label[1:]} vs sparsity", []))
+    notes = ["hover a curve for its layer" if many else None]
+    fig.update_layout(title=_title(title or f"{label[0].upper() + label[1:]} vs sparsity", notes))
     fig.update_xaxes(title_text="sparsity (% of weights zeroed)", range=[0, 100])
     fig.update_yaxes(title_text=label + (f" ({unit.strip()})" if unit else ""))
     return fig
@@ -887,6 +901,12 @@ def _frame(table: object, columns: Sequence[str]):
     if table.empty:
         raise ValueError("table is empty; there is nothing to plot")
     return table
+
+
+def _colour_title(value: str, metric: str | None) -> str:
+    if metric == "energy_removed" and value in ("drop", metric):
+        return "removed"
+    return value if value == "drop" else _metric_words(value)
 
 
 def sensitivity_heatmap(
@@ -922,7 +942,9 @@ def sensitivity_heatmap(
             y=list(grid.index),
             colorscale="Reds",
             zmin=0,
-            colorbar={"title": (value if value == "drop" else words) + unit},
+            colorbar={
+                "title": _colour_title(value, metric) + (f" ({unit.strip()})" if unit else "")
+            },
             hovertemplate="%{y} at %{x}<br>"
             + words
             + (f" %{{z:.2f}}{unit}" if unit else " %{z:.4f}")
@@ -931,7 +953,7 @@ def sensitivity_heatmap(
     )
     notes = [f"{words} when only that layer is pruned" if metric else None]
     if metric == "energy_removed":
-        notes.append("no data: the share of sum(w²) that the pruned weights carry")
+        notes = ["no data: the share of each layer's sum of w² that pruning removes"]
     fig.update_layout(
         title=_title(title or "Per-layer sensitivity", notes),
         height=max(320, 26 * len(grid) + 160),

@@ -532,15 +532,20 @@ def test_curves_of_twenty_layers_keep_a_readable_legend():
         }
     )
     fig = figures.sparsity_curves(table, metric="drop", by="layer")
-    assert [t.name for t in fig.data] == [name.removesuffix(".weight") for name in layers]
-    colours = [t.line.color for t in fig.data]
+    *curves, scale = fig.data
+    assert [t.name for t in curves] == [name.removesuffix(".weight") for name in layers]
+    colours = [t.line.color for t in curves]
     assert len(set(colours)) == 21  # no palette cycling: two layers never share a colour
-    legend = fig.layout.legend
-    assert legend.orientation == "h" and legend.y < 0  # in columns under the plot
-    assert legend.entrywidthmode == "fraction" and legend.entrywidth == 0.25
-    assert fig.layout.height >= 420 + 22 * 6  # room for six rows of four entries
+    # no legend of 21 entries; a colour bar from the first layer to the last, names on hover
+    assert fig.layout.showlegend is False
+    assert scale.marker.showscale and list(scale.marker.colorbar.ticktext) == [
+        "layer0.0.conv",
+        "layer10.0.conv",
+    ]
+    assert all(t.name in t.hovertemplate for t in curves)
+    assert "hover a curve" in _title(fig)
     few = figures.sparsity_curves(table[table["layer"].isin(layers[:3])], metric="drop", by="layer")
-    assert few.layout.legend.orientation is None  # a short legend stays where plotly puts it
+    assert few.layout.showlegend is None and len(few.data) == 3  # a short legend stays
 
 
 # -- activation figures ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from ..granularity import NM
 from ..strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
 from ..targets import Target, targets
 from .engine import Choice
+from .fmt import HELP
 from .state import Keys
 
 GRANULARITIES = ("unstructured", "channel", "input-channel", "2:4", "1:4", "4:8")
@@ -43,6 +44,8 @@ def strategy_picker(*, key: str = Keys.strategy, label: str = "Strategy") -> Str
         index=names.index("global-magnitude"),
         key=key,
         format_func=lambda n: f"{n}: {table.loc[n, 'description']}",
+        help="How weights are scored and which are removed. Magnitude: the size |w|. "
+        f"{HELP['Taylor']} {HELP['Wanda']}",
     )
     row = table.loc[name]
     st.caption(
