@@ -40,6 +40,7 @@ def test_prune_slider_changes_sparsity_and_figures():
     assert at.get("plotly_chart")[0].proto.spec != heatmap_before
     accuracy = float(metric(at, "Accuracy").rstrip("%"))
     assert 0 < accuracy <= 100
+    assert metric(at, "Accuracy") == f"{accuracy:.2f}%"  # one format for accuracy everywhere
 
 
 @pytest.mark.parametrize(
@@ -73,6 +74,24 @@ def test_threshold_drives_the_masks():
     for fqn, mask in masks.items():
         assert torch.equal(mask, weights[fqn].abs() > 0.05)
     assert any("Implied sparsity" in c.value for c in at.caption)
+
+
+def _slider_keys(at) -> set[str]:
+    return {s.key for s in at.slider}
+
+
+def test_only_controls_that_apply_are_shown():
+    at = page("pages/2_Prune.py").run()
+    assert Keys.sparsity in _slider_keys(at) and Keys.threshold not in _slider_keys(at)
+    at.radio(key=Keys.drive).set_value("threshold").run()
+    assert Keys.threshold in _slider_keys(at) and Keys.sparsity not in _slider_keys(at)
+    at.selectbox(key=Keys.strategy).select("random").run()
+    assert_clean(at)
+    # random has no scores to cut at: no threshold slider and no choice of what drives it
+    assert Keys.threshold not in _slider_keys(at) and Keys.sparsity in _slider_keys(at)
+    assert not [r for r in at.radio if r.key == Keys.drive]
+    texts = [m.label for m in at.metric] + [c.value for c in at.caption]
+    assert not [t for t in texts if "< 0" in t]
 
 
 def test_compare_tab_shows_overlap():
