@@ -711,7 +711,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed --help, --version or its one-line error
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         _check_outputs(args)
         return args.func(args)
