@@ -5,266 +5,263 @@ import streamlit as st
 from prunelab import figures, list_strategies
 from prunelab.recipes import Provenance, Recipe
 from prunelab.ui import engine
+from prunelab.ui.errors import error_boundary
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain, layer_picker, strategy_picker
 
 st.set_page_config(page_title="Prune · prunelab", layout="wide")
-choice = sidebar()
-st.title("Prune")
+with error_boundary():
+    choice = sidebar()
+    st.title("Prune")
 
-top_left, top_right = st.columns([1, 2])
-with top_left:
-    strategy = strategy_picker()
-    seed = 0
-    if strategy.name == "random":
-        seed = int(st.number_input("Seed", 0, 10_000, 0, key=Keys.seed))
-with top_right:
-    layers = layer_picker(choice, strategy)
+    top_left, top_right = st.columns([1, 2])
+    with top_left:
+        strategy = strategy_picker()
+        seed = 0
+        if strategy.name == "random":
+            seed = int(st.number_input("Seed", 0, 10_000, 0, key=Keys.seed))
+    with top_right:
+        layers = layer_picker(choice, strategy)
 
-try:
-    pruner = engine.pruner(
-        choice.model_key,
-        choice.data_spec,
-        strategy.name,
-        strategy.options,
-        layers,
-        seed,
-        _choice=choice,
-    )
-except (ValueError, TypeError) as exc:
-    st.error(f"This strategy cannot prune these layers: {exc}")
-    st.stop()
-fixed = pruner.strategy.fixed_sparsity
-
-
-def _masks_controls():
-    """Sparsity or threshold; returns masks and a description of the request."""
-    if fixed is not None:
-        st.metric("Sparsity (fixed by the pattern)", f"{fixed:.0%}")
-        return pruner.masks(), f"{strategy.label}"
-    modes = ["sparsity", "threshold"] if pruner.strategy.by_threshold else ["sparsity"]
-    drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
-    sparsity = st.slider(
-        "Sparsity (fraction of weights zeroed)",
-        0.0,
-        1.0,
-        0.5,
-        0.01,
-        key=Keys.sparsity,
-        disabled=drive != "sparsity",
-    )
-    low, high = pruner.score_range() or (0.0, 1.0)
-    threshold = st.slider(
-        "Threshold (prune scores at or below)",
-        float(min(low, 0.0)),
-        float(high),
-        float(min(low, 0.0)),
-        (high - min(low, 0.0)) / 200,
-        key=Keys.threshold,
-        format="%.4g",
-        disabled=drive != "threshold",
-    )
-    if drive == "sparsity":
-        cuts = pruner.implied_thresholds(sparsity)
-        if cuts:
-            values = sorted(set(cuts.values()))
-            text = (
-                f"{values[0]:.4g}" if len(values) == 1 else f"{values[0]:.4g} to {values[-1]:.4g}"
-            )
-            st.caption(f"Implied threshold: {text}" + (" (per layer)" if len(values) > 1 else ""))
-        return pruner.masks(sparsity=sparsity), f"{strategy.label} at sparsity {sparsity:.0%}"
-    masks = pruner.masks(threshold=threshold)
-    st.caption(f"Implied sparsity: {masks.sparsity():.2%}")
-    return masks, f"{strategy.label} at threshold {threshold:.4g}"
-
-
-@st.fragment
-def results():
-    # a slider move reruns only this fragment: a lookup in the cached Pruner and the outputs
-    left, right = st.columns([1, 2])
-    with left:
-        masks, label = _masks_controls()
-    st.session_state[Keys.masks] = masks
-    st.session_state[Keys.masks_label] = f"{label} on {choice.bundle.name}"
-    st.session_state[Keys.recipe] = _recipe(masks)
-    with left:
-        _recipe_download(st.session_state[Keys.recipe])
-    with right:
-        _summary(masks)
-        st.plotly_chart(figures.layer_sparsity(masks), key="layer_sparsity_chart")
-        explain(
-            "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
-            "strategy ranks all weights together, so layers whose weights are small lose more; "
-            "a layerwise strategy prunes every layer by the same fraction."
-        )
-    _layer_details(masks)
-
-
-def _recipe(masks):
-    """The recipe that reproduces these masks (None for random masks with a non-zero seed:
-    recipes do not carry seeds)."""
-    if strategy.name == "random" and seed != 0:
-        return None
-    provenance = Provenance(model=choice.model_key, data=choice.data_spec)
-    return Recipe.from_masks(masks, pruner.strategy, provenance=provenance)
-
-
-def _recipe_download(recipe):
-    if recipe is None:
-        st.caption("Random masks with a seed other than 0 cannot be saved as a recipe.")
-        return
-    st.download_button(
-        "Save these masks as a recipe (YAML)",
-        recipe.dumps(),
-        file_name=f"{choice.bundle.name}-recipe.yaml",
-        mime="text/yaml",
-        key="prune_recipe_download",
-    )
-
-
-def _summary(masks):
-    flops = engine.flop_table(choice.model_key, _choice=choice)
-    dense_flops, effective = engine.effective_flops(flops, masks)
-    table = masks.per_layer()
-    kept, total = int(table["kept"].sum()), int(table["elements"].sum())
-    cols = st.columns(4)
-    cols[0].metric("Sparsity", f"{masks.sparsity():.1%}")
-    cols[1].metric("Nonzero weights", f"{kept:,}", f"{kept - total:,}", delta_color="off")
-    cols[2].metric(
-        "Effective FLOPs (pruned layers)",
-        f"{effective / 1e6:,.2f} M",
-        f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
-        delta_color="off",
-    )
-    if choice.data is None:
-        cols[3].metric("Accuracy", "no data")
-        return
-    auto = choice.parameters <= engine.AUTO_EVALUATE_PARAMS
-    if not auto and not st.button("Evaluate accuracy", key=Keys.evaluate_now):
-        cols[3].metric("Accuracy", "press Evaluate")
-        return
-    dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    pruned = engine.evaluate_masks(choice, masks)
-    if "accuracy" in pruned:
-        cols[3].metric(
-            "Accuracy",
-            f"{pruned['accuracy']:.1%}",
-            f"{pruned['accuracy'] - dense['accuracy']:+.1%}",
-        )
-    more = st.columns(4)
-    if "loss" in pruned:
-        more[0].metric(
-            "Loss",
-            f"{pruned['loss']:.3f}",
-            f"{pruned['loss'] - dense['loss']:+.3f}",
-            delta_color="inverse",
-        )
-    more[1].metric("Agreement with dense", f"{pruned['agreement']:.1%}")
-    more[2].metric("KL(dense ‖ pruned)", f"{pruned['kl']:.4f}")
-    explain(
-        "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
-        "and KL divergence judge fidelity to the dense model, so they work without labels. "
-        "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
-        "what a sparse kernel could save, not what a dense one does."
-    )
-
-
-def _layer_details(masks):
-    st.subheader("One layer up close")
-    fqns = list(masks)
-    fqn = st.selectbox("Layer", fqns, key=Keys.focus)
-    weight = choice.model.get_parameter(fqn).detach()
-    mask = masks[fqn]
-    if weight.ndim > 1 and engine.out_dim(choice, fqn) == 1:
-        # transposed convolutions store (in, out, ...): show output channels as rows
-        weight, mask = weight.movedim(1, 0), mask.movedim(1, 0)
-    tabs = st.tabs(["Weights before/after", "Mask pattern", "Histogram", "Channels", "Compare"])
-    with tabs[0]:
-        layout = "matrix"
-        if weight.ndim > 2:
-            layout = st.radio(
-                "Layout", ("matrix", "filters"), horizontal=True, key=Keys.heatmap_layout
-            )
-        st.plotly_chart(figures.weight_heatmap(weight, mask, layout=layout), key="heatmap")
-        explain(
-            "Left, the layer's weights; right, the same weights after pruning (pruned ones are "
-            "exactly zero, white). Blue is positive, red negative. Convolution weights are "
-            "drawn as output channels by (input channels x kernel positions)."
-        )
-    with tabs[1]:
-        st.plotly_chart(figures.mask_pattern(mask), key="mask_pattern")
-        explain(
-            "The mask itself: kept weights blue, pruned ones grey. Unstructured "
-            "masks look like noise, channel masks like whole rows, N:M masks like a regular "
-            "comb along the inputs."
-        )
-    with tabs[2]:
-        cut = _magnitude_cut(fqn)
-        st.plotly_chart(figures.weight_histogram(weight, threshold=cut), key="histogram")
-        explain(
-            "The distribution of this layer's weights. For magnitude strategies the shaded band "
-            "between the dashed lines is what is pruned: every weight whose size is at or below "
-            "the cut-off. Most trained layers have many weights near zero."
-            if cut is not None
-            else "The distribution of this layer's weights. This strategy's scores are not the "
-            "weights' magnitudes, so no single cut-off on this axis describes what it prunes."
-        )
-    with tabs[3]:
-        scores = pruner.scores().get(fqn)
-        if scores is not None and scores.ndim == 1:
-            st.plotly_chart(figures.channel_magnitudes(scores, mask), key="channels")
-            caption = "score of each output channel (what the strategy ranks)"
-        else:
-            norms = weight.abs().flatten(1).sum(dim=1) if weight.ndim > 1 else weight.abs()
-            st.plotly_chart(figures.channel_magnitudes(norms, mask), key="channels")
-            caption = "L1 norm of each output channel's weights"
-        explain(
-            f"One bar per channel: the {caption}, coloured by whether the channel keeps any "
-            "weight. Channel pruning removes whole bars, which is what can make a model "
-            "physically smaller."
-        )
-    with tabs[4]:
-        _compare(masks, fqn)
-
-
-def _magnitude_cut(fqn):
-    if strategy.name not in ("global-magnitude", "layer-magnitude", "threshold"):
-        return None
-    if dict(strategy.options).get("granularity", "unstructured") != "unstructured":
-        return None
-    mode = st.session_state.get(Keys.drive, "sparsity")
-    if mode == "threshold":
-        return float(st.session_state[Keys.threshold])
-    return pruner.implied_thresholds(st.session_state[Keys.sparsity]).get(fqn)
-
-
-def _compare(masks, fqn):
-    names = [n for n in list_strategies() if n != strategy.name]
-    other = st.selectbox("Compare with", names, key=Keys.compare)
     try:
-        other_pruner = engine.pruner(
-            choice.model_key, choice.data_spec, other, (), layers, 0, _choice=choice
-        )
-        target = masks.sparsity()
-        other_masks = (
-            other_pruner.masks()
-            if other_pruner.strategy.fixed_sparsity is not None
-            else other_pruner.masks(sparsity=target)
+        pruner = engine.pruner(
+            choice.model_key,
+            choice.data_spec,
+            strategy.name,
+            strategy.options,
+            layers,
+            seed,
+            _choice=choice,
         )
     except (ValueError, TypeError) as exc:
-        st.error(f"Cannot compare with {other}: {exc}")
-        return
-    st.plotly_chart(
-        figures.mask_overlap(masks, other_masks, fqn, names=(strategy.name, other)),
-        key="overlap",
-    )
-    st.dataframe(masks.overlap(other_masks), hide_index=True)
-    explain(
-        "Where two strategies agree and disagree on this layer at the same sparsity. IoU is "
-        "the overlap of the kept sets: 1 means identical masks; two random masks at 50% "
-        "sparsity overlap about 0.33."
-    )
+        st.error(f"This strategy cannot prune these layers: {exc}")
+        st.stop()
+    fixed = pruner.strategy.fixed_sparsity
 
+    def _masks_controls():
+        """Sparsity or threshold; returns masks and a description of the request."""
+        if fixed is not None:
+            st.metric("Sparsity (fixed by the pattern)", f"{fixed:.0%}")
+            return pruner.masks(), f"{strategy.label}"
+        modes = ["sparsity", "threshold"] if pruner.strategy.by_threshold else ["sparsity"]
+        drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
+        sparsity = st.slider(
+            "Sparsity (fraction of weights zeroed)",
+            0.0,
+            1.0,
+            0.5,
+            0.01,
+            key=Keys.sparsity,
+            disabled=drive != "sparsity",
+        )
+        low, high = pruner.score_range() or (0.0, 1.0)
+        threshold = st.slider(
+            "Threshold (prune scores at or below)",
+            float(min(low, 0.0)),
+            float(high),
+            float(min(low, 0.0)),
+            (high - min(low, 0.0)) / 200,
+            key=Keys.threshold,
+            format="%.4g",
+            disabled=drive != "threshold",
+        )
+        if drive == "sparsity":
+            cuts = pruner.implied_thresholds(sparsity)
+            if cuts:
+                values = sorted(set(cuts.values()))
+                text = (
+                    f"{values[0]:.4g}"
+                    if len(values) == 1
+                    else f"{values[0]:.4g} to {values[-1]:.4g}"
+                )
+                st.caption(
+                    f"Implied threshold: {text}" + (" (per layer)" if len(values) > 1 else "")
+                )
+            return pruner.masks(sparsity=sparsity), f"{strategy.label} at sparsity {sparsity:.0%}"
+        masks = pruner.masks(threshold=threshold)
+        st.caption(f"Implied sparsity: {masks.sparsity():.2%}")
+        return masks, f"{strategy.label} at threshold {threshold:.4g}"
 
-results()
+    @st.fragment
+    def results():
+        # a slider move reruns only this fragment: a lookup in the cached Pruner and the outputs
+        left, right = st.columns([1, 2])
+        with left:
+            masks, label = _masks_controls()
+        st.session_state[Keys.masks] = masks
+        st.session_state[Keys.masks_label] = f"{label} on {choice.bundle.name}"
+        st.session_state[Keys.recipe] = _recipe(masks)
+        with left:
+            _recipe_download(st.session_state[Keys.recipe])
+        with right:
+            _summary(masks)
+            st.plotly_chart(figures.layer_sparsity(masks), key="layer_sparsity_chart")
+            explain(
+                "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
+                "strategy ranks all weights together, so layers whose weights are small lose more; "
+                "a layerwise strategy prunes every layer by the same fraction."
+            )
+        _layer_details(masks)
+
+    def _recipe(masks):
+        """The recipe that reproduces these masks (None for random masks with a non-zero seed:
+        recipes do not carry seeds)."""
+        if strategy.name == "random" and seed != 0:
+            return None
+        provenance = Provenance(model=choice.model_key, data=choice.data_spec)
+        return Recipe.from_masks(masks, pruner.strategy, provenance=provenance)
+
+    def _recipe_download(recipe):
+        if recipe is None:
+            st.caption("Random masks with a seed other than 0 cannot be saved as a recipe.")
+            return
+        st.download_button(
+            "Save these masks as a recipe (YAML)",
+            recipe.dumps(),
+            file_name=f"{choice.bundle.name}-recipe.yaml",
+            mime="text/yaml",
+            key="prune_recipe_download",
+        )
+
+    def _summary(masks):
+        flops = engine.flop_table(choice.model_key, _choice=choice)
+        dense_flops, effective = engine.effective_flops(flops, masks)
+        table = masks.per_layer()
+        kept, total = int(table["kept"].sum()), int(table["elements"].sum())
+        cols = st.columns(4)
+        cols[0].metric("Sparsity", f"{masks.sparsity():.1%}")
+        cols[1].metric("Nonzero weights", f"{kept:,}", f"{kept - total:,}", delta_color="off")
+        cols[2].metric(
+            "Effective FLOPs (pruned layers)",
+            f"{effective / 1e6:,.2f} M",
+            f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
+            delta_color="off",
+        )
+        if choice.data is None:
+            cols[3].metric("Accuracy", "no data")
+            return
+        auto = choice.parameters <= engine.AUTO_EVALUATE_PARAMS
+        if not auto and not st.button("Evaluate accuracy", key=Keys.evaluate_now):
+            cols[3].metric("Accuracy", "press Evaluate")
+            return
+        dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+        pruned = engine.evaluate_masks(choice, masks)
+        if "accuracy" in pruned:
+            cols[3].metric(
+                "Accuracy",
+                f"{pruned['accuracy']:.1%}",
+                f"{pruned['accuracy'] - dense['accuracy']:+.1%}",
+            )
+        more = st.columns(4)
+        if "loss" in pruned:
+            more[0].metric(
+                "Loss",
+                f"{pruned['loss']:.3f}",
+                f"{pruned['loss'] - dense['loss']:+.3f}",
+                delta_color="inverse",
+            )
+        more[1].metric("Agreement with dense", f"{pruned['agreement']:.1%}")
+        more[2].metric("KL(dense ‖ pruned)", f"{pruned['kl']:.4f}")
+        explain(
+            "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
+            "and KL divergence judge fidelity to the dense model, so they work without labels. "
+            "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
+            "what a sparse kernel could save, not what a dense one does."
+        )
+
+    def _layer_details(masks):
+        st.subheader("One layer up close")
+        fqns = list(masks)
+        fqn = st.selectbox("Layer", fqns, key=Keys.focus)
+        weight = choice.model.get_parameter(fqn).detach()
+        mask = masks[fqn]
+        if weight.ndim > 1 and engine.out_dim(choice, fqn) == 1:
+            # transposed convolutions store (in, out, ...): show output channels as rows
+            weight, mask = weight.movedim(1, 0), mask.movedim(1, 0)
+        tabs = st.tabs(["Weights before/after", "Mask pattern", "Histogram", "Channels", "Compare"])
+        with tabs[0]:
+            layout = "matrix"
+            if weight.ndim > 2:
+                layout = st.radio(
+                    "Layout", ("matrix", "filters"), horizontal=True, key=Keys.heatmap_layout
+                )
+            st.plotly_chart(figures.weight_heatmap(weight, mask, layout=layout), key="heatmap")
+            explain(
+                "Left, the layer's weights; right, the same weights after pruning (pruned ones are "
+                "exactly zero, white). Blue is positive, red negative. Convolution weights are "
+                "drawn as output channels by (input channels x kernel positions)."
+            )
+        with tabs[1]:
+            st.plotly_chart(figures.mask_pattern(mask), key="mask_pattern")
+            explain(
+                "The mask itself: kept weights blue, pruned ones grey. Unstructured "
+                "masks look like noise, channel masks like whole rows, N:M masks like a regular "
+                "comb along the inputs."
+            )
+        with tabs[2]:
+            cut = _magnitude_cut(fqn)
+            st.plotly_chart(figures.weight_histogram(weight, threshold=cut), key="histogram")
+            explain(
+                "The distribution of this layer's weights. For magnitude strategies the shaded "
+                "band between the dashed lines is what is pruned: every weight whose size is at "
+                "or below the cut-off. Most trained layers have many weights near zero."
+                if cut is not None
+                else "The distribution of this layer's weights. This strategy's scores are not the "
+                "weights' magnitudes, so no single cut-off on this axis describes what it prunes."
+            )
+        with tabs[3]:
+            scores = pruner.scores().get(fqn)
+            if scores is not None and scores.ndim == 1:
+                st.plotly_chart(figures.channel_magnitudes(scores, mask), key="channels")
+                caption = "score of each output channel (what the strategy ranks)"
+            else:
+                norms = weight.abs().flatten(1).sum(dim=1) if weight.ndim > 1 else weight.abs()
+                st.plotly_chart(figures.channel_magnitudes(norms, mask), key="channels")
+                caption = "L1 norm of each output channel's weights"
+            explain(
+                f"One bar per channel: the {caption}, coloured by whether the channel keeps any "
+                "weight. Channel pruning removes whole bars, which is what can make a model "
+                "physically smaller."
+            )
+        with tabs[4]:
+            _compare(masks, fqn)
+
+    def _magnitude_cut(fqn):
+        if strategy.name not in ("global-magnitude", "layer-magnitude", "threshold"):
+            return None
+        if dict(strategy.options).get("granularity", "unstructured") != "unstructured":
+            return None
+        mode = st.session_state.get(Keys.drive, "sparsity")
+        if mode == "threshold":
+            return float(st.session_state[Keys.threshold])
+        return pruner.implied_thresholds(st.session_state[Keys.sparsity]).get(fqn)
+
+    def _compare(masks, fqn):
+        names = [n for n in list_strategies() if n != strategy.name]
+        other = st.selectbox("Compare with", names, key=Keys.compare)
+        try:
+            other_pruner = engine.pruner(
+                choice.model_key, choice.data_spec, other, (), layers, 0, _choice=choice
+            )
+            target = masks.sparsity()
+            other_masks = (
+                other_pruner.masks()
+                if other_pruner.strategy.fixed_sparsity is not None
+                else other_pruner.masks(sparsity=target)
+            )
+        except (ValueError, TypeError) as exc:
+            st.error(f"Cannot compare with {other}: {exc}")
+            return
+        st.plotly_chart(
+            figures.mask_overlap(masks, other_masks, fqn, names=(strategy.name, other)),
+            key="overlap",
+        )
+        st.dataframe(masks.overlap(other_masks), hide_index=True)
+        explain(
+            "Where two strategies agree and disagree on this layer at the same sparsity. IoU is "
+            "the overlap of the kept sets: 1 means identical masks; two random masks at 50% "
+            "sparsity overlap about 0.33."
+        )
+
+    results()

@@ -22,6 +22,7 @@ from prunelab.training import (
     steps_per_epoch,
 )
 from prunelab.ui import engine
+from prunelab.ui.errors import error_boundary
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -32,235 +33,239 @@ BITS = (8, 4)
 LIVE_UPDATES = 20  # redraws of the live chart per run
 
 st.set_page_config(page_title="Train · prunelab", layout="wide")
-choice = sidebar()
-st.title("Train")
-st.write(
-    "One-shot pruning loses accuracy; training wins it back. Fine-tuning trains the pruned "
-    "model with its masks kept (pruned weights stay exactly zero); gradual pruning raises the "
-    "sparsity step by step while training, so the network adapts on the way."
-)
-if choice.data is None or choice.data_spec is None:
-    st.info("Training needs labelled data: pick evaluation data in the sidebar.")
-    st.stop()
+with error_boundary():
+    choice = sidebar()
+    st.title("Train")
+    st.write(
+        "One-shot pruning loses accuracy; training wins it back. Fine-tuning trains the pruned "
+        "model with its masks kept (pruned weights stay exactly zero); gradual pruning raises the "
+        "sparsity step by step while training, so the network adapts on the way."
+    )
+    if choice.data is None or choice.data_spec is None:
+        st.info("Training needs labelled data: pick evaluation data in the sidebar.")
+        st.stop()
 
+    @st.cache_resource(max_entries=4, show_spinner="Loading the training split...")
+    def train_split(spec: str) -> object:
+        return data_lib.load(spec, split="train")
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the training split...")
-def train_split(spec: str) -> object:
-    return data_lib.load(spec, split="train")
+    def fingerprint(masks: Masks) -> str:
+        digest = hashlib.sha256()
+        for fqn, mask in sorted(masks.all().items()):
+            digest.update(fqn.encode())
+            digest.update(mask.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
+    def fits(masks: Masks) -> str | None:
+        """Why the masks do not fit the sidebar's model, or None."""
+        params = dict(choice.model.named_parameters())
+        for fqn, mask in masks.all().items():
+            if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
+                return f"{fqn!r} {tuple(mask.shape)} is not a tensor of {choice.bundle.name}"
+        return None
 
-def fingerprint(masks: Masks) -> str:
-    digest = hashlib.sha256()
-    for fqn, mask in sorted(masks.all().items()):
-        digest.update(fqn.encode())
-        digest.update(mask.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def fits(masks: Masks) -> str | None:
-    """Why the masks do not fit the sidebar's model, or None."""
-    params = dict(choice.model.named_parameters())
-    for fqn, mask in masks.all().items():
-        if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
-            return f"{fqn!r} {tuple(mask.shape)} is not a tensor of {choice.bundle.name}"
-    return None
-
-
-def pick_masks() -> tuple[Masks, str]:
-    """The masks to train with and a label; stops the page with an explanation if unusable."""
-    source = st.radio("Masks", SOURCES, horizontal=True, key=Keys.train_source)
-    if source == SOURCES[0]:
-        sparsity = st.slider(
-            "Sparsity (fraction of weights zeroed)", 0.0, 0.99, 0.9, 0.01, key=Keys.train_sparsity
-        )
-        layers = tuple(t.fqn for t in targets(choice.model))
-        pruner = engine.pruner(
-            choice.model_key, choice.data_spec, "global-magnitude", (), layers, 0, _choice=choice
-        )  # scores sorted once: a slider move is a lookup
-        return pruner.masks(sparsity=sparsity), f"global-magnitude at {sparsity:.0%}"
-    if source == SOURCES[1]:
-        masks = st.session_state.get(Keys.masks)
-        if masks is None:
-            st.info("No masks yet: make some on the Prune page, or pick another source.")
-            st.stop()
-        problem = fits(masks)
-        if problem:
-            st.error(
-                f"The Prune page's masks do not fit this model ({problem}); prune this model "
-                "on the Prune page again, or pick another source."
+    def pick_masks() -> tuple[Masks, str]:
+        """The masks to train with and a label; stops the page with an explanation if unusable."""
+        source = st.radio("Masks", SOURCES, horizontal=True, key=Keys.train_source)
+        if source == SOURCES[0]:
+            sparsity = st.slider(
+                "Sparsity (fraction of weights zeroed)",
+                0.0,
+                0.99,
+                0.9,
+                0.01,
+                key=Keys.train_sparsity,
             )
+            layers = tuple(t.fqn for t in targets(choice.model))
+            pruner = engine.pruner(
+                choice.model_key,
+                choice.data_spec,
+                "global-magnitude",
+                (),
+                layers,
+                0,
+                _choice=choice,
+            )  # scores sorted once: a slider move is a lookup
+            return pruner.masks(sparsity=sparsity), f"global-magnitude at {sparsity:.0%}"
+        if source == SOURCES[1]:
+            masks = st.session_state.get(Keys.masks)
+            if masks is None:
+                st.info("No masks yet: make some on the Prune page, or pick another source.")
+                st.stop()
+            problem = fits(masks)
+            if problem:
+                st.error(
+                    f"The Prune page's masks do not fit this model ({problem}); prune this model "
+                    "on the Prune page again, or pick another source."
+                )
+                st.stop()
+            return masks, st.session_state.get(Keys.masks_label, "masks from the Prune page")
+        text = st.text_area(
+            "Recipe (YAML or JSON, as saved by the Sensitivity page or the CLI)",
+            key=Keys.train_recipe,
+            height=160,
+        )
+        if not text.strip():
+            st.info("Paste a recipe to continue.")
             st.stop()
-        return masks, st.session_state.get(Keys.masks_label, "masks from the Prune page")
-    text = st.text_area(
-        "Recipe (YAML or JSON, as saved by the Sensitivity page or the CLI)",
-        key=Keys.train_recipe,
-        height=160,
-    )
-    if not text.strip():
-        st.info("Paste a recipe to continue.")
-        st.stop()
-    try:
-        recipe = Recipe.loads(text)
-        calibration = None
-        if recipe.build_strategy().needs:
-            calibration = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
-        masks = recipe.masks(choice.model, calibration)
-    except (ValueError, TypeError) as exc:
-        st.error(f"That recipe cannot be used: {exc}")
-        st.stop()
-    return masks, f"recipe {recipe.strategy} at {masks.sparsity():.0%}"
+        try:
+            recipe = Recipe.loads(text)
+            calibration = None
+            if recipe.build_strategy().needs:
+                calibration = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
+            masks = recipe.masks(choice.model, calibration)
+        except (ValueError, TypeError) as exc:
+            st.error(f"That recipe cannot be used: {exc}")
+            st.stop()
+        return masks, f"recipe {recipe.strategy} at {masks.sparsity():.0%}"
 
-
-def settings() -> tuple[TrainConfig, str]:
-    cols = st.columns(4)
-    epochs = int(cols[0].number_input("Epochs", 1, 50, 3, key=Keys.train_epochs))
-    lr = cols[1].select_slider("Learning rate", RATES, value=0.003, key=Keys.train_lr)
-    optimizer = cols[2].selectbox("Optimizer", ("adam", "sgd"), key=Keys.train_optimizer)
-    kind = cols[3].selectbox(
-        "Gradual schedule",
-        ("cubic", "linear"),
-        key=Keys.train_kind,
-        help="Cubic (Zhu & Gupta) prunes fast at first and slowly near the end.",
-    )
-    layers = list(dict.fromkeys(t.module_fqn for t in targets(choice.model)))
-    st.caption("Freeze layers (their weights stay exactly as they are):")
-    boxes = st.columns(min(len(layers), 6) or 1)
-    frozen = tuple(
-        name
-        for i, name in enumerate(layers)
-        if boxes[i % len(boxes)].checkbox(name, key=Keys.train_freeze + name)
-    )
-    return TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, frozen=frozen), kind
-
-
-def run(masks: Masks, config: TrainConfig, kind: str) -> dict:
-    """Fine-tune and prune gradually, drawing progress and a live chart; the results."""
-    train = train_split(choice.data_spec)
-    per_epoch = steps_per_epoch(train, batch_size=config.batch_size)
-    total = config.epochs * per_epoch
-    sparsity = masks.sparsity()
-    schedule = Gradual(0.0, sparsity, start=0, end=max(1, 2 * total // 3), kind=kind)
-    bar, report = engine.progress_bar("Training")
-    live = st.empty()
-    histories: dict[str, pd.DataFrame] = {}
-    rows: list[dict] = []
-    every = max(1, total // LIVE_UPDATES)
-
-    def callback(name: str, offset: float):
-        def step(progress) -> None:
-            rows.append({"run": name, **asdict(progress)})
-            report(offset + progress.fraction / 2, f"{name}: {progress.message}")
-            if progress.step % every == 0 or progress.step + 1 == progress.total:
-                live.plotly_chart(figures.training_curves(_live(rows)))
-
-        return step
-
-    tuned, histories["fine-tuned"] = finetune(
-        choice.model, masks, train, config=config, callback=callback("fine-tuned", 0.0)
-    )
-    gradual, histories["gradual"] = prune_while_training(
-        choice.model,
-        train,
-        strategy="global-magnitude",
-        schedule=schedule,
-        config=config,
-        callback=callback("gradual", 0.5),
-    )
-    bar.empty()
-    live.empty()
-    test = choice.data
-    return {
-        "dense": engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice),
-        "one-shot": evaluate(choice.model, test, masks=masks, metrics=("accuracy", "loss")),
-        "fine-tuned": evaluate(tuned, test, metrics=("accuracy", "loss")),
-        "gradual": evaluate(gradual, test, metrics=("accuracy", "loss")),
-        "quantized": {b: evaluate_quantized(tuned, test, bits=b)["accuracy"] for b in BITS},
-        "histories": histories,
-        "schedule": schedule,
-        "total": total,
-        "sparsity": sparsity,
-    }
-
-
-def _live(rows: list[dict]) -> dict[str, pd.DataFrame]:
-    frame = pd.DataFrame(rows)
-    return {name: part for name, part in frame.groupby("run", sort=False)}
-
-
-def show(result: dict, label: str) -> None:
-    dense = result["dense"]["accuracy"]
-    accuracies = {
-        "one-shot (no training)": result["one-shot"]["accuracy"],
-        "fine-tuned": result["fine-tuned"]["accuracy"],
-        f"gradual {result['schedule'].kind}": result["gradual"]["accuracy"],
-    }
-    cols = st.columns(4)
-    cols[0].metric("Dense accuracy", f"{dense:.1%}")
-    for col, (name, value) in zip(cols[1:], accuracies.items(), strict=True):
-        col.metric(name.capitalize(), f"{value:.1%}", f"{value - dense:+.1%}")
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(
-            figures.compare_bars(
-                accuracies, dense=dense, title=f"Accuracy at {result['sparsity']:.0%} sparsity"
-            ),
-            key="train_compare_chart",
+    def settings() -> tuple[TrainConfig, str]:
+        cols = st.columns(4)
+        epochs = int(cols[0].number_input("Epochs", 1, 50, 3, key=Keys.train_epochs))
+        lr = cols[1].select_slider("Learning rate", RATES, value=0.003, key=Keys.train_lr)
+        optimizer = cols[2].selectbox("Optimizer", ("adam", "sgd"), key=Keys.train_optimizer)
+        kind = cols[3].selectbox(
+            "Gradual schedule",
+            ("cubic", "linear"),
+            key=Keys.train_kind,
+            help="Cubic (Zhu & Gupta) prunes fast at first and slowly near the end.",
         )
+        layers = list(dict.fromkeys(t.module_fqn for t in targets(choice.model)))
+        st.caption("Freeze layers (their weights stay exactly as they are):")
+        boxes = st.columns(min(len(layers), 6) or 1)
+        frozen = tuple(
+            name
+            for i, name in enumerate(layers)
+            if boxes[i % len(boxes)].checkbox(name, key=Keys.train_freeze + name)
+        )
+        return TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, frozen=frozen), kind
+
+    def run(masks: Masks, config: TrainConfig, kind: str) -> dict:
+        """Fine-tune and prune gradually, drawing progress and a live chart; the results."""
+        train = train_split(choice.data_spec)
+        per_epoch = steps_per_epoch(train, batch_size=config.batch_size)
+        total = config.epochs * per_epoch
+        sparsity = masks.sparsity()
+        schedule = Gradual(0.0, sparsity, start=0, end=max(1, 2 * total // 3), kind=kind)
+        bar, report = engine.progress_bar("Training")
+        live = st.empty()
+        histories: dict[str, pd.DataFrame] = {}
+        rows: list[dict] = []
+        every = max(1, total // LIVE_UPDATES)
+
+        def callback(name: str, offset: float):
+            def step(progress) -> None:
+                rows.append({"run": name, **asdict(progress)})
+                report(offset + progress.fraction / 2, f"{name}: {progress.message}")
+                if progress.step % every == 0 or progress.step + 1 == progress.total:
+                    live.plotly_chart(figures.training_curves(_live(rows)))
+
+            return step
+
+        tuned, histories["fine-tuned"] = finetune(
+            choice.model, masks, train, config=config, callback=callback("fine-tuned", 0.0)
+        )
+        gradual, histories["gradual"] = prune_while_training(
+            choice.model,
+            train,
+            strategy="global-magnitude",
+            schedule=schedule,
+            config=config,
+            callback=callback("gradual", 0.5),
+        )
+        bar.empty()
+        live.empty()
+        test = choice.data
+        return {
+            "dense": engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice),
+            "one-shot": evaluate(choice.model, test, masks=masks, metrics=("accuracy", "loss")),
+            "fine-tuned": evaluate(tuned, test, metrics=("accuracy", "loss")),
+            "gradual": evaluate(gradual, test, metrics=("accuracy", "loss")),
+            "quantized": {b: evaluate_quantized(tuned, test, bits=b)["accuracy"] for b in BITS},
+            "histories": histories,
+            "schedule": schedule,
+            "total": total,
+            "sparsity": sparsity,
+        }
+
+    def _live(rows: list[dict]) -> dict[str, pd.DataFrame]:
+        frame = pd.DataFrame(rows)
+        return {name: part for name, part in frame.groupby("run", sort=False)}
+
+    def show(result: dict, label: str) -> None:
+        dense = result["dense"]["accuracy"]
+        accuracies = {
+            "one-shot (no training)": result["one-shot"]["accuracy"],
+            "fine-tuned": result["fine-tuned"]["accuracy"],
+            f"gradual {result['schedule'].kind}": result["gradual"]["accuracy"],
+        }
+        cols = st.columns(4)
+        cols[0].metric("Dense accuracy", f"{dense:.1%}")
+        for col, (name, value) in zip(cols[1:], accuracies.items(), strict=True):
+            col.metric(name.capitalize(), f"{value:.1%}", f"{value - dense:+.1%}")
+        left, right = st.columns(2)
+        with left:
+            st.plotly_chart(
+                figures.compare_bars(
+                    accuracies, dense=dense, title=f"Accuracy at {result['sparsity']:.0%} sparsity"
+                ),
+                key="train_compare_chart",
+            )
+            explain(
+                f"The same final sparsity ({label}) three ways, measured on the test split. "
+                "One-shot prunes and stops; fine-tuning trains the pruned model with its masks "
+                "kept; gradual pruning starts dense and prunes (global magnitude) a little more "
+                "at each step of the schedule while it trains, so the network adapts as it goes."
+            )
+        with right:
+            st.plotly_chart(
+                figures.schedule_plot(
+                    {
+                        "one-shot / fine-tune": OneShot(result["sparsity"]),
+                        f"gradual {result['schedule'].kind}": result["schedule"],
+                    },
+                    steps=result["total"],
+                ),
+                key="train_schedule_chart",
+            )
+            explain(
+                "Sparsity in force at each optimizer step. One-shot and fine-tuning are at the "
+                "final sparsity from the first step; the gradual schedule reaches it two thirds "
+                "of the way through and leaves the rest of the run to recover."
+            )
+        st.plotly_chart(figures.training_curves(result["histories"]), key="train_curves_chart")
         explain(
-            f"The same final sparsity ({label}) three ways, measured on the test split. "
-            "One-shot prunes and stops; fine-tuning trains the pruned model with its masks kept; "
-            "gradual pruning starts dense and prunes (global magnitude) a little more at each "
-            "step of the schedule while it trains, so the network adapts as it goes."
+            "Loss and accuracy of each training batch as training goes on (they are noisy: every "
+            "batch is different). The dotted line is the gradual run's sparsity: its loss rises "
+            "each time more weights go, and falls again as the remaining weights take over."
         )
-    with right:
-        st.plotly_chart(
-            figures.schedule_plot(
-                {
-                    "one-shot / fine-tune": OneShot(result["sparsity"]),
-                    f"gradual {result['schedule'].kind}": result["schedule"],
-                },
-                steps=result["total"],
-            ),
-            key="train_schedule_chart",
+        quantized = ", ".join(f"{b}-bit: {a:.1%}" for b, a in result["quantized"].items())
+        st.caption(
+            "Fine-tuned model with its kept weights quantized (per tensor, symmetric): "
+            f"{quantized}."
         )
-        explain(
-            "Sparsity in force at each optimizer step. One-shot and fine-tuning are at the final "
-            "sparsity from the first step; the gradual schedule reaches it two thirds of the "
-            "way through and leaves the rest of the run to recover."
-        )
-    st.plotly_chart(figures.training_curves(result["histories"]), key="train_curves_chart")
-    explain(
-        "Loss and accuracy of each training batch as training goes on (they are noisy: every "
-        "batch is different). The dotted line is the gradual run's sparsity: its loss rises "
-        "each time more weights go, and falls again as the remaining weights take over."
-    )
-    quantized = ", ".join(f"{b}-bit: {a:.1%}" for b, a in result["quantized"].items())
-    st.caption(
-        f"Fine-tuned model with its kept weights quantized (per tensor, symmetric): {quantized}."
-    )
 
-
-masks, label = pick_masks()
-config, kind = settings()
-key = (
-    "train",
-    choice.model_key,
-    choice.data_spec,
-    fingerprint(masks),
-    config,
-    kind,
-)
-result = engine.remembered(key)
-if st.button("Train", type="primary", key=Keys.train_run) and result is None:
-    try:
-        result = engine.remember(key, run(masks, config, kind))
-    except (ValueError, TypeError, RuntimeError) as exc:
-        st.error(f"Training failed: {exc}")
+    masks, label = pick_masks()
+    config, kind = settings()
+    key = (
+        "train",
+        choice.model_key,
+        choice.data_spec,
+        fingerprint(masks),
+        config,
+        kind,
+    )
+    result = engine.remembered(key)
+    if st.button("Train", type="primary", key=Keys.train_run) and result is None:
+        try:
+            result = engine.remember(key, run(masks, config, kind))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            st.error(f"Training failed: {exc}")
+            st.stop()
+    if result is None:
+        st.info(
+            f"Masks: {label} ({masks.sparsity():.1%} sparse). Press **Train** to fine-tune them "
+            "and to compare with one-shot and gradual pruning to the same sparsity."
+        )
         st.stop()
-if result is None:
-    st.info(
-        f"Masks: {label} ({masks.sparsity():.1%} sparse). Press **Train** to fine-tune them "
-        "and to compare with one-shot and gradual pruning to the same sparsity."
-    )
-    st.stop()
-show(result, label)
+    show(result, label)

@@ -159,9 +159,16 @@ def targets(
     check_materialized(model)
     found = _all_targets(model)
     if not found:
+        # a torch.export program comes back as a GraphModule: its layers are gone, only ops
+        program = isinstance(model, torch.fx.GraphModule)
+        hint = (
+            "; a torch.export program (.pt2) runs as exported, its layers flattened into "
+            "operations: to prune it, load its weights into its architecture (arch=...)"
+        )
         raise ValueError(
             f"{type(model).__name__} has no prunable tensors: prunelab prunes the weights of "
             "Linear, Conv1d/2d/3d, ConvTranspose and RNN/LSTM/GRU layers"
+            + (hint if program else "")
         )
     if empty := [t for t in found if t.numel == 0]:
         shape = "x".join(map(str, empty[0].shape))
