@@ -26,8 +26,18 @@ class CliError(InputError):
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other error of the command line."""
 
+    subcommands: dict[str, argparse.ArgumentParser] | None = None
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # an unknown option is the command's error, named as such (argparse blames the top)
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = (self.subcommands or {}).get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def _number(text: str, kind: type, accepted: Callable[[float], bool], what: str):
@@ -565,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prunelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    parser.subcommands = sub.choices
     strategies = sub.add_parser("strategies", help="list the registered pruning strategies")
     strategies.set_defaults(func=_cmd_strategies)
 
