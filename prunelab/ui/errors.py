@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from .._io import bounded_repr
+from .._io import one_line
 from ..errors import user_message
 
 __all__ = ["error_boundary", "show_error", "without_paths"]
@@ -37,7 +37,7 @@ def without_paths(text: str) -> str:
 
 def _details(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)[-_FRAMES:]
-    lines = [f"{type(exc).__name__}: {bounded_repr(str(exc), limit=500)}", "", "last frames:"]
+    lines = [f"{type(exc).__name__}: {one_line(exc, limit=500)}", "", "last frames:"]
     lines += [f"  {without_paths(f.filename)}:{f.lineno} in {f.name}" for f in frames]
     return without_paths("\n".join(lines))
 
