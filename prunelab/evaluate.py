@@ -28,6 +28,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -40,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ._io import one_line
 from .apply import masked_weights
 from .batches import iter_batches
-from .errors import DataError, is_out_of_memory
+from .errors import DataError, PrunelabError, is_out_of_memory
 from .functional import (
     check_materialized,
     functional_forward,
@@ -55,10 +56,12 @@ from .targets import Target, targets
 __all__ = [
     "METRICS",
     "batch_logits",
+    "check_labels",
     "clear_cache",
     "evaluate",
     "flops_by_layer",
     "latency",
+    "model_input_errors",
     "model_stats",
     "with_masks",
 ]
@@ -206,16 +209,29 @@ def batch_logits(
             "values: outputs on them, and any accuracy, would mean nothing; clean the data or "
             "leave those samples out"
         )
-    try:
+    with model_input_errors(inputs):
         output = functional_forward(model, tensors, inputs)
-    except (RuntimeError, IndexError) as exc:
-        if is_out_of_memory(exc):
+    return _logits(output)
+
+
+@contextmanager
+def model_input_errors(inputs: torch.Tensor) -> Iterator[None]:
+    """Run the model on the user's ``inputs`` inside: torch's failure there is a DataError.
+
+    Torch says what went wrong in the model's terms (``mat1 and mat2 shapes cannot be
+    multiplied``, ``LSTM: Expected input to be 2D or 3D``, ``index out of range in self``);
+    the error names the inputs' shape and dtype and keeps torch's message and exception
+    (``__cause__``). Running out of memory is not the data's fault and passes unchanged.
+    """
+    try:
+        yield
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        if is_out_of_memory(exc) or isinstance(exc, PrunelabError):
             raise
         raise DataError(
             f"the model cannot run on this data (inputs of {_shown(inputs)}): "
             f"{one_line(exc, limit=200)}"
         ) from exc
-    return _logits(output)
 
 
 def _swapped(
@@ -361,7 +377,7 @@ def _accumulate(
 ) -> None:
     n = logits.shape[0]
     if labels is not None:
-        labels = _checked_labels(labels, logits)
+        labels = check_labels(labels, logits)
         totals.correct += int((logits.argmax(dim=1) == labels).sum())
         if "loss" in chosen:
             totals.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -386,9 +402,14 @@ def _accumulate(
     totals.samples += n
 
 
-def _checked_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def check_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """``labels`` as int64 class indices, refused unless one per sample and within the classes
-    (cross-entropy would fail with ``Target 19 is out of bounds``; accuracy would be silent)."""
+    of ``logits`` (batch, classes): cross-entropy would fail with ``Target 19 is out of
+    bounds``, and accuracy would count such labels as wrong without a word.
+
+    Raises:
+        DataError: Naming the model's classes and the labels found.
+    """
     labels = labels.reshape(-1).long()
     n, classes = logits.shape
     if labels.shape[0] != n:

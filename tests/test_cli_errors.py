@@ -23,6 +23,7 @@ from prunelab.recipes import Recipe
 
 MLP = "sample:digits-mlp"
 PRUNE = ["prune", MLP, "--strategy", "layer-magnitude", "--sparsity", "0.5", "--limit", "20"]
+GRADIENT = ["prune", MLP, "--strategy", "layer-magnitude-gradient", "--sparsity", "0.5"]
 LONG = "a" * 300  # longer than any file name a Linux file system takes (255 bytes)
 
 
@@ -87,6 +88,24 @@ CASES = [
         r"labels must be class indices from 0 to 9",
     ),
     Case("NaN inputs", lambda t: [*PRUNE, "--data", _nan_inputs(t)], r"1 of 20 inputs .* NaN"),
+    Case(
+        "calibration data of the wrong shape",
+        lambda t: [
+            *GRADIENT,
+            "--data",
+            _data(t / "d.pt", torch.rand(20, 3, 8, 8), torch.ones(20).long()),
+        ],
+        r"cannot run on this data \(inputs of 3x8x8 float32\)",
+    ),
+    Case(
+        "calibration labels above the classes",
+        lambda t: [
+            *GRADIENT,
+            "--data",
+            _data(t / "d.pt", torch.rand(20, 1, 8, 8), torch.full((20,), 12)),
+        ],
+        r"labels must be class indices from 0 to 9",
+    ),
     Case(
         "NaN inputs in a sweep",
         lambda t: [

@@ -203,6 +203,20 @@ def test_data_the_model_cannot_run_on_is_a_data_error(x):
 def test_a_device_that_is_not_here(device):
     with pytest.raises(DeviceError, match="available"):
         prunelab.evaluate(make_mlp().eval(), _x_y(), device=device)
+    with pytest.raises(DeviceError, match="available"):
+        prunelab.Calibration(make_mlp(), _x_y(), device=device)
+
+
+def test_calibration_on_data_the_model_cannot_use():
+    model = make_mlp()
+    cal = prunelab.Calibration(model, (torch.randn(8, 5), torch.zeros(8, dtype=torch.long)))
+    with pytest.raises(DataError, match=r"cannot run on this data \(inputs of 5 float32\)"):
+        cal.gradients()
+    with pytest.raises(DataError, match="cannot run on this data"):
+        cal.input_norms()
+    cal = prunelab.Calibration(model, _x_y(labels=torch.full((10,), 5)))
+    with pytest.raises(DataError, match="labels from 5 to 5"):
+        cal.gradients()
 
 
 def test_shrink_refuses_a_module_called_twice():
