@@ -36,7 +36,8 @@ def without_paths(text: str) -> str:
 
 
 def _details(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)[-_FRAMES:]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    frames = frames[-_FRAMES:]
     lines = [f"{type(exc).__name__}: {one_line(exc, limit=500)}", "", "last frames:"]
     lines += [f"  {without_paths(f.filename)}:{f.lineno} in {f.name}" for f in frames]
     return without_paths("\n".join(lines))
@@ -54,9 +55,10 @@ def show_error(exc: BaseException, *, context: str | None = None) -> None:
     if message is not None:
         st.error(lead + without_paths(message))
         return
+    what = "something went wrong inside prunelab" if context else "Something went wrong"
     st.error(
-        f"{lead}something went wrong inside prunelab. This is a bug, not a problem with your "
-        "input; the details below help to report it."
+        f"{lead}{what}. This is a bug in prunelab, not a problem with your input; the details "
+        "below help to report it."
     )
     with st.expander("Details for a bug report"):
         st.code(_details(exc), language=None)
