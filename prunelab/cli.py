@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._io import bounded_repr, one_line
+from ._io import bounded_repr, check_writable, one_line
 from ._version import __version__
-from .errors import InputError, user_message
+from .errors import DeviceError, InputError, user_message
 
 __all__ = ["main"]
 
@@ -66,8 +66,7 @@ def _finite_float(text: str) -> float:
 
 
 def _device(text: str) -> str:
-    from .errors import DeviceError
-    from .functional import check_device
+    from .functional import check_device  # imports torch: only when --device is given
 
     try:
         return str(check_device(text))
@@ -711,8 +710,6 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written before any work starts."""
-    from ._io import check_writable
-
     for option in ("out", "csv", "checkpoint"):
         if (path := getattr(args, option, None)) is not None:
             check_writable(path)
