@@ -10,7 +10,8 @@ from torch import nn
 
 from .activations import ChannelMoments, _first_tensor, channel_axis, forward_hooks
 from .batches import Batch, iter_batches
-from .functional import functional_forward, structural_copy
+from .evaluate import check_labels, model_input_errors
+from .functional import check_device, functional_forward, structural_copy
 from .targets import Target, get_parameter, targets
 
 __all__ = ["Calibration"]
@@ -54,7 +55,7 @@ class Calibration:
         if batches < 1:
             raise ValueError(f"batches must be at least 1, got {batches}")
         self.model = model
-        self.device = device
+        self.device = None if device is None else check_device(device)
         self._data = data
         self._limit = batches
         self._batch_size = batch_size
@@ -101,11 +102,15 @@ class Calibration:
                 )
             batch = batch.to(self.device)
             with torch.enable_grad():
-                out = functional_forward(self.model, leaves, batch.inputs, device=self.device)
+                with model_input_errors(batch.inputs):
+                    out = functional_forward(self.model, leaves, batch.inputs, device=self.device)
                 logits = _first_tensor(out)
                 if logits is None:
                     raise TypeError("the model's output is not a tensor; cannot compute a loss")
-                loss = self._loss_fn(logits, batch.labels)
+                labels = batch.labels
+                if self._loss_fn is F.cross_entropy and logits.ndim == 2:
+                    labels = check_labels(labels, logits)
+                loss = self._loss_fn(logits, labels)
                 grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
             for fqn, grad in zip(leaves, grads, strict=True):
                 if grad is not None:
@@ -149,7 +154,8 @@ class Calibration:
         shell = structural_copy(self.model)
         with torch.no_grad(), forward_hooks(shell, hooks):
             for batch in self.batches():
-                functional_forward(shell, {}, batch.inputs, device=self.device, private=True)
+                with model_input_errors(batch.inputs):
+                    functional_forward(shell, {}, batch.inputs, device=self.device, private=True)
         self._inputs, self._outputs = {}, {}
         for fqn, target in self._targets.items():
             self._store(self._inputs, fqn, target, inputs[target.module_fqn], output=False)

@@ -7,15 +7,71 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ._io import bounded_repr, check_writable, one_line
 from ._version import __version__
+from .errors import DeviceError, InputError, user_message
 
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace], int]
 
+# torch.manual_seed takes 64-bit seeds; a non-negative one below 2**63 fits every generator
+MAX_SEED = 2**63 - 1
 
-class CliError(Exception):
+
+class CliError(InputError):
     """An error to print as one line (no traceback), exiting with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error of the command line."""
+
+    subcommands: dict[str, argparse.ArgumentParser] | None = None
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # an unknown option is the command's error, named as such (argparse blames the top)
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = (self.subcommands or {}).get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
+def _number(text: str, kind: type, accepted: Callable[[float], bool], what: str):
+    """An argparse type: ``text`` read as ``kind``, refused unless ``accepted`` says yes."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not accepted(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {bounded_repr(text, limit=40)}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive whole number")
+
+
+def _seed(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v <= MAX_SEED, "a whole number from 0 to 2**63 - 1")
+
+
+def _finite_float(text: str) -> float:
+    import math
+
+    return _number(text, float, math.isfinite, "a finite number")
+
+
+def _device(text: str) -> str:
+    from .functional import check_device  # imports torch: only when --device is given
+
+    try:
+        return str(check_device(text))
+    except DeviceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_strategies(args: argparse.Namespace) -> int:
@@ -104,8 +160,6 @@ def _evaluation_data(bundle, args: argparse.Namespace):
     """(data, calibration data, description, data spec) for a loaded model and the CLI args."""
     from . import data as datasets
 
-    if args.limit is not None and args.limit < 1:
-        raise CliError(f"--limit must be a positive number of samples, got {args.limit}")
     data_spec = args.data or bundle.default_data
     if data_spec is None:
         # no labelled data: fidelity to the dense model on random inputs still means something
@@ -494,8 +548,10 @@ def _add_model_options(parser: argparse.ArgumentParser, *, data: bool = True) ->
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled module")
     if data:
         parser.add_argument("--data", help="data spec (default: the model's own data)")
-        parser.add_argument("--limit", type=int, help="use at most this many samples")
-        parser.add_argument("--device", help="where to run, e.g. cpu or cuda (default: cpu)")
+        parser.add_argument("--limit", type=_positive_int, help="use at most this many samples")
+        parser.add_argument(
+            "--device", type=_device, help="where to run, e.g. cpu or cuda (default: cpu)"
+        )
 
 
 def _add_resume_options(parser: argparse.ArgumentParser) -> None:
@@ -514,12 +570,11 @@ def _add_resume_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="prunelab", description="Understand and plan neural-network pruning."
-    )
+    parser = _Parser(prog="prunelab", description="Understand and plan neural-network pruning.")
     parser.add_argument("--version", action="version", version=f"prunelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    parser.subcommands = sub.choices
     strategies = sub.add_parser("strategies", help="list the registered pruning strategies")
     strategies.set_defaults(func=_cmd_strategies)
 
@@ -534,10 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(prune)
     prune.add_argument("--strategy", required=True, help="strategy name (`prunelab strategies`)")
     amount = prune.add_mutually_exclusive_group()
-    amount.add_argument("--sparsity", type=float, help="fraction of weights to zero, in [0, 1]")
-    amount.add_argument("--threshold", type=float, help="prune scores at or below this value")
+    amount.add_argument(
+        "--sparsity", type=_finite_float, help="fraction of weights to zero, in [0, 1]"
+    )
+    amount.add_argument(
+        "--threshold", type=_finite_float, help="prune scores at or below this value"
+    )
     prune.add_argument("--out", help="save the masks to this file (prunelab masks format)")
-    prune.add_argument("--seed", type=int, default=0, help="seed for random strategies")
+    prune.add_argument("--seed", type=_seed, default=0, help="seed for random strategies")
     prune.set_defaults(func=_cmd_prune)
 
     sweep = sub.add_parser("sweep", help="accuracy-vs-sparsity curves of several strategies")
@@ -552,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="0:0.95:0.05",
         help="start:stop:step or a comma list (default 0:0.95:0.05)",
     )
-    sweep.add_argument("--seed", type=int, default=0, help="seed for random strategies")
+    sweep.add_argument("--seed", type=_seed, default=0, help="seed for random strategies")
     sweep.add_argument("--csv", help="save the table to this CSV file")
     _add_resume_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
@@ -573,8 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="evaluate",
         help="evaluate on data, or the data-free magnitude proxy",
     )
-    sens.add_argument("--subset", type=int, help="evaluate on the first N samples only")
-    sens.add_argument("--early-stop", type=float, help="stop a layer once its drop exceeds this")
+    sens.add_argument("--subset", type=_positive_int, help="evaluate on the first N samples only")
+    sens.add_argument(
+        "--early-stop", type=_finite_float, help="stop a layer once its drop exceeds this"
+    )
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
     _add_resume_options(sens)
     sens.set_defaults(func=_cmd_sensitivity)
@@ -582,10 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")
     solve.add_argument("table", help="CSV written by `prunelab sensitivity --csv`")
     budget = solve.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--target-sparsity", type=float, help="overall fraction to zero")
-    budget.add_argument("--max-drop", type=float, help="largest acceptable predicted drop")
-    solve.add_argument("--min-sparsity", type=float, default=0.0)
-    solve.add_argument("--max-sparsity", type=float, default=0.95)
+    budget.add_argument("--target-sparsity", type=_finite_float, help="overall fraction to zero")
+    budget.add_argument("--max-drop", type=_finite_float, help="largest acceptable predicted drop")
+    solve.add_argument("--min-sparsity", type=_finite_float, default=0.0)
+    solve.add_argument("--max-sparsity", type=_finite_float, default=0.95)
     solve.add_argument(
         "--measure",
         action="store_true",
@@ -616,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(speed)
     speed.add_argument("--recipe", required=True, help="recipe file (.yaml or .json)")
     speed.add_argument("--batch-sizes", default="1,16", help="comma list (default 1,16)")
-    speed.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
+    speed.add_argument(
+        "--repeats", type=_positive_int, default=10, help="timed runs per measurement"
+    )
     speed.set_defaults(func=_cmd_speed)
     return parser
 
@@ -645,19 +708,33 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     )
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any work starts."""
+    for option in ("out", "csv", "checkpoint"):
+        if (path := getattr(args, option, None)) is not None:
+            check_writable(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed --help, --version or its one-line error
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        _check_outputs(args)
         return args.func(args)
-    except (CliError, ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"prunelab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(_interrupted(args, argv), file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise  # a bug, not the user's input: its traceback is what a report needs
+        print(f"prunelab {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

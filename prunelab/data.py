@@ -484,10 +484,14 @@ def check_file_size(path: Path, what: str) -> None:
     """Refuse a missing file, or one larger than :data:`MAX_FILE_BYTES`, before reading it.
 
     Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        ValueError: Naming the file's size and the limit.
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: For a directory or another file that is not a regular one, or naming the
+            file's size and the limit.
     """
     if not path.is_file():
+        if path.exists():  # a folder, a device, a pipe: not something to read a model from
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise ValueError(f"{what} {path} is {kind}; give a file")
         raise FileNotFoundError(f"{what} {path} does not exist")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:

@@ -28,6 +28,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -37,19 +38,30 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._io import one_line
 from .apply import masked_weights
 from .batches import iter_batches
-from .functional import check_materialized, functional_forward, model_device, structural_copy
+from .errors import DataError, PrunelabError, is_out_of_memory
+from .functional import (
+    check_materialized,
+    functional_forward,
+    model_device,
+    run_device,
+    structural_copy,
+)
 from .masks import Masks, check_masks
 from .memory import model_bytes
 from .targets import Target, targets
 
 __all__ = [
     "METRICS",
+    "batch_logits",
+    "check_labels",
     "clear_cache",
     "evaluate",
     "flops_by_layer",
     "latency",
+    "model_input_errors",
     "model_stats",
     "with_masks",
 ]
@@ -170,6 +182,58 @@ def _logits(output: object) -> torch.Tensor:
     return output.float()
 
 
+def _shown(inputs: torch.Tensor) -> str:
+    shape = "x".join(map(str, inputs.shape[1:])) or "scalars"
+    return f"{shape} {str(inputs.dtype).removeprefix('torch.')}"
+
+
+def batch_logits(
+    model: nn.Module, tensors: dict[str, torch.Tensor], inputs: torch.Tensor
+) -> torch.Tensor:
+    """The model's class scores for one batch of the user's data: the evaluation boundary.
+
+    ``model`` runs through :func:`prunelab.functional.functional_forward` with ``tensors``
+    swapped in. What is wrong with the data is said here, in the data's terms, rather than
+    as torch's error from deep inside the model (``mat1 and mat2 shapes cannot be
+    multiplied``) or as an accuracy computed over NaN.
+
+    Raises:
+        DataError: For NaN or inf inputs, and for inputs the model cannot run on (wrong shape
+            or dtype, token ids out of range), naming the inputs' shape and dtype.
+        ValueError: If the model does not output class scores.
+    """
+    if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
+        per_sample = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1)
+        raise DataError(
+            f"{int(per_sample.sum())} of {inputs.shape[0]} inputs in a batch hold NaN or inf "
+            "values: outputs on them, and any accuracy, would mean nothing; clean the data or "
+            "leave those samples out"
+        )
+    with model_input_errors(inputs):
+        output = functional_forward(model, tensors, inputs)
+    return _logits(output)
+
+
+@contextmanager
+def model_input_errors(inputs: torch.Tensor) -> Iterator[None]:
+    """Run the model on the user's ``inputs`` inside: torch's failure there is a DataError.
+
+    Torch says what went wrong in the model's terms (``mat1 and mat2 shapes cannot be
+    multiplied``, ``LSTM: Expected input to be 2D or 3D``, ``index out of range in self``);
+    the error names the inputs' shape and dtype and keeps torch's message and exception
+    (``__cause__``). Running out of memory is not the data's fault and passes unchanged.
+    """
+    try:
+        yield
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        if is_out_of_memory(exc) or isinstance(exc, PrunelabError):
+            raise
+        raise DataError(
+            f"the model cannot run on this data (inputs of {_shown(inputs)}): "
+            f"{one_line(exc, limit=200)}"
+        ) from exc
+
+
 def _swapped(
     model: nn.Module, overrides: dict[str, torch.Tensor], device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -201,7 +265,7 @@ def _dense_logits(
         return cached
     tensors = _swapped(model, {}, device)
     chunks = [
-        _logits(functional_forward(model, tensors, batch.inputs)).cpu()
+        batch_logits(model, tensors, batch.inputs).cpu()
         for batch in iter_batches(data, batch_size=batch_size, device=device)
     ]
     if not chunks:
@@ -255,7 +319,7 @@ def evaluate(
     """
     chosen = _check_metrics(metrics)
     check_masks(masks, optional=True)
-    run_on = torch.device(device) if device is not None else model_device(model)
+    run_on = run_device(model, device)
     totals = _Totals()
     with torch.no_grad():
         if masks is None:
@@ -267,7 +331,7 @@ def evaluate(
                 dense = _dense_logits(model, data, run_on, batch_size)
             overrides = _swapped(model, masked_weights(model, masks), run_on)
             for batch in iter_batches(data, batch_size=batch_size, device=run_on):
-                logits = _logits(functional_forward(model, overrides, batch.inputs))
+                logits = batch_logits(model, overrides, batch.inputs)
                 _accumulate(totals, logits, batch.labels, dense, chosen)
             if dense is not None and dense.shape[0] != totals.samples:
                 raise ValueError(
@@ -297,7 +361,7 @@ def _dense_pass(
             n = batch.inputs.shape[0]
             logits = cached[totals.samples : totals.samples + n].to(device)
         else:
-            logits = _logits(functional_forward(model, tensors, batch.inputs))
+            logits = batch_logits(model, tensors, batch.inputs)
             chunks.append(logits.cpu())
         _accumulate(totals, logits, batch.labels, None, chosen)
     if cached is None and chunks and not isinstance(data, Iterator):
@@ -313,7 +377,7 @@ def _accumulate(
 ) -> None:
     n = logits.shape[0]
     if labels is not None:
-        labels = labels.reshape(-1).long()
+        labels = check_labels(labels, logits)
         totals.correct += int((logits.argmax(dim=1) == labels).sum())
         if "loss" in chosen:
             totals.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -336,6 +400,26 @@ def _accumulate(
                 )
             )
     totals.samples += n
+
+
+def check_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``labels`` as int64 class indices, refused unless one per sample and within the classes
+    of ``logits`` (batch, classes): cross-entropy would fail with ``Target 19 is out of
+    bounds``, and accuracy would count such labels as wrong without a word.
+
+    Raises:
+        DataError: Naming the model's classes and the labels found.
+    """
+    labels = labels.reshape(-1).long()
+    n, classes = logits.shape
+    if labels.shape[0] != n:
+        raise DataError(f"{labels.shape[0]} labels for {n} inputs in a batch; give one per input")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise DataError(
+            f"labels must be class indices from 0 to {classes - 1} (the model has {classes} "
+            f"outputs); the data has labels from {int(labels.min())} to {int(labels.max())}"
+        )
+    return labels
 
 
 def _summary(totals: _Totals, chosen: tuple[str, ...], dense: bool) -> dict[str, float]:
@@ -531,7 +615,7 @@ def latency(
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    run_on = torch.device(device) if device is not None else model_device(model)
+    run_on = run_device(model, device)
     overrides = masked_weights(model, masks) if masks is not None else {}
     overrides = _swapped(model, overrides, run_on)
     example_input = example_input.to(run_on)

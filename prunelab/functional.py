@@ -8,7 +8,18 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["check_materialized", "functional_forward", "model_device", "structural_copy"]
+from ._io import bounded_repr
+from .errors import DeviceError
+
+__all__ = [
+    "available_devices",
+    "check_device",
+    "check_materialized",
+    "functional_forward",
+    "model_device",
+    "run_device",
+    "structural_copy",
+]
 
 
 def check_materialized(model: nn.Module) -> None:
@@ -41,6 +52,59 @@ def model_device(model: nn.Module) -> torch.device:
     """
     check_materialized(model)
     return _first_device(model)
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu``, then ``cuda:N`` and ``mps`` where present.
+
+    >>> available_devices()[0]
+    'cpu'
+    """
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``, refused unless this machine has it.
+
+    Torch accepts ``torch.device("cuda:7")`` anywhere and fails only at the first tensor moved
+    there, with a message about drivers; a name it does not know (``"tpu"``) gives a list of
+    twenty backends. Both are checked here, at the boundary, against what exists.
+
+    Raises:
+        DeviceError: Naming the device and the ones available here.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    """
+    here = ", ".join(available_devices())
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(
+            f"unknown device {bounded_repr(device, limit=40)}; available here: {here}"
+        ) from None
+    if parsed.type == "cpu":
+        return parsed
+    backend = {"cuda": torch.cuda, "mps": torch.backends.mps}.get(parsed.type)
+    if backend is None or not backend.is_available():
+        raise DeviceError(f"device {str(parsed)!r} is not available here; available: {here}")
+    count = torch.cuda.device_count() if parsed.type == "cuda" else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise DeviceError(
+            f"device {str(parsed)!r} does not exist: this machine has {count} {parsed.type} "
+            f"device(s); available: {here}"
+        )
+    return parsed
+
+
+def run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """Where to run ``model``: ``device`` checked by :func:`check_device`, else where it is."""
+    return check_device(device) if device is not None else model_device(model)
 
 
 def _first_device(model: nn.Module) -> torch.device:

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from .apply import copy_model, parameter_owners
+from .errors import ShrinkError
 from .masks import Masks, check_masks
 from .targets import Target, get_parameter, targets
 
@@ -117,12 +118,22 @@ def _check_input(example_input: object) -> torch.Tensor:
 
 
 def _graph(work: nn.Module, example_input: torch.Tensor):
-    """Torch-Pruning's dependency graph of ``work`` (a private copy), traced in eval mode, and
-    the shapes of the outputs of that trace (see :func:`_shapes`)."""
+    """Torch-Pruning's dependency graph of ``work`` (a private copy), traced in eval mode, the
+    shapes of the outputs of that trace (see :func:`_shapes`), and how many times each module
+    (by name) was called in it."""
     tp = _tp()
     training = work.training
     flags = [p.requires_grad for p in work.parameters()]
     outputs: list = []
+    calls: dict[str, int] = {}
+
+    def count(name: str) -> Callable:
+        def hook(*_: object) -> None:
+            calls[name] = calls.get(name, 0) + 1
+
+        return hook
+
+    hooks = [m.register_forward_hook(count(n)) for n, m in work.named_modules() if n]
 
     def forward(module: nn.Module, inputs: torch.Tensor) -> object:
         # given a bare tensor, Torch-Pruning first tries module(*inputs), which for a batch of
@@ -148,10 +159,12 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
             "needs a model it can run on example_input"
         ) from exc
     finally:
+        for handle in hooks:
+            handle.remove()
         work.train(training)
         for param, flag in zip(work.parameters(), flags, strict=True):
             param.requires_grad_(flag)
-    return graph, outputs[0]
+    return graph, outputs[0], calls
 
 
 def _shapes(out: object) -> object:
@@ -432,6 +445,22 @@ class _Planned:
     outputs: object  # the shapes of the model's outputs on the example input (_shapes)
 
 
+def _refuse_reused(work: nn.Module, cut: Mapping[str, object], calls: Mapping[str, int]) -> None:
+    """A module called at several places in forward has one weight for all of them; Torch-
+    Pruning cuts it for one use and the other breaks (a shape mismatch deep in its forward),
+    so refuse before anything is removed."""
+    for fqn in cut:
+        module = fqn.rpartition(".")[0]
+        if calls.get(module, 1) > 1:
+            raise ShrinkError(
+                f"shrink cannot remove channels of {fqn}: module {module or '(the model)'} "
+                f"({type(work.get_submodule(module)).__name__}) is called {calls[module]} times "
+                "in one forward pass, and its channels cannot be removed for one call only; "
+                "leave it and the layers feeding it unpruned, or use the masked model "
+                "(prunelab.apply) instead"
+            )
+
+
 def _refuse_tied(work: nn.Module, cut: Mapping[str, object]) -> None:
     """Torch-Pruning slices each module's weight separately: a tensor several modules share
     (tied weights) cannot lose slices consistently, so refuse before anything is removed."""
@@ -453,7 +482,7 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
     example_input = _check_input(example_input)
     by_fqn = {t.fqn: t for t in targets(work)}
     channels, zero_rows = _masked_channels(work, masks, by_fqn)
-    graph, outputs = _graph(work, example_input)
+    graph, outputs, calls = _graph(work, example_input)
     groups = _groups(graph)
     for item in groups:
         keep = _group_keep(item, channels)
@@ -469,6 +498,7 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
                 )
         item.keep = torch.ones_like(keep) if item.outputs else keep
     removed, cut, shapes = _extend(work, groups)
+    _refuse_reused(work, cut, calls)
     _refuse_tied(work, cut)
     target_fqns = frozenset(by_fqn)
     plan = ShrinkPlan(

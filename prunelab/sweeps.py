@@ -20,8 +20,8 @@ from .apply import masked_weights
 from .batches import Batch, iter_batches
 from .calibration import Calibration
 from .checkpoint import RowLog, tensor_digest
-from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, evaluate
-from .functional import functional_forward, model_device
+from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, batch_logits, evaluate
+from .functional import functional_forward, run_device
 from .prefix import PrefixPlan
 from .pruner import Pruner
 from .recipes import Provenance, Recipe
@@ -199,7 +199,7 @@ def _fingerprint(model: nn.Module, device: torch.device, batches: Iterable[Batch
 
 
 def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else model_device(model)
+    return run_device(model, device)
 
 
 def _calibration_id(
@@ -564,9 +564,7 @@ class _Runner:
         self._live: list[tuple[torch.Tensor, ...]] = []
         self._recorded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         with torch.inference_mode():
-            self._dense = torch.cat(
-                [_logits(functional_forward(model, {}, b.inputs)) for b in batches]
-            )
+            self._dense = torch.cat([batch_logits(model, {}, b.inputs) for b in batches])
 
     def cut_for(self, fqn: str) -> int | None:
         return self._plan.cut_for(fqn) if self._plan is not None else None

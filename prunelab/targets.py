@@ -147,8 +147,8 @@ def targets(
 
     Raises:
         ValueError: If the model has no prunable tensor, a pattern matches nothing, the model
-            is on the meta device, or a prunable weight has a dtype other than float32,
-            float64, float16 or bfloat16.
+            is on the meta device, a prunable weight has no elements (a zero-width layer), or
+            a prunable weight has a dtype other than float32, float64, float16 or bfloat16.
 
     >>> import torch.nn as nn
     >>> [t.fqn for t in targets(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))]
@@ -159,9 +159,23 @@ def targets(
     check_materialized(model)
     found = _all_targets(model)
     if not found:
+        # a torch.export program comes back as a GraphModule: its layers are gone, only ops
+        program = isinstance(model, torch.fx.GraphModule)
+        hint = (
+            "; a torch.export program (.pt2) runs as exported, its layers flattened into "
+            "operations: to prune it, load its weights into its architecture (arch=...)"
+        )
         raise ValueError(
             f"{type(model).__name__} has no prunable tensors: prunelab prunes the weights of "
             "Linear, Conv1d/2d/3d, ConvTranspose and RNN/LSTM/GRU layers"
+            + (hint if program else "")
+        )
+    if empty := [t for t in found if t.numel == 0]:
+        shape = "x".join(map(str, empty[0].shape))
+        raise ValueError(
+            f"{empty[0].fqn} ({empty[0].module_type}) has no weights (shape {shape}): a "
+            "zero-width layer cannot be scored, pruned or shrunk; give it at least one "
+            "channel or take it out of the model"
         )
     if (patterns := _as_patterns(include)) is not None:
         found = _filter(found, patterns, keep=True, what="include")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import pickle
 import zipfile
@@ -52,7 +53,7 @@ import torch
 from torch import nn
 
 from . import memory
-from ._io import one_line
+from ._io import bounded_repr, one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
 from .data import Spec, check_file_size, import_torchvision, parse_spec
 
@@ -217,6 +218,21 @@ def sample_table() -> pd.DataFrame:
 # -- torchvision ---------------------------------------------------------------------------
 
 
+# the largest input=CxHxW (values per sample) and num_classes= a spec may ask for: beyond
+# them torch fails deep inside (an allocation of terabytes, a negative dimension)
+MAX_INPUT_VALUES = 2**28
+MAX_CLASSES = 1_000_000
+
+
+def _num_classes(spec: Spec) -> int | None:
+    count = spec.integer("num_classes")
+    if count is not None and not 1 <= count <= MAX_CLASSES:
+        raise ValueError(
+            f"num_classes={count} in {bounded_repr(spec.text)} must be from 1 to {MAX_CLASSES:,}"
+        )
+    return count
+
+
 def _parse_shape(spec: Spec) -> tuple[int, ...] | None:
     text = spec.options.get("input")
     if text is None:
@@ -229,6 +245,11 @@ def _parse_shape(spec: Spec) -> tuple[int, ...] | None:
         raise ValueError(
             f"input={text!r} in {spec.text!r} must be positive sizes joined by 'x', "
             "e.g. input=3x32x32 (batch dimension not included)"
+        )
+    if math.prod(shape) > MAX_INPUT_VALUES:
+        raise ValueError(
+            f"input={bounded_repr(text)} asks for {math.prod(shape):,} values per sample; at "
+            f"most {MAX_INPUT_VALUES:,} are accepted"
         )
     return shape
 
@@ -244,7 +265,7 @@ def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...
             "(`prunelab models` lists them all)"
         )
     kwargs = {}
-    if (num_classes := spec.integer("num_classes")) is not None:
+    if (num_classes := _num_classes(spec)) is not None:
         kwargs["num_classes"] = num_classes
     weights = spec.options.get("weights")
     if not weights or weights.lower() == "none":
@@ -311,12 +332,21 @@ def _load_state_dict(
         and expected[k].is_floating_point()
         and not state[k].is_floating_point()
     ]
+    # a meta tensor has no values, a sparse one another layout: load_state_dict fails on both
+    no_values = [k for k in expected if isinstance(state.get(k), torch.Tensor) and state[k].is_meta]
+    not_dense = [
+        k
+        for k in expected
+        if isinstance(state.get(k), torch.Tensor) and state[k].layout != torch.strided
+    ]
     problems = []
     for label, keys in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", mismatched),
         ("dtype mismatches (floating-point weights expected)", wrong_dtypes),
+        ("tensors on the meta device (shapes without values)", no_values),
+        ("sparse tensors (dense weights expected)", not_dense),
     ):
         if keys:
             more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
@@ -350,6 +380,12 @@ def _as_state_dict(payload: object) -> dict[str, torch.Tensor] | None:
             payload = payload[key]
             break
     if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        odd = sorted({type(k).__name__ for k in payload if not isinstance(k, str)})
+        if odd:
+            raise ValueError(
+                "a state_dict's keys are parameter names (strings); this one also has keys "
+                f"of type {', '.join(odd)}"
+            )
         return _fold_pruned(payload)
     return None
 
@@ -528,7 +564,7 @@ def _skeleton(spec: Spec) -> tuple[Callable[[], nn.Module], int | None] | None:
     if spec.target not in torchvision.models.list_models(module=torchvision.models):
         return None
     kwargs = {}
-    if (num_classes := spec.integer("num_classes")) is not None:
+    if (num_classes := _num_classes(spec)) is not None:
         kwargs["num_classes"] = num_classes
     known = torchvision.models.get_model_weights(spec.target)
     count = next(iter(known)).meta.get("num_params") if len(known) else None

@@ -98,7 +98,7 @@ def test_hooks_are_removed_after_an_exception():
 def test_hooks_are_removed_when_the_model_raises(mlp_data):
     model = make_mlp()
     cal = prunelab.Calibration(model, torch.randn(4, 5))  # wrong feature count
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="cannot run on this data"):
         cal.input_norms()
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
 

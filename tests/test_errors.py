@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import prunelab
+from prunelab._io import atomic_write, bounded_repr
+from prunelab.errors import DataError, DeviceError, ShrinkError, user_message
 from tests.conftest import make_cnn, make_mlp
 
 
@@ -151,3 +155,130 @@ def test_calibration_data_of_the_wrong_kind():
     cal = prunelab.Calibration(make_mlp(), 42)
     with pytest.raises(TypeError, match="data must be"):
         cal.input_norms()
+
+
+# -- issue 22: data, devices and models the engine cannot use say so at its boundary ----------
+
+
+def _x_y(n: int = 10, features: int = 12, labels: torch.Tensor | None = None):
+    x = torch.randn(n, features, generator=torch.Generator().manual_seed(0))
+    return x, torch.zeros(n, dtype=torch.long) if labels is None else labels
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_evaluate_refuses_non_finite_inputs_instead_of_an_accuracy(value):
+    x, y = _x_y()
+    x[4, 2] = value
+    with pytest.raises(DataError, match=r"1 of 10 inputs in a batch hold NaN or inf"):
+        prunelab.evaluate(make_mlp().eval(), (x, y))
+
+
+@pytest.mark.parametrize("label", [3, -1])
+def test_evaluate_refuses_labels_outside_the_classes(label):
+    x, y = _x_y()
+    y[7] = label
+    with pytest.raises(DataError, match=r"class indices from 0 to 2 \(the model has 3 outputs\)"):
+        prunelab.evaluate(make_mlp().eval(), (x, y), metrics=["accuracy"])
+
+
+@pytest.mark.parametrize(
+    "x", [torch.randn(10, 5), torch.ones(10, 12, dtype=torch.long)], ids=["shape", "dtype"]
+)
+def test_data_the_model_cannot_run_on_is_a_data_error(x):
+    model = make_mlp().eval()
+    shown = "5 float32" if x.shape[1] == 5 else "12 int64"
+    with pytest.raises(DataError, match=rf"cannot run on this data \(inputs of {shown}\)") as info:
+        prunelab.evaluate(model, x)
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own error stays attached
+    masks = prunelab.prune(model, "global-magnitude", sparsity=0.5)
+    with pytest.raises(DataError, match="cannot run on this data"):
+        prunelab.sweep(model, x, strategies=["random"], sparsities=[0.5])
+    with pytest.raises(DataError, match="cannot run on this data"):
+        prunelab.sensitivity(model, x, sparsities=[0.5], metric="agreement")
+    with pytest.raises(DataError, match="cannot run on this data"):
+        prunelab.evaluate(model, x, masks=masks)
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:99", "meta", 3.5])
+def test_a_device_that_is_not_here(device):
+    with pytest.raises(DeviceError, match="available"):
+        prunelab.evaluate(make_mlp().eval(), _x_y(), device=device)
+    with pytest.raises(DeviceError, match="available"):
+        prunelab.Calibration(make_mlp(), _x_y(), device=device)
+
+
+def test_calibration_on_data_the_model_cannot_use():
+    model = make_mlp()
+    cal = prunelab.Calibration(model, (torch.randn(8, 5), torch.zeros(8, dtype=torch.long)))
+    with pytest.raises(DataError, match=r"cannot run on this data \(inputs of 5 float32\)"):
+        cal.gradients()
+    with pytest.raises(DataError, match="cannot run on this data"):
+        cal.input_norms()
+    cal = prunelab.Calibration(model, _x_y(labels=torch.full((10,), 5)))
+    with pytest.raises(DataError, match="labels from 5 to 5"):
+        cal.gradients()
+
+
+def test_shrink_refuses_a_module_called_twice():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(torch.relu(self.a(x)))))
+
+    torch.manual_seed(0)
+    model = Twice()
+    keep = torch.tensor([True, False, True, False])[:, None].expand(4, 4).clone()
+    with pytest.raises(ShrinkError, match=r"module a \(Linear\) is called 2 times"):
+        prunelab.shrink(model, prunelab.Masks({"a.weight": keep}), example_input=torch.randn(2, 4))
+
+
+def test_a_zero_width_layer_is_named():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 0))
+    with pytest.raises(ValueError, match=r"2\.weight \(Linear\) has no weights \(shape 0x6\)"):
+        prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    keep = torch.tensor([True, False] * 3)[:, None].expand(6, 4).clone()
+    with pytest.raises(ValueError, match="zero-width layer cannot be scored, pruned or shrunk"):
+        prunelab.shrink(model, prunelab.Masks({"0.weight": keep}), example_input=torch.randn(1, 4))
+
+
+@pytest.mark.parametrize(
+    ("exc", "expect"),
+    [
+        (DataError("bad labels"), "bad labels"),
+        (ValueError("a\nb"), "a b"),
+        (FileNotFoundError(2, "No such file or directory", "/x/" + "a" * 400), "No such file"),
+        (RecursionError(), "nested too deeply"),
+        (MemoryError(), "out of memory"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: 10 TB"), "out of memory"),
+        (KeyError("fc1"), None),
+        (AttributeError("x"), None),
+        (RuntimeError("an internal assert failed"), None),
+    ],
+)
+def test_user_errors_are_told_from_bugs(exc, expect):
+    message = user_message(exc)
+    if expect is None:
+        assert message is None
+    else:
+        assert expect in message and len(message) < 320 and "\n" not in message
+
+
+def test_bounded_repr_of_a_shared_nested_key_is_short_and_quick():
+    key = ()
+    for _ in range(60):  # repr() of this would be 2**60 items long
+        key = (key, key)
+    start = time.perf_counter()
+    shown = bounded_repr(key)
+    assert len(shown) <= 80 and time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize("target", ["dir", "/dev/full"])
+def test_atomic_write_refuses_what_is_not_a_file(target, tmp_path):
+    path = tmp_path if target == "dir" else Path(target)
+    with pytest.raises(ValueError, match=r"cannot write .*: it is"), atomic_write(path) as handle:
+        handle.write(b"x")
+    assert Path("/dev/full").is_char_device()
+    assert not list(tmp_path.iterdir())

@@ -7,6 +7,7 @@ import streamlit as st
 from .. import data as data_lib
 from .. import memory, zoo
 from .engine import Choice, Loaded, load_data, load_model, load_upload, upload_digest
+from .errors import show_error
 from .state import Keys
 
 DEFAULT_MODEL = "sample:digits-cnn"
@@ -169,7 +170,7 @@ def sidebar() -> Choice:
         model_key, loaded = picked
         data_spec, data = _pick_data(loaded.bundle)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        st.error(f"Could not load that: {exc}")
+        show_error(exc, context="Could not load that")
         st.stop()
     bundle = loaded.bundle
     st.sidebar.caption(

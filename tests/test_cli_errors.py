@@ -1,0 +1,336 @@
+"""Every failure a user can cause on the command line: one line `prunelab CMD: error: ...`,
+exit status 2, never a traceback (issue 22). A bug still shows its traceback.
+
+The cases run ``prunelab.cli.main`` in-process; one subprocess proves the real entry point.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunelab import cli, zoo
+from prunelab.cli import main
+from prunelab.recipes import Recipe
+
+MLP = "sample:digits-mlp"
+PRUNE = ["prune", MLP, "--strategy", "layer-magnitude", "--sparsity", "0.5", "--limit", "20"]
+GRADIENT = ["prune", MLP, "--strategy", "layer-magnitude-gradient", "--sparsity", "0.5"]
+LONG = "a" * 300  # longer than any file name a Linux file system takes (255 bytes)
+
+
+def _data(path: Path, x: torch.Tensor, y: torch.Tensor | None = None) -> str:
+    torch.save({"x": x} if y is None else {"x": x, "y": y}, path)
+    return f"file:{path}"
+
+
+def _state(path: Path, change) -> str:
+    state = zoo.load(MLP).model.state_dict()
+    torch.save(change(state), path)
+    return f"file:{path}?arch={MLP}"
+
+
+def _recipe(tmp: Path) -> str:
+    path = tmp / "recipe.yaml"
+    Recipe(default_sparsity=0.5).save(path)
+    return str(path)
+
+
+def _nan_inputs(tmp: Path) -> str:
+    x = torch.rand(20, 1, 8, 8)
+    x[3, 0, 2, 2] = float("nan")
+    return _data(tmp / "nan.pt", x, torch.zeros(20, dtype=torch.long))
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: object  # tmp_path -> argv
+    expect: str  # a regular expression the error line matches
+
+
+CASES = [
+    # data that does not fit the model
+    Case(
+        "data of the wrong shape",
+        lambda t: [*PRUNE, "--data", _data(t / "d.pt", torch.rand(20, 3, 8, 8))],
+        r"cannot run on this data \(inputs of 3x8x8 float32\)",
+    ),
+    Case(
+        "data of the wrong dtype",
+        lambda t: [*PRUNE, "--data", _data(t / "d.pt", torch.ones(20, 1, 8, 8, dtype=torch.long))],
+        r"cannot run on this data \(inputs of 1x8x8 int64\)",
+    ),
+    Case(
+        "labels above the classes",
+        lambda t: [
+            *PRUNE,
+            "--data",
+            _data(t / "d.pt", torch.rand(20, 1, 8, 8), torch.full((20,), 12)),
+        ],
+        r"labels must be class indices from 0 to 9 .* labels from 12 to 12",
+    ),
+    Case(
+        "negative labels",
+        lambda t: [
+            *PRUNE,
+            "--data",
+            _data(t / "d.pt", torch.rand(20, 1, 8, 8), -torch.ones(20).long()),
+        ],
+        r"labels must be class indices from 0 to 9",
+    ),
+    Case("NaN inputs", lambda t: [*PRUNE, "--data", _nan_inputs(t)], r"1 of 20 inputs .* NaN"),
+    Case(
+        "calibration data of the wrong shape",
+        lambda t: [
+            *GRADIENT,
+            "--data",
+            _data(t / "d.pt", torch.rand(20, 3, 8, 8), torch.ones(20).long()),
+        ],
+        r"cannot run on this data \(inputs of 3x8x8 float32\)",
+    ),
+    Case(
+        "calibration labels above the classes",
+        lambda t: [
+            *GRADIENT,
+            "--data",
+            _data(t / "d.pt", torch.rand(20, 1, 8, 8), torch.full((20,), 12)),
+        ],
+        r"labels must be class indices from 0 to 9",
+    ),
+    Case(
+        "NaN inputs in a sweep",
+        lambda t: [
+            "sweep",
+            MLP,
+            "--sparsities",
+            "0.5",
+            "--strategies",
+            "random",
+            "--data",
+            _nan_inputs(t),
+        ],
+        r"NaN or inf",
+    ),
+    # nesting, names, files that are not files
+    Case(
+        "deeply nested JSON recipe",
+        lambda t: [
+            "apply",
+            _write(t / "r.json", '{"strategy": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+            MLP,
+        ],
+        r"nest",
+    ),
+    Case(
+        "over-long model file name",
+        lambda t: ["layers", f"file:{t / LONG}.pt"],
+        r"too long: '.*\.\.\.",
+    ),
+    Case("over-long data file name", lambda t: [*PRUNE, "--data", f"file:{t / LONG}"], r"too long"),
+    Case("over-long output name", lambda t: [*PRUNE, "--out", str(t / LONG)], r"too long"),
+    Case("a directory as the model", lambda t: ["layers", f"file:{t}"], r"is a directory"),
+    Case("a directory as data", lambda t: [*PRUNE, "--data", f"file:{t}"], r"is a directory"),
+    Case("a directory as recipe", lambda t: ["apply", str(t), MLP], r"[Ii]s a directory"),
+    Case(
+        "a directory as --out",
+        lambda t: [*PRUNE, "--out", str(t)],
+        r"cannot write .*: it is a directory",
+    ),
+    Case("a directory as --csv", lambda t: ["sweep", MLP, "--csv", str(t)], r"it is a directory"),
+    Case("a device as the model", lambda t: ["layers", "file:/dev/null"], r"not a regular file"),
+    Case(
+        "a device as --out",
+        lambda t: [*PRUNE, "--out", "/dev/full"],
+        r"/dev/full: it is not a regular file",
+    ),
+    # devices that are not here
+    Case(
+        "--device tpu",
+        lambda t: [*PRUNE, "--device", "tpu"],
+        r"unknown device 'tpu'; available here: cpu",
+    ),
+    Case(
+        "--device nonsense",
+        lambda t: [*PRUNE, "--device", "x" * 500],
+        r"unknown device 'x+\.\.\.x+'",
+    ),
+    # odd num_classes and input in specs
+    Case(
+        "num_classes=0",
+        lambda t: ["layers", "torchvision:resnet18?num_classes=0"],
+        r"must be from 1 to",
+    ),
+    Case(
+        "num_classes<0",
+        lambda t: ["layers", "torchvision:resnet18?num_classes=-3"],
+        r"must be from 1 to",
+    ),
+    Case(
+        "huge num_classes",
+        lambda t: ["layers", f"torchvision:resnet18?num_classes={10**14}"],
+        r"must be from 1 to",
+    ),
+    Case(
+        "num_classes=abc",
+        lambda t: ["layers", "torchvision:resnet18?num_classes=abc"],
+        r"must be an integer",
+    ),
+    Case(
+        "input=0x8x8", lambda t: ["layers", "torchvision:resnet18?input=0x8x8"], r"positive sizes"
+    ),
+    Case(
+        "input=-3x8x8", lambda t: ["layers", "torchvision:resnet18?input=-3x8x8"], r"positive sizes"
+    ),
+    Case("input=axb", lambda t: ["layers", "torchvision:resnet18?input=axb"], r"positive sizes"),
+    Case(
+        "huge input",
+        lambda t: ["layers", "torchvision:resnet18?input=3x1000000x1000000"],
+        r"3,000,000,000,000 values per sample; at most",
+    ),
+    # weights that are not weights
+    Case(
+        "non-string keys",
+        lambda t: ["layers", _state(t / "m.pt", lambda s: {**s, 7: torch.zeros(1)})],
+        r"keys of type int",
+    ),
+    Case(
+        "meta weights",
+        lambda t: ["layers", _state(t / "m.pt", lambda s: {k: v.to("meta") for k, v in s.items()})],
+        r"meta device",
+    ),
+    Case(
+        "sparse weights",
+        lambda t: [
+            "layers",
+            _state(t / "m.pt", lambda s: {k: v.to_sparse() for k, v in s.items()}),
+        ],
+        r"sparse tensors \(dense weights expected\)",
+    ),
+    # options out of range
+    Case(
+        "--repeats 0",
+        lambda t: ["speed", MLP, "--recipe", _recipe(t), "--repeats", "0"],
+        r"--repeats: must be a positive",
+    ),
+    Case(
+        "huge --seed",
+        lambda t: [*PRUNE, "--seed", str(2**70)],
+        r"--seed: must be a whole number from 0 to 2\*\*63",
+    ),
+    Case(
+        "--early-stop nan",
+        lambda t: ["sensitivity", MLP, "--early-stop", "nan"],
+        r"--early-stop: must be a finite number",
+    ),
+    Case(
+        "--sparsity inf",
+        lambda t: ["prune", MLP, "--strategy", "random", "--sparsity", "inf"],
+        r"finite",
+    ),
+    Case("--limit 0", lambda t: [*PRUNE[:-2], "--limit", "0"], r"--limit: must be a positive"),
+    Case(
+        "unknown option",
+        lambda t: [*PRUNE, "--" + "z" * 5000],
+        r"unrecognized arguments: -+z+\.\.\.",
+    ),
+]
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _one_line(capsys, argv: list[str]) -> str:
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err[:2000]
+    assert len(lines[0]) < 500, lines[0][:500]  # user values are quoted cut short
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_user_error_is_one_line_with_status_2(case, tmp_path, capsys):
+    argv = case.argv(tmp_path)
+    line = _one_line(capsys, argv)
+    assert line.startswith(f"prunelab {argv[0]}: error: "), line  # the command is named
+    assert re.search(case.expect, line), line
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 8, reason="this machine has a cuda:7")
+def test_a_cuda_device_that_is_not_here(capsys):
+    line = _one_line(capsys, [*PRUNE, "--device", "cuda:7"])
+    assert "'cuda:7'" in line and "available" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it(capsys):
+    assert "device 'cuda' is not available here" in _one_line(capsys, [*PRUNE, "--device", "cuda"])
+
+
+def test_dev_full_is_still_a_device_after_being_refused(capsys):
+    _one_line(capsys, [*PRUNE, "--out", "/dev/full"])
+    assert Path("/dev/full").is_char_device()
+
+
+def test_an_unparsable_memory_limit(capsys, monkeypatch):
+    monkeypatch.setenv("PRUNELAB_MEMORY_LIMIT", "lots")
+    assert "memory limit 'lots' is not a size" in _one_line(capsys, ["layers", MLP])
+
+
+@pytest.mark.parametrize("command", ["prune", "apply"])
+def test_disk_full_while_writing_leaves_nothing(command, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out.pt"
+    if command == "prune":
+        argv = [*PRUNE, "--out", str(out)]
+    else:
+        argv = ["apply", _recipe(tmp_path), MLP, "--limit", "20", "--out", str(out)]
+    before = sorted(tmp_path.iterdir())
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the last step of every atomic write
+    line = _one_line(capsys, argv)
+    assert f"No space left on device: '{out}'" in line
+    assert sorted(tmp_path.iterdir()) == before  # no output, no temporary file
+
+
+def test_a_deeply_nested_yaml_recipe(tmp_path, capsys):
+    recipe = _write(tmp_path / "r.yaml", "strategy: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert re.search(r"nest", _one_line(capsys, ["apply", recipe, MLP]))
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def broken(args):
+        return {}["missing"]
+
+    monkeypatch.setattr(cli, "_cmd_layers", broken)
+    with pytest.raises(KeyError):
+        main(["layers", MLP])
+
+
+def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
+    data = _data(tmp_path / "d.pt", torch.rand(8, 1, 8, 8), torch.full((8,), 11))
+    done = subprocess.run(
+        [sys.executable, "-m", "prunelab.cli", *PRUNE, "--data", data],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("prunelab prune: error: labels must be class indices"), lines
