@@ -125,3 +125,21 @@ def test_layer_choice_follows_the_model():
     at.sidebar.selectbox(key=Keys.sample).select("sample:digits-mlp").run()
     assert_clean(at)
     assert set(at.session_state[Keys.masks]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kept"),
+    [
+        ("layer-activation-magnitude", ["lstm.weight_ih_l0", "fc.weight"]),
+        ("activation-norm-channel", ["fc.weight"]),
+    ],
+)
+def test_activation_strategies_on_the_lstm_prune_the_layers_they_can(strategy, kept):
+    at = page("pages/2_Prune.py").run()
+    at.sidebar.selectbox(key=Keys.sample).select("sample:sentiment-lstm").run()
+    at.selectbox(key=Keys.strategy).select(strategy).run()
+    assert_clean(at)
+    layers = next(m for m in at.multiselect if m.label == "Layers to prune")
+    assert layers.value == kept
+    assert sorted(at.session_state[Keys.masks]) == sorted(kept)
+    assert any("cannot prune them" in e.label for e in at.expander)
