@@ -9,7 +9,7 @@ Specs:
   Options make the same digits fit other image models: ``input=CxHxW`` resizes them
   (bilinear) and repeats the grey channel C times, ``limit=N`` keeps the first N images and
   ``labels=0`` drops the labels, so that only fidelity to the dense model is measured.
-  ``sample:digits?input=3x224x224&labels=0&limit=32`` is how a torchvision model is judged
+  ``sample:digits?input=3x224x224&labels=0&limit=16`` is how a torchvision model is judged
   offline (see :func:`digits_for`): real handwriting, not noise, but not the data such a
   model was trained on, so no accuracy is claimed.
 * ``sample:sentiment`` -- a *synthetic* sentiment set generated deterministically by prunelab
@@ -36,6 +36,7 @@ A bare name (``digits``) means the sample set, a bare existing path means ``file
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import re
@@ -80,6 +81,11 @@ DEFAULT_ROOT = "~/.cache/prunelab/data"
 DIGITS_TEST_SIZE = 0.25
 DIGITS_RANDOM_STATE = 0
 DIGITS_SHAPE = (1, 8, 8)
+DIGITS_TEST_COUNT = 450
+# resized digits for other image models (digits_for): about this many input values, at
+# least this many images
+DIGITS_FIT_VALUES = 16 * 3 * 224 * 224
+DIGITS_FIT_MIN = 16
 SENTIMENT_LENGTH = 16
 SENTIMENT_SEED = 0
 SENTIMENT_SIZES = {"train": 3000, "test": 1000}
@@ -303,22 +309,24 @@ def _digits(split: str, spec: Spec) -> TensorData:
     )
 
 
-def digits_for(input_shape: Sequence[int], *, limit: int = 32) -> str | None:
+def digits_for(input_shape: Sequence[int], *, values: int = DIGITS_FIT_VALUES) -> str | None:
     """The spec of bundled digits that fit an image model's input, or None for non-images.
 
     The images are resized to the model's input and carry no labels: a model trained on
     other data (an ImageNet architecture) can be judged by its fidelity to the dense model,
-    offline, but any accuracy on them would mean nothing. ``limit`` keeps the evaluation
-    quick on large inputs (32 images of 3x224x224 take 19 MiB).
+    offline, but any accuracy on them would mean nothing. So that every pass over them stays
+    quick, they hold about ``values`` input values: 16 images at 3x224x224 (9 MiB), all 450
+    test digits at 3x32x32.
 
     >>> digits_for((3, 224, 224))
-    'sample:digits?input=3x224x224&labels=0&limit=32'
-    >>> load(digits_for((3, 16, 16), limit=4)).inputs.shape
-    torch.Size([4, 3, 16, 16])
+    'sample:digits?input=3x224x224&labels=0&limit=16'
+    >>> load(digits_for((3, 16, 16))).inputs.shape
+    torch.Size([450, 3, 16, 16])
     """
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3:
         return None
+    limit = max(DIGITS_FIT_MIN, min(DIGITS_TEST_COUNT, values // math.prod(shape)))
     return f"sample:digits?input={'x'.join(map(str, shape))}&labels=0&limit={limit}"
 
 

@@ -59,8 +59,7 @@ def _reference_label(text: str) -> int:
 
 
 def test_digits_resized_for_an_image_model_are_unlabelled_digits():
-    spec = data.digits_for((3, 32, 32), limit=5)
-    assert spec == "sample:digits?input=3x32x32&labels=0&limit=5"
+    spec = "sample:digits?input=3x32x32&labels=0&limit=5"
     resized = data.load(spec)
     assert resized.inputs.shape == (5, 3, 32, 32) and resized.labels is None
     assert resized.name == spec  # the spec says what the data is wherever it is shown
@@ -74,6 +73,14 @@ def test_digits_resized_for_an_image_model_are_unlabelled_digits():
     labelled = data.load("sample:digits?input=1x16x16&limit=3")
     assert labelled.labels.tolist() == data.load("sample:digits", limit=3).labels.tolist()
     assert data.digits_for((16,)) is None
+
+
+def test_digits_for_a_model_keep_every_pass_quick():
+    # about as many input values as 16 images of 3x224x224; all 450 when they are small
+    assert data.digits_for((3, 224, 224)) == "sample:digits?input=3x224x224&labels=0&limit=16"
+    assert data.digits_for((3, 64, 64)).endswith("limit=196")
+    assert data.digits_for((3, 32, 32)).endswith("limit=450")
+    assert data.digits_for((3, 512, 512)).endswith("limit=16")
 
 
 @pytest.mark.parametrize(

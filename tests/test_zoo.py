@@ -90,7 +90,7 @@ def test_torchvision_random_init_is_offline_and_repeatable():
     first, second = zoo.load(spec), zoo.load(spec)
     assert first.input_shape == (3, 32, 32) and first.class_names is None
     assert not first.model.training
-    assert first.default_data == "sample:digits?input=3x32x32&labels=0&limit=32"
+    assert first.default_data == "sample:digits?input=3x32x32&labels=0&limit=450"
     for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert torch.equal(a, b)
     with torch.no_grad():
@@ -202,7 +202,7 @@ def test_a_torchvision_state_dict_loads_with_its_number_of_classes(tmp_path):
         bundle = zoo.load(f"file:{path}?arch=torchvision:resnet18")
         assert bundle.model.fc.out_features == classes  # read off the file's classifier
         assert bundle.input_shape == (3, 224, 224)
-        assert bundle.default_data == "sample:digits?input=3x224x224&labels=0&limit=32"
+        assert bundle.default_data == "sample:digits?input=3x224x224&labels=0&limit=16"
         assert _same_outputs(source, bundle.model, torch.rand(1, 3, 64, 64))
     given = zoo.load(f"file:{path}?arch=torchvision:resnet18&num_classes=7&input=3x64x64")
     assert given.input_shape == (3, 64, 64)
