@@ -258,9 +258,11 @@ def _trust_message(name: str, allowed: bool) -> str:
 
 
 def _data_label(spec: str) -> str:
+    """Data made to fit a model, in words: no one should read its fidelity as accuracy."""
     if spec.startswith("sample:digits?"):
-        shape = data_lib.parse_spec(spec, schemes=("sample",)).options.get("input", "")
-        return f"digits resized to {shape}, unlabelled: fidelity only ({spec})"
+        options = data_lib.parse_spec(spec, schemes=("sample",)).options
+        labels = "" if options.get("labels", "1") != "0" else ", no labels"
+        return f"digits resized to {options.get('input', '1x8x8')}{labels}"
     return spec
 
 
@@ -282,7 +284,9 @@ def _pick_data(model_key: str, bundle: zoo.ModelBundle) -> tuple[str | None, obj
         **_kept(Keys.data_choice),
         format_func=_data_label,
         help="Accuracy, loss and fidelity are measured on this data's test split. Without "
-        "labels, only fidelity to the dense model (agreement, KL) is measured.",
+        "labels, only fidelity to the dense model (agreement, KL) is measured: torchvision "
+        "models get the bundled digits resized to their input, without labels, since any "
+        "accuracy of an ImageNet model on digits would mean nothing.",
     )
     if choice == NO_DATA:
         return None, None
@@ -345,17 +349,21 @@ def sidebar() -> Choice:
         st.error(f"Could not load that: {exc}")
         st.stop()
     bundle = loaded.bundle
-    about_data = (
-        "" if data is None else f"; data {_data_name(data_spec, data)} ({len(data):,} samples)"
-    )
+    choice = Choice(model_key=model_key, loaded=loaded, data_spec=data_spec, data=data)
+    about_data = "" if data is None else f"; data {data_name(choice)} ({len(data):,} samples)"
     st.sidebar.caption(
         f"**{bundle.name}**: {loaded.parameters:,} parameters "
         f"({memory.format_bytes(loaded.model_bytes)} in memory), input "
         f"{tuple(bundle.input_shape)}{about_data}"
     )
-    return Choice(model_key=model_key, loaded=loaded, data_spec=data_spec, data=data)
+    return choice
 
 
-def _data_name(spec: str, data: object) -> str:
-    # uploaded data is named by its file, not by the digest that keys the caches
-    return getattr(data, "name", "") if spec.startswith("upload:") else spec
+def data_name(choice: Choice) -> str:
+    """The chosen data in words: uploaded data by its file name (not the digest that keys
+    the caches), data made to fit a model by what it is."""
+    if choice.data_spec is None:
+        return "no data"
+    if choice.data_spec.startswith("upload:"):
+        return getattr(choice.data, "name", "uploaded data")
+    return _data_label(choice.data_spec)

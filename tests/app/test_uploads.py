@@ -200,7 +200,7 @@ def test_a_torchvision_state_dict_upload_gets_its_classes_and_data(once):
     once(Keys.upload, "r18.pt", _saved(state))
     at.run()
     assert_clean(at)
-    assert metric(at, "Input") == "3 x 64 x 64"
+    assert metric(at, "Input") == "3x64x64"
     assert at.session_state[Keys.data_choice] == "sample:digits?input=3x64x64&labels=0&limit=196"
     fc = next(r for r in at.dataframe[0].value.to_dict("records") if r["fqn"] == "fc.weight")
     assert fc["shape"] == "7x512"  # the classifier read off the file
