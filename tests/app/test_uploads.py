@@ -216,3 +216,15 @@ def test_messages_name_the_uploaded_file_not_a_temporary_path(once):
     text = _errors(at)
     assert "state_dict in mine.pt does not fit sample:digits-cnn" in text
     assert tempfile.gettempdir() not in text and "prunelab-upload-" not in text
+
+
+def test_a_bad_data_upload_names_the_file_and_the_page_recovers(once):
+    at = _start()
+    at.sidebar.selectbox(key=Keys.data_choice).select(sidebar.UPLOAD_DATA).run()
+    once(Keys.data_upload, "labels.pt", _saved({"y": torch.zeros(3)}))
+    at.run()
+    text = _errors(at)
+    assert "data file labels.pt must hold a dict with a tensor 'x'" in text
+    assert tempfile.gettempdir() not in text
+    at.sidebar.selectbox(key=Keys.data_choice).select("sample:digits").run()
+    assert_clean(at)

@@ -10,40 +10,18 @@ gone, which is what the upload test is about. One server for the module.
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from prunelab import zoo
-from tests.browser._serve import CHROMIUM, CHROMIUM_ARGS, streamlit_app
 
 pytestmark = pytest.mark.browser
 
 # a page's first run on resnet18 computes what later runs take from the caches
 PAGE_TIMEOUT_S = 300
 PAGES = ("Model", "Prune", "Activations", "Sensitivity", "Train", "Export", "Learn")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with streamlit_app() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium to run this test")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture
