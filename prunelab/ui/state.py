@@ -52,6 +52,8 @@ class Keys:
     act_with_masks = "act_with_masks"
     act_log_y = "act_log_y"
     act_mask_threshold = "act_mask_threshold"
+    act_sparsify_run = "act_sparsify_run"
+    act_sparsified = "act_sparsified"  # settings the sparsifier ran with (large models)
 
     # sensitivity page (prefix "sens_")
     sens_layers = "sens_layers"
