@@ -90,6 +90,9 @@ def test_every_page_on_resnet18(tab):
     assert "digits resized to 3x224x224" in _sidebar(tab)  # its own data, offline
     seen = _every_page(tab, "resnet18")
     assert not any(seen.values()), {k: v for k, v in seen.items() if v}
+    _go(tab, "Model")  # judged by fidelity, and says so: no accuracy on made-up labels
+    main = tab.locator('[data-testid="stMain"]').inner_text()
+    assert "no accuracy is measured" in main and "agreement" in main
 
 
 def _choose(page, label: str, option: str) -> None:
