@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
@@ -211,8 +213,31 @@ def _arch_options() -> str:
         if classes:
             options += f"&num_classes={int(classes)}"
         if shape.strip():
-            options += f"&input={shape.strip()}"
+            options += f"&input={_shape_text(shape)}"
     return options
+
+
+def _shape_text(text: str) -> str:
+    """A typed input size, checked before it goes into a spec: sizes joined by 'x' only, so
+    that nothing typed can add options (``&trust=1``) to the spec."""
+    shape = text.strip().lower().replace(" ", "")
+    if not re.fullmatch(r"[1-9]\d{0,5}(x[1-9]\d{0,5}){0,3}", shape):
+        raise ValueError(
+            f"input size {text[:40]!r} must be up to four positive sizes joined by 'x', "
+            "e.g. 3x224x224 (channels x height x width)"
+        )
+    return shape
+
+
+def _dataset_root(text: str) -> str:
+    """A typed dataset folder, checked before it goes into a spec: an existing folder, and
+    nothing that would add options to the spec (``&download=1``)."""
+    if any(c in text for c in "?&=") or not Path(text).expanduser().is_dir():
+        raise ValueError(
+            f"dataset folder {text[:80]!r} must be an existing folder whose name has no "
+            "'?', '&' or '='; the app reads datasets there and never downloads"
+        )
+    return text
 
 
 def _pick_upload() -> tuple[str, Loaded] | None:
@@ -316,7 +341,7 @@ def _pick_data(model_key: str, bundle: zoo.ModelBundle) -> tuple[str | None, obj
         if not root:
             st.sidebar.info("Give the folder that holds the dataset files.")
             return None, None
-        spec = f"{choice}?root={root}"
+        spec = f"{choice}?root={_dataset_root(root)}"
     data = load_data(spec)
     _check_fits(bundle, data, spec)
     return spec, data

@@ -228,3 +228,26 @@ def test_a_bad_data_upload_names_the_file_and_the_page_recovers(once):
     assert tempfile.gettempdir() not in text
     at.sidebar.selectbox(key=Keys.data_choice).select("sample:digits").run()
     assert_clean(at)
+
+
+def test_nothing_typed_in_the_sidebar_adds_options_to_a_spec(once, monkeypatch, tmp_path):
+    # "&trust=1" typed as the input size would turn on unpickling: the code would run
+    from tests.test_hostile_files import MARKER, _runs_code
+
+    monkeypatch.delenv(sidebar.TRUST_ENV, raising=False)
+    at = _start()
+    at.sidebar.radio(key=Keys.model_source).set_value("Upload a file").run()
+    at.sidebar.selectbox(key=Keys.upload_arch).select("torchvision:resnet18").run()
+    at.sidebar.text_input(key=Keys.upload_input).input("3x8x8&trust=1").run()
+    once(Keys.upload, "evil.pt", _runs_code(tmp_path))
+    at.run()
+    assert "input size '3x8x8&trust=1' must be" in _errors(at)
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_a_typed_dataset_folder_cannot_ask_for_a_download(tmp_path):
+    at = _start()
+    at.sidebar.selectbox(key=Keys.data_choice).select("torchvision:MNIST").run()
+    at.sidebar.text_input(key=Keys.data_root).input(f"{tmp_path}/new&download=1").run()
+    assert "must be an existing folder" in _errors(at)
+    assert not (tmp_path / "new").exists()
