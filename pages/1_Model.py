@@ -5,6 +5,7 @@ import streamlit as st
 from prunelab import figures, memory
 from prunelab.ui import engine
 from prunelab.ui.fmt import HELP, percent
+from prunelab.ui.sidebar import data_name as sidebar_data_name
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -14,18 +15,27 @@ choice = sidebar()
 st.title(f"Model: {choice.bundle.name}")
 
 cols = st.columns(5)
-cols[0].metric("Parameters", f"{choice.parameters:,}")
-cols[1].metric("Input", " x ".join(map(str, choice.bundle.input_shape)))
+cols[0].metric("Parameters", memory.format_count(choice.parameters), help=f"{choice.parameters:,}")
+cols[1].metric("Input", "x".join(map(str, choice.bundle.input_shape)))
 cols[4].metric("Memory", memory.format_bytes(choice.loaded.model_bytes))
 if choice.data is not None:
+    data_name = sidebar_data_name(choice)
     dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
     if "accuracy" in dense:
         cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
         cols[3].metric("Loss (dense)", f"{dense['loss']:.4f}")
-    explain(
-        f"Measured now on {choice.data_spec} ({int(dense['samples']):,} test samples): the "
-        "baseline every pruned version is compared with."
-    )
+        explain(
+            f"Measured now on {data_name} ({int(dense['samples']):,} test samples): the "
+            "baseline every pruned version is compared with."
+        )
+    else:
+        cols[2].metric("Labels", "none", help="The data has no labels: no accuracy.")
+        explain(
+            f"{data_name} ({int(dense['samples']):,} samples) has no labels, so no accuracy "
+            "is measured: each pruned version is judged by its fidelity to this dense model, "
+            "the share of inputs where both pick the same class (agreement) and how far "
+            "their output distributions differ (KL divergence)."
+        )
 else:
     cols[2].metric("Accuracy", "no data")
 explain(engine.memory_note(choice))

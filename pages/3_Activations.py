@@ -17,6 +17,7 @@ from prunelab.activations import (
     activation_stats,
 )
 from prunelab.masks import Masks
+from prunelab.ui import engine
 from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -269,6 +270,22 @@ def _sparsity_panel():
     )
 
 
+def _may_run(settings: tuple) -> bool:
+    """Run the sparsifier at once on small models; on large ones (two passes over the data
+    that take seconds each) when asked, and again without asking for settings already run."""
+    ran = st.session_state.setdefault(Keys.act_sparsified, set())
+    if choice.parameters <= engine.AUTO_EVALUATE_PARAMS or settings in ran:
+        return True
+    if st.button("Run the sparsifier", key=Keys.act_sparsify_run):
+        ran.add(settings)
+        return True
+    st.caption(
+        f"{choice.bundle.name} has {choice.parameters:,} parameters: observing the data and "
+        "evaluating the masked model takes a while, so it runs when you press the button."
+    )
+    return False
+
+
 def _sparsifier_panel():
     module, _, _ = layer.partition(INPUT_SUFFIX)
     if not layer.endswith(INPUT_SUFFIX):
@@ -311,6 +328,10 @@ def _sparsifier_panel():
         config = (("sparsity_level", float(level)),)
     features = tuple(range(dense.channels)) if per_feature else None
     feature_dim = dense.channel_axis if per_feature else None
+    settings = (choice.model_key, choice.data_spec, module, aggregate, reduce, mask_fn)
+    settings += (features, feature_dim, config)
+    if not _may_run(settings):
+        return
     try:
         mask, accuracy = _sparsify(
             choice.model_key,

@@ -14,9 +14,21 @@ from .evaluate import check_labels, model_input_errors
 from .functional import check_device, functional_forward, structural_copy
 from .targets import Target, get_parameter, targets
 
-__all__ = ["Calibration"]
+__all__ = ["Calibration", "activations_visible"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def activations_visible(target: Target, *, output: bool = False) -> bool:
+    """Whether hooks on ``target``'s module see the activations feeding (or leaving) it.
+
+    Recurrent modules hide theirs: only the first layer's input reaches the module from
+    outside, and the outputs of the gates are internal. Strategies ask this to say which
+    targets they can score (:meth:`prunelab.strategies.Strategy.unsupported`).
+    """
+    if target.module_type in ("RNN", "LSTM", "GRU"):
+        return not output and target.param_name.startswith("weight_ih_l0")
+    return True
 
 
 class Calibration:
@@ -182,10 +194,7 @@ class Calibration:
         *,
         output: bool,
     ) -> None:
-        # For recurrent weights only the first layer's input is visible from outside the module.
-        if target.module_type in ("RNN", "LSTM", "GRU") and (
-            output or not target.param_name.startswith("weight_ih_l0")
-        ):
+        if not activations_visible(target, output=output):
             return
         if moments.count == 0:
             return

@@ -6,6 +6,12 @@ Specs:
   (1797 images, offline). Pixels are scaled to [0, 1] (divided by 16) and shaped
   ``(1, 8, 8)``; labels are int64 0-9. The split is fixed: ``train_test_split(test_size=0.25,
   random_state=0, stratify=labels)``, giving 1347 train and 450 test images.
+  Options make the same digits fit other image models: ``input=CxHxW`` resizes them
+  (bilinear) and repeats the grey channel C times, ``limit=N`` keeps the first N images and
+  ``labels=0`` drops the labels, so that only fidelity to the dense model is measured.
+  ``sample:digits?input=3x224x224&labels=0&limit=16`` is how a torchvision model is judged
+  offline (see :func:`digits_for`): real handwriting, not noise, but not the data such a
+  model was trained on, so no accuracy is claimed.
 * ``sample:sentiment`` -- a *synthetic* sentiment set generated deterministically by prunelab
   (see :func:`sentiment_sentences`): short reviews built from positive, negative and neutral
   words, with negation ("not good" is negative, "not bad" positive), intensifiers and
@@ -30,6 +36,7 @@ A bare name (``digits``) means the sample set, a bare existing path means ``file
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import re
@@ -39,9 +46,10 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from ._io import one_line
+from ._io import bounded_repr, one_line
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -53,6 +61,7 @@ __all__ = [
     "check_file_size",
     "class_names",
     "decode",
+    "digits_for",
     "encode",
     "import_torchvision",
     "list_datasets",
@@ -63,6 +72,9 @@ __all__ = [
 ]
 
 SPLITS = ("train", "test")
+# the most values per sample an input=CxHxW option may ask for: beyond it torch fails deep
+# inside (an allocation of terabytes)
+MAX_INPUT_VALUES = 2**28
 # the largest model or data file read from a ``file:`` spec; the same limit as the app's
 # uploads (server.maxUploadSize = 200 in .streamlit/config.toml, in MiB)
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -71,6 +83,12 @@ TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
 DEFAULT_ROOT = "~/.cache/prunelab/data"
 DIGITS_TEST_SIZE = 0.25
 DIGITS_RANDOM_STATE = 0
+DIGITS_SHAPE = (1, 8, 8)
+DIGITS_TEST_COUNT = 450
+# resized digits for other image models (digits_for): about this many input values, at
+# least this many images
+DIGITS_FIT_VALUES = 16 * 3 * 224 * 224
+DIGITS_FIT_MIN = 16
 SENTIMENT_LENGTH = 16
 SENTIMENT_SEED = 0
 SENTIMENT_SIZES = {"train": 3000, "test": 1000}
@@ -113,6 +131,27 @@ class Spec:
         if value in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"option {key}={value!r} in {self.text!r} must be 1/0 or true/false")
+
+    def shape(self, key: str = "input") -> tuple[int, ...] | None:
+        """The option ``key`` read as sizes joined by 'x' (``3x32x32``), or None when absent."""
+        text = self.options.get(key)
+        if text is None:
+            return None
+        try:
+            shape = tuple(int(part) for part in text.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            raise ValueError(
+                f"{key}={text!r} in {self.text!r} must be positive sizes joined by 'x', "
+                "e.g. input=3x32x32 (batch dimension not included)"
+            )
+        if math.prod(shape) > MAX_INPUT_VALUES:
+            raise ValueError(
+                f"{key}={bounded_repr(text)} asks for {math.prod(shape):,} values per sample; at "
+                f"most {MAX_INPUT_VALUES:,} are accepted"
+            )
+        return shape
 
     def integer(self, key: str) -> int | None:
         """The option ``key`` read as an int, or None when absent."""
@@ -250,10 +289,53 @@ def _digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     }
 
 
-def _digits(split: str) -> TensorData:
+def _digits(split: str, spec: Spec) -> TensorData:
+    spec.check_options(["input", "labels", "limit"])
     inputs, labels = _digits_splits()[split]
+    count = spec.integer("limit")
+    if count is not None:
+        if count < 1:
+            raise ValueError(f"limit={count} in {spec.text!r} must be at least 1")
+        inputs, labels = inputs[:count], labels[:count]
+    shape = spec.shape("input")
+    if shape is not None and shape != DIGITS_SHAPE:
+        if len(shape) != 3:
+            raise ValueError(
+                f"input={spec.options['input']} in {spec.text!r}: digits are images, give "
+                "channels x height x width, e.g. input=3x224x224"
+            )
+        channels, height, width = shape
+        resized = F.interpolate(inputs, size=(height, width), mode="bilinear", align_corners=False)
+        inputs = resized.clamp(0, 1).repeat(1, channels, 1, 1)
     names = tuple(str(d) for d in range(10))
-    return TensorData(inputs.clone(), labels.clone(), class_names=names, name="sample:digits")
+    keep_labels = "labels" not in spec.options or spec.flag("labels")
+    return TensorData(
+        inputs.clone(),
+        labels.clone() if keep_labels else None,
+        class_names=names if keep_labels else None,
+        name=spec.text if spec.options else "sample:digits",
+    )
+
+
+def digits_for(input_shape: Sequence[int], *, values: int = DIGITS_FIT_VALUES) -> str | None:
+    """The spec of bundled digits that fit an image model's input, or None for non-images.
+
+    The images are resized to the model's input and carry no labels: a model trained on
+    other data (an ImageNet architecture) can be judged by its fidelity to the dense model,
+    offline, but any accuracy on them would mean nothing. So that every pass over them stays
+    quick, they hold about ``values`` input values: 16 images at 3x224x224 (9 MiB), all 450
+    test digits at 3x32x32.
+
+    >>> digits_for((3, 224, 224))
+    'sample:digits?input=3x224x224&labels=0&limit=16'
+    >>> load(digits_for((3, 16, 16))).inputs.shape
+    torch.Size([450, 3, 16, 16])
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3:
+        return None
+    limit = max(DIGITS_FIT_MIN, min(DIGITS_TEST_COUNT, values // math.prod(shape)))
+    return f"sample:digits?input={'x'.join(map(str, shape))}&labels=0&limit={limit}"
 
 
 # -- synthetic sentiment -------------------------------------------------------------------
@@ -562,14 +644,15 @@ def load(spec: str, *, split: str = "test", limit: int | None = None) -> Dataset
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     parsed = parse_spec(spec, schemes=("sample", "torchvision", "file"), samples=SAMPLE_DATASETS)
     if parsed.scheme == "sample":
-        parsed.check_options([])
         if parsed.target not in SAMPLE_DATASETS:
             raise ValueError(
                 f"unknown sample dataset {parsed.target!r}; available: "
                 f"{', '.join('sample:' + n for n in SAMPLE_DATASETS)}"
             )
-        data = _digits(split) if parsed.target == "digits" else _sentiment(split)
-        return data.head(limit)
+        if parsed.target == "digits":
+            return _digits(split, parsed).head(limit)
+        parsed.check_options([])
+        return _sentiment(split).head(limit)
     if parsed.scheme == "file":
         return _file(parsed).head(limit)
     dataset = _torchvision_dataset(parsed, split)

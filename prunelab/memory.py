@@ -42,6 +42,7 @@ __all__ = [
     "estimate_count",
     "estimate_file",
     "format_bytes",
+    "format_count",
     "memory_limit",
     "model_bytes",
     "parse_bytes",
@@ -147,7 +148,7 @@ def _working_set(what: str, elements: int, size: int, per_copy: int) -> MemoryEs
         elements=elements,
         model_bytes=size,
         working_bytes=per_copy * WORKING_COPIES,
-        basis=f"{_count(elements)} parameters and buffers x {width} bytes x "
+        basis=f"{format_count(elements)} parameters and buffers x {width} bytes x "
         f"{WORKING_COPIES} working copies",
     )
 
@@ -168,7 +169,12 @@ def estimate_file(path: Path, *, what: str) -> MemoryEstimate:
     )
 
 
-def _count(n: int) -> str:
+def format_count(n: int) -> str:
+    """A count in k, M, G (``11.7M``), short enough for a metric.
+
+    >>> format_count(11_689_512), format_count(950)
+    ('11.7M', '950')
+    """
     for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
         if n >= scale:
             return f"{n / scale:.1f}{suffix}" if n < 100 * scale else f"{n / scale:.0f}{suffix}"

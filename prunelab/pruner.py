@@ -11,7 +11,7 @@ from .calibration import Calibration
 from .granularity import Channel
 from .masks import Masks
 from .select import check_sparsity, check_threshold
-from .strategies import Layer, Strategy, get_strategy
+from .strategies import Layer, Strategy, get_strategy, supported_targets
 from .targets import Target, get_parameter, resolve_targets
 
 __all__ = ["Pruner", "prune"]
@@ -27,7 +27,8 @@ class Pruner:
     Args:
         model: The dense model.
         strategy: A registered name (see :func:`prunelab.list_strategies`) or a Strategy.
-        targets: Which tensors to prune: Targets, fqns or glob patterns (default: all).
+        targets: Which tensors to prune: Targets, fqns or glob patterns (default: all that
+            the strategy supports, :meth:`Strategy.unsupported`).
         calibration: Data for data-driven strategies (gradients, activations).
         seed: Seed for random strategies.
 
@@ -48,6 +49,8 @@ class Pruner:
     ) -> None:
         self.strategy = get_strategy(strategy)
         self.targets = resolve_targets(model, targets)
+        if targets is None:  # by default, the layers this strategy can prune
+            self.targets = supported_targets(self.strategy, self.targets)
         self._check_calibration(model, calibration)
         layers = [
             Layer(

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from . import criteria
+from .calibration import activations_visible
 from .granularity import NM, UNSTRUCTURED, Channel, Granularity, InputChannel, parse_granularity
 from .select import Ranking, WeightedRanking, sort_scores
 from .targets import Target
@@ -40,6 +41,7 @@ __all__ = [
     "list_strategies",
     "register_strategy",
     "strategy_table",
+    "supported_targets",
 ]
 
 
@@ -144,6 +146,40 @@ class Strategy:
     def fixed_sparsity(self) -> float | None:
         """The only sparsity this strategy produces, if its pattern fixes it (N:M)."""
         return self.granularity.sparsity if isinstance(self.granularity, NM) else None
+
+    def unsupported(self, target: Target) -> str | None:
+        """Why this strategy cannot prune ``target``, or None when it can.
+
+        By default, a target is supported when the granularity fits its shape (N:M needs
+        a number of inputs divisible by M). Strategies that need more (activations that
+        hooks can see) say so here. Left unchosen, the targets a strategy prunes are the
+        ones it supports (:func:`supported_targets`).
+        """
+        try:
+            parse_granularity(self.granularity).check(target)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+def supported_targets(strategy: Strategy, found: Sequence[Target]) -> list[Target]:
+    """The targets of ``found`` that ``strategy`` can prune: the default choice of layers.
+
+    Raises:
+        ValueError: If it can prune none of them, with the reason for the first.
+
+    >>> from prunelab.targets import targets
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.Linear(6, 2))
+    >>> [t.fqn for t in supported_targets(get_strategy("n:m"), targets(net))]
+    ['0.weight']
+    """
+    kept = [t for t in found if strategy.unsupported(t) is None]
+    if found and not kept:
+        raise ValueError(
+            f"strategy {strategy.name!r} can prune none of the {len(found)} layer(s): "
+            f"{strategy.unsupported(found[0])}"
+        )
+    return kept
 
 
 # ----------------------------------------------------------------------------------------
@@ -503,6 +539,11 @@ class _Taylor(ScoredStrategy):
 class _Wanda(ScoredStrategy):
     needs: ClassVar[frozenset[str]] = frozenset({"activations"})
 
+    def unsupported(self, target: Target) -> str | None:
+        if not activations_visible(target):
+            return _hidden(target, "inputs")
+        return super().unsupported(target)
+
     def scores(self, layer: Layer) -> torch.Tensor:
         return criteria.activation_magnitude(layer.weight, layer.input_norm(), layer.target)
 
@@ -549,6 +590,13 @@ class LayerActivationMagnitude(_Wanda):
     """Prune the smallest |w| x ||input|| (Wanda-style) within each layer."""
 
 
+def _hidden(target: Target, what: str) -> str:
+    return (
+        f"the {what} of {target.fqn} are internal to its {target.module_type} module, where "
+        "activation statistics cannot see them; prune it with a weight-only strategy"
+    )
+
+
 def _channel_dim(granularity: Granularity, target: Target) -> int | None:
     if isinstance(granularity, Channel):
         return target.out_dim
@@ -583,6 +631,16 @@ class ActivationNormChannel(ScoredStrategy):
 
     needs: ClassVar[frozenset[str]] = frozenset({"activations"})
     granularity: Granularity | str = "channel"
+
+    def unsupported(self, target: Target) -> str | None:
+        if isinstance(self.granularity, InputChannel):
+            if not activations_visible(target):
+                return _hidden(target, "inputs")
+            if target.groups != 1:
+                return f"{target.fqn} is a grouped convolution: its input channels are shared"
+        elif not activations_visible(target, output=True):
+            return _hidden(target, "outputs")
+        return super().unsupported(target)
 
     def scores(self, layer: Layer) -> torch.Tensor:
         if isinstance(self.granularity, Channel):

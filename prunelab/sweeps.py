@@ -26,7 +26,7 @@ from .prefix import PrefixPlan
 from .pruner import Pruner
 from .recipes import Provenance, Recipe
 from .select import check_sparsity
-from .strategies import Strategy, get_strategy
+from .strategies import Strategy, get_strategy, supported_targets
 from .targets import Target, get_parameter, resolve_targets
 
 __all__ = [
@@ -381,7 +381,8 @@ def sensitivity(
     Args:
         model: The dense model; not modified.
         data: Evaluation data (needed for ``method="evaluate"``).
-        layers: fqns or glob patterns of the layers to analyse (default: all targets).
+        layers: fqns or glob patterns of the layers to analyse (default: all targets that
+            the strategy supports).
         sparsities: Sparsity levels, each in [0, 1].
         strategy: How one layer is pruned (a name or a Strategy, e.g. with granularity).
         method: ``"evaluate"`` or ``"magnitude"``.
@@ -425,6 +426,8 @@ def sensitivity(
         raise ValueError(f"early_stop is a drop bound >= 0, got {early_stop}")
     run_on = _run_device(model, device)
     strategy = get_strategy(strategy)
+    if layers is None:  # by default, the layers this strategy can prune
+        chosen = supported_targets(strategy, chosen)
     batches = _subset_batches(data, subset, _BATCH, run_on)
     built = bool(strategy.needs) and calibration is None
     if built:

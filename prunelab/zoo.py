@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import pickle
 import zipfile
@@ -55,10 +54,11 @@ from torch import nn
 from . import memory
 from ._io import bounded_repr, one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
-from .data import Spec, check_file_size, import_torchvision, parse_spec
+from .data import Spec, check_file_size, digits_for, import_torchvision, parse_spec
 
 __all__ = [
     "ModelBundle",
+    "TrustRequired",
     "estimate_memory",
     "list_models",
     "load",
@@ -68,6 +68,7 @@ __all__ = [
 
 SCHEMES = ("sample", "torchvision", "file")
 TORCHVISION_INPUT = (3, 224, 224)
+TORCHVISION_CLASSES = 1000  # torchvision's default num_classes (ImageNet)
 _SAMPLE_ENV = "PRUNELAB_SAMPLE_MODELS"
 _DATA_KEYS = {"x", "y", "class_names"}
 
@@ -120,6 +121,14 @@ class ModelBundle:
         embedding = next((m for m in self.model.modules() if isinstance(m, nn.Embedding)), None)
         high = embedding.num_embeddings if embedding is not None else 2
         return torch.randint(0, high, shape, generator=generator, dtype=self.input_dtype)
+
+
+class TrustRequired(ValueError):
+    """A file that only loads by running code from it (a pickle), asked for without trust.
+
+    Front ends catch it to say how trust is given there (the CLI's ``--trust``, the app's
+    checkbox when its operator allows trusted uploads).
+    """
 
 
 def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -218,9 +227,8 @@ def sample_table() -> pd.DataFrame:
 # -- torchvision ---------------------------------------------------------------------------
 
 
-# the largest input=CxHxW (values per sample) and num_classes= a spec may ask for: beyond
-# them torch fails deep inside (an allocation of terabytes, a negative dimension)
-MAX_INPUT_VALUES = 2**28
+# the largest num_classes= a spec may ask for: beyond it torch fails deep inside (an
+# allocation of terabytes); input= sizes are bounded by Spec.shape
 MAX_CLASSES = 1_000_000
 
 
@@ -234,24 +242,7 @@ def _num_classes(spec: Spec) -> int | None:
 
 
 def _parse_shape(spec: Spec) -> tuple[int, ...] | None:
-    text = spec.options.get("input")
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(part) for part in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise ValueError(
-            f"input={text!r} in {spec.text!r} must be positive sizes joined by 'x', "
-            "e.g. input=3x32x32 (batch dimension not included)"
-        )
-    if math.prod(shape) > MAX_INPUT_VALUES:
-        raise ValueError(
-            f"input={bounded_repr(text)} asks for {math.prod(shape):,} values per sample; at "
-            f"most {MAX_INPUT_VALUES:,} are accepted"
-        )
-    return shape
+    return spec.shape("input")
 
 
 def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...] | None]:
@@ -296,12 +287,14 @@ def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...
 def _load_torchvision(spec: Spec) -> ModelBundle:
     spec.check_options(["weights", "num_classes", "input"])
     model, class_names = _torchvision_model(spec, spec.target)
+    shape = _parse_shape(spec) or TORCHVISION_INPUT
     return ModelBundle(
         model=model.eval(),
         name=spec.target,
         spec=spec.text,
-        input_shape=_parse_shape(spec) or TORCHVISION_INPUT,
+        input_shape=shape,
         class_names=class_names,
+        default_data=digits_for(shape),
     )
 
 
@@ -414,11 +407,53 @@ def _arch_spec(spec: Spec) -> Spec:
     return arch
 
 
-def _arch_model(spec: Spec) -> tuple[nn.Module, Spec]:
-    """A fresh model of the architecture named by ``arch=``, and the arch's own spec."""
+def _num_classes_of(arch: Spec, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The number of classes a state_dict was trained for, read off its output layers.
+
+    The architecture is built with its default number of classes on the ``meta`` device
+    (no weights allocated); the tensors whose first dimension is that number in the model,
+    and another number in the file, are the classifier's rows: their size is the answer.
+    None when nothing tells (then the default, or ``num_classes=`` given, applies).
+    """
+    made = _skeleton(arch)
+    if made is None:
+        return None
+    try:
+        with torch.device("meta"):
+            default = _seeded(made[0])
+    except Exception:  # builders that compute with tensors cannot run on meta
+        return None
+    classes = getattr(default, "num_classes", None) or TORCHVISION_CLASSES
+    found = {
+        int(state[key].shape[0])
+        for key, expected in default.state_dict().items()
+        if isinstance(state.get(key), torch.Tensor)
+        and expected.ndim >= 1
+        and expected.shape[0] == classes
+        and state[key].ndim == expected.ndim
+        and state[key].shape[1:] == expected.shape[1:]
+        and state[key].shape[0] not in (0, classes)
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def _arch_model(
+    spec: Spec, state: Mapping[str, torch.Tensor] | None = None
+) -> tuple[nn.Module, Spec]:
+    """A fresh model of the architecture named by ``arch=``, and the arch's own spec.
+
+    For a torchvision architecture without ``num_classes=``, the number of classes is read
+    from ``state`` where its classifier shows it (:func:`_num_classes_of`).
+    """
     arch = _arch_spec(spec)
     if arch.scheme == "sample":
         return _seeded(ARCHITECTURES[arch.target].factory), arch
+    classes = None
+    if state is not None and "num_classes" not in arch.options:
+        classes = _num_classes_of(arch, state)
+    if classes is not None:
+        options = {**arch.options, "num_classes": str(classes)}
+        arch = Spec(arch.scheme, arch.target, options, f"{arch.text}?num_classes={classes}")
     model, _ = _torchvision_model(arch, arch.target)
     return model, arch
 
@@ -456,6 +491,8 @@ def _bundle_for(model: nn.Module, spec: Spec, path: Path, arch: Spec | None) -> 
         shape = given
     if shape is None:
         shape, dtype = _guess_input(model)
+    if arch is not None and arch.scheme == "torchvision":
+        default_data = digits_for(shape)
     return ModelBundle(
         model=model.eval(),
         name=path.stem,
@@ -473,7 +510,7 @@ def _load_program(spec: Spec, path: Path) -> ModelBundle:
     except Exception as exc:
         raise ValueError(f"cannot read {path} as a torch.export program: {one_line(exc)}") from exc
     if "arch" in spec.options:
-        model, arch = _arch_model(spec)
+        model, arch = _arch_model(spec, program.state_dict)
         _load_state_dict(model, program.state_dict, source=str(path), arch=arch.text)
         return _bundle_for(model, spec, path, arch)
     user_inputs = [
@@ -516,7 +553,7 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
                 f"cannot read {path}: not a file written by torch.save or torch.export.save"
             ) from exc
         if not trust:
-            raise ValueError(
+            raise TrustRequired(
                 f"{path} holds a pickled Python object (e.g. a whole nn.Module), and unpickling "
                 "can run arbitrary code; load it only if you trust the file: trust=True "
                 "(CLI --trust, spec ?trust=1), or save a state_dict and give arch=..."
@@ -545,7 +582,7 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
             f"{path} holds a state_dict; say which architecture it belongs to with arch=, "
             f"e.g. file:{path}?arch=sample:digits-cnn or ?arch=torchvision:resnet18"
         )
-    model, arch = _arch_model(spec)
+    model, arch = _arch_model(spec, state)
     _load_state_dict(model, state, source=str(path), arch=arch.text)
     return _bundle_for(model, spec, path, arch)
 

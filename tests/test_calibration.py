@@ -109,7 +109,9 @@ def test_recurrent_weights_without_visible_inputs_give_a_clear_error():
     cal = prunelab.Calibration(model, tokens)
     assert cal.input_norm("head.weight").shape == (12,)
     with pytest.raises(ValueError, match="internal to a LSTM"):
-        prunelab.Pruner(model, "layer-activation-magnitude", calibration=cal)
+        prunelab.Pruner(
+            model, "layer-activation-magnitude", calibration=cal, targets=["lstm.weight_hh_l0"]
+        )
     pruner = prunelab.Pruner(
         model, "layer-activation-magnitude", calibration=cal, targets=["head.weight"]
     )

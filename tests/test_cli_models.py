@@ -165,10 +165,22 @@ def test_threshold_and_fixed_pattern_strategies(capsys):
     assert "sparsity 0.5000" in capsys.readouterr().out
 
 
-def test_model_without_data_is_judged_by_fidelity_on_random_inputs(capsys):
-    spec = "torchvision:mobilenet_v3_small?num_classes=10&input=3x32x32"
+def test_a_model_without_data_is_judged_by_fidelity_on_random_inputs(capsys, tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    torch.save(net, tmp_path / "net.pt")
+    spec = f"file:{tmp_path / 'net.pt'}?trust=1"
     assert main(["prune", spec, "--strategy", "global-magnitude", "--sparsity", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "64 random inputs" in out
+    rows = [line.split()[0] for line in out.splitlines()[2:]]
+    assert "agreement" in rows and "accuracy" not in rows
+
+
+def test_a_torchvision_model_is_judged_by_fidelity_on_digits_that_fit_it(capsys):
+    spec = "torchvision:mobilenet_v3_small?num_classes=10&input=3x32x32"
+    assert main(["prune", spec, "--strategy", "global-magnitude", "--sparsity", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "data: sample:digits?input=3x32x32&labels=0&limit=450" in out  # unlabelled
     rows = [line.split()[0] for line in out.splitlines()[2:]]
     assert "agreement" in rows and "accuracy" not in rows

@@ -58,6 +58,47 @@ def _reference_label(text: str) -> int:
     return int(positive != negated)
 
 
+def test_digits_resized_for_an_image_model_are_unlabelled_digits():
+    spec = "sample:digits?input=3x32x32&labels=0&limit=5"
+    resized = data.load(spec)
+    assert resized.inputs.shape == (5, 3, 32, 32) and resized.labels is None
+    assert resized.name == spec  # the spec says what the data is wherever it is shown
+    assert torch.equal(resized.inputs[:, 0], resized.inputs[:, 2])  # grey in every channel
+    assert resized.inputs.min() >= 0 and resized.inputs.max() <= 1
+    assert torch.equal(resized.inputs, data.load(spec).inputs)  # the same every time
+    # the real digits, not noise: each image shrunk back to 8x8 is nearest its own digit
+    plain = data.load("sample:digits", limit=5).inputs.flatten(1)
+    down = torch.nn.functional.interpolate(resized.inputs[:, :1], size=(8, 8), mode="area")
+    assert torch.cdist(down.flatten(1), plain).argmin(dim=1).tolist() == [0, 1, 2, 3, 4]
+    labelled = data.load("sample:digits?input=1x16x16&limit=3")
+    assert labelled.labels.tolist() == data.load("sample:digits", limit=3).labels.tolist()
+    assert data.digits_for((16,)) is None
+
+
+def test_digits_for_a_model_keep_every_pass_quick():
+    # about as many input values as 16 images of 3x224x224; all 450 when they are small
+    assert data.digits_for((3, 224, 224)) == "sample:digits?input=3x224x224&labels=0&limit=16"
+    assert data.digits_for((3, 64, 64)).endswith("limit=196")
+    assert data.digits_for((3, 32, 32)).endswith("limit=450")
+    assert data.digits_for((3, 512, 512)).endswith("limit=16")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("sample:digits?input=3x224", "channels x height x width"),
+        ("sample:digits?input=3xbig", "positive sizes joined by 'x'"),
+        ("sample:digits?limit=0", "at least 1"),
+        ("sample:digits?labels=maybe", "must be 1/0"),
+        ("sample:digits?size=3", "unknown option"),
+        ("sample:sentiment?limit=3", "unknown option"),
+    ],
+)
+def test_digits_options_are_checked(spec, message):
+    with pytest.raises(ValueError, match=message):
+        data.load(spec)
+
+
 def test_sentiment_is_deterministic_disjoint_and_follows_its_rules():
     train, test = data.sentiment_sentences("train"), data.sentiment_sentences("test")
     assert (len(train), len(test)) == (3000, 1000)

@@ -9,7 +9,7 @@ import torch
 
 import prunelab
 from prunelab.strategies import _REGISTRY
-from tests.conftest import make_cnn, make_mlp
+from tests.conftest import make_cnn, make_lstm, make_mlp
 
 BUILT_IN = [
     "random",
@@ -173,3 +173,61 @@ def test_pruner_scores_are_channel_scores_for_channel_strategies():
     scores = pruner.scores()
     weight = make_cnn()[3].weight.detach()
     assert torch.allclose(scores["3.weight"], weight.flatten(1).norm(dim=1))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "pruned"),
+    [
+        ("layer-activation-magnitude", ["lstm.weight_ih_l0", "head.weight"]),
+        ("global-activation-magnitude", ["lstm.weight_ih_l0", "head.weight"]),
+        ("activation-norm-channel", ["head.weight"]),
+        (
+            "layer-magnitude",
+            [
+                "lstm.weight_ih_l0",
+                "lstm.weight_hh_l0",
+                "lstm.weight_ih_l1",
+                "lstm.weight_hh_l1",
+                "head.weight",
+            ],
+        ),
+    ],
+)
+def test_default_layers_are_the_ones_the_strategy_can_prune(strategy, pruned):
+    # the gates of an LSTM are internal to it: activation statistics see only the first
+    # layer's input, so activation strategies leave the other recurrent weights out
+    model = make_lstm()
+    calibration = prunelab.Calibration(model, torch.randint(0, 20, (8, 6)))
+    pruner = prunelab.Pruner(model, strategy, calibration=calibration)
+    assert [t.fqn for t in pruner.targets] == pruned
+    assert pruner.masks(sparsity=0.5).sparsity() == pytest.approx(0.5, abs=0.05)
+
+
+def test_unsupported_says_why_and_an_explicit_choice_still_fails_clearly():
+    model = make_lstm()
+    strategy = prunelab.get_strategy("activation-norm-channel")
+    hh = next(t for t in prunelab.targets(model) if t.fqn == "lstm.weight_hh_l0")
+    assert "internal to its LSTM module" in strategy.unsupported(hh)
+    calibration = prunelab.Calibration(model, torch.randint(0, 20, (8, 6)))
+    with pytest.raises(ValueError, match="internal to a LSTM"):
+        prunelab.Pruner(model, strategy, calibration=calibration, targets=[hh.fqn])
+
+
+def test_n_m_leaves_out_layers_whose_inputs_do_not_divide():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Linear(8, 2))
+    pruner = prunelab.Pruner(model, "n:m")
+    assert [t.fqn for t in pruner.targets] == ["1.weight"]
+    with pytest.raises(ValueError, match="none of the 1 layer"):
+        prunelab.Pruner(torch.nn.Linear(6, 2), "n:m")
+
+
+def test_sensitivity_defaults_to_the_layers_the_strategy_can_prune():
+    model = make_lstm()
+    tokens = torch.randint(0, 20, (8, 6))
+    table = prunelab.sensitivity(
+        model,
+        (tokens, torch.randint(0, 2, (8,))),
+        strategy="layer-activation-magnitude",
+        sparsities=[0.5],
+    )
+    assert list(table["layer"]) == ["lstm.weight_ih_l0", "head.weight"]

@@ -89,7 +89,8 @@ def test_torchvision_random_init_is_offline_and_repeatable():
     spec = "torchvision:mobilenet_v3_small?num_classes=10&input=3x32x32"
     first, second = zoo.load(spec), zoo.load(spec)
     assert first.input_shape == (3, 32, 32) and first.class_names is None
-    assert first.default_data is None and not first.model.training
+    assert not first.model.training
+    assert first.default_data == "sample:digits?input=3x32x32&labels=0&limit=450"
     for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert torch.equal(a, b)
     with torch.no_grad():
@@ -191,6 +192,30 @@ def test_state_dict_with_a_torchvision_arch(tmp_path):
     assert _same_outputs(source.model, bundle.model, source.example_input(1))
 
 
+def test_a_torchvision_state_dict_loads_with_its_number_of_classes(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    for classes in (1000, 7):
+        torch.manual_seed(classes)
+        source = torchvision.models.resnet18(num_classes=classes).eval()
+        path = tmp_path / f"resnet18_{classes}.pt"
+        torch.save(source.state_dict(), path)
+        bundle = zoo.load(f"file:{path}?arch=torchvision:resnet18")
+        assert bundle.model.fc.out_features == classes  # read off the file's classifier
+        assert bundle.input_shape == (3, 224, 224)
+        assert bundle.default_data == "sample:digits?input=3x224x224&labels=0&limit=16"
+        assert _same_outputs(source, bundle.model, torch.rand(1, 3, 64, 64))
+    given = zoo.load(f"file:{path}?arch=torchvision:resnet18&num_classes=7&input=3x64x64")
+    assert given.input_shape == (3, 64, 64)
+    with pytest.raises(ValueError, match=r"fc.weight \(file 7x512, model 5x512\)"):
+        zoo.load(f"file:{path}?arch=torchvision:resnet18&num_classes=5")
+
+
+def test_torchvision_models_get_digits_that_fit_them():
+    bundle = zoo.load("torchvision:mobilenet_v3_small?input=3x32x32")
+    data = prunelab.data.load(bundle.default_data)
+    assert tuple(data[0].shape) == bundle.input_shape  # unlabelled: inputs alone
+
+
 def test_state_dict_mismatch_lists_missing_unexpected_and_shapes(tmp_path):
     path = tmp_path / "mlp.pt"
     torch.save(build("digits-mlp").state_dict(), path)
@@ -221,7 +246,7 @@ def test_pickled_module_needs_trust(tmp_path):
     path = tmp_path / "whole.pt"
     original = zoo.load("sample:digits-resnet")
     torch.save(original.model, path)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(zoo.TrustRequired) as info:
         zoo.load(f"file:{path}")
     message = str(info.value)
     assert "pickled Python object" in message and "arbitrary code" in message

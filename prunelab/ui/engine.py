@@ -11,13 +11,17 @@ different models does not grow the server without bound: the bounds are the cons
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -33,9 +37,11 @@ from ..stats import weight_stats
 from ..strategies import get_strategy
 from ..targets import Target, targets
 
+T = TypeVar("T")
+
 # -- cache bounds: what one server keeps for all of its sessions together -------------------
 MAX_MODELS = 6  # models picked by spec (samples, torchvision architectures)
-MAX_UPLOADS = 2  # uploaded model files
+MAX_UPLOADS = 2  # uploaded model files (and, in a cache of their own, uploaded data files)
 MAX_MODELS_KEPT = MAX_MODELS + MAX_UPLOADS  # models in memory, with their calibrations
 MAX_CALIBRATIONS_PER_MODEL = 2  # gradients and activations, one per evaluation data
 MAX_DATASETS = 8
@@ -104,17 +110,49 @@ def load_model(spec: str) -> Loaded:
     return Loaded(zoo.load(spec))
 
 
-@st.cache_resource(max_entries=MAX_UPLOADS, show_spinner="Loading the uploaded model...")
-def load_upload(digest: str, name: str, arch: str | None, trust: bool, _payload: bytes) -> Loaded:
-    """Load an uploaded file from a private temporary directory, deleted right after."""
-    del digest  # the cache key; the bytes themselves are not hashed on every rerun
+def _read_upload(name: str, payload: bytes, read: Callable[[Path], T]) -> T:
+    """``read(path)`` on the uploaded bytes, written to a private temporary folder that is
+    deleted right after. Messages name the uploaded file, never the temporary path."""
     suffix = Path(name).suffix or ".pt"
+    stem = re.sub(r"[^\w.-]", "_", Path(name).stem)[:100] or "upload"
     with tempfile.TemporaryDirectory(prefix="prunelab-upload-") as folder:
-        path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(_payload)
-        spec = f"file:{path}" + (f"?arch={arch}" if arch else "")
-        bundle = zoo.load(spec, trust=trust)
-    return Loaded(bundle)
+        path = Path(folder) / f"{stem}{suffix}"
+        path.write_bytes(payload)
+        try:
+            return read(path)
+        except Exception as exc:  # the message is rebuilt without the path, of the same kind
+            text = str(exc).replace(str(path), name).replace(folder, "(upload)")
+            try:
+                named = type(exc)(text)
+            except Exception:
+                named = ValueError(text)
+            raise named from None
+
+
+@st.cache_resource(max_entries=MAX_UPLOADS, show_spinner="Loading the uploaded model...")
+def load_upload(digest: str, name: str, options: str, trust: bool, _payload: bytes) -> Loaded:
+    """Load an uploaded model file; ``options`` is the spec's query (``arch=...&input=...``)."""
+    del digest  # the cache key; the bytes themselves are not hashed on every rerun
+    query = f"?{options}" if options else ""
+
+    def read(path: Path) -> zoo.ModelBundle:
+        bundle = zoo.load(f"file:{path}{query}", trust=trust)
+        return dataclasses.replace(bundle, name=Path(name).stem, spec=f"file:{name}{query}")
+
+    return Loaded(_read_upload(name, _payload, read))
+
+
+@st.cache_resource(max_entries=MAX_UPLOADS, show_spinner="Loading the uploaded data...")
+def load_upload_data(digest: str, name: str, _payload: bytes) -> data_lib.TensorData:
+    """Load an uploaded data file (a ``torch.save`` dict with ``x`` and ``y``): its test split."""
+    del digest
+
+    def read(path: Path) -> data_lib.TensorData:
+        loaded = data_lib.load(f"file:{path}", split="test")
+        loaded.name = f"file:{name}"
+        return loaded
+
+    return _read_upload(name, _payload, read)
 
 
 def upload_digest(payload: bytes) -> str:

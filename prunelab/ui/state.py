@@ -12,10 +12,19 @@ class Keys:
     torchvision_arch = "model_torchvision"
     upload = "model_upload"
     upload_arch = "model_upload_arch"
+    upload_num_classes = "model_upload_num_classes"
+    upload_input = "model_upload_input"
     trust = "model_upload_trust"
     data_choice = "data_choice"
     data_root = "data_root"
     data_limit = "data_limit"
+    data_upload = "data_upload"
+    # uploaded files kept for the whole session (a file uploader forgets its file when the
+    # page changes): a prunelab.ui.sidebar.KeptFile, the button keys, the replacing flag
+    model_file = "model_file"
+    data_file = "data_file"
+    # + _replace / _clear: the buttons beside "Using uploaded file ..."; + _replacing: the
+    # uploader is shown again to replace the kept file
 
     # prune page
     strategy = "prune_strategy"
@@ -43,6 +52,8 @@ class Keys:
     act_with_masks = "act_with_masks"
     act_log_y = "act_log_y"
     act_mask_threshold = "act_mask_threshold"
+    act_sparsify_run = "act_sparsify_run"
+    act_sparsified = "act_sparsified"  # settings the sparsifier ran with (large models)
 
     # sensitivity page (prefix "sens_")
     sens_layers = "sens_layers"

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from ..granularity import NM
 from ..strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
-from ..targets import Target, targets
 from .engine import Choice
 from .fmt import HELP
 from .state import Keys
@@ -75,18 +73,12 @@ def strategy_picker(*, key: str = Keys.strategy, label: str = "Strategy") -> Str
     return StrategyChoice(name=name, options=tuple(options))
 
 
-def _fits(target: Target, choice: StrategyChoice) -> bool:
-    granularity = get_strategy(choice.name, **dict(choice.options)).granularity
-    if isinstance(granularity, NM):
-        return target.shape[target.in_dim] % granularity.m == 0
-    return True
-
-
 def layer_picker(choice: Choice, strategy: StrategyChoice) -> tuple[str, ...]:
-    """Which target tensors to prune (all that the strategy can handle, by default)."""
-    all_targets = targets(choice.model)
-    fitting = [t.fqn for t in all_targets if _fits(t, strategy)]
-    skipped = len(all_targets) - len(fitting)
+    """Which target tensors to prune (all that the strategy can prune, by default)."""
+    chosen_strategy = get_strategy(strategy.name, **dict(strategy.options))
+    all_targets = choice.loaded.prunable
+    reasons = {t.fqn: chosen_strategy.unsupported(t) for t in all_targets}
+    fitting = [fqn for fqn, reason in reasons.items() if reason is None]
     granularity = dict(strategy.options).get("granularity", "")
     chosen = st.multiselect(
         "Layers to prune",
@@ -96,8 +88,13 @@ def layer_picker(choice: Choice, strategy: StrategyChoice) -> tuple[str, ...]:
         key=f"{Keys.layers}_{choice.model_key}_{strategy.name}_{granularity}",
         help="Weights of Linear, Conv and RNN layers. Biases and norms are not pruned.",
     )
-    if skipped:
-        st.caption(f"{skipped} layer(s) left out by default: their shape does not fit the pattern.")
+    left_out = {fqn: reason for fqn, reason in reasons.items() if reason is not None}
+    if left_out:
+        with st.expander(
+            f"{len(left_out)} layer(s) left out by default: {strategy.name} cannot prune them"
+        ):
+            for fqn, reason in left_out.items():
+                st.markdown(f"- `{fqn}`: {reason}")
     if not chosen:
         st.info("Pick at least one layer to prune.")
         st.stop()

@@ -114,3 +114,20 @@ def test_other_sample_models(model, data, layer):
         at.selectbox(key=Keys.act_layer).select("lstm").run()
         assert_clean(at)
         assert metric(at, "Channels") == "64"
+
+
+def test_on_a_large_model_the_sparsifier_runs_when_asked(monkeypatch):
+    from prunelab.ui import engine
+
+    monkeypatch.setattr(engine, "AUTO_EVALUATE_PARAMS", 1_000)  # digits-cnn counts as large
+    at = page(PATH).run()
+    assert_clean(at)
+    kept = "Positions kept by the mask"
+    assert kept not in [m.label for m in at.metric]
+    at.button(key=Keys.act_sparsify_run).click().run()
+    assert_clean(at)
+    shown = metric(at, kept)
+    at.run()  # the same settings: shown again without asking
+    assert metric(at, kept) == shown
+    at.number_input(key=Keys.act_mask_threshold).set_value(0.5).run()
+    assert kept not in [m.label for m in at.metric]  # new settings: asked again

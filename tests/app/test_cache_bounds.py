@@ -54,6 +54,7 @@ def test_every_cache_in_the_engine_is_bounded():
     assert set(cached) == {
         "load_model",
         "load_upload",
+        "load_upload_data",
         "load_data",
         "pruner",
         "dense_metrics",
@@ -91,7 +92,9 @@ def test_uploads_have_their_own_bound(fresh_caches):
     refs = []
     for copy in range(engine.MAX_UPLOADS + 2):
         payload = buffer.getvalue()
-        loaded = engine.load_upload(f"digest{copy}", "w.pt", "sample:digits-mlp", False, payload)
+        loaded = engine.load_upload(
+            f"digest{copy}", "w.pt", "arch=sample:digits-mlp", False, payload
+        )
         refs.append(weakref.ref(loaded.bundle.model))
         del loaded
     assert _alive(refs) == engine.MAX_UPLOADS

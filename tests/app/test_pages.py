@@ -175,3 +175,33 @@ def test_each_learn_lesson_has_its_own_control_and_reacts_to_it():
     assert metric(at, "random (accuracy)").endswith("%")
     at.slider(key=Keys.learn_flops_sparsity).set_value(0.9).run()
     assert metric(at, "Effective FLOPs") != flops
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kept"),
+    [
+        ("layer-activation-magnitude", ["lstm.weight_ih_l0", "fc.weight"]),
+        ("activation-norm-channel", ["fc.weight"]),
+    ],
+)
+def test_activation_strategies_on_the_lstm_prune_the_layers_they_can(strategy, kept):
+    at = page("pages/2_Prune.py").run()
+    at.sidebar.selectbox(key=Keys.sample).select("sample:sentiment-lstm").run()
+    at.selectbox(key=Keys.strategy).select(strategy).run()
+    assert_clean(at)
+    layers = next(m for m in at.multiselect if m.label == "Layers to prune")
+    assert layers.value == kept
+    assert sorted(at.session_state[Keys.masks]) == sorted(kept)
+    assert any("cannot prune them" in e.label for e in at.expander)
+
+
+def test_a_torchvision_model_gets_data_that_fits_it_and_is_judged_by_fidelity():
+    at = page("pages/1_Model.py").run()
+    at.sidebar.radio(key=Keys.model_source).set_value("torchvision architecture").run()
+    at.sidebar.selectbox(key=Keys.torchvision_arch).select("resnet18").run()
+    assert_clean(at)
+    data = at.sidebar.selectbox(key=Keys.data_choice)
+    assert data.value == "sample:digits?input=3x224x224&labels=0&limit=16"
+    assert "digits resized to 3x224x224, no labels" in data.format_func(data.value)
+    assert metric(at, "Labels") == "none" and metric(at, "Parameters") == "11.7M"
+    assert any("no accuracy is measured" in c.value for c in at.caption)
