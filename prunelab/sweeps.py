@@ -23,7 +23,7 @@ from .checkpoint import RowLog, tensor_digest
 from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, evaluate
 from .functional import functional_forward, model_device
 from .prefix import PrefixPlan
-from .pruner import Pruner
+from .pruner import Pruner, left_out
 from .recipes import Provenance, Recipe
 from .select import check_sparsity
 from .strategies import Strategy, get_strategy
@@ -382,6 +382,9 @@ def sensitivity(
         model: The dense model; not modified.
         data: Evaluation data (needed for ``method="evaluate"``).
         layers: fqns or glob patterns of the layers to analyse (default: all targets).
+            Layers the strategy leaves out (the model's output layers under channel
+            pruning, unless it has ``prune_outputs=True``) are not analysed; ``attrs``
+            name them under ``left_out``, with the reason under ``left_out_reason``.
         sparsities: Sparsity levels, each in [0, 1].
         strategy: How one layer is pruned (a name or a Strategy, e.g. with granularity).
         method: ``"evaluate"`` or ``"magnitude"``.
@@ -425,6 +428,10 @@ def sensitivity(
         raise ValueError(f"early_stop is a drop bound >= 0, got {early_stop}")
     run_on = _run_device(model, device)
     strategy = get_strategy(strategy)
+    skipped = left_out(model, strategy, chosen)
+    if len(skipped.fqns) == len(chosen):
+        raise ValueError(f"no layer to analyse with {strategy.name}. {skipped.reason}")
+    chosen = [t for t in chosen if t.fqn not in skipped.fqns]
     batches = _subset_batches(data, subset, _BATCH, run_on)
     built = bool(strategy.needs) and calibration is None
     if built:
@@ -456,6 +463,9 @@ def sensitivity(
             log.finish(
                 {
                     "granularity": str(strategy.granularity),
+                    "prune_outputs": strategy.prune_outputs,
+                    "left_out": list(skipped.fqns),
+                    "left_out_reason": skipped.reason,
                     "method": "evaluate",
                     "metric": metric,
                     "baseline": baseline[metric],
@@ -757,11 +767,23 @@ def solve(
     if baseline is not None and metric is not None:
         sign = 1 if metric in _LOWER_IS_BETTER else -1
         predicted = float(baseline) + sign * predicted_drop
+    skipped = attrs.get("left_out") or []
     recipe = Recipe(
         strategy=attrs.get("strategy", "layer-magnitude"),
         granularity=attrs.get("granularity", "unstructured"),
         layers={layer: round(s, 6) for layer, s in current.items()},
-        provenance=Provenance(metric=metric, baseline=_maybe_float(baseline), predicted=predicted),
+        provenance=Provenance(
+            metric=metric,
+            baseline=_maybe_float(baseline),
+            predicted=predicted,
+            left_out=(
+                f"{', '.join(skipped)}: the model's output layer(s), kept whole by channel "
+                "pruning (prune_outputs: false)"
+                if skipped
+                else None
+            ),
+        ),
+        prune_outputs=bool(attrs.get("prune_outputs", False)),
     )
     if model is not None and data is not None and metric in METRICS:
         measured = evaluate(model, data, masks=recipe.masks(model), metrics=(metric,))
