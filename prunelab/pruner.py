@@ -18,23 +18,32 @@ from .targets import Target, get_parameter, output_layers, resolve_targets
 __all__ = ["LeftOut", "Pruner", "left_out", "prune"]
 
 
+API_HINT = (
+    "prune_outputs=True (get_strategy(name, prune_outputs=True); CLI --prune-outputs; "
+    "recipe field prune_outputs: true)"
+)
+
+
 @dataclass(frozen=True)
 class LeftOut:
     """Layers a strategy leaves out of pruning, and why.
 
     Attributes:
         fqns: The target fqns left out (empty when none is).
-        reason: One sentence for people: which layers, why, and how to include them.
+        why: Which layers and why, in one sentence for people ("" when none is).
     """
 
     fqns: tuple[str, ...] = ()
-    reason: str = ""
+    why: str = ""
 
+    def message(self, include: str = API_HINT) -> str:
+        """``why`` and how to include the layers (``include`` names the way, e.g. a flag)."""
+        return f"{self.why}; prune them too with {include}." if self.fqns else ""
 
-INCLUDE_HINT = (
-    "prune them too with prune_outputs=True (get_strategy(name, prune_outputs=True); "
-    "CLI --prune-outputs; recipe field prune_outputs: true)"
-)
+    @property
+    def reason(self) -> str:
+        """The message for Python users."""
+        return self.message()
 
 
 def left_out(model: nn.Module, strategy: str | Strategy, chosen: Sequence[Target]) -> LeftOut:
@@ -59,11 +68,12 @@ def left_out(model: nn.Module, strategy: str | Strategy, chosen: Sequence[Target
     if not fqns:
         return LeftOut()
     how = "" if outputs.how == "traced" else f" ({outputs.how})"
-    reason = (
-        f"Left out {', '.join(fqns)}: its output channels are the model's outputs, so "
-        f"channel pruning would delete outputs (classes) outright{how}; {INCLUDE_HINT}."
+    why = (
+        f"Left out {', '.join(fqns)}: {'its' if len(fqns) == 1 else 'their'} output channels "
+        "are the model's outputs, so "
+        f"channel pruning would delete outputs (classes) outright{how}"
     )
-    return LeftOut(fqns, reason)
+    return LeftOut(fqns, why)
 
 
 class Pruner:

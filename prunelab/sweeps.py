@@ -465,7 +465,7 @@ def sensitivity(
                     "granularity": str(strategy.granularity),
                     "prune_outputs": strategy.prune_outputs,
                     "left_out": list(skipped.fqns),
-                    "left_out_reason": skipped.reason,
+                    "left_out_reason": skipped.why,
                     "method": "evaluate",
                     "metric": metric,
                     "baseline": baseline[metric],

@@ -159,3 +159,16 @@ def test_sensitivity_and_solve_leave_the_outputs_out():
     assert table.attrs["left_out"] == [] and solve(table, target_sparsity=0.2).prune_outputs
     with pytest.raises(ValueError, match="no layer to analyse"):
         sensitivity(model, labelled, layers=["4.weight"], strategy="weight-norm-channel")
+
+
+def test_cli_leaves_the_classifier_out_and_includes_it_on_request(capsys):
+    from prunelab.cli import main
+
+    command = ["prune", "sample:digits-cnn", "--strategy", "weight-norm-channel"]
+    assert main([*command, "--sparsity", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "Left out fc.weight" in out and "--prune-outputs" in out
+    assert "86.67%" in out
+    assert main([*command, "--sparsity", "0.5", "--prune-outputs"]) == 0
+    out = capsys.readouterr().out
+    assert "Left out" not in out and "53.11%" in out
