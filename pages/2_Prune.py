@@ -7,7 +7,7 @@ from prunelab.recipes import Provenance, Recipe
 from prunelab.ui import engine
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
-from prunelab.ui.widgets import explain, layer_picker, strategy_picker
+from prunelab.ui.widgets import explain, layer_picker, outputs_option, strategy_picker
 
 st.set_page_config(page_title="Prune · prunelab", layout="wide")
 choice = sidebar()
@@ -21,6 +21,7 @@ with top_left:
         seed = int(st.number_input("Seed", 0, 10_000, 0, key=Keys.seed))
 with top_right:
     layers = layer_picker(choice, strategy)
+    strategy = outputs_option(choice, strategy, layers, key=Keys.prune_outputs)
 
 try:
     pruner = engine.pruner(
