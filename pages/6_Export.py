@@ -30,6 +30,7 @@ st.write(
 
 PRUNE, RECIPE, CHANNEL = "masks from the Prune page", "a recipe file", "channel pruning here"
 CHANNEL_STRATEGY = "weight-norm-channel"
+LARGE_DROP = 0.05  # accuracy or agreement lost (absolute): worth a warning before download
 
 
 def _digest(masks: Masks) -> str:
@@ -55,6 +56,11 @@ def _plan(model_key: str, digest: str, _choice, _masks: Masks):
         return plan_shrink(_choice.model, _masks, example_input=_choice.bundle.example_input())
     except ValueError as exc:
         return str(exc)
+
+
+@st.cache_data(max_entries=16, show_spinner="Evaluating the model you download...")
+def _metrics(model_key: str, data_spec: str, digest: str, _choice, _masks: Masks) -> dict:
+    return engine.evaluate_masks(_choice, _masks)
 
 
 @st.cache_data(max_entries=16, show_spinner="Counting bytes...")
@@ -136,6 +142,56 @@ if isinstance(plan, str):
         f"{plan}. Choose **{CHANNEL}** above to see a physically smaller model."
     )
     plan = None
+
+
+def _downloaded_quality() -> None:
+    """Accuracy (or agreement with dense, without labels) of exactly what the downloads
+    hold: the masked model (state_dict, sparse) and the shrunk one (pt2), beside dense."""
+    st.subheader("What you download")
+    if choice.data is None or choice.data_spec is None:
+        st.caption("Pick evaluation data in the sidebar to see how well this model does.")
+        return
+    auto = choice.parameters <= engine.AUTO_EVALUATE_PARAMS
+    if not auto and not st.button("Evaluate the downloads", key=Keys.export_evaluate):
+        st.caption("Press **Evaluate the downloads** to measure them on the data.")
+        return
+    dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+    name = "accuracy" if "accuracy" in dense else "agreement"
+    label = "Accuracy" if name == "accuracy" else "Agreement with dense"
+    # the pt2 holds the shrunk model, which computes what the masks extended to every
+    # coupled tensor compute (plan.masks); state_dict and sparse hold the masks as they are
+    models = {"state_dict, sparse" if plan is not None else "every format": masks}
+    if plan is not None:
+        models["pt2 (shrunk)"] = plan.masks
+    values = {
+        what: _metrics(choice.model_key, choice.data_spec, _digest(m), choice, m)[name]
+        for what, m in models.items()
+    }
+    if len(values) == 2 and abs(values["pt2 (shrunk)"] - values["state_dict, sparse"]) < 1e-9:
+        values = {"every format": values["state_dict, sparse"]}
+    cols = st.columns(1 + len(values))
+    cols[0].metric(f"{label}: dense", f"{dense[name]:.1%}")
+    for col, (what, value) in zip(cols[1:], values.items(), strict=True):
+        col.metric(f"{label}: download ({what})", f"{value:.1%}", f"{value - dense[name]:+.1%}")
+    worst = min(values.values())
+    if dense[name] - worst > LARGE_DROP:
+        st.warning(
+            f"Large drop: the model you download scores {worst:.1%} {name} against the dense "
+            f"model's {dense[name]:.1%} ({(worst - dense[name]) * 100:+.1f} points) on "
+            f"{choice.data_spec}. Prune less, or fine-tune it on the Train page first."
+        )
+    explain(
+        f"Measured on {choice.data_spec}, with exactly the weights the files below contain."
+        + (
+            ""
+            if name == "accuracy"
+            else " The data has no labels, so the score is agreement: how often the pruned "
+            "model picks the same class as the dense one."
+        )
+    )
+
+
+_downloaded_quality()
 
 # -- coupled groups ----------------------------------------------------------------------------
 st.subheader("Layers that move together")

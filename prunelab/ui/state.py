@@ -88,6 +88,7 @@ class Keys:
     export_sparsity = "export_sparsity"
     export_recipe = "export_recipe"
     export_bits = "export_bits"
+    export_evaluate = "export_evaluate"
     export_batches = "export_batches"
     export_speed_run = "export_speed_run"
     export_speed_result = "export_speed_result"
