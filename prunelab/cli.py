@@ -486,6 +486,8 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             index=False,
             formatters={
                 "median_ms": "{:.3f}".format,
+                "q1_ms": "{:.3f}".format,
+                "q3_ms": "{:.3f}".format,
                 "ratio_vs_dense": "{:.2f}x".format,
                 "params": "{:,}".format,
                 "flops": "{:,}".format,
