@@ -148,7 +148,12 @@ def analyse(checkpoint, report):
 
 def estimate_analysis():
     return estimate_sensitivity(
-        choice.model, choice.data, layers=layers, sparsities=levels, subset=subset
+        choice.model,
+        choice.data,
+        layers=layers,
+        sparsities=levels,
+        subset=subset,
+        strategy=get_strategy(strategy, **dict(options)),
     )
 
 

@@ -539,11 +539,13 @@ def estimate_sensitivity(
     sparsities: Sequence[float] = DEFAULT_LEVELS,
     subset: int | None = None,
     device: torch.device | str | None = None,
+    strategy: str | Strategy | None = None,
 ) -> Estimate:
     """How long :func:`sensitivity` (``method="evaluate"``) should take, at most.
 
     Counts the (layer, sparsity) points and times a full forward pass over the (subset of
-    the) data; prefix caching and early stopping can only make the run shorter.
+    the) data; prefix caching and early stopping can only make the run shorter. With
+    ``strategy``, the layers it leaves out (see :func:`sensitivity`) are not counted.
 
     >>> net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> estimate_sensitivity(net, torch.randn(20, 6), sparsities=[0.5, 0.9]).evaluations
@@ -551,6 +553,9 @@ def estimate_sensitivity(
     """
     levels = [check_sparsity(s) for s in sparsities]
     chosen = resolve_targets(model, list(layers) if layers is not None else None)
+    if strategy is not None:
+        skipped = left_out(model, strategy, chosen).fqns
+        chosen = [t for t in chosen if t.fqn not in skipped]
     run_on = _run_device(model, device)
     batches = _subset_batches(data, subset, _BATCH, run_on)
     samples = sum(b.inputs.shape[0] for b in batches)

@@ -10,7 +10,7 @@ import prunelab
 from prunelab import data, zoo
 from prunelab.pruner import left_out
 from prunelab.recipes import Recipe
-from prunelab.sweeps import sensitivity, solve
+from prunelab.sweeps import estimate_sensitivity, sensitivity, solve
 from prunelab.targets import output_layers
 
 
@@ -148,6 +148,10 @@ def test_sensitivity_and_solve_leave_the_outputs_out():
     table = sensitivity(model, labelled, strategy="weight-norm-channel", sparsities=[0.25, 0.5])
     assert set(table["layer"]) == {"0.weight", "2.weight"}
     assert table.attrs["left_out"] == ["4.weight"] and not table.attrs["prune_outputs"]
+    estimate = estimate_sensitivity(
+        model, inputs, sparsities=[0.25, 0.5], strategy="weight-norm-channel"
+    )
+    assert estimate.evaluations == len(table) == 4
     recipe = solve(table, target_sparsity=0.2)
     assert "4.weight" not in recipe.layers and not recipe.prune_outputs
     assert "4.weight" in recipe.provenance.left_out
