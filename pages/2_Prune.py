@@ -107,7 +107,9 @@ def _recipe(masks):
     recipes do not carry seeds)."""
     if strategy.name == "random" and seed != 0:
         return None
-    provenance = Provenance(model=choice.model_key, data=choice.data_spec)
+    provenance = Provenance(
+        model=choice.model_key, data=choice.data_spec, left_out=pruner.left_out.note
+    )
     return Recipe.from_masks(masks, pruner.strategy, provenance=provenance)
 
 

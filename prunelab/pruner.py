@@ -45,6 +45,16 @@ class LeftOut:
         """The message for Python users."""
         return self.message()
 
+    @property
+    def note(self) -> str | None:
+        """A short record for a recipe's provenance (None when nothing is left out)."""
+        if not self.fqns:
+            return None
+        return (
+            f"{', '.join(self.fqns)}: the model's output layer(s), kept whole by channel "
+            "pruning (prune_outputs: false)"
+        )
+
 
 def left_out(model: nn.Module, strategy: str | Strategy, chosen: Sequence[Target]) -> LeftOut:
     """Which of the ``chosen`` targets ``strategy`` leaves out on ``model``.

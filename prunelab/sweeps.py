@@ -23,7 +23,7 @@ from .checkpoint import RowLog, tensor_digest
 from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, evaluate
 from .functional import functional_forward, model_device
 from .prefix import PrefixPlan
-from .pruner import Pruner, left_out
+from .pruner import LeftOut, Pruner, left_out
 from .recipes import Provenance, Recipe
 from .select import check_sparsity
 from .strategies import Strategy, get_strategy
@@ -772,7 +772,6 @@ def solve(
     if baseline is not None and metric is not None:
         sign = 1 if metric in _LOWER_IS_BETTER else -1
         predicted = float(baseline) + sign * predicted_drop
-    skipped = attrs.get("left_out") or []
     recipe = Recipe(
         strategy=attrs.get("strategy", "layer-magnitude"),
         granularity=attrs.get("granularity", "unstructured"),
@@ -781,12 +780,7 @@ def solve(
             metric=metric,
             baseline=_maybe_float(baseline),
             predicted=predicted,
-            left_out=(
-                f"{', '.join(skipped)}: the model's output layer(s), kept whole by channel "
-                "pruning (prune_outputs: false)"
-                if skipped
-                else None
-            ),
+            left_out=LeftOut(tuple(attrs.get("left_out") or ())).note,
         ),
         prune_outputs=bool(attrs.get("prune_outputs", False)),
     )

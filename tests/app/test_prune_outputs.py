@@ -27,6 +27,7 @@ def test_channel_pruning_leaves_the_classifier_out_and_says_so():
     assert metric(at, "Accuracy") == "86.7%"  # was 53.1% with the classifier's rows pruned
     masks = at.session_state[Keys.masks]
     assert bool(masks["fc.weight"].all())
+    assert "fc.weight" in at.session_state[Keys.recipe].provenance.left_out
 
     at.checkbox(key=Keys.prune_outputs).check().run()
     assert_clean(at)
