@@ -161,19 +161,19 @@ def _downloaded_quality() -> None:
     label = "Accuracy" if name == "accuracy" else "Agreement with dense"
     # the pt2 holds the shrunk model, which computes what the masks extended to every
     # coupled tensor compute (plan.masks); state_dict and sparse hold the masks as they are
-    models = {"state_dict, sparse" if plan is not None else "every format": masks}
+    models = {"state_dict, sparse" if plan is not None else "download": masks}
     if plan is not None:
-        models["pt2 (shrunk)"] = plan.masks
+        models["pt2, shrunk"] = plan.masks
     values = {
         what: _metrics(choice.model_key, choice.data_spec, _digest(m), choice, m)[name]
         for what, m in models.items()
     }
-    if len(values) == 2 and abs(values["pt2 (shrunk)"] - values["state_dict, sparse"]) < 1e-9:
-        values = {"every format": values["state_dict, sparse"]}
+    if len(values) == 2 and abs(values["pt2, shrunk"] - values["state_dict, sparse"]) < 1e-9:
+        values = {"download": values["state_dict, sparse"]}
     cols = st.columns(1 + len(values))
     cols[0].metric(f"{label}: dense", f"{dense[name]:.1%}")
     for col, (what, value) in zip(cols[1:], values.items(), strict=True):
-        col.metric(f"{label}: download ({what})", f"{value:.1%}", f"{value - dense[name]:+.1%}")
+        col.metric(f"{label}: {what}", f"{value:.1%}", f"{value - dense[name]:+.1%}")
     worst = min(values.values())
     if dense[name] - worst > LARGE_DROP:
         st.warning(
