@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -227,6 +228,7 @@ class OutputLayers:
 # tracing a large model takes tens of milliseconds and a sensitivity run asks once per
 # layer: remember the answer per model object, for as long as its targets stay the same
 _OUTPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_OUTPUTS_LOCK = threading.Lock()  # the app's sessions are threads of one process
 
 
 def output_layers(model: nn.Module) -> OutputLayers:
@@ -246,7 +248,8 @@ def output_layers(model: nn.Module) -> OutputLayers:
     """
     found = targets(model)
     signature = tuple((t.fqn, t.shape) for t in found)
-    cached = _OUTPUTS.get(model)
+    with _OUTPUTS_LOCK:
+        cached = _OUTPUTS.get(model)
     if cached is not None and cached[0] == signature:
         return cached[1]
     try:
@@ -261,7 +264,8 @@ def output_layers(model: nn.Module) -> OutputLayers:
                 f"layer, {found[-1].fqn}, is taken to produce the outputs"
             ),
         )
-    _OUTPUTS[model] = (signature, result)
+    with _OUTPUTS_LOCK:
+        _OUTPUTS[model] = (signature, result)
     return result
 
 
