@@ -8,7 +8,7 @@ from prunelab.ui import engine
 from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
-from prunelab.ui.widgets import explain, layer_picker, strategy_picker
+from prunelab.ui.widgets import explain, layer_picker, outputs_option, strategy_picker
 
 st.set_page_config(page_title="Prune · prunelab", layout="wide")
 choice = sidebar()
@@ -22,6 +22,7 @@ with top_left:
         seed = int(st.number_input("Seed", 0, 10_000, 0, key=Keys.seed))
 with top_right:
     layers = layer_picker(choice, strategy)
+    strategy = outputs_option(choice, strategy, layers, key=Keys.prune_outputs)
 
 try:
     pruner = engine.pruner(
@@ -102,7 +103,9 @@ def _recipe(masks):
     recipes do not carry seeds)."""
     if strategy.name == "random" and seed != 0:
         return None
-    provenance = Provenance(model=choice.model_key, data=choice.data_spec)
+    provenance = Provenance(
+        model=choice.model_key, data=choice.data_spec, left_out=pruner.left_out.note
+    )
     return Recipe.from_masks(masks, pruner.strategy, provenance=provenance)
 
 

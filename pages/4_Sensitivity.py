@@ -1,11 +1,13 @@
 """Sensitivity: how far can each layer be pruned? From there, a recipe."""
 
+import hashlib
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from prunelab import figures, list_strategies
-from prunelab.recipes import Provenance, Recipe
 from prunelab.strategies import get_strategy
 from prunelab.sweeps import (
     estimate_sensitivity,
@@ -20,8 +22,10 @@ from prunelab.ui import engine, jobs
 from prunelab.ui.fmt import HELP, metric_change, metric_value
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
-from prunelab.ui.widgets import explain
+from prunelab.ui.widgets import StrategyChoice, explain, outputs_option
 
+# the recipe's sparsities are rounded once, here, so the table shows what the file holds
+DECIMALS = 3
 LEVELS = {
     3: (0.3, 0.6, 0.9),
     5: (0.2, 0.4, 0.6, 0.8, 0.95),
@@ -64,10 +68,20 @@ st.write(
 all_layers = [t.fqn for t in targets(choice.model)]
 usable = [n for n in list_strategies() if get_strategy(n).fixed_sparsity is None]
 cols = st.columns([2, 1, 1, 1])
-layers = cols[0].multiselect("Layers", all_layers, default=all_layers, key=Keys.sens_layers)
+layers = cols[0].multiselect(
+    "Layers",
+    all_layers,
+    default=all_layers,
+    # one selection per model: another model's choice would keep only the names both share
+    key=f"{Keys.sens_layers}_{choice.model_key}",
+)
 strategy = cols[1].selectbox(
     "Strategy per layer", usable, index=usable.index("layer-magnitude"), key=Keys.strategy + "_s"
 )
+with cols[0]:
+    options = outputs_option(
+        choice, StrategyChoice(strategy, ()), layers, key=Keys.sens_prune_outputs
+    ).options
 count = cols[2].select_slider("Levels", [3, 5, 9, 19], value=9, key=Keys.sens_levels)
 levels = LEVELS[count]
 if choice.data is None:
@@ -103,6 +117,7 @@ settings = (
     choice.data_spec,
     tuple(layers),
     strategy,
+    options,
     levels,
     method,
     subset,
@@ -113,14 +128,14 @@ settings = (
 
 def analyse(checkpoint, report):
     cal = None
-    if get_strategy(strategy).needs:
+    if get_strategy(strategy, **dict(options)).needs:
         cal = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
     return sensitivity(
         choice.model,
         choice.data,
         layers=layers,
         sparsities=levels,
-        strategy=strategy,
+        strategy=get_strategy(strategy, **dict(options)),
         method=method,
         metric=metric,
         early_stop=early_stop,
@@ -135,7 +150,12 @@ def analyse(checkpoint, report):
 
 def estimate_analysis():
     return estimate_sensitivity(
-        choice.model, choice.data, layers=layers, sparsities=levels, subset=subset
+        choice.model,
+        choice.data,
+        layers=layers,
+        sparsities=levels,
+        subset=subset,
+        strategy=get_strategy(strategy, **dict(options)),
     )
 
 
@@ -233,26 +253,27 @@ try:
 except ValueError as exc:
     st.error(f"The solver could not meet that target: {exc}")
     st.stop()
+solved = replace(solved, layers={k: round(v, DECIMALS) for k, v in solved.layers.items()})
+# a new analysis or target starts from the solver's answer again
+analysis = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
 edited = st.data_editor(
     pd.DataFrame({"layer": list(solved.layers), "sparsity": list(solved.layers.values())}),
-    key=f"{Keys.sens_edit}_{target}",  # a new target starts from the solver's answer again
+    key=f"{Keys.sens_edit}_{analysis}_{target}",
     hide_index=True,
     disabled=["layer"],
     column_config={
         "sparsity": st.column_config.NumberColumn(
-            min_value=0.0, max_value=1.0, step=0.01, format="%.3f"
+            min_value=0.0, max_value=1.0, step=10**-DECIMALS, format=f"%.{DECIMALS}f"
         )
     },
 )
-per_layer = {row.layer: float(np.clip(row.sparsity, 0, 1)) for row in edited.itertuples()}
+per_layer = {
+    row.layer: round(float(np.clip(row.sparsity, 0, 1)), DECIMALS) for row in edited.itertuples()
+}
 metric_name = table.attrs["metric"]
 baseline = float(table.attrs["baseline"])
 drop = predict_drop(table, per_layer)
-draft = Recipe(
-    strategy=table.attrs.get("strategy", strategy),
-    granularity=table.attrs.get("granularity", "unstructured"),
-    layers=per_layer,
-)
+draft = replace(solved, layers=per_layer)
 masks = draft.masks(choice.model)
 flops = engine.flop_table(choice.model_key, _choice=choice)
 dense_flops, effective = engine.effective_flops(flops, masks)
@@ -284,11 +305,10 @@ explain(
     "and the gap between them shows how much layers interact."
 )
 lower_is_better = metric_name in ("loss", "kl")
-recipe = Recipe(
-    strategy=draft.strategy,
-    granularity=draft.granularity,
-    layers=draft.layers,
-    provenance=Provenance(
+recipe = replace(
+    draft,
+    provenance=replace(
+        draft.provenance,
         model=choice.model_key,
         data=choice.data_spec,
         metric=metric_name,

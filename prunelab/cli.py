@@ -200,17 +200,25 @@ def _before_after(bundle, evaluation, masks, device) -> str:
     return _prune_table(dense, pruned)
 
 
+def _strategy(name: str, args: argparse.Namespace):
+    from .strategies import get_strategy
+
+    # the model's output layers are left out of channel pruning unless asked for
+    return get_strategy(name, prune_outputs=True) if args.prune_outputs else get_strategy(name)
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from .pruner import Pruner
-    from .strategies import get_strategy
     from .zoo import load
 
-    strategy = get_strategy(args.strategy)
+    strategy = _strategy(args.strategy, args)
     bundle = load(args.spec, trust=args.trust)
     evaluation, calibration_data, described, _ = _evaluation_data(bundle, args)
     calibration = _calibration(bundle.model, strategy, calibration_data, args.device)
     pruner = Pruner(bundle.model, strategy, calibration=calibration, seed=args.seed)
     masks = pruner.masks(sparsity=args.sparsity, threshold=args.threshold)
+    if pruner.left_out.fqns:
+        print(pruner.left_out.message("--prune-outputs"))
     print(
         f"{bundle.name} pruned with {strategy.name}: sparsity {masks.sparsity():.4f} of "
         f"{sum(m.numel() for m in masks.values()):,} prunable weights; data: {described}"
@@ -336,7 +344,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     checkpoint = _checkpoint(args)
     bundle = load(args.spec, trust=args.trust)
     evaluation, _, described, data_spec = _evaluation_data(bundle, args)
-    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    names = [_strategy(n.strip(), args) for n in args.strategies.split(",") if n.strip()]
     with _Bar("sweep") as bar:
         table = sweep(
             bundle.model,
@@ -358,7 +366,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .strategies import get_strategy
     from .sweeps import sensitivity
     from .zoo import load
 
@@ -368,7 +375,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
         )
     checkpoint = _checkpoint(args, evaluates=args.method == "evaluate")
     bundle = load(args.spec, trust=args.trust)
-    strategy = get_strategy(args.strategy)
+    strategy = _strategy(args.strategy, args)
     if args.method == "magnitude":
         evaluation, calibration, described, data_spec = None, None, "none (magnitude proxy)", None
     else:
@@ -394,6 +401,8 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name} with {strategy.name}; data: {described}")
+    if table.attrs.get("left_out"):
+        print(f"{table.attrs['left_out_reason']}; prune them too with --prune-outputs.")
     pivot = table.pivot(index="layer", columns="sparsity", values="drop")
     pivot = pivot.reindex(table["layer"].unique())
     print(f"drop in {table.attrs['metric']} (baseline {table.attrs['baseline']:.4f}):")
@@ -531,6 +540,8 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             index=False,
             formatters={
                 "median_ms": "{:.3f}".format,
+                "q1_ms": "{:.3f}".format,
+                "q3_ms": "{:.3f}".format,
                 "ratio_vs_dense": "{:.2f}x".format,
                 "params": "{:,}".format,
                 "flops": "{:,}".format,
@@ -569,6 +580,15 @@ def _add_resume_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_outputs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prune-outputs",
+        action="store_true",
+        help="channel strategies: prune the layers whose outputs are the model's outputs too "
+        "(by default they are left out, so that no class is deleted)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="prunelab", description="Understand and plan neural-network pruning.")
     parser.add_argument("--version", action="version", version=f"prunelab {__version__}")
@@ -597,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--out", help="save the masks to this file (prunelab masks format)")
     prune.add_argument("--seed", type=_seed, default=0, help="seed for random strategies")
+    _add_outputs_option(prune)
     prune.set_defaults(func=_cmd_prune)
 
     sweep = sub.add_parser("sweep", help="accuracy-vs-sparsity curves of several strategies")
@@ -614,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seed", type=_seed, default=0, help="seed for random strategies")
     sweep.add_argument("--csv", help="save the table to this CSV file")
     _add_resume_options(sweep)
+    _add_outputs_option(sweep)
     sweep.set_defaults(func=_cmd_sweep)
 
     sens = sub.add_parser("sensitivity", help="prune one layer at a time: how much does it hurt?")
@@ -638,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
     _add_resume_options(sens)
+    _add_outputs_option(sens)
     sens.set_defaults(func=_cmd_sensitivity)
 
     solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -12,9 +13,77 @@ from .granularity import Channel
 from .masks import Masks
 from .select import check_sparsity, check_threshold
 from .strategies import Layer, Strategy, get_strategy, supported_targets
-from .targets import Target, get_parameter, resolve_targets
+from .targets import Target, get_parameter, output_layers, resolve_targets
 
-__all__ = ["Pruner", "prune"]
+__all__ = ["LeftOut", "Pruner", "left_out", "prune"]
+
+
+API_HINT = (
+    "prune_outputs=True (get_strategy(name, prune_outputs=True); CLI --prune-outputs; "
+    "recipe field prune_outputs: true)"
+)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Layers a strategy leaves out of pruning, and why.
+
+    Attributes:
+        fqns: The target fqns left out (empty when none is).
+        why: Which layers and why, in one sentence for people ("" when none is).
+    """
+
+    fqns: tuple[str, ...] = ()
+    why: str = ""
+
+    def message(self, include: str = API_HINT) -> str:
+        """``why`` and how to include the layers (``include`` names the way, e.g. a flag)."""
+        return f"{self.why}; prune them too with {include}." if self.fqns else ""
+
+    @property
+    def reason(self) -> str:
+        """The message for Python users."""
+        return self.message()
+
+    @property
+    def note(self) -> str | None:
+        """A short record for a recipe's provenance (None when nothing is left out)."""
+        if not self.fqns:
+            return None
+        return (
+            f"{', '.join(self.fqns)}: the model's output layer(s), kept whole by channel "
+            "pruning (prune_outputs: false)"
+        )
+
+
+def left_out(model: nn.Module, strategy: str | Strategy, chosen: Sequence[Target]) -> LeftOut:
+    """Which of the ``chosen`` targets ``strategy`` leaves out on ``model``.
+
+    Output-channel pruning leaves out the layers whose outputs are the model's outputs (see
+    :func:`prunelab.targets.output_layers`): removing a row of the final classifier deletes
+    a class outright, whatever its importance. Nothing is left out for other granularities
+    or when the strategy has ``prune_outputs=True``.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> from prunelab.targets import targets
+    >>> left_out(net, "weight-norm-channel", targets(net)).fqns
+    ('2.weight',)
+    """
+    strategy = get_strategy(strategy)
+    if strategy.prune_outputs or not isinstance(strategy.granularity, Channel):
+        return LeftOut()
+    outputs = output_layers(model)
+    names = {t.fqn for t in chosen}
+    fqns = tuple(fqn for fqn in outputs.fqns if fqn in names)
+    if not fqns:
+        return LeftOut()
+    how = "" if outputs.how == "traced" else f" ({outputs.how})"
+    why = (
+        f"Left out {', '.join(fqns)}: {'its' if len(fqns) == 1 else 'their'} output channels "
+        "are the model's outputs, so "
+        f"channel pruning would delete outputs (classes) outright{how}"
+    )
+    return LeftOut(fqns, why)
 
 
 class Pruner:
@@ -23,6 +92,10 @@ class Pruner:
     Construction computes the importance scores and sorts them (the expensive part); each
     :meth:`masks` call afterwards is a lookup plus one comparison per layer, cheap enough for
     a slider. The model is never modified, and a Pruner holds no reference to its weights.
+
+    With output-channel granularity, the layers whose outputs are the model's outputs (the
+    final classifier) are left out: their masks keep everything and :attr:`left_out` says
+    which and why. A strategy built with ``prune_outputs=True`` prunes them too.
 
     Args:
         model: The dense model.
@@ -51,6 +124,9 @@ class Pruner:
         self.targets = resolve_targets(model, targets)
         if targets is None:  # by default, the layers this strategy can prune
             self.targets = supported_targets(self.strategy, self.targets)
+        self.left_out = left_out(model, self.strategy, self.targets)
+        if len(self.left_out.fqns) == len(self.targets):
+            raise ValueError(f"nothing to prune with {self.strategy.name}. {self.left_out.reason}")
         self._check_calibration(model, calibration)
         layers = [
             Layer(
@@ -60,6 +136,7 @@ class Pruner:
                 seed=seed,
             )
             for t in self.targets
+            if t.fqn not in self.left_out.fqns
         ]
         self._selection = self.strategy.prepare(layers)
         self._by_fqn = {t.fqn: t for t in self.targets}
@@ -97,7 +174,9 @@ class Pruner:
         covers every target or the strategy's pattern fixes the sparsity (N:M).
         """
         overrides = self._check_overrides(per_layer)
-        uncovered = [fqn for fqn in self._by_fqn if fqn not in overrides]
+        uncovered = [
+            fqn for fqn in self._by_fqn if fqn not in overrides and fqn not in self.left_out.fqns
+        ]
         if sparsity is not None and threshold is not None:
             raise ValueError("give either sparsity or threshold, not both")
         if threshold is not None:
@@ -114,7 +193,11 @@ class Pruner:
                 "give a sparsity (fraction of weights zeroed, in [0, 1]) or a threshold"
                 + (f"; per_layer does not cover {uncovered[:3]}" if overrides else "")
             )
-        full = self._selection.masks(sparsity=sparsity, threshold=threshold, per_layer=overrides)
+        chosen = self._selection.masks(sparsity=sparsity, threshold=threshold, per_layer=overrides)
+        full = {
+            fqn: chosen[fqn] if fqn in chosen else torch.ones(t.shape, dtype=torch.bool)
+            for fqn, t in self._by_fqn.items()
+        }
         return Masks(full, coupled=self._coupled(full))
 
     def _check_overrides(self, per_layer: Mapping[str, float] | None) -> dict[str, float]:
@@ -128,10 +211,14 @@ class Pruner:
                 f"per_layer names tensors that are not targets of this pruner: {unknown}; "
                 f"targets: {list(self._by_fqn)[:12]}"
             )
-        return {
+        checked = {
             fqn: check_sparsity(value, what=f"sparsity for {fqn!r}")
             for fqn, value in per_layer.items()
         }
+        named = [fqn for fqn, value in checked.items() if fqn in self.left_out.fqns and value]
+        if named:
+            raise ValueError(f"per_layer prunes {named}, which is left out. {self.left_out.reason}")
+        return {fqn: value for fqn, value in checked.items() if fqn not in self.left_out.fqns}
 
     def _coupled(self, full: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # A removed output channel must also lose its bias, or it still outputs a constant.
@@ -192,6 +279,9 @@ def prune(
     seed: int = 0,
 ) -> Masks:
     """One-shot: masks for ``model`` with ``strategy`` at a sparsity or threshold.
+
+    With output-channel strategies the model's output layers are left out (kept whole)
+    unless the strategy has ``prune_outputs=True``; see :class:`Pruner`.
 
     >>> net = nn.Sequential(nn.Linear(10, 10))
     >>> prune(net, "layer-magnitude", sparsity=0.3).per_layer()["kept"].tolist()

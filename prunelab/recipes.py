@@ -46,6 +46,8 @@ class Provenance:
         baseline: The dense model's value of the metric.
         predicted: The metric predicted from single-layer sensitivities.
         measured: The metric measured with the whole recipe applied.
+        left_out: Layers the analysis left out, and why (the model's output layers under
+            channel pruning).
         prunelab_version: Version that wrote the recipe.
         created: ISO-8601 time of creation (UTC).
     """
@@ -56,6 +58,7 @@ class Provenance:
     baseline: float | None = None
     predicted: float | None = None
     measured: float | None = None
+    left_out: str | None = None
     prunelab_version: str = __version__
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -72,6 +75,8 @@ class Recipe:
         layers: ``{fqn: sparsity}``.
         default_sparsity: Sparsity of prunable layers not listed in ``layers``.
         provenance: Where the numbers came from.
+        prune_outputs: With channel granularity, prune the model's output layers too
+            (False: they are left out; see :class:`prunelab.Pruner`).
 
     >>> import torch
     >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -85,6 +90,7 @@ class Recipe:
     layers: Mapping[str, float] = field(default_factory=dict)
     default_sparsity: float = 0.0
     provenance: Provenance = field(default_factory=Provenance)
+    prune_outputs: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
@@ -103,6 +109,10 @@ class Recipe:
                 raise ValueError(f"recipe field 'layers' has a non-string layer name {fqn!r}")
             checked[fqn] = _sparsity(value, f"layers.{fqn}")
         object.__setattr__(self, "layers", checked)
+        if not isinstance(self.prune_outputs, bool):
+            raise ValueError(
+                f"recipe field 'prune_outputs' must be true or false, got {self.prune_outputs!r}"
+            )
         object.__setattr__(
             self, "default_sparsity", _sparsity(self.default_sparsity, "default_sparsity")
         )
@@ -114,15 +124,20 @@ class Recipe:
             default = get_strategy(self.strategy)
         except ValueError as exc:
             raise ValueError(f"recipe field 'strategy': {exc}") from exc
-        if str(default.granularity) == self.granularity:
+        same = str(default.granularity) == self.granularity
+        if same and default.prune_outputs == self.prune_outputs:
             return default
         if not isinstance(default, ScoredStrategy):
+            field_name = "prune_outputs" if same else "granularity"
             raise ValueError(
-                f"recipe field 'granularity': strategy {self.strategy!r} only does "
-                f"{default.granularity}, not {self.granularity!r}"
+                f"recipe field {field_name!r}: strategy {self.strategy!r} has no such option "
+                f"(it does {default.granularity} with prune_outputs={default.prune_outputs})"
             )
+        options: dict[str, object] = {"prune_outputs": self.prune_outputs}
+        if not same:
+            options["granularity"] = self.granularity
         try:
-            return get_strategy(self.strategy, granularity=self.granularity)
+            return get_strategy(self.strategy, **options)
         except ValueError as exc:
             raise ValueError(f"recipe field 'granularity': {exc}") from exc
 
@@ -153,6 +168,7 @@ class Recipe:
             granularity=str(strategy.granularity),
             layers=layers,
             provenance=provenance or Provenance(),
+            prune_outputs=strategy.prune_outputs,
         )
 
     # -- using it -----------------------------------------------------------------------
@@ -216,6 +232,7 @@ class Recipe:
             "strategy": self.strategy,
             "granularity": self.granularity,
             "default_sparsity": self.default_sparsity,
+            "prune_outputs": self.prune_outputs,
             "layers": dict(self.layers),
             "provenance": asdict(self.provenance),
         }
@@ -225,7 +242,15 @@ class Recipe:
         """Validate plain data and build a Recipe; errors name the offending field."""
         if not isinstance(payload, Mapping):
             raise ValueError(f"a recipe must be a mapping of fields, got {type(payload).__name__}")
-        known = {"format", "strategy", "granularity", "default_sparsity", "layers", "provenance"}
+        known = {
+            "format",
+            "strategy",
+            "granularity",
+            "default_sparsity",
+            "prune_outputs",
+            "layers",
+            "provenance",
+        }
         unknown = sorted(str(k) for k in payload if k not in known)
         if unknown:
             raise ValueError(f"unknown recipe field(s) {unknown}; accepted: {sorted(known)}")
@@ -254,6 +279,7 @@ class Recipe:
             layers=payload["layers"] if payload["layers"] is not None else {},
             default_sparsity=payload.get("default_sparsity", 0.0),
             provenance=Provenance(**provenance),
+            prune_outputs=payload.get("prune_outputs", False),
         )
 
     def save(self, path: str | os.PathLike) -> None:

@@ -16,22 +16,215 @@ pruned model and says in plain words why each one is or is not faster.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .apply import copy_model, masked_weights
-from .evaluate import latency, model_stats
+from .apply import apply, bake, copy_model, masked_weights
+from .evaluate import model_stats
 from .masks import Masks, check_masks
 from .memory import model_bytes
 from .shrink import _shrink
 
-__all__ = ["COLUMNS", "semi_structured_support", "speed_report"]
+__all__ = [
+    "COLUMNS",
+    "NO_DIFFERENCE",
+    "Comparison",
+    "Spread",
+    "compare_latency",
+    "semi_structured_support",
+    "speed_report",
+    "timed_rounds",
+]
 
-COLUMNS = ["variant", "batch", "median_ms", "ratio_vs_dense", "params", "flops", "bytes", "why"]
+COLUMNS = [
+    "variant",
+    "batch",
+    "median_ms",
+    "q1_ms",
+    "q3_ms",
+    "ratio_vs_dense",
+    "verdict",
+    "params",
+    "flops",
+    "bytes",
+    "why",
+]
+NO_DIFFERENCE = "no measurable difference"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, quartiles and extremes of some timings, in milliseconds."""
+
+    median: float
+    q1: float
+    q3: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """The spread of ``values`` (at least one).
+
+        >>> Spread.of([1.0, 2.0, 3.0, 4.0, 100.0]).median
+        3.0
+        """
+        if not len(values):
+            raise ValueError("a spread needs at least one value")
+        q1, median, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+        return cls(float(median), float(q1), float(q3), float(min(values)), float(max(values)))
+
+    def __str__(self) -> str:
+        return f"{self.median:.3f} ms (middle half {self.q1:.3f}-{self.q3:.3f})"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Timings of a model against a baseline, measured in interleaved rounds.
+
+    Attributes:
+        base: Spread of the baseline's times.
+        other: Spread of the other model's times.
+        difference: Spread of the per-round differences (other minus base, milliseconds):
+            pairing runs timed side by side cancels the drift both of them saw.
+        names: What the baseline and the other model are called in :attr:`verdict`.
+    """
+
+    base: Spread
+    other: Spread
+    difference: Spread
+    names: tuple[str, str] = ("dense", "masked")
+
+    @property
+    def real(self) -> bool:
+        """Whether the difference lies outside its spread: the middle half of the paired
+        differences is all on one side of zero."""
+        return self.difference.q1 > 0 or self.difference.q3 < 0
+
+    @property
+    def ratio(self) -> float:
+        """Median time of the other model over the baseline's."""
+        return self.other.median / self.base.median if self.base.median > 0 else float("nan")
+
+    @property
+    def verdict(self) -> str:
+        """In plain words: a real difference, or :data:`NO_DIFFERENCE`."""
+        base, other = self.names
+        if not self.real:
+            return NO_DIFFERENCE
+        way = "faster" if self.ratio < 1 else "slower"
+        return f"{other} {self.ratio:.2f}x the {base} time ({way})"
+
+    def explain(self) -> str:
+        """The verdict with the numbers behind it, in one sentence."""
+        base, other = self.names
+        d = self.difference
+        spread = f"the paired differences' middle half runs from {d.q1:+.3f} to {d.q3:+.3f} ms"
+        numbers = f"{other} {self.other.median:.3f} ms against {base} {self.base.median:.3f} ms"
+        if not self.real:
+            return f"{NO_DIFFERENCE.capitalize()}: {numbers}; {spread}, which includes zero."
+        return f"{self.verdict}: {numbers}; {spread}, all on one side of zero."
+
+
+def timed_rounds(
+    nets: Mapping[str, tuple[nn.Module, torch.Tensor]],
+    *,
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """Milliseconds per forward pass of each ``{name: (model, input)}``, interleaved.
+
+    After ``warmup`` untimed passes each, every round times each model once, in a rotating
+    order: drift of the machine (other load, allocator, caches, clock) then hits all of them
+    alike instead of whichever happens to be timed first, and round ``i`` of two models can
+    be compared as a pair. The models are called as they are, so pass copies of anything
+    that must not change (BatchNorm in training mode updates its statistics).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    names = list(nets)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for net, x in nets.values():
+                net(x)
+        for index in range(repeats):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                net, x = nets[name]
+                sync()
+                start = time.perf_counter()
+                net(x)
+                sync()
+                samples[name].append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def _compare(samples: Mapping[str, list[float]], base: str, other: str) -> Comparison:
+    pairs = zip(samples[other], samples[base], strict=True)
+    return Comparison(
+        base=Spread.of(samples[base]),
+        other=Spread.of(samples[other]),
+        difference=Spread.of([b - a for b, a in pairs]),
+        names=(base, other),
+    )
+
+
+def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def compare_latency(
+    model: nn.Module,
+    masks: Masks,
+    *,
+    example_input: torch.Tensor,
+    repeats: int = 41,
+    warmup: int = 5,
+    device: torch.device | str | None = None,
+) -> Comparison:
+    """Forward time of the dense model against the masked one (zeros written in), honestly.
+
+    Both run as plain copies with dense kernels, warmed up and timed in interleaved rounds
+    (see :func:`timed_rounds`). A difference is called real only when the middle half of
+    the paired differences lies on one side of zero; otherwise the verdict is
+    :data:`NO_DIFFERENCE`, which is what dense kernels on zeros should give.
+
+    Args:
+        model: The dense model; not modified.
+        masks: The masks.
+        example_input: The input batch to time.
+        repeats: Timed rounds (each times both models once).
+        warmup: Untimed passes of each model first.
+        device: Where to run (default: where the model is).
+
+    >>> from torch import nn
+    >>> import prunelab
+    >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    >>> masks = prunelab.prune(net, "global-magnitude", sparsity=0.5)
+    >>> result = compare_latency(net, masks, example_input=torch.randn(8, 16), repeats=5)
+    >>> result.names, result.base.median > 0
+    (('dense', 'masked'), True)
+    """
+    masks = check_masks(masks)
+    run_on = _run_device(model, device)
+    x = example_input.to(run_on)
+    nets = {
+        "dense": (copy_model(model).to(run_on), x),
+        "masked": (bake(apply(model, masks)).to(run_on), x),
+    }
+    samples = timed_rounds(nets, repeats=repeats, warmup=warmup, device=run_on)
+    return _compare(samples, "dense", "masked")
 
 
 def semi_structured_support(device: torch.device | str | None) -> str | None:
@@ -104,15 +297,18 @@ def speed_report(
     example_input: torch.Tensor,
     batch_sizes: Sequence[int] = (1, 16),
     device: torch.device | str | None = None,
-    repeats: int = 10,
+    repeats: int = 21,
+    warmup: int = 3,
 ) -> pd.DataFrame:
     """Measured latency of each way of running the pruned model, with the reason.
 
     Variants: ``dense`` (the model as given); ``masked`` (zeros written in, dense kernels);
     ``shrunk`` (channels removed by :func:`prunelab.shrink.shrink`; only for channel masks);
     on a CUDA GPU with sparse tensor cores, ``dense fp16`` and ``2:4 fp16`` (Linear layers
-    with 2:4 masks in ``torch.sparse`` semi-structured form). Times are the median of
-    ``repeats`` runs after warm-up, from :func:`prunelab.latency`.
+    with 2:4 masks in ``torch.sparse`` semi-structured form). Every variant runs as a plain
+    copy, warmed up, then timed in ``repeats`` interleaved rounds (:func:`timed_rounds`);
+    a variant's difference from dense is called real only outside the spread of the paired
+    differences (:class:`Comparison`), else its verdict is :data:`NO_DIFFERENCE`.
 
     Args:
         model: The dense model; not modified.
@@ -120,36 +316,37 @@ def speed_report(
         example_input: One input; its first sample is repeated to each batch size.
         batch_sizes: Batch sizes to time.
         device: Where to run (default: where the model is).
-        repeats: Timed runs per variant and batch size.
+        repeats: Timed rounds per batch size (each times every variant once).
+        warmup: Untimed passes of each variant first, per batch size.
 
     Returns:
-        A DataFrame with variant, batch, median_ms, ratio_vs_dense (time / dense time at
-        the same batch and precision), params (nonzero for masked), flops (per forward pass),
-        bytes (stored densely) and why (plain words). ``attrs["explanation"]`` holds one
-        paragraph covering the variants, including those that could not be measured.
+        A DataFrame with variant, batch, median_ms, q1_ms and q3_ms (the middle half of its
+        times), ratio_vs_dense (median time / dense median at the same batch and precision),
+        verdict (a real difference from dense, or "no measurable difference"), params
+        (nonzero for masked), flops (per forward pass), bytes (stored densely) and why
+        (plain words). ``attrs["explanation"]`` holds one paragraph covering the variants,
+        including those that could not be measured.
     """
     masks = check_masks(masks)
     sizes = [int(b) for b in batch_sizes]
     if not sizes or any(b < 1 for b in sizes):
         raise ValueError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
-    run_on = (
-        torch.device(device)
-        if device is not None
-        else next((p.device for p in model.parameters()), torch.device("cpu"))
-    )
+    run_on = _run_device(model, device)
     one = _batch(example_input, 1)
     dense_stats = model_stats(model, masks, example_input=one)
     notes: list[str] = []
-    variants: list[tuple[str, nn.Module, Masks | None, dict, str]] = []
+    variants: list[tuple[str, nn.Module, dict, str]] = []
 
-    def add(name, net, *, params, flops, size, why, net_masks=None) -> None:
-        variants.append((name, net, net_masks, dict(params=params, flops=flops, bytes=size), why))
+    def add(name, net, *, params, flops, size, why) -> None:
+        # every variant runs as a plain copy on the device: no parameter swapping in the
+        # timed call, and nothing the timing does can touch the given model
+        variants.append((name, net.to(run_on), dict(params=params, flops=flops, bytes=size), why))
 
     sparsity = masks.sparsity()
     dense_flops, dense_bytes = dense_stats["flops"], dense_stats["dense_bytes"]
     add(
         "dense",
-        model,
+        copy_model(model),
         params=dense_stats["parameters"],
         flops=dense_flops,
         size=dense_bytes,
@@ -157,8 +354,7 @@ def speed_report(
     )
     add(
         "masked",
-        model,
-        net_masks=masks,
+        bake(apply(model, masks)),
         params=dense_stats["nonzero_parameters"],
         flops=dense_flops,
         size=dense_bytes,
@@ -219,38 +415,36 @@ def speed_report(
         )
     rows = []
     for size in sizes:
-        x = _batch(example_input, size)
-        samples: dict[str, list[float]] = {name: [] for name, *_ in variants}
-        # one warm-up run each, then rounds that time every variant once, in a rotating
-        # order: drift of the machine (other load, allocator, caches) hits all variants alike
-        # instead of whichever happens to be timed first
-        for index in range(repeats + 1):
-            shift = index % len(variants)
-            for name, net, net_masks, _, _ in variants[shift:] + variants[:shift]:
-                inputs = x.half() if name.endswith("fp16") and x.is_floating_point() else x
-                timing = latency(
-                    net, inputs, masks=net_masks, repeats=1, warmup=int(index == 0), device=run_on
-                )
-                if index > 0:
-                    samples[name].append(timing["median_s"] * 1000)
-        timed = {name: statistics.median(values) for name, values in samples.items()}
-        for name, _, _, stats, why in variants:
-            ms = timed[name]
-            base = timed["dense fp16" if name.endswith("fp16") else "dense"]
-            ratio = ms / base if base > 0 else float("nan")
+        x = _batch(example_input, size).to(run_on)
+        nets = {
+            name: (net, x.half() if name.endswith("fp16") and x.is_floating_point() else x)
+            for name, net, _, _ in variants
+        }
+        samples = timed_rounds(nets, repeats=repeats, warmup=warmup, device=run_on)
+        for name, _, stats, why in variants:
+            base = "dense fp16" if name.endswith("fp16") else "dense"
+            spread = Spread.of(samples[name])
+            verdict = "the baseline"
             text = why
-            if name == "shrunk" and ratio >= 0.95:
-                text += (
-                    f"; at batch {size} the time is dominated by fixed per-layer costs "
-                    "(kernel launches, memory traffic, Python), not arithmetic, so fewer "
-                    "FLOPs save little here"
-                )
+            if name != base:
+                comparison = _compare(samples, base, name)
+                verdict = comparison.verdict
+                if name == "shrunk" and not (comparison.real and comparison.ratio < 1):
+                    text += (
+                        f"; at batch {size} the time is dominated by fixed per-layer costs "
+                        "(kernel launches, memory traffic, Python), not arithmetic, so fewer "
+                        "FLOPs save nothing measurable here"
+                    )
+            base_median = Spread.of(samples[base]).median
             rows.append(
                 {
                     "variant": name,
                     "batch": size,
-                    "median_ms": ms,
-                    "ratio_vs_dense": ratio,
+                    "median_ms": spread.median,
+                    "q1_ms": spread.q1,
+                    "q3_ms": spread.q3,
+                    "ratio_vs_dense": spread.median / base_median if base_median > 0 else np.nan,
+                    "verdict": verdict,
                     "params": int(stats["params"]),
                     "flops": int(stats["flops"]) * size,
                     "bytes": int(stats["bytes"]),
@@ -267,9 +461,8 @@ def _explanation(report: pd.DataFrame, notes: list[str]) -> str:
     parts = []
     for name in report["variant"].unique():
         rows = report[report["variant"] == name]
-        ratios = ", ".join(
-            f"{r:.2f}x at batch {b}"
-            for b, r in zip(rows["batch"], rows["ratio_vs_dense"], strict=True)
+        measured = ", ".join(
+            f"batch {b}: {v}" for b, v in zip(rows["batch"], rows["verdict"], strict=True)
         )
-        parts.append(f"{name} ({ratios} the dense time): {rows['why'].iloc[-1]}.")
+        parts.append(f"{name} ({measured}): {rows['why'].iloc[-1]}.")
     return " ".join(parts + notes)

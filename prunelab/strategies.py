@@ -129,6 +129,8 @@ class Strategy:
         description: One line for menus (default: first line of the docstring).
         needs: Calibration statistics required: ``"gradients"`` and/or ``"activations"``.
         by_threshold: Whether masks can be asked for by absolute threshold.
+        prune_outputs: With output-channel granularity, also prune the layers whose outputs
+            are the model's outputs (False: they are left out, as the classes would go).
     """
 
     name: ClassVar[str] = ""
@@ -137,6 +139,7 @@ class Strategy:
     by_threshold: ClassVar[bool] = False
     scope: ClassVar[str] = "layer"
     granularity: Granularity = UNSTRUCTURED
+    prune_outputs: bool = False
 
     def prepare(self, layers: Sequence[Layer]) -> Selection:
         """Do the per-model work (scores, sorting) once and return a :class:`Selection`."""
@@ -269,13 +272,18 @@ class ScoredStrategy(Strategy):
 
     Args:
         granularity: ``"unstructured"``, ``"channel"``, ``"input-channel"`` or ``"N:M"``.
+        prune_outputs: With ``"channel"`` granularity, prune the model's output layers too
+            (keyword only; by default they are left out, see :class:`prunelab.Pruner`).
     """
 
     by_threshold: ClassVar[bool] = True
     granularity: Granularity | str = UNSTRUCTURED
+    prune_outputs: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
+        if not isinstance(self.prune_outputs, bool):
+            raise ValueError(f"prune_outputs must be True or False, got {self.prune_outputs!r}")
 
     def scores(self, layer: Layer) -> torch.Tensor:
         """Importance of the weights of ``layer`` (higher = kept longer).

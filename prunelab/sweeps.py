@@ -23,7 +23,7 @@ from .checkpoint import RowLog, tensor_digest
 from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, batch_logits, evaluate
 from .functional import functional_forward, run_device
 from .prefix import PrefixPlan
-from .pruner import Pruner
+from .pruner import LeftOut, Pruner, left_out
 from .recipes import Provenance, Recipe
 from .select import check_sparsity
 from .strategies import Strategy, get_strategy, supported_targets
@@ -383,6 +383,9 @@ def sensitivity(
         data: Evaluation data (needed for ``method="evaluate"``).
         layers: fqns or glob patterns of the layers to analyse (default: all targets that
             the strategy supports).
+            Layers the strategy leaves out (the model's output layers under channel
+            pruning, unless it has ``prune_outputs=True``) are not analysed; ``attrs``
+            name them under ``left_out``, with the reason under ``left_out_reason``.
         sparsities: Sparsity levels, each in [0, 1].
         strategy: How one layer is pruned (a name or a Strategy, e.g. with granularity).
         method: ``"evaluate"`` or ``"magnitude"``.
@@ -428,6 +431,10 @@ def sensitivity(
     strategy = get_strategy(strategy)
     if layers is None:  # by default, the layers this strategy can prune
         chosen = supported_targets(strategy, chosen)
+    skipped = left_out(model, strategy, chosen)
+    if len(skipped.fqns) == len(chosen):
+        raise ValueError(f"no layer to analyse with {strategy.name}. {skipped.reason}")
+    chosen = [t for t in chosen if t.fqn not in skipped.fqns]
     batches = _subset_batches(data, subset, _BATCH, run_on)
     built = bool(strategy.needs) and calibration is None
     if built:
@@ -459,6 +466,9 @@ def sensitivity(
             log.finish(
                 {
                     "granularity": str(strategy.granularity),
+                    "prune_outputs": strategy.prune_outputs,
+                    "left_out": list(skipped.fqns),
+                    "left_out_reason": skipped.why,
                     "method": "evaluate",
                     "metric": metric,
                     "baseline": baseline[metric],
@@ -532,11 +542,13 @@ def estimate_sensitivity(
     sparsities: Sequence[float] = DEFAULT_LEVELS,
     subset: int | None = None,
     device: torch.device | str | None = None,
+    strategy: str | Strategy | None = None,
 ) -> Estimate:
     """How long :func:`sensitivity` (``method="evaluate"``) should take, at most.
 
     Counts the (layer, sparsity) points and times a full forward pass over the (subset of
-    the) data; prefix caching and early stopping can only make the run shorter.
+    the) data; prefix caching and early stopping can only make the run shorter. With
+    ``strategy``, the layers it leaves out (see :func:`sensitivity`) are not counted.
 
     >>> net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> estimate_sensitivity(net, torch.randn(20, 6), sparsities=[0.5, 0.9]).evaluations
@@ -544,6 +556,9 @@ def estimate_sensitivity(
     """
     levels = [check_sparsity(s) for s in sparsities]
     chosen = resolve_targets(model, list(layers) if layers is not None else None)
+    if strategy is not None:
+        skipped = left_out(model, strategy, chosen).fqns
+        chosen = [t for t in chosen if t.fqn not in skipped]
     run_on = _run_device(model, device)
     batches = _subset_batches(data, subset, _BATCH, run_on)
     samples = sum(b.inputs.shape[0] for b in batches)
@@ -762,7 +777,13 @@ def solve(
         strategy=attrs.get("strategy", "layer-magnitude"),
         granularity=attrs.get("granularity", "unstructured"),
         layers={layer: round(s, 6) for layer, s in current.items()},
-        provenance=Provenance(metric=metric, baseline=_maybe_float(baseline), predicted=predicted),
+        provenance=Provenance(
+            metric=metric,
+            baseline=_maybe_float(baseline),
+            predicted=predicted,
+            left_out=LeftOut(tuple(attrs.get("left_out") or ())).note,
+        ),
+        prune_outputs=bool(attrs.get("prune_outputs", False)),
     )
     if model is not None and data is not None and metric in METRICS:
         measured = evaluate(model, data, masks=recipe.masks(model), metrics=(metric,))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -12,7 +14,7 @@ from torch import nn
 
 from .functional import check_materialized
 
-__all__ = ["Target", "get_parameter", "resolve_targets", "targets"]
+__all__ = ["OutputLayers", "Target", "get_parameter", "output_layers", "resolve_targets", "targets"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -219,3 +221,104 @@ def get_parameter(model: nn.Module, fqn: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"model has no tensor {fqn!r}")
     return value
+
+
+@dataclass(frozen=True)
+class OutputLayers:
+    """The targets whose outputs are the model's outputs.
+
+    Attributes:
+        fqns: Target fqns whose output reaches the model's output without passing through
+            another prunable layer (the final classifier, and every layer that feeds the
+            output through a skip connection).
+        how: How they were found: ``"traced"`` (from the model's graph) or, when the model
+            cannot be traced, a sentence saying so and what was assumed instead.
+    """
+
+    fqns: tuple[str, ...]
+    how: str = "traced"
+
+
+# tracing a large model takes tens of milliseconds and a sensitivity run asks once per
+# layer: remember the answer per model object, for as long as its targets stay the same
+_OUTPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_OUTPUTS_LOCK = threading.Lock()  # the app's sessions are threads of one process
+
+
+def output_layers(model: nn.Module) -> OutputLayers:
+    """Find the prunable layers that produce the model's outputs.
+
+    The model's graph is traced symbolically (``torch.fx``; no input is needed and the model
+    is not run or modified) and walked back from its outputs; each path stops at the first
+    prunable layer it meets (a Linear, convolution or RNN module, or a function applied to a
+    target weight). Those layers' output channels are the model's outputs: channel pruning
+    them deletes outputs (classes) outright. A model that cannot be traced (data-dependent
+    control flow, ...) falls back to its last prunable layer in registration order, and
+    ``how`` says so.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> output_layers(net).fqns
+    ('2.weight',)
+    """
+    found = targets(model)
+    signature = tuple((t.fqn, t.shape) for t in found)
+    with _OUTPUTS_LOCK:
+        cached = _OUTPUTS.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    try:
+        result = OutputLayers(_traced_outputs(model, found))
+    except Exception as exc:  # tracing fails in many ways; each means "untraceable"
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:160] if text else type(exc).__name__
+        result = OutputLayers(
+            (found[-1].fqn,),
+            how=(
+                f"the model's graph could not be traced ({reason}), so its last prunable "
+                f"layer, {found[-1].fqn}, is taken to produce the outputs"
+            ),
+        )
+    with _OUTPUTS_LOCK:
+        _OUTPUTS[model] = (signature, result)
+    return result
+
+
+def _traced_outputs(model: nn.Module, found: list[Target]) -> tuple[str, ...]:
+    from torch import fx
+
+    by_module: dict[str, list[str]] = {}
+    for t in found:
+        by_module.setdefault(t.module_fqn, []).append(t.fqn)
+    fqns = {t.fqn for t in found}
+
+    class _Tracer(fx.Tracer):
+        # prunable modules stay whole, whatever their class (subclasses of nn.Linear, ...)
+        def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+            return qualified_name in by_module or super().is_leaf_module(module, qualified_name)
+
+    graph = _Tracer().trace(model)
+    outputs = [node for node in graph.nodes if node.op == "output"]
+    hits: list[str] = []
+    seen: set[fx.Node] = set()
+    todo = [n for node in outputs for n in node.all_input_nodes]
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "call_module" and node.target in by_module:
+            hits.extend(by_module[node.target])
+            continue
+        if node.op == "get_attr" and node.target in fqns:
+            hits.append(node.target)
+            continue
+        weights = [
+            n.target for n in node.all_input_nodes if n.op == "get_attr" and n.target in fqns
+        ]
+        if weights:  # a function applied to a target weight (F.linear(x, self.fc.weight))
+            hits.extend(weights)
+            continue
+        todo.extend(node.all_input_nodes)
+    if not hits:
+        raise ValueError("no prunable layer reaches the outputs")
+    return tuple(t.fqn for t in found if t.fqn in set(hits))

@@ -63,6 +63,8 @@ CLEAR_ERRORS: list[tuple[type[Exception], str]] = [
     (ValueError, r"is internal to a (LSTM|GRU|RNN) module; exclude it or use a weight-only"),
     # activation-norm-channel scores whole channels only
     (ValueError, r"activation-norm-channel scores whole channels: use granularity"),
+    # channel pruning keeps the model's outputs: a subset of only output layers is refused
+    (ValueError, r"nothing to prune with .*Left out .*prune_outputs=True"),
     # shrink works on Linear and convolution layers; channel masks of an LSTM cannot shrink
     (ValueError, r"shrink removes channels of Linear and convolution layers only"),
     # a layer cannot lose every output channel
@@ -293,6 +295,9 @@ def check_counts(pruner, strategy, masks, request) -> None:
     assert list(masks) == [t.fqn for t in targets]
     for t in targets:
         assert masks[t.fqn].dtype == torch.bool and tuple(masks[t.fqn].shape) == t.shape
+    for fqn in pruner.left_out.fqns:  # the model's output layers, kept whole
+        assert isinstance(granularity, Channel) and bool(masks[fqn].all()), fqn
+    targets = [t for t in targets if t.fqn not in pruner.left_out.fqns]
     if isinstance(granularity, NM):
         for t in targets:
             value = (request.get("per_layer") or {}).get(t.fqn, request.get("sparsity"))
@@ -387,9 +392,13 @@ def _strategy(name: str, data) -> prunelab.Strategy:
     if not isinstance(default, ScoredStrategy) or isinstance(default.granularity, NM):
         return default
     other = data.draw(st.sampled_from([None, None, "channel", "input-channel", "2:4"]))
-    if other is None or other == str(default.granularity):
-        return default
-    return prunelab.get_strategy(name, granularity=other)
+    options: dict = {}
+    if other is not None and other != str(default.granularity):
+        options["granularity"] = other
+    granularity = str(options.get("granularity", default.granularity))
+    if granularity == "channel" and data.draw(st.booleans()):
+        options["prune_outputs"] = True  # the output layers pruned too, on request
+    return prunelab.get_strategy(name, **options) if options else default
 
 
 def _targets(model, strategy, data) -> list[str] | None:
@@ -407,7 +416,7 @@ def _targets(model, strategy, data) -> list[str] | None:
 
 def _request(pruner, strategy, data) -> dict:
     request: dict = {}
-    fqns = [t.fqn for t in pruner.targets]
+    fqns = [t.fqn for t in pruner.targets if t.fqn not in pruner.left_out.fqns]
     if strategy.fixed_sparsity is not None:
         if data.draw(st.booleans()):
             chosen = data.draw(st.lists(st.sampled_from(fqns), unique=True))
@@ -495,7 +504,8 @@ def _boundary_model() -> nn.Module:
     "strategy",
     [
         prunelab.get_strategy("layer-magnitude"),
-        prunelab.get_strategy("global-magnitude", granularity="channel"),  # weighted ranking
+        # weighted ranking over both layers: the output layer included
+        prunelab.get_strategy("global-magnitude", granularity="channel", prune_outputs=True),
     ],
     ids=["layerwise", "global-channels"],
 )

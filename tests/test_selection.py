@@ -54,7 +54,8 @@ def test_global_sparsity_within_one_element(shapes, sparsity, seed):
 )
 def test_channel_sparsity_within_one_channel_per_layer(shapes, sparsity, granularity, seed):
     model = _linear_model(shapes, seed)
-    strategy = prunelab.get_strategy("layer-magnitude", granularity=granularity)
+    # the selection arithmetic on every layer, the output layer included
+    strategy = prunelab.get_strategy("layer-magnitude", granularity=granularity, prune_outputs=True)
     masks = prunelab.Pruner(model, strategy).masks(sparsity=sparsity)
     dim = 0 if granularity == "channel" else 1
     for fqn, mask in masks.items():
@@ -78,7 +79,8 @@ def test_channel_sparsity_within_one_channel_per_layer(shapes, sparsity, granula
 def test_masks_are_nested(shapes, low, high, strategy, granularity, seed):
     low, high = sorted((low, high))
     model = _linear_model(shapes, seed)
-    pruner = prunelab.Pruner(model, prunelab.get_strategy(strategy, granularity=granularity))
+    chosen = prunelab.get_strategy(strategy, granularity=granularity, prune_outputs=True)
+    pruner = prunelab.Pruner(model, chosen)
     small, large = pruner.masks(sparsity=low), pruner.masks(sparsity=high)
     for fqn in small:
         # everything kept at the larger sparsity is kept at the smaller one
@@ -221,7 +223,7 @@ def test_weighted_ranking_counts_elements():
 
 def test_global_channel_pruning_counts_elements():
     model = make_cnn(0)
-    strategy = prunelab.get_strategy("global-magnitude", granularity="channel")
+    strategy = prunelab.get_strategy("global-magnitude", granularity="channel", prune_outputs=True)
     masks = prunelab.Pruner(model, strategy).masks(sparsity=0.5)
     total = sum(m.numel() for m in masks.values())
     largest_channel = max(m[0].numel() for m in masks.values())

@@ -62,7 +62,8 @@ def test_global_magnitude_matches_global_unstructured(name, seed, amount):
 @pytest.mark.parametrize("amount", [0.25, 0.5, 0.75])
 def test_weight_norm_channel_matches_ln_structured(name, seed, p, amount):
     model = MODELS[name](seed)
-    strategy = prunelab.get_strategy("weight-norm-channel", p=p)
+    # torch prunes every module it is given, the output layer too: include it explicitly
+    strategy = prunelab.get_strategy("weight-norm-channel", p=p, prune_outputs=True)
     pruner = prunelab.Pruner(model, strategy, targets=[t.fqn for t in _dim0_targets(model)])
     ours = pruner.masks(sparsity=amount)
     theirs = {}
@@ -74,6 +75,21 @@ def test_weight_norm_channel_matches_ln_structured(name, seed, p, amount):
     assert ours.keys() == theirs.keys()
     for fqn in theirs:
         assert torch.equal(ours[fqn], theirs[fqn]), fqn
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_weight_norm_channel_by_default_matches_ln_structured_except_the_output_layer(name):
+    model = MODELS[name](0)
+    output = prunelab.targets(model)[-1].fqn
+    ours = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
+    copy_ = copy.deepcopy(model)
+    for target in prunelab.targets(model):
+        if target.fqn == output:
+            assert bool(ours[output].all())  # every class kept
+            continue
+        module = copy_.get_submodule(target.module_fqn)
+        torch_prune.ln_structured(module, target.param_name, amount=0.5, n=1, dim=0)
+        assert torch.equal(ours[target.fqn], getattr(module, target.param_name + "_mask").bool())
 
 
 def _dim0_targets(model):

@@ -40,6 +40,7 @@ class Keys:
     heatmap_layout = "prune_heatmap_layout"
     compare = "prune_compare"
     evaluate_now = "prune_evaluate"
+    prune_outputs = "prune_outputs"  # channel pruning: the model's output layers too
 
     # activations page (prefix "act_": add more here as needed)
     act_layer = "act_layer"
@@ -57,6 +58,7 @@ class Keys:
 
     # sensitivity page (prefix "sens_")
     sens_layers = "sens_layers"
+    sens_prune_outputs = "sens_prune_outputs"
     sens_levels = "sens_levels"
     sens_subset = "sens_subset"
     sens_early_stop = "sens_early_stop"
@@ -105,6 +107,7 @@ class Keys:
     export_sparsity = "export_sparsity"
     export_recipe = "export_recipe"
     export_bits = "export_bits"
+    export_evaluate = "export_evaluate"
     export_batches = "export_batches"
     export_speed_run = "export_speed_run"
     export_speed_result = "export_speed_result"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import streamlit as st
 
+from ..granularity import Channel
+from ..pruner import left_out
 from ..strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
+from ..targets import resolve_targets
 from .engine import Choice
 from .fmt import HELP
 from .state import Keys
@@ -99,3 +103,27 @@ def layer_picker(choice: Choice, strategy: StrategyChoice) -> tuple[str, ...]:
         st.info("Pick at least one layer to prune.")
         st.stop()
     return tuple(chosen)
+
+
+def outputs_option(
+    choice: Choice, strategy: StrategyChoice, layers: Sequence[str], *, key: str
+) -> StrategyChoice:
+    """For output-channel strategies: one line naming the output layer that is left out and
+    why, and a box to prune it too (the strategy's ``prune_outputs`` option)."""
+    chosen = get_strategy(strategy.name, **dict(strategy.options))
+    if not isinstance(chosen.granularity, Channel):
+        return strategy
+    include = bool(st.session_state.get(key, False))
+    if not include:
+        skipped = left_out(choice.model, chosen, resolve_targets(choice.model, list(layers)))
+        if skipped.fqns:
+            st.caption(f"{skipped.why}.")
+    st.checkbox(
+        "Prune the model's output layer too",
+        key=key,
+        help="Its output channels are the model's outputs (the classes): pruning one deletes "
+        "that output outright, whatever the data says.",
+    )
+    if not include:
+        return strategy
+    return replace(strategy, options=(*strategy.options, ("prune_outputs", True)))

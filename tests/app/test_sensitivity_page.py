@@ -9,6 +9,7 @@ import pytest
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
+import prunelab
 from prunelab import sweeps, zoo
 from prunelab.recipes import Recipe
 from prunelab.sweeps import Estimate
@@ -218,3 +219,52 @@ def test_an_error_during_the_run_is_shown_not_raised(monkeypatch):
     )
     at.run()
     assert not at.exception and at.button(key=Keys.sens_run)  # the page is still usable
+
+
+# -- issue 16: the table shows the file's numbers; the layer choice follows the model --------
+
+
+def test_recipe_table_shows_exactly_the_numbers_of_the_file(analysed):
+    at = analysed
+    shown = at.dataframe[0].value.set_index("layer")["sparsity"].to_dict()
+    recipe = Recipe.loads(next(c.value for c in at.code if "prunelab.recipe/1" in c.value))
+    assert shown == dict(recipe.layers)
+    # one rounding, applied to the recipe itself, and the column displays all of its digits
+    assert all(round(value, 3) == value for value in shown.values())
+    assert any(0 < value < 1 for value in shown.values())
+    config = at.dataframe[0].proto.columns
+    assert '"format":"%.3f"' in config.replace(" ", "")
+    assert '"step":0.001' in config.replace(" ", "")
+
+
+def _sens_layers(at):
+    return next(m for m in at.multiselect if m.label == "Layers")
+
+
+def test_layer_choice_follows_the_model():
+    at = page("pages/4_Sensitivity.py").run()
+    assert_clean(at)
+    cnn = zoo.load("sample:digits-cnn").model
+    assert _sens_layers(at).value == [t.fqn for t in prunelab.targets(cnn)]
+    at.sidebar.selectbox(key=Keys.sample).set_value("sample:digits-resnet").run()
+    assert_clean(at)
+    resnet = [t.fqn for t in prunelab.targets(zoo.load("sample:digits-resnet").model)]
+    assert len(resnet) == 9
+    assert _sens_layers(at).value == resnet  # was ["fc.weight"] alone
+
+
+def test_channel_strategy_leaves_the_classifier_out_and_says_so():
+    at = page("pages/4_Sensitivity.py").run()
+    at.selectbox(key=Keys.strategy + "_s").set_value("weight-norm-channel").run()
+    assert_clean(at)
+    assert [c.value for c in at.caption if c.value.startswith("Left out fc.weight")]
+    at.select_slider(key=Keys.sens_levels).set_value(3)
+    at.number_input(key=Keys.sens_subset).set_value(96)
+    at.button(key=Keys.sens_run).click().run()
+    assert_clean(at)
+    recipe = Recipe.loads(next(c.value for c in at.code if "prunelab.recipe/1" in c.value))
+    assert set(recipe.layers) == {"conv1.weight", "conv2.weight"}
+    assert not recipe.prune_outputs and "fc.weight" in recipe.provenance.left_out
+    at.checkbox(key=Keys.sens_prune_outputs).check().run()
+    assert_clean(at)
+    assert not [c.value for c in at.caption if c.value.startswith("Left out")]

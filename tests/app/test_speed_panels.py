@@ -1,0 +1,33 @@
+"""Learn lesson 5 and the Export page time honestly: spread shown, no made-up speed-ups."""
+
+from __future__ import annotations
+
+from prunelab.speed import NO_DIFFERENCE
+from prunelab.ui.state import Keys
+from tests.app.conftest import assert_clean, page
+
+
+def test_learn_lesson_five_reports_no_measurable_difference():
+    at = page("pages/7_Learn.py").run()
+    assert_clean(at)
+    at.button(key="learn_latency").click().run()
+    assert_clean(at)
+    verdicts = [box.value for box in at.info if "measurable difference" in box.value]
+    assert verdicts and verdicts[0].startswith("No measurable difference"), [
+        w.value for w in at.warning
+    ]
+    labels = {m.label: m for m in at.metric}
+    assert labels["Dense forward"].value.endswith(" ms")
+    assert "middle half" in labels["Masked forward"].proto.help
+    assert not labels["Masked forward"].delta  # no percentage made of noise
+
+
+def test_export_speed_panel_shows_spread_and_verdicts():
+    at = page("pages/6_Export.py").run()
+    at.multiselect(key=Keys.export_batches).set_value([4])
+    at.button(key=Keys.export_speed_run).click().run()
+    assert_clean(at)
+    report = at.session_state[Keys.export_speed_result][1].set_index("variant")
+    assert {"q1_ms", "q3_ms", "verdict"} <= set(report.columns)
+    assert report.loc["masked", "verdict"] == NO_DIFFERENCE
+    assert any("interleaved rounds" in c.value for c in at.caption)
