@@ -12,8 +12,10 @@ different models does not grow the server without bound: the bounds are the cons
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -48,6 +50,30 @@ MAX_RESULTS = 64
 # evaluate on every slider move only below this many parameters; above, on a button
 AUTO_EVALUATE_PARAMS = 5_000_000
 CALIBRATION_BATCHES = 4
+
+# -- the server's torch thread policy ------------------------------------------------------
+# Every session's work runs on one intra-op thread (override: PRUNELAB_APP_THREADS). The server
+# already runs sessions in parallel threads, and the machine is often shared: with more intra-op
+# threads, OpenMP's workers spin-wait for a core that another process holds, and a batch-16
+# digits-cnn forward pass took 120-150 ms instead of about 1 ms. torch reads the count set here
+# in every thread that starts torch work afterwards, so setting it once, when the app first
+# imports this module (before any page does torch work), covers every script run.
+APP_THREADS_ENV = "PRUNELAB_APP_THREADS"
+
+
+def app_threads() -> int:
+    """Intra-op threads for the app's torch work: ``PRUNELAB_APP_THREADS``, else 1."""
+    text = os.environ.get(APP_THREADS_ENV, "1")
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    warnings.warn(
+        f"{APP_THREADS_ENV} must be a whole number >= 1, got {text!r}; using 1 thread",
+        stacklevel=2,
+    )
+    return 1
+
+
+torch.set_num_threads(app_threads())
 
 
 @dataclass(frozen=True)
