@@ -17,11 +17,13 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -43,6 +45,9 @@ MAX_CALIBRATIONS_PER_MODEL = 2  # gradients and activations, one per evaluation 
 MAX_DATASETS = 8
 MAX_PRUNERS = 16  # prepared strategies: scores and their sorted copy, ~2x the pruned weights
 MAX_TABLES = 64  # small results: dense metrics, FLOP tables
+# figures of one layer (weights, mask, histogram, channels) keyed by the layer's mask: moving a
+# slider back to a value, or switching views, draws a kept figure instead of building it again
+MAX_FIGURES = 64
 # finished long runs (sensitivity tables, sweeps, training curves: small tables), enough for
 # each session of a class to find its own again after a page switch or its own st.rerun
 MAX_RESULTS = 64
@@ -214,6 +219,24 @@ def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:
     """(dense, effective) FLOPs of the prunable layers, from a dense table and the masks."""
     scaled = with_masks(table, masks)
     return int(scaled["flops"].sum()), int(scaled["effective_flops"].sum())
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """A short digest of tensors' values (a cache key for what is drawn from them)."""
+    hashed = hashlib.blake2b(digest_size=12)
+    for tensor in tensors:
+        hashed.update(str(tuple(tensor.shape)).encode())
+        hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hashed.hexdigest()
+
+
+@st.cache_resource(max_entries=MAX_FIGURES, show_spinner=False)
+def figure(key: tuple, _build: Callable[[], go.Figure]) -> go.Figure:
+    """``_build()``, kept for all sessions under ``key`` (which must name everything drawn).
+
+    A kept figure is shared, never changed: ``st.plotly_chart`` only reads it.
+    """
+    return _build()
 
 
 def out_dim(choice: Choice, fqn: str) -> int:

@@ -75,8 +75,10 @@ def test_threshold_drives_the_masks():
     assert any("Implied sparsity" in c.value for c in at.caption)
 
 
-def test_compare_tab_shows_overlap():
+def test_compare_view_shows_overlap():
     at = page("pages/2_Prune.py").run()
+    at.session_state[Keys.view] = "compare"  # the view picker (a segmented control)
+    at.run()
     at.selectbox(key=Keys.compare).select("random").run()
     assert_clean(at)
     overlap = at.dataframe[-1].value
@@ -125,3 +127,12 @@ def test_layer_choice_follows_the_model():
     at.sidebar.selectbox(key=Keys.sample).select("sample:digits-mlp").run()
     assert_clean(at)
     assert set(at.session_state[Keys.masks]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
+@pytest.mark.parametrize("view", ["weights", "mask", "histogram", "channels", "layers", "compare"])
+def test_prune_page_builds_only_the_figure_on_view(view):
+    at = page("pages/2_Prune.py")
+    at.session_state[Keys.view] = view
+    at.run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 1
