@@ -230,7 +230,7 @@ def run_sensitivity(page: Page) -> None:
     levels.press("Home")
     page.wait_for_timeout(QUIET_MS)
     wait_idle(page)
-    samples = page.get_by_label("Samples")
+    samples = page.locator('[data-testid="stNumberInput"]', has_text="Samples").locator("input")
     samples.fill("16")
     samples.press("Enter")
     page.wait_for_timeout(QUIET_MS)
