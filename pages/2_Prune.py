@@ -172,9 +172,10 @@ def _summary(masks):
             f"{pruned['accuracy'] - dense['accuracy']:+.1%}",
         )
     third[0].metric(
-        "Agreement with dense",
+        "Agreement",
         f"{pruned['agreement']:.1%}",
-        help="How often the pruned model's top class is the dense model's.",
+        help="Agreement with the dense model: how often the pruned model's top class is the "
+        "dense model's.",
     )
     third[1].metric(
         "KL(dense ‖ pruned)",
