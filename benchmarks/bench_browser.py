@@ -5,12 +5,15 @@ Run: ``uv run python benchmarks/bench_browser.py [--moves 12] [--load] [--quick]
 Starts the app (app.py) and a bare Streamlit page with one slider and one metric
 (``benchmarks/bare_page.py``) on loopback from this environment, and drives Debian's chromium
 through Playwright. A move is one arrow-key press on a focused slider, timed in the page from
-the keydown to the app's script state back to "not running" (the ``data-test-script-state``
-attribute of ``stApp``, which Streamlit's frontend sets from the server's script-run messages,
-fragment runs included): the last rerun the move caused has finished and its elements are in
-the page. Moves of an app slider and of the bare slider alternate, so both see the same load
-on the machine; each slider's ratio is the median of its moves over the median of the bare
-moves made between them.
+the keydown until the script run it caused has ended and been drawn: the server's
+``script_finished`` message (fragment runs included) read off the page's websocket as it
+arrives, then the next frame the page draws. When a move causes more than one run, the last
+counts. (The ``data-test-script-state`` attribute of ``stApp``, the status widget's source,
+misses fast runs: React batches "running" and "not running" into one render.) Moves of an app
+slider and of the bare slider alternate, so both see the same load on the machine; each
+slider's ratio is the median of its moves over the median of the bare moves made between
+them. Both pages are served with the project's ``.streamlit/config.toml``. Each slider's line
+also says when ``script_finished`` arrived (median), to tell server time from drawing time.
 
 Sliders: the Prune page's sparsity and threshold sliders on sample:digits-cnn and on
 torchvision:resnet18, the Activations page's threshold slider (digits-cnn) and the Sensitivity
