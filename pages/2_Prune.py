@@ -14,15 +14,20 @@ st.set_page_config(page_title="Prune · prunelab", layout="wide")
 choice = sidebar()
 st.title("Prune")
 
-top_left, top_right = st.columns([1, 2])
-with top_left:
+# The strategy and its layers sit in the sidebar, below the model they apply to, so that the
+# slider, the numbers and the figure it changes share one screen (1280x720) without scrolling.
+with st.sidebar:
+    st.header("Strategy")
     strategy = strategy_picker()
     seed = 0
     if strategy.name == "random":
         seed = int(st.number_input("Seed", 0, 10_000, 0, key=Keys.seed))
-with top_right:
     layers = layer_picker(choice, strategy)
     strategy = outputs_option(choice, strategy, layers, key=Keys.prune_outputs)
+st.caption(
+    f"Strategy **{strategy.label}** on {len(layers)} of {len(choice.loaded.prunable)} "
+    "prunable weights: choose them in the sidebar, below the model."
+)
 
 try:
     pruner = engine.pruner(
@@ -76,26 +81,32 @@ def _masks_controls():
     return masks, f"{strategy.label} at threshold {threshold:.4g}"
 
 
+HEIGHT = 400  # px: the figure fits beside the controls on a 1280x720 screen
+VIEWS = {  # short labels: the picker fits on one line beside the controls
+    "weights": "Weights",
+    "mask": "Mask",
+    "histogram": "Histogram",
+    "channels": "Channels",
+    "layers": "Per layer",
+    "compare": "Compare",
+}
+
+
 @st.fragment
 def results():
-    # a slider move reruns only this fragment: a lookup in the cached Pruner and the outputs
-    left, right = st.columns([1, 2])
-    with left:
+    # A slider move reruns only this fragment: a lookup in the cached Pruner, the numbers and
+    # the one figure on view (not a chart per hidden tab); figures are kept per layer and mask.
+    controls, view = st.columns([1, 2], gap="medium")
+    with controls:
         masks, label = _masks_controls()
     st.session_state[Keys.masks] = masks
     st.session_state[Keys.masks_label] = f"{label} on {choice.bundle.name}"
     st.session_state[Keys.recipe] = _recipe(masks)
-    with left:
-        _recipe_download(st.session_state[Keys.recipe])
-    with right:
+    with controls:
         _summary(masks)
-        st.plotly_chart(figures.layer_sparsity(masks), key="layer_sparsity_chart")
-        explain(
-            "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
-            "strategy ranks all weights together, so layers whose weights are small lose more; "
-            "a layerwise strategy prunes every layer by the same fraction."
-        )
-    _layer_details(masks)
+        _recipe_download(st.session_state[Keys.recipe])
+    with view:
+        _view(masks)
 
 
 def _recipe(masks):
@@ -115,7 +126,7 @@ def _recipe_download(recipe):
         return
     st.download_button(
         "Save these masks as a recipe (YAML)",
-        recipe.dumps(),
+        recipe.dumps,  # written when clicked, not on every slider move
         file_name=f"{choice.bundle.name}-recipe.yaml",
         mime="text/yaml",
         key="prune_recipe_download",
@@ -127,41 +138,50 @@ def _summary(masks):
     dense_flops, effective = engine.effective_flops(flops, masks)
     table = masks.per_layer()
     kept, total = int(table["kept"].sum()), int(table["elements"].sum())
-    cols = st.columns(4)
-    cols[0].metric("Sparsity", f"{masks.sparsity():.1%}")
-    cols[1].metric("Nonzero weights", f"{kept:,}", f"{kept - total:,}", delta_color="off")
-    cols[2].metric(
+    # two metrics a row: the controls' column is a third of the page
+    first, second, third = st.columns(2), st.columns(2), st.columns(2)
+    first[0].metric("Sparsity", f"{masks.sparsity():.1%}")
+    first[1].metric(
+        "Nonzero weights",
+        _count(kept),
+        f"{kept - total:,}",
+        delta_color="off",
+        help=f"{kept:,} of {total:,} weights in the pruned layers are kept.",
+    )
+    second[0].metric(
         "Effective FLOPs",
-        f"{effective / 1e6:,.2f} M",
+        _count(effective),
         f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
         delta_color="off",
         help=HELP["FLOPs"] + " Counted over the pruned layers.",
     )
     if choice.data is None:
-        cols[3].metric("Accuracy", "no data")
+        second[1].metric("Accuracy", "no data")
         return
     auto = choice.parameters <= engine.AUTO_EVALUATE_PARAMS
     if not auto and not st.button("Evaluate accuracy", key=Keys.evaluate_now):
-        cols[3].metric("Accuracy", "press Evaluate")
+        second[1].metric("Accuracy", "press Evaluate")
         return
     dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
     pruned = engine.evaluate_masks(choice, masks)
     if "accuracy" in pruned:
-        cols[3].metric(
+        second[1].metric(
             "Accuracy",
             percent(pruned["accuracy"]),
             points(pruned["accuracy"] - dense["accuracy"]),
         )
-    more = st.columns(4)
+    third[0].metric(
+        "Agreement",
+        percent(pruned["agreement"]),
+        help=HELP["agreement"],
+    )
+    third[1].metric(
+        "KL divergence",
+        f"{pruned['kl']:.4f}",
+        help=HELP["KL"],
+    )
     if "loss" in pruned:
-        more[0].metric(
-            "Loss",
-            f"{pruned['loss']:.3f}",
-            f"{pruned['loss'] - dense['loss']:+.3f}",
-            delta_color="inverse",
-        )
-    more[1].metric("Agreement", percent(pruned["agreement"]), help=HELP["agreement"])
-    more[2].metric("KL divergence", f"{pruned['kl']:.4f}", help=HELP["KL"])
+        st.caption(f"Loss {pruned['loss']:.3f} ({pruned['loss'] - dense['loss']:+.3f})")
     explain(
         "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
         "and KL divergence judge fidelity to the dense model, so they work without labels. "
@@ -170,38 +190,79 @@ def _summary(masks):
     )
 
 
-def _layer_details(masks):
-    st.subheader("One layer up close")
+def _count(n: int) -> str:
+    """A count short enough for a metric in a third of the page (millions and billions)."""
+    if n < 1_000_000:
+        return f"{n:,}"
+    return f"{n / 1e6:.2f} M" if n < 1_000_000_000 else f"{n / 1e9:.2f} G"
+
+
+def _view(masks):
+    """One figure: the view picked for the focus layer (only that one is built)."""
     fqns = list(masks)
-    fqn = st.selectbox("Layer", fqns, key=Keys.focus)
+    view = st.segmented_control(
+        "View",
+        list(VIEWS),
+        default="weights",
+        required=True,
+        format_func=VIEWS.get,
+        key=Keys.view,
+        label_visibility="collapsed",
+        help="What to draw: one layer's weights before and after, its mask, its weight "
+        "histogram with the cut-off, its channels, every layer's sparsity, or the overlap "
+        "with another strategy's masks.",
+    )
+    if view == "layers":
+        st.plotly_chart(_layers_figure(masks), key="layer_sparsity_chart")
+        explain(
+            "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
+            "strategy ranks all weights together, so layers whose weights are small lose more; "
+            "a layerwise strategy prunes every layer by the same fraction."
+        )
+        return
+    focus, options = st.columns([3, 2])
+    fqn = focus.selectbox("Layer", fqns, key=Keys.focus, label_visibility="collapsed")
     weight = choice.model.get_parameter(fqn).detach()
     mask = masks[fqn]
     if weight.ndim > 1 and engine.out_dim(choice, fqn) == 1:
         # transposed convolutions store (in, out, ...): show output channels as rows
         weight, mask = weight.movedim(1, 0), mask.movedim(1, 0)
-    tabs = st.tabs(["Weights before/after", "Mask pattern", "Histogram", "Channels", "Compare"])
-    with tabs[0]:
+    key = (choice.model_key, fqn, engine.digest(mask))
+    if view == "weights":
         layout = "matrix"
         if weight.ndim > 2:
-            layout = st.radio(
-                "Layout", ("matrix", "filters"), horizontal=True, key=Keys.heatmap_layout
+            layout = options.radio(
+                "Layout",
+                ("matrix", "filters"),
+                horizontal=True,
+                key=Keys.heatmap_layout,
+                label_visibility="collapsed",
             )
-        st.plotly_chart(figures.weight_heatmap(weight, mask, layout=layout), key="heatmap")
+        fig = engine.figure(
+            ("heatmap", layout, *key),
+            _build=lambda: figures.weight_heatmap(weight, mask, layout=layout),
+        )
+        st.plotly_chart(fig, key="heatmap", height=HEIGHT)
         explain(
             "Left, the layer's weights; right, the same weights after pruning (pruned ones are "
             "exactly zero, white). Blue is positive, red negative. Convolution weights are "
             "drawn as output channels by (input channels x kernel positions)."
         )
-    with tabs[1]:
-        st.plotly_chart(figures.mask_pattern(mask), key="mask_pattern")
+    elif view == "mask":
+        fig = engine.figure(("mask", *key), _build=lambda: figures.mask_pattern(mask))
+        st.plotly_chart(fig, key="mask_pattern", height=HEIGHT)
         explain(
             "The mask itself: kept weights blue, pruned ones grey. Unstructured "
             "masks look like noise, channel masks like whole rows, N:M masks like a regular "
             "comb along the inputs."
         )
-    with tabs[2]:
+    elif view == "histogram":
         cut = _magnitude_cut(fqn)
-        st.plotly_chart(figures.weight_histogram(weight, threshold=cut), key="histogram")
+        fig = engine.figure(
+            ("histogram", choice.model_key, fqn, cut),
+            _build=lambda: figures.weight_histogram(weight, threshold=cut),
+        )
+        st.plotly_chart(fig, key="histogram", height=HEIGHT)
         explain(
             "The distribution of this layer's weights. For magnitude strategies the shaded band "
             "between the dashed lines is what is pruned: every weight whose size is at or below "
@@ -210,22 +271,35 @@ def _layer_details(masks):
             else "The distribution of this layer's weights. This strategy's scores are not the "
             "weights' magnitudes, so no single cut-off on this axis describes what it prunes."
         )
-    with tabs[3]:
-        scores = pruner.scores().get(fqn)
-        if scores is not None and scores.ndim == 1:
-            st.plotly_chart(figures.channel_magnitudes(scores, mask), key="channels")
-            caption = "score of each output channel (what the strategy ranks)"
-        else:
-            norms = weight.abs().flatten(1).sum(dim=1) if weight.ndim > 1 else weight.abs()
-            st.plotly_chart(figures.channel_magnitudes(norms, mask), key="channels")
-            caption = "L1 norm of each output channel's weights"
-        explain(
-            f"One bar per channel: the {caption}, coloured by whether the channel keeps any "
-            "weight. Channel pruning removes whole bars, which is what can make a model "
-            "physically smaller."
-        )
-    with tabs[4]:
+    elif view == "channels":
+        _channels(fqn, weight, mask)
+    else:
         _compare(masks, fqn)
+
+
+def _layers_figure(masks):
+    counts = masks.per_layer()[["fqn", "kept"]].itertuples(index=False)
+    key = ("layers", choice.model_key, tuple(counts))
+    return engine.figure(key, _build=lambda: figures.layer_sparsity(masks))
+
+
+def _channels(fqn, weight, mask):
+    scores = pruner.scores().get(fqn)
+    if scores is not None and scores.ndim == 1:
+        values, caption = scores, "score of each output channel (what the strategy ranks)"
+    else:
+        values = weight.abs().flatten(1).sum(dim=1) if weight.ndim > 1 else weight.abs()
+        caption = "L1 norm of each output channel's weights"
+    fig = engine.figure(
+        ("channels", choice.model_key, fqn, engine.digest(values, mask)),
+        _build=lambda: figures.channel_magnitudes(values, mask),
+    )
+    st.plotly_chart(fig, key="channels", height=HEIGHT)
+    explain(
+        f"One bar per channel: the {caption}, coloured by whether the channel keeps any "
+        "weight. Channel pruning removes whole bars, which is what can make a model "
+        "physically smaller."
+    )
 
 
 def _magnitude_cut(fqn):
@@ -258,6 +332,7 @@ def _compare(masks, fqn):
     st.plotly_chart(
         figures.mask_overlap(masks, other_masks, fqn, names=(strategy.name, other)),
         key="overlap",
+        height=HEIGHT,
     )
     st.dataframe(
         masks.overlap(other_masks),

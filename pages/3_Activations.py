@@ -216,6 +216,7 @@ with tabs[2]:
     )
 
 
+@st.fragment  # a threshold move reruns this panel only, not the page's other charts
 def _sparsity_panel():
     limit = float(max(dense.max.abs().max(), dense.min.abs().max()))
     limit = limit if limit > 0 else 1.0

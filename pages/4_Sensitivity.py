@@ -177,7 +177,11 @@ if table is None:
 st.subheader("Per-layer sensitivity")
 left, right = st.columns(2)
 with left:
-    st.plotly_chart(figures.sensitivity_heatmap(table), key="sens_heatmap")
+    # kept per settings: the recipe slider below reruns the page, these tables do not change
+    heatmap = engine.figure(
+        (*settings, "heatmap"), _build=lambda: figures.sensitivity_heatmap(table)
+    )
+    st.plotly_chart(heatmap, key="sens_heatmap")
     explain(
         (
             "No evaluation data: each cell prunes only one layer (row) to one sparsity "
@@ -193,7 +197,12 @@ with left:
     )
 with right:
     st.plotly_chart(
-        figures.sparsity_curves(table, metric="drop", by="layer", title="Drop per layer"),
+        engine.figure(
+            (*settings, "curves"),
+            _build=lambda: figures.sparsity_curves(
+                table, metric="drop", by="layer", title="Drop per layer"
+            ),
+        ),
         key="sens_curves",
     )
     explain(
@@ -237,7 +246,10 @@ if choice.data is not None:
         )
     if curves is not None:
         shown = "accuracy" if "accuracy" in curves else "agreement"
-        st.plotly_chart(figures.sparsity_curves(curves, metric=shown), key="sens_sweep")
+        sweep_figure = engine.figure(
+            (*curve_key, shown), _build=lambda: figures.sparsity_curves(curves, metric=shown)
+        )
+        st.plotly_chart(sweep_figure, key="sens_sweep")
         explain(
             "Whole-model pruning at each overall sparsity, no fine-tuning. Global strategies let "
             "robust layers absorb more of the pruning; random is the baseline every criterion "

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -47,6 +50,9 @@ MAX_CALIBRATIONS_PER_MODEL = 2  # gradients and activations, one per evaluation 
 MAX_DATASETS = 8
 MAX_PRUNERS = 16  # prepared strategies: scores and their sorted copy, ~2x the pruned weights
 MAX_TABLES = 64  # small results: dense metrics, FLOP tables
+# figures of one layer (weights, mask, histogram, channels) keyed by the layer's mask: moving a
+# slider back to a value, or switching views, draws a kept figure instead of building it again
+MAX_FIGURES = 64
 # finished long runs (sensitivity tables, sweeps, training curves: small tables), enough for
 # each session of a class to find its own again after a page switch or its own st.rerun
 MAX_RESULTS = 64
@@ -54,6 +60,30 @@ MAX_RESULTS = 64
 # evaluate on every slider move only below this many parameters; above, on a button
 AUTO_EVALUATE_PARAMS = 5_000_000
 CALIBRATION_BATCHES = 4
+
+# -- the server's torch thread policy ------------------------------------------------------
+# Every session's work runs on one intra-op thread (override: PRUNELAB_APP_THREADS). The server
+# already runs sessions in parallel threads, and the machine is often shared: with more intra-op
+# threads, OpenMP's workers spin-wait for a core that another process holds, and a batch-16
+# digits-cnn forward pass took 120-150 ms instead of about 1 ms. torch reads the count set here
+# in every thread that starts torch work afterwards, so setting it once, when the app first
+# imports this module (before any page does torch work), covers every script run.
+APP_THREADS_ENV = "PRUNELAB_APP_THREADS"
+
+
+def app_threads() -> int:
+    """Intra-op threads for the app's torch work: ``PRUNELAB_APP_THREADS``, else 1."""
+    text = os.environ.get(APP_THREADS_ENV, "1")
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    warnings.warn(
+        f"{APP_THREADS_ENV} must be a whole number >= 1, got {text!r}; using 1 thread",
+        stacklevel=2,
+    )
+    return 1
+
+
+torch.set_num_threads(app_threads())
 
 
 @dataclass(frozen=True)
@@ -226,6 +256,24 @@ def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:
     """(dense, effective) FLOPs of the prunable layers, from a dense table and the masks."""
     scaled = with_masks(table, masks)
     return int(scaled["flops"].sum()), int(scaled["effective_flops"].sum())
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """A short digest of tensors' values (a cache key for what is drawn from them)."""
+    hashed = hashlib.blake2b(digest_size=12)
+    for tensor in tensors:
+        hashed.update(str(tuple(tensor.shape)).encode())
+        hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hashed.hexdigest()
+
+
+@st.cache_resource(max_entries=MAX_FIGURES, show_spinner=False)
+def figure(key: tuple, _build: Callable[[], go.Figure]) -> go.Figure:
+    """``_build()``, kept for all sessions under ``key`` (which must name everything drawn).
+
+    A kept figure is shared, never changed: ``st.plotly_chart`` only reads it.
+    """
+    return _build()
 
 
 def out_dim(choice: Choice, fqn: str) -> int:

@@ -37,6 +37,7 @@ class Keys:
     threshold = "prune_threshold"
     seed = "prune_seed"
     focus = "prune_focus_layer"
+    view = "prune_view"  # which figure of the focus layer is drawn (one at a time)
     heatmap_layout = "prune_heatmap_layout"
     compare = "prune_compare"
     evaluate_now = "prune_evaluate"

@@ -60,6 +60,7 @@ def test_every_cache_in_the_engine_is_bounded():
         "dense_metrics",
         "flop_table",
         "weight_table",
+        "figure",
         "_results",
     }
     for name, decorator in cached.items():

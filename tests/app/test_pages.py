@@ -94,8 +94,10 @@ def test_only_controls_that_apply_are_shown():
     assert not [t for t in texts if "< 0" in t]
 
 
-def test_compare_tab_shows_overlap():
+def test_compare_view_shows_overlap():
     at = page("pages/2_Prune.py").run()
+    at.session_state[Keys.view] = "compare"  # the view picker (a segmented control)
+    at.run()
     at.selectbox(key=Keys.compare).select("random").run()
     assert_clean(at)
     overlap = at.dataframe[-1].value
@@ -205,3 +207,12 @@ def test_a_torchvision_model_gets_data_that_fits_it_and_is_judged_by_fidelity():
     assert "digits resized to 3x224x224, no labels" in data.format_func(data.value)
     assert metric(at, "Labels") == "none" and metric(at, "Parameters") == "11.7M"
     assert any("no accuracy is measured" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("view", ["weights", "mask", "histogram", "channels", "layers", "compare"])
+def test_prune_page_builds_only_the_figure_on_view(view):
+    at = page("pages/2_Prune.py")
+    at.session_state[Keys.view] = view
+    at.run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 1

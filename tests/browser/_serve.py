@@ -45,8 +45,13 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> N
 
 
 @contextlib.contextmanager
-def streamlit_app() -> Iterator[str]:
-    """Run app.py headless on loopback; yield its URL; stop it afterwards."""
+def streamlit_app(
+    script: Path = ROOT / "app.py", *, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run ``script`` (the app by default) headless on loopback; yield its URL; stop it afterwards.
+
+    ``env`` adds to (or overrides) this process's environment for the server.
+    """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
@@ -55,7 +60,7 @@ def streamlit_app() -> Iterator[str]:
             "-m",
             "streamlit",
             "run",
-            str(ROOT / "app.py"),
+            str(script),
             "--server.headless",
             "true",
             "--server.address",
@@ -66,6 +71,7 @@ def streamlit_app() -> Iterator[str]:
             "false",
         ],
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

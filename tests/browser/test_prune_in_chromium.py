@@ -19,7 +19,7 @@ def _sparsity(page) -> str:
 def test_prune_page_slider_changes_sparsity(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{server}/Prune", wait_until="domcontentloaded")
-    page.get_by_text("One layer up close").wait_for(timeout=90_000)
+    page.get_by_text("Drive the masks by").wait_for(timeout=90_000)
     assert _sparsity(page) == "50.0%"
 
     slider = page.get_by_role("slider", name=re.compile("Sparsity")).first

@@ -17,7 +17,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from tests.browser._serve import CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa: E402
 
 SHOTS = {  # file: (page, text to wait for, button to press first, charts to wait for)
-    "prune.png": ("Prune", "One layer up close", None, 2),
+    "prune.png": ("Prune", "Drive the masks by", None, 1),
     "sensitivity.png": ("Sensitivity", "Run the analysis", "Run the analysis", 3),
     "learn.png": ("Learn", "Magnitude beats random", None, 4),
 }
