@@ -4,42 +4,50 @@ import streamlit as st
 
 import prunelab
 from prunelab.ui import engine
+from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import percent
 from prunelab.ui.sidebar import sidebar
 
 st.set_page_config(page_title="prunelab", layout="wide")
-choice = sidebar()
+with error_boundary():
+    choice = sidebar()
 
-st.title("prunelab")
-st.markdown(
-    "**Pruning** removes weights from a neural network: it sets the least important ones to "
-    "zero, or removes whole channels. prunelab lets you *see* what each pruning strategy "
-    "removes from a real model and what that costs in accuracy, layer by layer. When you "
-    "know how far each layer can go, save a recipe and apply it from Python or the command line."
-)
+    st.title("prunelab")
+    st.markdown(
+        "**Pruning** removes weights from a neural network: it sets the least important ones to "
+        "zero, or removes whole channels. prunelab lets you *see* what each pruning strategy "
+        "removes from a real model and what that costs in accuracy, layer by layer. When you know "
+        "how far each layer can go, save a recipe and apply it from Python or the command line."
+    )
 
-cols = st.columns(3)
-cols[0].metric("Model", choice.bundle.name)
-cols[1].metric("Parameters", f"{choice.parameters:,}")
-if choice.data is not None:
-    dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]) if "accuracy" in dense else "-")
-else:
-    cols[2].metric("Data", "none")
+    cols = st.columns(3)
+    cols[0].metric("Model", choice.bundle.name)
+    cols[1].metric("Parameters", f"{choice.parameters:,}")
+    if choice.data is not None:
+        dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+        cols[2].metric(
+            "Accuracy (dense)", percent(dense["accuracy"]) if "accuracy" in dense else "-"
+        )
+    else:
+        cols[2].metric("Data", "none")
 
-st.subheader("Where to go")
-PAGES = [
-    ("pages/1_Model.py", "Model: the prunable layers, their weights, the dense accuracy", "🔎"),
-    ("pages/2_Prune.py", "Prune: pick a strategy, move the slider, see what happens", "✂️"),
-    ("pages/3_Activations.py", "Activations: what flows through the network, and pruning it", "🌊"),
-    ("pages/4_Sensitivity.py", "Sensitivity: how far each layer can go, and a recipe", "📈"),
-    ("pages/5_Train.py", "Train: fine-tune, prune gradually, win accuracy back", "🏋️"),
-    ("pages/6_Export.py", "Export: a really smaller model, sizes, measured speed", "📦"),
-    ("pages/7_Learn.py", "Learn: what pruning is, in five small lessons", "🎓"),
-]
-for path, label, icon in PAGES:
-    st.page_link(path, label=label, icon=icon)
+    st.subheader("Where to go")
+    PAGES = [
+        ("pages/1_Model.py", "Model: the prunable layers, their weights, the dense accuracy", "🔎"),
+        ("pages/2_Prune.py", "Prune: pick a strategy, move the slider, see what happens", "✂️"),
+        (
+            "pages/3_Activations.py",
+            "Activations: what flows through the network, and pruning it",
+            "🌊",
+        ),
+        ("pages/4_Sensitivity.py", "Sensitivity: how far each layer can go, and a recipe", "📈"),
+        ("pages/5_Train.py", "Train: fine-tune, prune gradually, win accuracy back", "🏋️"),
+        ("pages/6_Export.py", "Export: a really smaller model, sizes, measured speed", "📦"),
+        ("pages/7_Learn.py", "Learn: what pruning is, in five small lessons", "🎓"),
+    ]
+    for path, label, icon in PAGES:
+        st.page_link(path, label=label, icon=icon)
 
-with st.expander("Strategies in this installation"):
-    st.dataframe(prunelab.strategy_table(), hide_index=True)
-st.caption(f"prunelab {prunelab.__version__}")
+    with st.expander("Strategies in this installation"):
+        st.dataframe(prunelab.strategy_table(), hide_index=True)
+    st.caption(f"prunelab {prunelab.__version__}")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from prunelab import figures, memory
 from prunelab.ui import engine
+from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent
 from prunelab.ui.sidebar import data_name as sidebar_data_name
 from prunelab.ui.sidebar import sidebar
@@ -11,66 +12,71 @@ from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
 
 st.set_page_config(page_title="Model · prunelab", layout="wide")
-choice = sidebar()
-st.title(f"Model: {choice.bundle.name}")
+with error_boundary():
+    choice = sidebar()
+    st.title(f"Model: {choice.bundle.name}")
 
-cols = st.columns(5)
-cols[0].metric("Parameters", memory.format_count(choice.parameters), help=f"{choice.parameters:,}")
-cols[1].metric("Input", "x".join(map(str, choice.bundle.input_shape)))
-cols[4].metric("Memory", memory.format_bytes(choice.loaded.model_bytes))
-if choice.data is not None:
-    data_name = sidebar_data_name(choice)
-    dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    if "accuracy" in dense:
-        cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
-        cols[3].metric("Loss (dense)", f"{dense['loss']:.4f}")
-        explain(
-            f"Measured now on {data_name} ({int(dense['samples']):,} test samples): the "
-            "baseline every pruned version is compared with."
-        )
+    cols = st.columns(5)
+    cols[0].metric(
+        "Parameters", memory.format_count(choice.parameters), help=f"{choice.parameters:,}"
+    )
+    cols[1].metric("Input", "x".join(map(str, choice.bundle.input_shape)))
+    cols[4].metric("Memory", memory.format_bytes(choice.loaded.model_bytes))
+    if choice.data is not None:
+        data_name = sidebar_data_name(choice)
+        dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+        if "accuracy" in dense:
+            cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
+            cols[3].metric("Loss (dense)", f"{dense['loss']:.4f}")
+            explain(
+                f"Measured now on {data_name} ({int(dense['samples']):,} test samples): the "
+                "baseline every pruned version is compared with."
+            )
+        else:
+            cols[2].metric("Labels", "none", help="The data has no labels: no accuracy.")
+            explain(
+                f"{data_name} ({int(dense['samples']):,} samples) has no labels, so no accuracy "
+                "is measured: each pruned version is judged by its fidelity to this dense model, "
+                "the share of inputs where both pick the same class (agreement) and how far "
+                "their output distributions differ (KL divergence)."
+            )
     else:
-        cols[2].metric("Labels", "none", help="The data has no labels: no accuracy.")
-        explain(
-            f"{data_name} ({int(dense['samples']):,} samples) has no labels, so no accuracy "
-            "is measured: each pruned version is judged by its fidelity to this dense model, "
-            "the share of inputs where both pick the same class (agreement) and how far "
-            "their output distributions differ (KL divergence)."
-        )
-else:
-    cols[2].metric("Accuracy", "no data")
-explain(engine.memory_note(choice))
+        cols[2].metric("Accuracy", "no data")
+    explain(engine.memory_note(choice))
 
-st.subheader("Prunable tensors")
-stats = engine.weight_table(choice.model_key, _choice=choice)
-flops = engine.flop_table(choice.model_key, _choice=choice).set_index("fqn")["flops"]
-stats.insert(4, "share of FLOPs", (flops / max(flops.sum(), 1)).reindex(stats["fqn"]).to_numpy())
-st.dataframe(
-    stats,
-    hide_index=True,
-    column_config={
-        "share of FLOPs": st.column_config.ProgressColumn(
-            format="percent", min_value=0, max_value=1
-        ),
-        "near zero": st.column_config.NumberColumn(format="percent"),
-        "fqn": st.column_config.TextColumn("layer (fqn)", help=HELP["fqn"]),
-    },
-)
-explain(
-    "The weights prunelab can prune: Linear, convolution and recurrent layers (biases and "
-    "normalisation layers are left alone). 'Share of FLOPs' is each layer's part of the work "
-    "of all prunable layers for one input; 'near zero' is the fraction of weights within 5% of "
-    "the layer's largest magnitude: a first hint of how much magnitude pruning can remove "
-    "for free."
-)
+    st.subheader("Prunable tensors")
+    stats = engine.weight_table(choice.model_key, _choice=choice)
+    flops = engine.flop_table(choice.model_key, _choice=choice).set_index("fqn")["flops"]
+    stats.insert(
+        4, "share of FLOPs", (flops / max(flops.sum(), 1)).reindex(stats["fqn"]).to_numpy()
+    )
+    st.dataframe(
+        stats,
+        hide_index=True,
+        column_config={
+            "share of FLOPs": st.column_config.ProgressColumn(
+                format="percent", min_value=0, max_value=1
+            ),
+            "near zero": st.column_config.NumberColumn(format="percent"),
+            "fqn": st.column_config.TextColumn("layer (fqn)", help=HELP["fqn"]),
+        },
+    )
+    explain(
+        "The weights prunelab can prune: Linear, convolution and recurrent layers (biases and "
+        "normalisation layers are left alone). 'Share of FLOPs' is each layer's part of the work "
+        "of all prunable layers for one input; 'near zero' is the fraction of weights within 5% of "
+        "the layer's largest magnitude: a first hint of how much magnitude pruning can remove "
+        "for free."
+    )
 
-st.subheader("Weight distribution")
-fqn = st.selectbox("Layer", list(stats["fqn"]), key=Keys.model_focus, help=HELP["fqn"])
-weight = choice.model.get_parameter(fqn).detach()
-st.plotly_chart(figures.weight_histogram(weight), key="model_histogram")
-explain(
-    "How this layer's weights are spread. Trained layers are usually peaked at zero with "
-    "long tails: magnitude pruning removes the peak and keeps the tails."
-)
-if choice.bundle.card:
-    with st.expander("Model card"):
-        st.json(dict(choice.bundle.card))
+    st.subheader("Weight distribution")
+    fqn = st.selectbox("Layer", list(stats["fqn"]), key=Keys.model_focus, help=HELP["fqn"])
+    weight = choice.model.get_parameter(fqn).detach()
+    st.plotly_chart(figures.weight_histogram(weight), key="model_histogram")
+    explain(
+        "How this layer's weights are spread. Trained layers are usually peaked at zero with "
+        "long tails: magnitude pruning removes the peak and keeps the tails."
+    )
+    if choice.bundle.card:
+        with st.expander("Model card"):
+            st.json(dict(choice.bundle.card))

@@ -18,6 +18,7 @@ from prunelab.activations import (
 )
 from prunelab.masks import Masks
 from prunelab.ui import engine
+from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -29,353 +30,350 @@ OBSERVE_BATCH = 64
 ENGINE_ERRORS = (ValueError, TypeError, RuntimeError)
 
 st.set_page_config(page_title="Activations · prunelab", layout="wide")
-choice = sidebar()
-st.title("Activations")
-st.write(
-    "Weight pruning zeroes **parameters**: the same zeros for every input, fixed once. "
-    "Activation pruning zeroes **values flowing between layers**: they depend on the input, "
-    "so a layer's work shrinks only where its inputs are zero. Here you see the activations of "
-    "one layer, how the weight masks from the Prune page shift them, and what zeroing more of "
-    "them costs."
-)
-if choice.data is None:
-    st.info("Activations depend on the inputs: pick evaluation data in the sidebar.")
-    st.stop()
+with error_boundary():
+    choice = sidebar()
+    st.title("Activations")
+    st.write(
+        "Weight pruning zeroes **parameters**: the same zeros for every input, fixed once. "
+        "Activation pruning zeroes **values flowing between layers**: they depend on the input, "
+        "so a layer's work shrinks only where its inputs are zero. Here you see the activations of "
+        "one layer, how the weight masks from the Prune page shift them, and what zeroing more of "
+        "them costs."
+    )
+    if choice.data is None:
+        st.info("Activations depend on the inputs: pick evaluation data in the sidebar.")
+        st.stop()
 
+    def _data(picked):
+        data = picked.data
+        if hasattr(data, "__len__") and len(data) > MAX_SAMPLES:
+            return Subset(data, range(MAX_SAMPLES))
+        return data
 
-def _data(picked):
-    data = picked.data
-    if hasattr(data, "__len__") and len(data) > MAX_SAMPLES:
-        return Subset(data, range(MAX_SAMPLES))
-    return data
-
-
-def _masks_fingerprint(masks) -> str | None:
-    """A digest of the masks, or None when they do not belong to this model."""
-    if not isinstance(masks, Masks) or not len(masks):
-        return None
-    params = dict(choice.model.named_parameters())
-    digest = hashlib.sha1()
-    for fqn, mask in masks.all().items():
-        if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
+    def _masks_fingerprint(masks) -> str | None:
+        """A digest of the masks, or None when they do not belong to this model."""
+        if not isinstance(masks, Masks) or not len(masks):
             return None
-        digest.update(fqn.encode())
-        digest.update(mask.numpy().tobytes())
-    return digest.hexdigest()[:16]
+        params = dict(choice.model.named_parameters())
+        digest = hashlib.sha1()
+        for fqn, mask in masks.all().items():
+            if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
+                return None
+            digest.update(fqn.encode())
+            digest.update(mask.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
+    @st.cache_data(max_entries=64, show_spinner="Streaming the activations...")
+    def _stats(model_key, data_spec, layer, masks_key, _choice, _masks):
+        # every value (sample=None): one layer over at most MAX_SAMPLES inputs, and the page
+        # promises that a dead channel is zero for every input
+        data = _data(_choice)
+        return activation_stats(_choice.model, data, layers=[layer], masks=_masks, sample=None)[
+            layer
+        ]
 
-@st.cache_data(max_entries=64, show_spinner="Streaming the activations...")
-def _stats(model_key, data_spec, layer, masks_key, _choice, _masks):
-    # every value (sample=None): one layer over at most MAX_SAMPLES inputs, and the page
-    # promises that a dead channel is zero for every input
-    data = _data(_choice)
-    return activation_stats(_choice.model, data, layers=[layer], masks=_masks, sample=None)[layer]
-
-
-@st.cache_data(max_entries=128, show_spinner="Thresholding and evaluating...")
-def _effect(model_key, data_spec, layer, threshold, masks_key, _choice, _masks):
-    return activation_sparsity_effect(
-        _choice.model, _data(_choice), [layer], threshold, masks=_masks
-    )
-
-
-@st.cache_data(max_entries=64, show_spinner="Running the activation sparsifier...")
-def _sparsify(model_key, data_spec, module, functions, features, feature_dim, config, _choice):
-    aggregate, reduce, mask_fn = functions
-    sparsifier = ActivationSparsifier(
-        _choice.model,
-        aggregate_fn=AGGREGATE_FNS[aggregate],
-        reduce_fn=REDUCE_FNS[reduce],
-        mask_fn=MASK_FNS[mask_fn],
-        **dict(config),
-    )
-    sparsifier.register_layer(module, features=features, feature_dim=feature_dim)
-    sparsifier.observe(_data(_choice), batch_size=OBSERVE_BATCH)
-    sparsifier.step()
-    mask = sparsifier.get_mask(module)
-    sparse = sparsifier.squash_mask()
-    metrics = evaluate(sparse, _data(_choice), metrics=("accuracy",))
-    return mask, metrics.get("accuracy")
-
-
-def _describe(name: str) -> str:
-    module, _, _ = name.partition(INPUT_SUFFIX)
-    kind = type(choice.model.get_submodule(module)).__name__
-    if name.endswith(INPUT_SUFFIX):
-        return f"{name}: what enters {module} ({kind})"
-    return f"{name}: output of {kind}"
-
-
-def _default(names: list[str]) -> int:
-    # the input of the second prunable layer: the first layer's activations, not the data
-    inputs = [i for i, n in enumerate(names) if n.endswith(INPUT_SUFFIX)]
-    return inputs[1] if len(inputs) > 1 else 0
-
-
-names = activation_layers(choice.model, inputs=True)
-if not names:
-    st.info("This model has no Linear, Conv, RNN, activation or pooling module to look into.")
-    st.stop()
-left, right = st.columns([2, 1])
-layer = left.selectbox(
-    "Layer",
-    names,
-    index=_default(names),
-    key=Keys.act_layer,
-    format_func=_describe,
-    help="A module's output, or what enters a prunable layer (':input'). Models that apply "
-    "ReLU as a function show their rectified activations as the input of the next layer.",
-)
-masks = st.session_state.get(Keys.masks)
-masks_key = _masks_fingerprint(masks)
-with right:
-    if masks_key is None:
-        use_masks = False
-        st.caption("No weight masks for this model yet: prune it on the Prune page to compare.")
-    else:
-        use_masks = st.checkbox(
-            "Compare with the weight masks from the Prune page",
-            value=True,
-            key=Keys.act_with_masks,
-            help=st.session_state.get(Keys.masks_label, ""),
+    @st.cache_data(max_entries=128, show_spinner="Thresholding and evaluating...")
+    def _effect(model_key, data_spec, layer, threshold, masks_key, _choice, _masks):
+        return activation_sparsity_effect(
+            _choice.model, _data(_choice), [layer], threshold, masks=_masks
         )
-        st.caption(f"Masks: {st.session_state.get(Keys.masks_label, 'from the Prune page')}")
-active = masks if use_masks else None
-active_key = masks_key if use_masks else None
 
-try:
-    dense = _stats(choice.model_key, choice.data_spec, layer, None, _choice=choice, _masks=None)
-    after = (
-        _stats(choice.model_key, choice.data_spec, layer, active_key, _choice=choice, _masks=active)
-        if active is not None
-        else None
-    )
-except ENGINE_ERRORS as exc:
-    st.error(f"Could not collect the activations of {layer}: {exc}")
-    st.stop()
-
-cols = st.columns(4)
-cols[0].metric("Channels", f"{dense.channels:,}", help=f"shape per sample {dense.sample_shape}")
-cols[1].metric(
-    "Exact zeros (activation sparsity)",
-    f"{dense.sparsity:.1%}",
-    None if after is None else f"{after.sparsity - dense.sparsity:+.1%} with masks",
-    delta_color="off",
-)
-cols[2].metric(
-    "Dead channels",
-    f"{len(dense.dead_channels)}",
-    None if after is None else f"{len(after.dead_channels)} with masks",
-    delta_color="off",
-)
-cols[3].metric("Values per channel", f"{dense.count:,}", help="samples x positions seen")
-names_pair = ("dense", "with weight masks")
-
-tabs = st.tabs(["Distribution", "Per channel", "Zeros and dead channels", "Sparsity", "Sparsifier"])
-with tabs[0]:
-    log_y = st.checkbox("Log scale", key=Keys.act_log_y)
-    st.plotly_chart(
-        figures.activation_histogram(dense, after, names=names_pair, log_y=log_y),
-        key="act_histogram",
-    )
-    explain(
-        "The share of this layer's values in each bin, over all channels. After a ReLU many "
-        "values are exactly zero: they pile up in the bin at 0 (the title gives their exact "
-        "share). With the weight masks, the orange distribution shows how pruning the weights "
-        "upstream shifts and narrows what this layer sees. Statistics are streamed batch by "
-        "batch, so no activation is stored."
-    )
-with tabs[1]:
-    st.plotly_chart(
-        figures.channel_ranges(dense, after, max_channels=MAX_BOX_CHANNELS, names=names_pair),
-        key="act_ranges",
-    )
-    explain(
-        "One box per channel: the middle half of its values (quartiles, with the median), "
-        "whiskers at its smallest and largest value, the dashed line its mean. The raw values "
-        "are not kept: quartiles are read from each channel's streamed histogram, within about "
-        "a bin width. Channels with a narrow box near zero contribute little downstream."
-        + (
-            f" The first {MAX_BOX_CHANNELS} of {dense.channels} channels are shown."
-            if dense.channels > MAX_BOX_CHANNELS
-            else ""
+    @st.cache_data(max_entries=64, show_spinner="Running the activation sparsifier...")
+    def _sparsify(model_key, data_spec, module, functions, features, feature_dim, config, _choice):
+        aggregate, reduce, mask_fn = functions
+        sparsifier = ActivationSparsifier(
+            _choice.model,
+            aggregate_fn=AGGREGATE_FNS[aggregate],
+            reduce_fn=REDUCE_FNS[reduce],
+            mask_fn=MASK_FNS[mask_fn],
+            **dict(config),
         )
-    )
-with tabs[2]:
-    st.plotly_chart(figures.channel_apoz(dense, after, names=names_pair), key="act_apoz")
-    dead = dense.dead_channels
-    text = f"Dead channels (dense): {dead}" if dead else "No dead channel in the dense model."
-    if after is not None:
-        text += f" With the weight masks: {after.dead_channels or 'none'}."
-    st.write(text)
-    explain(
-        "APoZ, the average percentage of zeros, is how often each channel outputs exactly 0. "
-        "A channel that is zero for every input (red) is dead: it can be removed without "
-        "changing any output, which is why APoZ is a criterion for channel pruning. Weight "
-        "pruning can kill channels downstream: compare the two colours."
-    )
+        sparsifier.register_layer(module, features=features, feature_dim=feature_dim)
+        sparsifier.observe(_data(_choice), batch_size=OBSERVE_BATCH)
+        sparsifier.step()
+        mask = sparsifier.get_mask(module)
+        sparse = sparsifier.squash_mask()
+        metrics = evaluate(sparse, _data(_choice), metrics=("accuracy",))
+        return mask, metrics.get("accuracy")
 
+    def _describe(name: str) -> str:
+        module, _, _ = name.partition(INPUT_SUFFIX)
+        kind = type(choice.model.get_submodule(module)).__name__
+        if name.endswith(INPUT_SUFFIX):
+            return f"{name}: what enters {module} ({kind})"
+        return f"{name}: output of {kind}"
 
-@st.fragment  # a threshold move reruns this panel only, not the page's other charts
-def _sparsity_panel():
-    limit = float(max(dense.max.abs().max(), dense.min.abs().max()))
-    limit = limit if limit > 0 else 1.0
-    threshold = st.slider(
-        "Threshold: zero activations with |value| below",
-        0.0,
-        limit,
-        0.0,
-        limit / 100,
-        key=Keys.act_threshold,
-        format="%.4g",
+    def _default(names: list[str]) -> int:
+        # the input of the second prunable layer: the first layer's activations, not the data
+        inputs = [i for i, n in enumerate(names) if n.endswith(INPUT_SUFFIX)]
+        return inputs[1] if len(inputs) > 1 else 0
+
+    names = activation_layers(choice.model, inputs=True)
+    if not names:
+        st.info("This model has no Linear, Conv, RNN, activation or pooling module to look into.")
+        st.stop()
+    left, right = st.columns([2, 1])
+    layer = left.selectbox(
+        "Layer",
+        names,
+        index=_default(names),
+        key=Keys.act_layer,
+        format_func=_describe,
+        help="A module's output, or what enters a prunable layer (':input'). Models that apply "
+        "ReLU as a function show their rectified activations as the input of the next layer.",
     )
+    masks = st.session_state.get(Keys.masks)
+    masks_key = _masks_fingerprint(masks)
+    with right:
+        if masks_key is None:
+            use_masks = False
+            st.caption("No weight masks for this model yet: prune it on the Prune page to compare.")
+        else:
+            use_masks = st.checkbox(
+                "Compare with the weight masks from the Prune page",
+                value=True,
+                key=Keys.act_with_masks,
+                help=st.session_state.get(Keys.masks_label, ""),
+            )
+            st.caption(f"Masks: {st.session_state.get(Keys.masks_label, 'from the Prune page')}")
+    active = masks if use_masks else None
+    active_key = masks_key if use_masks else None
+
     try:
-        effect = _effect(
-            choice.model_key,
-            choice.data_spec,
-            layer,
-            float(threshold),
-            active_key,
-            _choice=choice,
-            _masks=active,
+        dense = _stats(choice.model_key, choice.data_spec, layer, None, _choice=choice, _masks=None)
+        after = (
+            _stats(
+                choice.model_key, choice.data_spec, layer, active_key, _choice=choice, _masks=active
+            )
+            if active is not None
+            else None
         )
     except ENGINE_ERRORS as exc:
-        st.error(f"Could not threshold {layer}: {exc}")
-        return
+        st.error(f"Could not collect the activations of {layer}: {exc}")
+        st.stop()
+
     cols = st.columns(4)
-    cols[0].metric(
-        "Activation sparsity",
-        f"{effect['sparsity']:.1%}",
-        f"{effect['sparsity'] - effect['natural_sparsity']:+.1%} by the threshold",
+    cols[0].metric("Channels", f"{dense.channels:,}", help=f"shape per sample {dense.sample_shape}")
+    cols[1].metric(
+        "Exact zeros (activation sparsity)",
+        f"{dense.sparsity:.1%}",
+        None if after is None else f"{after.sparsity - dense.sparsity:+.1%} with masks",
         delta_color="off",
     )
-    if "accuracy" in effect:
-        cols[1].metric(
-            "Accuracy",
-            percent(effect["accuracy"]),
-            points(effect["accuracy"] - effect["dense_accuracy"]),
+    cols[2].metric(
+        "Dead channels",
+        f"{len(dense.dead_channels)}",
+        None if after is None else f"{len(after.dead_channels)} with masks",
+        delta_color="off",
+    )
+    cols[3].metric("Values per channel", f"{dense.count:,}", help="samples x positions seen")
+    names_pair = ("dense", "with weight masks")
+
+    tabs = st.tabs(
+        ["Distribution", "Per channel", "Zeros and dead channels", "Sparsity", "Sparsifier"]
+    )
+    with tabs[0]:
+        log_y = st.checkbox("Log scale", key=Keys.act_log_y)
+        st.plotly_chart(
+            figures.activation_histogram(dense, after, names=names_pair, log_y=log_y),
+            key="act_histogram",
         )
-    cols[2].metric("Agreement with dense", f"{effect['agreement']:.1%}", help=HELP["agreement"])
-    cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
-    st.plotly_chart(
-        figures.activation_histogram(after if after is not None else dense, threshold=threshold),
-        key="act_threshold_histogram",
-    )
-    explain(
-        "Activation thresholding zeroes, at inference, every value of this layer whose size is "
-        "below the threshold (the shaded band). Unlike a weight mask it is recomputed for every "
-        "input, so it cannot make the model smaller, only its work sparser. Activation sparsity "
-        "counts all exact zeros, those the ReLU made already plus those the threshold adds; "
-        "accuracy, agreement and KL compare with the dense model"
-        + (", with the weight masks applied as well." if active is not None else ".")
-    )
-
-
-def _may_run(settings: tuple) -> bool:
-    """Run the sparsifier at once on small models; on large ones (two passes over the data
-    that take seconds each) when asked, and again without asking for settings already run."""
-    ran = st.session_state.setdefault(Keys.act_sparsified, set())
-    if choice.parameters <= engine.AUTO_EVALUATE_PARAMS or settings in ran:
-        return True
-    if st.button("Run the sparsifier", key=Keys.act_sparsify_run):
-        ran.add(settings)
-        return True
-    st.caption(
-        f"{choice.bundle.name} has {choice.parameters:,} parameters: observing the data and "
-        "evaluating the masked model takes a while, so it runs when you press the button."
-    )
-    return False
-
-
-def _sparsifier_panel():
-    module, _, _ = layer.partition(INPUT_SUFFIX)
-    if not layer.endswith(INPUT_SUFFIX):
-        inputs = [n for n in names if n.endswith(INPUT_SUFFIX)]
-        st.info(
-            "The activation sparsifier masks what *enters* a layer. Pick one of "
-            f"{', '.join(inputs)} above."
+        explain(
+            "The share of this layer's values in each bin, over all channels. After a ReLU many "
+            "values are exactly zero: they pile up in the bin at 0 (the title gives their exact "
+            "share). With the weight masks, the orange distribution shows how pruning the weights "
+            "upstream shifts and narrows what this layer sees. Statistics are streamed batch by "
+            "batch, so no activation is stored."
         )
-        return
-    cols = st.columns(4)
-    aggregate = cols[0].selectbox(
-        "Aggregate over batches", list(AGGREGATE_FNS), key=Keys.act_aggregate
-    )
-    reduce = cols[1].selectbox("Reduce", list(REDUCE_FNS), key=Keys.act_reduce)
-    mask_fn = cols[2].selectbox("Mask", list(MASK_FNS), key=Keys.act_mask_fn)
-    per_feature = cols[3].checkbox(
-        "Per feature",
-        key=Keys.act_per_feature,
-        help="One mask per channel, each from that channel's values alone.",
-    )
-    if mask_fn == "threshold":
-        value = st.number_input(
-            "Keep positions whose reduced |value| is at least",
-            min_value=0.0,
-            value=0.1,
-            step=0.05,
-            format="%.4g",
-            key=Keys.act_mask_threshold,
+    with tabs[1]:
+        st.plotly_chart(
+            figures.channel_ranges(dense, after, max_channels=MAX_BOX_CHANNELS, names=names_pair),
+            key="act_ranges",
         )
-        config = (("threshold", float(value)),)
-    else:
-        level = st.slider(
-            "Sparsity level (fraction of positions zeroed)",
+        explain(
+            "One box per channel: the middle half of its values (quartiles, with the median), "
+            "whiskers at its smallest and largest value, the dashed line its mean. The raw values "
+            "are not kept: quartiles are read from each channel's streamed histogram, within about "
+            "a bin width. Channels with a narrow box near zero contribute little downstream."
+            + (
+                f" The first {MAX_BOX_CHANNELS} of {dense.channels} channels are shown."
+                if dense.channels > MAX_BOX_CHANNELS
+                else ""
+            )
+        )
+    with tabs[2]:
+        st.plotly_chart(figures.channel_apoz(dense, after, names=names_pair), key="act_apoz")
+        dead = dense.dead_channels
+        text = f"Dead channels (dense): {dead}" if dead else "No dead channel in the dense model."
+        if after is not None:
+            text += f" With the weight masks: {after.dead_channels or 'none'}."
+        st.write(text)
+        explain(
+            "APoZ, the average percentage of zeros, is how often each channel outputs exactly 0. "
+            "A channel that is zero for every input (red) is dead: it can be removed without "
+            "changing any output, which is why APoZ is a criterion for channel pruning. Weight "
+            "pruning can kill channels downstream: compare the two colours."
+        )
+
+    @st.fragment  # a threshold move reruns this panel only, not the page's other charts
+    def _sparsity_panel():
+        limit = float(max(dense.max.abs().max(), dense.min.abs().max()))
+        limit = limit if limit > 0 else 1.0
+        threshold = st.slider(
+            "Threshold: zero activations with |value| below",
             0.0,
-            1.0,
-            0.5,
-            0.05,
-            key=Keys.act_sparsity_level,
+            limit,
+            0.0,
+            limit / 100,
+            key=Keys.act_threshold,
+            format="%.4g",
         )
-        config = (("sparsity_level", float(level)),)
-    features = tuple(range(dense.channels)) if per_feature else None
-    feature_dim = dense.channel_axis if per_feature else None
-    settings = (choice.model_key, choice.data_spec, module, aggregate, reduce, mask_fn)
-    settings += (features, feature_dim, config)
-    if not _may_run(settings):
-        return
-    try:
-        mask, accuracy = _sparsify(
-            choice.model_key,
-            choice.data_spec,
-            module,
-            (aggregate, reduce, mask_fn),
-            features,
-            feature_dim,
-            config,
-            _choice=choice,
+        try:
+            effect = _effect(
+                choice.model_key,
+                choice.data_spec,
+                layer,
+                float(threshold),
+                active_key,
+                _choice=choice,
+                _masks=active,
+            )
+        except ENGINE_ERRORS as exc:
+            st.error(f"Could not threshold {layer}: {exc}")
+            return
+        cols = st.columns(4)
+        cols[0].metric(
+            "Activation sparsity",
+            f"{effect['sparsity']:.1%}",
+            f"{effect['sparsity'] - effect['natural_sparsity']:+.1%} by the threshold",
+            delta_color="off",
         )
-    except ENGINE_ERRORS as exc:
-        st.error(f"The sparsifier could not mask what enters {module}: {exc}")
-        return
-    parts = mask if isinstance(mask, list) else [mask]
-    kept = sum(float(p.float().sum()) for p in parts) / sum(p.numel() for p in parts)
-    cols = st.columns(2)
-    cols[0].metric("Positions kept by the mask", f"{kept:.1%}")
-    if accuracy is not None:
-        base = _effect(
-            choice.model_key, choice.data_spec, layer, 0.0, None, _choice=choice, _masks=None
+        if "accuracy" in effect:
+            cols[1].metric(
+                "Accuracy",
+                percent(effect["accuracy"]),
+                points(effect["accuracy"] - effect["dense_accuracy"]),
+            )
+        cols[2].metric("Agreement with dense", f"{effect['agreement']:.1%}", help=HELP["agreement"])
+        cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
+        st.plotly_chart(
+            figures.activation_histogram(
+                after if after is not None else dense, threshold=threshold
+            ),
+            key="act_threshold_histogram",
         )
-        cols[1].metric(
-            "Accuracy with the mask",
-            percent(accuracy),
-            points(accuracy - base["dense_accuracy"]),
+        explain(
+            "Activation thresholding zeroes, at inference, every value of this layer whose size is "
+            "below the threshold (the shaded band). Unlike a weight mask it is recomputed for "
+            "every input, so it cannot make the model smaller, only its work sparser. Activation "
+            "sparsity counts all exact zeros, those the ReLU made already plus those the threshold "
+            "adds; accuracy, agreement and KL compare with the dense model"
+            + (", with the weight masks applied as well." if active is not None else ".")
         )
-    st.plotly_chart(
-        figures.activation_mask(mask, features=features, title=f"Mask on what enters {module}"),
-        key="act_mask",
-    )
-    explain(
-        "The sparsifier (as in torch.ao.pruning) adds up the inputs of this layer batch by batch "
-        "(aggregate), reduces the sum over the batch (reduce) and turns it into a fixed mask "
-        "that multiplies every later input: blue positions are kept, grey ones always zeroed. "
-        "The mask depends on the position, not on the input, so it acts like pruning the "
-        "layer's input weights at those positions. Per feature, each channel gets its own mask "
-        "from its own values: with a threshold that changes nothing, with a sparsity level "
-        "every channel keeps the same share. Weight masks are not applied here."
-    )
 
+    def _may_run(settings: tuple) -> bool:
+        """Run the sparsifier at once on small models; on large ones (two passes over the data
+        that take seconds each) when asked, and again without asking for settings already run."""
+        ran = st.session_state.setdefault(Keys.act_sparsified, set())
+        if choice.parameters <= engine.AUTO_EVALUATE_PARAMS or settings in ran:
+            return True
+        if st.button("Run the sparsifier", key=Keys.act_sparsify_run):
+            ran.add(settings)
+            return True
+        st.caption(
+            f"{choice.bundle.name} has {choice.parameters:,} parameters: observing the data and "
+            "evaluating the masked model takes a while, so it runs when you press the button."
+        )
+        return False
 
-with tabs[3]:
-    _sparsity_panel()
-with tabs[4]:
-    _sparsifier_panel()
+    def _sparsifier_panel():
+        module, _, _ = layer.partition(INPUT_SUFFIX)
+        if not layer.endswith(INPUT_SUFFIX):
+            inputs = [n for n in names if n.endswith(INPUT_SUFFIX)]
+            st.info(
+                "The activation sparsifier masks what *enters* a layer. Pick one of "
+                f"{', '.join(inputs)} above."
+            )
+            return
+        cols = st.columns(4)
+        aggregate = cols[0].selectbox(
+            "Aggregate over batches", list(AGGREGATE_FNS), key=Keys.act_aggregate
+        )
+        reduce = cols[1].selectbox("Reduce", list(REDUCE_FNS), key=Keys.act_reduce)
+        mask_fn = cols[2].selectbox("Mask", list(MASK_FNS), key=Keys.act_mask_fn)
+        per_feature = cols[3].checkbox(
+            "Per feature",
+            key=Keys.act_per_feature,
+            help="One mask per channel, each from that channel's values alone.",
+        )
+        if mask_fn == "threshold":
+            value = st.number_input(
+                "Keep positions whose reduced |value| is at least",
+                min_value=0.0,
+                value=0.1,
+                step=0.05,
+                format="%.4g",
+                key=Keys.act_mask_threshold,
+            )
+            config = (("threshold", float(value)),)
+        else:
+            level = st.slider(
+                "Sparsity level (fraction of positions zeroed)",
+                0.0,
+                1.0,
+                0.5,
+                0.05,
+                key=Keys.act_sparsity_level,
+            )
+            config = (("sparsity_level", float(level)),)
+        features = tuple(range(dense.channels)) if per_feature else None
+        feature_dim = dense.channel_axis if per_feature else None
+        settings = (choice.model_key, choice.data_spec, module, aggregate, reduce, mask_fn)
+        settings += (features, feature_dim, config)
+        if not _may_run(settings):
+            return
+        try:
+            mask, accuracy = _sparsify(
+                choice.model_key,
+                choice.data_spec,
+                module,
+                (aggregate, reduce, mask_fn),
+                features,
+                feature_dim,
+                config,
+                _choice=choice,
+            )
+        except ENGINE_ERRORS as exc:
+            st.error(f"The sparsifier could not mask what enters {module}: {exc}")
+            return
+        parts = mask if isinstance(mask, list) else [mask]
+        kept = sum(float(p.float().sum()) for p in parts) / sum(p.numel() for p in parts)
+        cols = st.columns(2)
+        cols[0].metric("Positions kept by the mask", f"{kept:.1%}")
+        if accuracy is not None:
+            base = _effect(
+                choice.model_key, choice.data_spec, layer, 0.0, None, _choice=choice, _masks=None
+            )
+            cols[1].metric(
+                "Accuracy with the mask",
+                percent(accuracy),
+                points(accuracy - base["dense_accuracy"]),
+            )
+        st.plotly_chart(
+            figures.activation_mask(mask, features=features, title=f"Mask on what enters {module}"),
+            key="act_mask",
+        )
+        explain(
+            "The sparsifier (as in torch.ao.pruning) adds up the inputs of this layer batch by "
+            "batch (aggregate), reduces the sum over the batch (reduce) and turns it into a fixed "
+            "mask that multiplies every later input: blue positions are kept, grey ones always "
+            "zeroed. The mask depends on the position, not on the input, so it acts like pruning "
+            "the layer's input weights at those positions. Per feature, each channel gets its own "
+            "mask from its own values: with a threshold that changes nothing, with a sparsity "
+            "level every channel keeps the same share. Weight masks are not applied here."
+        )
+
+    with tabs[3]:
+        _sparsity_panel()
+    with tabs[4]:
+        _sparsifier_panel()
