@@ -114,16 +114,26 @@ def outputs_option(
     if not isinstance(chosen.granularity, Channel):
         return strategy
     include = bool(st.session_state.get(key, False))
+    skipped = None
     if not include:
-        skipped = left_out(choice.model, chosen, resolve_targets(choice.model, list(layers)))
+        chosen_targets = resolve_targets(choice.model, list(layers))
+        skipped = left_out(choice.model, chosen, chosen_targets)
         if skipped.fqns:
             st.caption(f"{skipped.why}.")
+    label = "Prune the model's output layer too"
     st.checkbox(
-        "Prune the model's output layer too",
+        label,
         key=key,
         help="Its output channels are the model's outputs (the classes): pruning one deletes "
         "that output outright, whatever the data says.",
     )
+    if skipped is not None and skipped.fqns and len(skipped.fqns) == len(chosen_targets):
+        # every chosen layer is an output layer: say what to do instead of a failed prune
+        st.info(
+            f"Nothing to prune with {strategy.name}: {skipped.why}. Pick other layers, or tick "
+            f"**{label}** in the sidebar."
+        )
+        st.stop()
     if not include:
         return strategy
     return replace(strategy, options=(*strategy.options, ("prune_outputs", True)))
