@@ -65,6 +65,7 @@ from prunelab import Pruner, data, figures, memory, zoo  # noqa: E402
 from prunelab.evaluate import evaluate  # noqa: E402
 from prunelab.sweeps import sensitivity  # noqa: E402
 from prunelab.targets import targets  # noqa: E402
+from prunelab.ui import fmt  # noqa: E402
 from prunelab.ui.state import Keys  # noqa: E402
 from tests.browser._serve import streamlit_app  # noqa: E402
 
@@ -139,8 +140,8 @@ def expectations(plans: list[Plan], *, prune_only: list[Plan]) -> dict[str, Expe
             accuracy = evaluate(model, test, masks=masks)["accuracy"]
             expected.prune[sparsity] = {
                 "Sparsity": f"{masks.sparsity():.1%}",
-                "Nonzero weights": f"{kept:,}",
-                "Accuracy": f"{accuracy:.1%}",
+                "Nonzero weights": fmt.count(kept),
+                "Accuracy": fmt.percent(accuracy),
             }
         if plan in prune_only:
             continue

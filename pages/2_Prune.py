@@ -6,7 +6,7 @@ from prunelab import figures, list_strategies
 from prunelab.recipes import Provenance, Recipe
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import HELP, percent, points
+from prunelab.ui.fmt import HELP, count, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain, layer_picker, outputs_option, strategy_picker
@@ -143,14 +143,14 @@ with error_boundary():
         first[0].metric("Sparsity", f"{masks.sparsity():.1%}")
         first[1].metric(
             "Nonzero weights",
-            _count(kept),
+            count(kept),
             f"{kept - total:,}",
             delta_color="off",
             help=f"{kept:,} of {total:,} weights in the pruned layers are kept.",
         )
         second[0].metric(
             "Effective FLOPs",
-            _count(effective),
+            count(effective),
             f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
             delta_color="off",
             help=HELP["FLOPs"] + " Counted over the pruned layers.",
@@ -188,12 +188,6 @@ with error_boundary():
             "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
             "what a sparse kernel could save, not what a dense one does."
         )
-
-    def _count(n: int) -> str:
-        """A count short enough for a metric in a third of the page (millions and billions)."""
-        if n < 1_000_000:
-            return f"{n:,}"
-        return f"{n / 1e6:.2f} M" if n < 1_000_000_000 else f"{n / 1e9:.2f} G"
 
     def _view(masks):
         """One figure: the view picked for the focus layer (only that one is built)."""

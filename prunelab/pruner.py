@@ -125,7 +125,7 @@ class Pruner:
         if targets is None:  # by default, the layers this strategy can prune
             self.targets = supported_targets(self.strategy, self.targets)
         self.left_out = left_out(model, self.strategy, self.targets)
-        if len(self.left_out.fqns) == len(self.targets):
+        if self.left_out.fqns and len(self.left_out.fqns) == len(self.targets):
             raise ValueError(f"nothing to prune with {self.strategy.name}. {self.left_out.reason}")
         self._check_calibration(model, calibration)
         layers = [

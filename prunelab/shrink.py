@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._io import one_line
 from .apply import copy_model, parameter_owners
 from .errors import ShrinkError
 from .masks import Masks, check_masks
@@ -483,7 +484,14 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
     by_fqn = {t.fqn: t for t in targets(work)}
     channels, zero_rows = _masked_channels(work, masks, by_fqn)
     graph, outputs, calls = _graph(work, example_input)
-    groups = _groups(graph)
+    try:
+        groups = _groups(graph)
+    except (IndexError, KeyError) as exc:  # Torch-Pruning's grouping fails on some graphs
+        raise ShrinkError(
+            "shrink cannot work out which channels move together in this model: Torch-Pruning's "
+            f"dependency graph failed ({type(exc).__name__}: {one_line(exc)}); use the masked "
+            "model (prunelab.apply) instead"
+        ) from exc
     for item in groups:
         keep = _group_keep(item, channels)
         if not bool(keep.any()):

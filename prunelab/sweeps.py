@@ -432,7 +432,7 @@ def sensitivity(
     if layers is None:  # by default, the layers this strategy can prune
         chosen = supported_targets(strategy, chosen)
     skipped = left_out(model, strategy, chosen)
-    if len(skipped.fqns) == len(chosen):
+    if skipped.fqns and len(skipped.fqns) == len(chosen):
         raise ValueError(f"no layer to analyse with {strategy.name}. {skipped.reason}")
     chosen = [t for t in chosen if t.fqn not in skipped.fqns]
     batches = _subset_batches(data, subset, _BATCH, run_on)

@@ -180,7 +180,8 @@ def test_pruner_scores_are_channel_scores_for_channel_strategies():
     [
         ("layer-activation-magnitude", ["lstm.weight_ih_l0", "head.weight"]),
         ("global-activation-magnitude", ["lstm.weight_ih_l0", "head.weight"]),
-        ("activation-norm-channel", ["head.weight"]),
+        # its one supported layer is the head: kept whole by default (see test_output_layers)
+        (prunelab.get_strategy("activation-norm-channel", prune_outputs=True), ["head.weight"]),
         (
             "layer-magnitude",
             [

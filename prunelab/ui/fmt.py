@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from ..figures import SHARE_METRICS
+from ..memory import format_count
 
 
 def percent(value: float) -> str:
     """A share in [0, 1] as a percent with two decimals: ``percent(0.98) == "98.00%"``."""
     return f"{value:.2%}"
+
+
+def count(n: int) -> str:
+    """A count for a metric: exact below a million (``9,930``), else short (``11.7M``)."""
+    return f"{n:,}" if n < 1_000_000 else format_count(n)
 
 
 def points(change: float, *, sign: bool = True) -> str:
