@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,10 @@ from torch import nn
 
 __all__ = [
     "LIMIT_ENV",
+    "MAX_OBJECTS",
     "WORKING_COPIES",
     "MemoryEstimate",
+    "archive_bytes",
     "available_memory",
     "check_fits",
     "estimate",
@@ -45,6 +48,7 @@ __all__ = [
     "memory_limit",
     "model_bytes",
     "parse_bytes",
+    "payload_bytes",
 ]
 
 LIMIT_ENV = "PRUNELAB_MEMORY_LIMIT"
@@ -152,20 +156,81 @@ def _working_set(what: str, elements: int, size: int, per_copy: int) -> MemoryEs
     )
 
 
+def archive_bytes(path: Path) -> int:
+    """The bytes a file unpacks to: for a zip archive (what ``torch.save`` and
+    ``torch.export.save`` write) the sum of its members' uncompressed sizes as the archive
+    declares them; for anything else its size. Nothing is decompressed to find out.
+
+    A few megabytes of compressed zeros can declare gigabytes; that is what counts.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return size
+    return max(size, declared)
+
+
 def estimate_file(path: Path, *, what: str) -> MemoryEstimate:
-    """The memory for the model in a ``torch.save``/``torch.export`` file, from its size.
+    """The memory for the model in a ``torch.save``/``torch.export`` file, from the bytes it
+    unpacks to (:func:`archive_bytes`).
 
     Both write tensor bytes uncompressed, and a file loaded with ``weights_only`` can only
-    materialise the storages it holds, so the file's size bounds the model's size.
+    materialise the storages it holds, so the archive's unpacked size bounds the model's size
+    (a tensor that claims more than its storage holds is caught when the file is inspected,
+    see :func:`payload_bytes`).
     """
     size = Path(path).stat().st_size
+    unpacked = archive_bytes(path)
+    held = f"a {format_bytes(size)} file"
+    if unpacked != size:
+        held += f" that unpacks to {format_bytes(unpacked)}"
     return MemoryEstimate(
         what=what,
         elements=None,
-        model_bytes=size,
-        working_bytes=size * WORKING_COPIES,
-        basis=f"a {format_bytes(size)} file x {WORKING_COPIES} working copies",
+        model_bytes=unpacked,
+        working_bytes=unpacked * WORKING_COPIES,
+        basis=f"{held} x {WORKING_COPIES} working copies",
     )
+
+
+MAX_OBJECTS = 1_000_000  # containers and tensors in one file; a model has thousands
+
+
+def payload_bytes(payload: object, *, what: str) -> int:
+    """Bytes of the tensors in ``payload`` (nested dicts, lists and tuples) as their shapes
+    say: ``numel x element size``, each tensor counted once however often it is referenced.
+
+    Works on tensors loaded to the ``meta`` device (shapes without storage), so a file can be
+    measured before any of its tensors exist. A tensor that is an expanded view of a small
+    storage counts at its full size: that is what using it costs.
+
+    Raises:
+        ValueError: For a payload of more than :data:`MAX_OBJECTS` containers and tensors.
+    """
+    seen: set[int] = set()
+    stack = [payload]
+    total = 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if len(seen) > MAX_OBJECTS:
+            raise ValueError(
+                f"{what} holds more than {MAX_OBJECTS:,} objects; a model or data file holds "
+                "a few thousand tensors"
+            )
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return total
 
 
 def _count(n: int) -> str:

@@ -139,7 +139,8 @@ def _pick_data(bundle: zoo.ModelBundle) -> tuple[str | None, object | None]:
         if not root:
             st.sidebar.info("Give the folder that holds the dataset files.")
             return None, None
-        spec = f"{choice}?root={root}"
+        # built from its parts: a typed folder cannot add options (download=1) to the spec
+        spec = data_lib.torchvision_spec(choice.removeprefix("torchvision:"), root)
     data = load_data(spec)
     _check_fits(bundle, data, spec)
     return spec, data
