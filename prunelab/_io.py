@@ -126,6 +126,8 @@ def _render(value: object, parts: list[str], budget: list[int], depth: int) -> b
         return _render_items(items, "{", "}", parts, budget, depth, mapping=True)
     if isinstance(value, (tuple, list, set, frozenset)):
         opening, closing = {tuple: "()", list: "[]"}.get(type(value), "{}")
+        if isinstance(value, tuple) and len(value) == 1:
+            closing = ",)"
         return _render_items(iter(value), opening, closing, parts, budget, depth, mapping=False)
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):

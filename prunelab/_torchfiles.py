@@ -55,6 +55,7 @@ def peek(path: Path, what: str, *, limit: str | int | None = None) -> object:
         ValueError: The file is too large for memory (see :func:`check_archive`).
     """
     check_archive(path, what, limit=limit)
+    _check_pickles(path, what)
     payload = torch.load(path, map_location="meta", weights_only=True)
     size = memory.payload_bytes(payload, what=f"{what} {path.name}")
     need = memory.MemoryEstimate(
@@ -66,6 +67,84 @@ def peek(path: Path, what: str, *, limit: str | int | None = None) -> object:
     )
     memory.check_fits(need, limit=limit)
     return payload
+
+
+MAX_EXPANDED = 1_000_000  # objects one value of a pickle stands for, shared parts counted
+MAX_DEPTH = 100  # nesting of containers in a pickle (a state_dict is 3 deep)
+_GROWS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD", "ADDITEMS"}
+
+
+def _check_pickles(path: Path, what: str) -> None:
+    """Refuse a ``torch.save`` archive whose pickle builds a value that stands for more than
+    :data:`MAX_EXPANDED` objects once shared parts are counted each time they are used.
+
+    A pickle can reuse a value it built (its memo): ``t = (t, t)`` a hundred times is a few
+    KB, and hashing it as a dict key, or rendering it, visits 2**100 tuples. The opcodes are
+    read (never run) and each value's expanded size is followed on a simulated stack.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".pkl")]
+            pickles = [archive.read(n) for n in names]
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(
+            f"cannot read {what} {path}: not a file written by torch.save (a zip archive; "
+            "the format before torch 1.6 is not read)"
+        ) from exc
+    for data in pickles:
+        try:
+            _walk_pickle(data)
+        except _Expanded:
+            raise ValueError(
+                f"{what} {path.name} holds a value nested more than {MAX_DEPTH} deep or "
+                f"standing for more than {MAX_EXPANDED:,} objects once its shared parts are "
+                "counted (a few bytes of nested references can take hours to compare or "
+                "print); a model or data file holds plain tensors and names"
+            ) from None
+        except Exception:  # not a valid pickle: torch.load says what is wrong with it
+            continue
+
+
+class _Expanded(Exception):
+    pass
+
+
+def _walk_pickle(data: bytes) -> None:
+    import pickletools
+
+    stack: list[list[int]] = []  # a value is [size, depth], shared by its references
+    marks: list[int] = []
+    memo: dict[int, list[int]] = {}
+    for opcode, arg, _ in pickletools.genops(data):
+        name = opcode.name
+        if name == "MARK":
+            marks.append(len(stack))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if stack:
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg, [1, 1]))
+        else:
+            popped: list[list[int]] = []  # top of the stack first
+            for item in reversed(opcode.stack_before):
+                if item is pickletools.stackslice:
+                    start = marks.pop() if marks else 0
+                    popped.extend(reversed(stack[start:]))
+                    del stack[start:]
+                elif item is not pickletools.markobject and stack:
+                    popped.append(stack.pop())
+            if name in _GROWS and popped:
+                container = popped.pop()  # the list, dict or object below the new items
+                container[0] += sum(p[0] for p in popped)
+                container[1] = max([container[1], *(p[1] + 1 for p in popped)])
+                size, depth, pushed = container[0], container[1], [container]
+            else:
+                size = 1 + sum(p[0] for p in popped)
+                depth = 1 + max((p[1] for p in popped), default=0)
+                pushed = [[size, depth] for _ in opcode.stack_after]
+            if size > MAX_EXPANDED or depth > MAX_DEPTH:
+                raise _Expanded
+            stack.extend(pushed)
 
 
 def load(path: Path) -> object:
