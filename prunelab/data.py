@@ -41,7 +41,7 @@ from types import ModuleType
 import torch
 from torch.utils.data import Dataset, Subset
 
-from . import _io, _torchfiles
+from . import _io, _torchfiles, memory
 from ._io import bounded_repr, check_regular_file, one_line
 
 __all__ = [
@@ -583,6 +583,14 @@ def _check_data_payload(payload: object, path: Path) -> None:
     labels = payload.get("y")
     if labels is not None and not isinstance(labels, torch.Tensor):
         raise ValueError(f"'y' in data file {path} must be a tensor of class indices")
+    # a tensor saved as an expanded view of a few bytes claims any number of samples
+    claimed = memory.payload_bytes(payload, what=f"data file {path.name}")
+    if claimed > MAX_FILE_BYTES:
+        raise ValueError(
+            f"data file {path} claims {len(payload['x']):,} samples, "
+            f"{memory.format_bytes(claimed)} as tensors, but data files hold at most "
+            f"{memory.format_bytes(MAX_FILE_BYTES)} (expanded views are refused)"
+        )
     names = payload.get("class_names")
     if names is not None and (
         not isinstance(names, (list, tuple))

@@ -8,8 +8,8 @@ the ``meta`` device first, which allocates no weights, to count its parameters a
 The limit is, in order: the ``memory_limit`` argument, the ``PRUNELAB_MEMORY_LIMIT``
 environment variable (``"16GiB"``, ``"500MB"``, a number of bytes, or ``"off"``), or the memory
 available now (``MemAvailable`` in ``/proc/meminfo``, lowered to the container's cgroup limit
-where there is one; free physical pages from ``sysconf`` elsewhere; no check where neither can
-be read).
+where there is one, and to what is left under the process's address-space limit, ``ulimit -v``;
+free physical pages from ``sysconf`` elsewhere; no check where neither can be read).
 
 >>> from torch import nn
 >>> need = estimate(nn.Linear(1000, 1000), what="a layer")
@@ -309,8 +309,36 @@ def _sysconf_available() -> int | None:
         return None
 
 
+def _address_space_left() -> int | None:
+    # a process started under `ulimit -v` (RLIMIT_AS) fails at that limit, whatever is free
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        status = Path("/proc/self/status").read_text()
+        used = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmSize:")
+        )
+    except (OSError, StopIteration, ValueError):
+        return None
+    return max(soft - used * 1024, 0)
+
+
 def available_memory() -> tuple[int | None, str]:
     """Bytes of memory available now, and where that number comes from (None: unknown)."""
+    address = _address_space_left()
+    found = _available_memory()
+    if address is not None and (found[0] is None or address < found[0]):
+        return address, "left under this process's address-space limit (ulimit -v)"
+    return found
+
+
+def _available_memory() -> tuple[int | None, str]:
     meminfo, cgroup = _meminfo_available(), _cgroup_available()
     if cgroup is not None and (meminfo is None or cgroup < meminfo):
         return cgroup, "available under the container's memory limit, /sys/fs/cgroup"

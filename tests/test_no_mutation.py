@@ -59,9 +59,11 @@ def _calls(tmp_path):
 
     return {
         "prune": lambda m, d: prunelab.prune(m, "layer-magnitude", sparsity=0.5),
-        "Pruner": lambda m, d: prunelab.Pruner(m, "global-magnitude-gradient", calibration=(
-            prunelab.Calibration(m, d, batches=1, batch_size=8)
-        )).masks(sparsity=0.5),
+        "Pruner": lambda m, d: prunelab.Pruner(
+            m,
+            "global-magnitude-gradient",
+            calibration=(prunelab.Calibration(m, d, batches=1, batch_size=8)),
+        ).masks(sparsity=0.5),
         "sweep": lambda m, d: prunelab.sweep(
             m, d, strategies=["layer-magnitude"], sparsities=[0.0, 0.5]
         ),
