@@ -33,6 +33,18 @@ class RunsCode:
         return (pathlib.Path.touch, (self.path,))
 
 
+def one_line_error(capsys, argv: list[str]) -> str:
+    """Run the CLI in-process; it must exit 2 with exactly one line on stderr: that line."""
+    from prunelab.cli import main
+
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def touch_code(folder: Path) -> str:
     """A Python expression that creates the marker (for files that torch evaluates)."""
     return f"__import__('pathlib').Path({str(folder / MARKER)!r}).touch()"

@@ -30,6 +30,7 @@ from prunelab.recipes import Recipe
 from prunelab.sweeps import save_table
 from tests import hostile_corpus as corpus
 from tests.hostile_corpus import ARCH, MARKER
+from tests.hostile_corpus import one_line_error as _one_line_error
 
 # (builder, error without arch=, error with arch= or None: loads, running nothing)
 PT2_CODE_CASES = {
@@ -46,15 +47,6 @@ def _write(folder: Path, name: str, payload: bytes) -> Path:
     path = folder / name
     path.write_bytes(payload)
     return path
-
-
-def _one_line_error(capsys, argv: list[str]) -> str:
-    status = main(argv)
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)
