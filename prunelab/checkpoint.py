@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, bounded_repr, read_bounded
 
 __all__ = ["CheckpointError", "CheckpointStatus", "RowLog", "checkpoint_status", "tensor_digest"]
 
 _FORMAT = "prunelab.rows/1"
+MAX_BYTES = 256 * 2**20  # a row is ~200 bytes: a million rows; beyond is not a checkpoint
 _SYNC_SECONDS = 2.0  # a kill loses nothing flushed; fsync guards only against power cuts
 
 
@@ -105,8 +106,10 @@ def _differences(saved: Mapping, current: Mapping) -> str:
 
 
 def _short(value: object, limit: int = 80) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    text = bounded_repr(value, limit=limit)
+    if text.endswith("..."):  # cut: the value is large (or deep), show the bounded form
+        return text
+    return json.dumps(value, default=str)  # small: as it reads in the file
 
 
 class _Contents:
@@ -115,9 +118,9 @@ class _Contents:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            raw = path.read_bytes()
-        except IsADirectoryError:
-            raise CheckpointError(f"checkpoint {path} is a directory, not a file") from None
+            raw = read_bounded(path, "checkpoint", MAX_BYTES)
+        except ValueError as exc:  # a directory, FIFO or device, or too large
+            raise CheckpointError(str(exc)) from None
         lines = raw.split(b"\n")
         # the last piece is what follows the last newline: empty, or a line cut short by a kill
         self.good_size = len(raw) - len(lines[-1])
@@ -149,7 +152,7 @@ class _Contents:
     def _record(self, line: bytes, number: int, *, what: str) -> dict:
         try:
             record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             record = None
         if not isinstance(record, dict):
             if number == 1:

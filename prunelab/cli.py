@@ -232,12 +232,21 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def _levels(text: str) -> list[float]:
     """``0:0.95:0.05`` (start:stop:step, stop included) or ``0.1,0.5,0.9``."""
+    import math
+
+    from .sweeps import MAX_LEVELS
+
     try:
         if ":" in text:
             start, stop, step = (float(part) for part in text.split(":"))
-            if step <= 0:
+            if not step > 0 or not math.isfinite((stop - start) / step):
                 raise ValueError
             count = round((stop - start) / step) + 1
+            if count > MAX_LEVELS:
+                raise CliError(
+                    f"sparsities {text!r} give {count:,} levels; at most {MAX_LEVELS:,} are "
+                    "evaluated in one run (e.g. 0:0.95:0.05 gives 20)"
+                )
             return [
                 round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9
             ]
@@ -422,8 +431,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         from . import data as datasets
         from .zoo import load
 
-        model = load(spec, trust=args.trust).model
-        data = datasets.load(data_spec, split="test") if data_spec else None
+        # the specs come from the table file: they cannot grant trust, download or make folders
+        model = load(spec, trust=args.trust, untrusted=True).model
+        data = datasets.load(data_spec, split="test", untrusted=True) if data_spec else None
     recipe = solve(
         table,
         target_sparsity=args.target_sparsity,

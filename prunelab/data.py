@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from ._io import bounded_repr, one_line
+from . import _io, _torchfiles, memory
+from ._io import bounded_repr, check_regular_file, one_line
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -69,15 +70,17 @@ __all__ = [
     "parse_spec",
     "sentiment_sentences",
     "sentiment_vocabulary",
+    "torchvision_spec",
 ]
 
 SPLITS = ("train", "test")
 # the most values per sample an input=CxHxW option may ask for: beyond it torch fails deep
 # inside (an allocation of terabytes)
 MAX_INPUT_VALUES = 2**28
-# the largest model or data file read from a ``file:`` spec; the same limit as the app's
-# uploads (server.maxUploadSize = 200 in .streamlit/config.toml, in MiB)
-MAX_FILE_BYTES = 200 * 1024 * 1024
+# the largest model or data file read from a ``file:`` spec (see prunelab._io)
+MAX_FILE_BYTES = _io.MAX_FILE_BYTES
+MAX_CLASSES = 100_000
+MAX_SPEC_CHARS = 4096  # a spec is a name and a path; anything longer is not one
 SAMPLE_DATASETS = ("digits", "sentiment")
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
 DEFAULT_ROOT = "~/.cache/prunelab/data"
@@ -178,7 +181,12 @@ def parse_spec(spec: str, *, schemes: Sequence[str], samples: Sequence[str] = ()
     {'arch': 'sample:digits-cnn'}
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a spec must be a non-empty string, got {spec!r}")
+        raise ValueError(f"a spec must be a non-empty string, got {bounded_repr(spec)}")
+    if len(spec) > MAX_SPEC_CHARS:
+        raise ValueError(
+            f"spec {bounded_repr(spec)} is {len(spec):,} characters long; a spec is a name or "
+            f"a path with a few options (at most {MAX_SPEC_CHARS:,} characters)"
+        )
     text = spec.strip()
     body, options = text, {}
     if "?" in text:
@@ -527,7 +535,34 @@ def import_torchvision() -> ModuleType:
     return torchvision
 
 
-def _torchvision_dataset(spec: Spec, split: str) -> Dataset:
+def torchvision_spec(name: str, root: str | os.PathLike, *, download: bool = False) -> str:
+    """The spec of a torchvision dataset in ``root``, built from its parts, never pasted: a
+    folder whose name would change the spec's meaning (``?``, ``&``, ``=``) is refused, so a
+    value typed into a form cannot add options such as ``download=1``.
+
+    >>> torchvision_spec("MNIST", "/data")
+    'torchvision:MNIST?root=/data'
+
+    Raises:
+        ValueError: For an unknown dataset, or a folder that cannot be written in a spec.
+    """
+    names = {n.lower(): n for n in TORCHVISION_DATASETS}
+    if not isinstance(name, str) or name.lower() not in names:
+        raise ValueError(
+            f"unknown torchvision dataset {bounded_repr(name)}; available: "
+            f"{', '.join(TORCHVISION_DATASETS)}"
+        )
+    folder = os.fspath(root).strip()
+    if not folder or any(c in folder for c in "?&=\n\r") or len(folder) > 1024:
+        raise ValueError(
+            f"dataset folder {bounded_repr(folder)} cannot be used: give a folder path of at "
+            "most 1,024 characters without ?, & or ="
+        )
+    spec = f"torchvision:{names[name.lower()]}?root={folder}"
+    return spec + "&download=1" if download else spec
+
+
+def _torchvision_dataset(spec: Spec, split: str, *, untrusted: bool) -> Dataset:
     spec.check_options(["root", "download"])
     names = {n.lower(): n for n in TORCHVISION_DATASETS}
     name = names.get(spec.target.lower())
@@ -536,11 +571,23 @@ def _torchvision_dataset(spec: Spec, split: str) -> Dataset:
             f"unknown torchvision dataset {spec.target!r}; available: "
             f"{', '.join(TORCHVISION_DATASETS)}"
         )
+    root = Path(os.path.expanduser(spec.options.get("root", DEFAULT_ROOT)))
+    download = spec.flag("download")
+    if untrusted and download:
+        raise ValueError(
+            f"{spec.text!r} asks to download, but the spec comes from an untrusted place (a "
+            "file's provenance or a web form), which never downloads nor creates folders; "
+            "put the files in an existing folder"
+        )
     torchvision = import_torchvision()
     from torchvision import transforms
 
-    root = Path(os.path.expanduser(spec.options.get("root", DEFAULT_ROOT)))
-    download = spec.flag("download")
+    if not download and not root.is_dir():
+        raise ValueError(
+            f"dataset folder {root} does not exist; give a folder that holds {name} in "
+            "torchvision's layout" + ("" if untrusted else " (or add download=1 to the spec)")
+        )
+
     if download:
         root.mkdir(parents=True, exist_ok=True)
     cls = getattr(torchvision.datasets, name)
@@ -550,61 +597,92 @@ def _torchvision_dataset(spec: Spec, split: str) -> Dataset:
         )
     except RuntimeError as exc:
         if download:
-            raise ValueError(f"could not download {name} into {root}: {exc}") from exc
+            raise ValueError(f"could not download {name} into {root}: {one_line(exc)}") from exc
         raise ValueError(
             f"{name} ({split} split) not found under {root}: put the files there in "
-            f"torchvision's layout, or add download=1 to the spec to download them"
+            "torchvision's layout"
+            + ("" if untrusted else ", or add download=1 to the spec to download them")
         ) from exc
     except OSError as exc:  # network failures during download
-        raise ValueError(f"could not download {name} into {root}: {exc}") from exc
+        raise ValueError(f"could not download {name} into {root}: {one_line(exc)}") from exc
 
 
 # -- files ---------------------------------------------------------------------------------
 
 
-def check_file_size(path: Path, what: str) -> None:
-    """Refuse a missing file, or one larger than :data:`MAX_FILE_BYTES`, before reading it.
+def check_file_size(path: Path, what: str) -> Path:
+    """Refuse a missing file, anything but a regular file (a directory, a FIFO,
+    ``/dev/zero``), or one larger than :data:`MAX_FILE_BYTES`, before reading it.
+
+    Returns:
+        The path, with ``~`` expanded.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: For a directory or another file that is not a regular one, or naming the
-            file's size and the limit.
+        FileNotFoundError: If nothing is at ``path``.
+        ValueError: Naming what is wrong: not a regular file, or its size and the limit.
     """
-    if not path.is_file():
-        if path.exists():  # a folder, a device, a pipe: not something to read a model from
-            kind = "a directory" if path.is_dir() else "not a regular file"
-            raise ValueError(f"{what} {path} is {kind}; give a file")
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ValueError(
-            f"{what} {path} is {size / 2**20:,.1f} MiB ({size:,} bytes); files up to "
-            f"{MAX_FILE_BYTES / 2**20:,.0f} MiB ({MAX_FILE_BYTES:,} bytes) are accepted"
-        )
+    return check_regular_file(path, what, MAX_FILE_BYTES)
 
 
 def _file(spec: Spec) -> TensorData:
     spec.check_options([])
-    path = Path(spec.target).expanduser()
-    check_file_size(path, "data file")
+    path = check_file_size(Path(spec.target).expanduser(), "data file")
+    expected = "(a torch.save dict with tensors 'x' and 'y' is expected): "
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        preview = _torchfiles.peek(path, "data file")
+    except ValueError:
+        raise
     except Exception as exc:
-        raise ValueError(
-            f"cannot read data file {path} (a torch.save dict with tensors 'x' and 'y' is "
-            f"expected): {one_line(exc)}"
-        ) from exc
+        raise ValueError(f"cannot read data file {path} {expected}{one_line(exc)}") from exc
+    _check_data_payload(preview, path)
+    try:
+        payload = _torchfiles.load(path)
+    except Exception as exc:
+        raise ValueError(f"cannot read data file {path} {expected}{one_line(exc)}") from exc
+    names = payload.get("class_names")
+    return TensorData(payload["x"], payload.get("y"), class_names=names, name=f"file:{path}")
+
+
+def _check_data_payload(payload: object, path: Path) -> None:
+    """Refuse contents that are not ``{"x": tensor, "y": tensor, "class_names": [str]}``
+    (checked on the ``meta`` device, before any tensor is read)."""
     if not isinstance(payload, Mapping) or not isinstance(payload.get("x"), torch.Tensor):
-        found = sorted(payload) if isinstance(payload, Mapping) else type(payload).__name__
+        found = (
+            bounded_repr(list(payload)[:6])
+            if isinstance(payload, Mapping)
+            else type(payload).__name__
+        )
         raise ValueError(
             f"data file {path} must hold a dict with a tensor 'x' (inputs) and optionally "
             f"'y' (labels) and 'class_names'; found {found}"
         )
+    extra = [k for k in payload if k not in ("x", "y", "class_names")]
+    if extra:
+        raise ValueError(
+            f"data file {path} holds unexpected keys {bounded_repr(extra[:6])}; accepted: "
+            "x, y, class_names"
+        )
     labels = payload.get("y")
     if labels is not None and not isinstance(labels, torch.Tensor):
         raise ValueError(f"'y' in data file {path} must be a tensor of class indices")
+    # a tensor saved as an expanded view of a few bytes claims any number of samples
+    claimed = memory.payload_bytes(payload, what=f"data file {path.name}")
+    if claimed > MAX_FILE_BYTES:
+        raise ValueError(
+            f"data file {path} claims {len(payload['x']):,} samples, "
+            f"{memory.format_bytes(claimed)} as tensors, but data files hold at most "
+            f"{memory.format_bytes(MAX_FILE_BYTES)} (expanded views are refused)"
+        )
     names = payload.get("class_names")
-    return TensorData(payload["x"], labels, class_names=names, name=f"file:{path}")
+    if names is not None and (
+        not isinstance(names, (list, tuple))
+        or len(names) > MAX_CLASSES
+        or not all(isinstance(n, str) and len(n) <= 200 for n in names)
+    ):
+        raise ValueError(
+            f"'class_names' in data file {path} must be a list of at most {MAX_CLASSES:,} "
+            "short strings"
+        )
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -616,7 +694,9 @@ def _check_split(split: str) -> str:
     return split
 
 
-def load(spec: str, *, split: str = "test", limit: int | None = None) -> Dataset:
+def load(
+    spec: str, *, split: str = "test", limit: int | None = None, untrusted: bool = False
+) -> Dataset:
     """Load a dataset by spec (see the module docstring for the accepted specs).
 
     Args:
@@ -624,6 +704,8 @@ def load(spec: str, *, split: str = "test", limit: int | None = None) -> Dataset
             ``file:<path>``.
         split: ``"train"`` or ``"test"``.
         limit: Keep only the first ``limit`` samples.
+        untrusted: The spec comes from an untrusted place (a file's provenance, a web form):
+            it may not download (``download=1`` is refused) nor create folders.
 
     Returns:
         A map-style Dataset yielding ``(input, label)`` pairs (``input`` alone for unlabelled
@@ -655,7 +737,7 @@ def load(spec: str, *, split: str = "test", limit: int | None = None) -> Dataset
         return _sentiment(split).head(limit)
     if parsed.scheme == "file":
         return _file(parsed).head(limit)
-    dataset = _torchvision_dataset(parsed, split)
+    dataset = _torchvision_dataset(parsed, split, untrusted=untrusted)
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
     return dataset

@@ -185,8 +185,8 @@ def load_snippet(path: str | os.PathLike, format: str, *, spec: str | None = Non
     >>> print(load_snippet("model.pt2", "pt2"))
     import torch
     <BLANKLINE>
-    model = torch.export.load("model.pt2").module()
-    # or, in prunelab: prunelab.zoo.load("file:model.pt2").model
+    model = torch.export.load("model.pt2").module()  # runs code from the file: trusted only
+    # or, in prunelab: prunelab.zoo.load("file:model.pt2", trust=True).model
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
@@ -195,8 +195,9 @@ def load_snippet(path: str | os.PathLike, format: str, *, spec: str | None = Non
     if format == "pt2":
         return (
             "import torch\n\n"
-            f"model = torch.export.load({name!r}).module()\n"
-            f'# or, in prunelab: prunelab.zoo.load("file:{name}").model'
+            f"model = torch.export.load({name!r}).module()  # runs code from the file: "
+            "trusted only\n"
+            f'# or, in prunelab: prunelab.zoo.load("file:{name}", trust=True).model'
         ).replace("'", '"')
     if format == "state_dict":
         return (

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 import pandas as pd
 import torch
 
+from . import _torchfiles
 from ._io import atomic_write, one_line
 
 __all__ = ["Masks", "check_masks"]
@@ -135,7 +136,7 @@ class Masks(Mapping[str, torch.Tensor]):
     def load(cls, path: str | os.PathLike) -> Masks:
         """Read masks written by :meth:`save` (safe loading: tensors only)."""
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = _torchfiles.read(path, "masks file")
         except FileNotFoundError:
             raise
         except pickle.UnpicklingError as exc:

@@ -8,8 +8,8 @@ the ``meta`` device first, which allocates no weights, to count its parameters a
 The limit is, in order: the ``memory_limit`` argument, the ``PRUNELAB_MEMORY_LIMIT``
 environment variable (``"16GiB"``, ``"500MB"``, a number of bytes, or ``"off"``), or the memory
 available now (``MemAvailable`` in ``/proc/meminfo``, lowered to the container's cgroup limit
-where there is one; free physical pages from ``sysconf`` elsewhere; no check where neither can
-be read).
+where there is one, and to what is left under the process's address-space limit, ``ulimit -v``;
+free physical pages from ``sysconf`` elsewhere; no check where neither can be read).
 
 >>> from torch import nn
 >>> need = estimate(nn.Linear(1000, 1000), what="a layer")
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,10 @@ from torch import nn
 
 __all__ = [
     "LIMIT_ENV",
+    "MAX_OBJECTS",
     "WORKING_COPIES",
     "MemoryEstimate",
+    "archive_bytes",
     "available_memory",
     "check_fits",
     "estimate",
@@ -46,6 +49,7 @@ __all__ = [
     "memory_limit",
     "model_bytes",
     "parse_bytes",
+    "payload_bytes",
 ]
 
 LIMIT_ENV = "PRUNELAB_MEMORY_LIMIT"
@@ -153,20 +157,81 @@ def _working_set(what: str, elements: int, size: int, per_copy: int) -> MemoryEs
     )
 
 
+def archive_bytes(path: Path) -> int:
+    """The bytes a file unpacks to: for a zip archive (what ``torch.save`` and
+    ``torch.export.save`` write) the sum of its members' uncompressed sizes as the archive
+    declares them; for anything else its size. Nothing is decompressed to find out.
+
+    A few megabytes of compressed zeros can declare gigabytes; that is what counts.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return size
+    return max(size, declared)
+
+
 def estimate_file(path: Path, *, what: str) -> MemoryEstimate:
-    """The memory for the model in a ``torch.save``/``torch.export`` file, from its size.
+    """The memory for the model in a ``torch.save``/``torch.export`` file, from the bytes it
+    unpacks to (:func:`archive_bytes`).
 
     Both write tensor bytes uncompressed, and a file loaded with ``weights_only`` can only
-    materialise the storages it holds, so the file's size bounds the model's size.
+    materialise the storages it holds, so the archive's unpacked size bounds the model's size
+    (a tensor that claims more than its storage holds is caught when the file is inspected,
+    see :func:`payload_bytes`).
     """
     size = Path(path).stat().st_size
+    unpacked = archive_bytes(path)
+    held = f"a {format_bytes(size)} file"
+    if unpacked != size:
+        held += f" that unpacks to {format_bytes(unpacked)}"
     return MemoryEstimate(
         what=what,
         elements=None,
-        model_bytes=size,
-        working_bytes=size * WORKING_COPIES,
-        basis=f"a {format_bytes(size)} file x {WORKING_COPIES} working copies",
+        model_bytes=unpacked,
+        working_bytes=unpacked * WORKING_COPIES,
+        basis=f"{held} x {WORKING_COPIES} working copies",
     )
+
+
+MAX_OBJECTS = 1_000_000  # containers and tensors in one file; a model has thousands
+
+
+def payload_bytes(payload: object, *, what: str) -> int:
+    """Bytes of the tensors in ``payload`` (nested dicts, lists and tuples) as their shapes
+    say: ``numel x element size``, each tensor counted once however often it is referenced.
+
+    Works on tensors loaded to the ``meta`` device (shapes without storage), so a file can be
+    measured before any of its tensors exist. A tensor that is an expanded view of a small
+    storage counts at its full size: that is what using it costs.
+
+    Raises:
+        ValueError: For a payload of more than :data:`MAX_OBJECTS` containers and tensors.
+    """
+    seen: set[int] = set()
+    stack = [payload]
+    total = 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if len(seen) > MAX_OBJECTS:
+            raise ValueError(
+                f"{what} holds more than {MAX_OBJECTS:,} objects; a model or data file holds "
+                "a few thousand tensors"
+            )
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return total
 
 
 def format_count(n: int) -> str:
@@ -250,8 +315,36 @@ def _sysconf_available() -> int | None:
         return None
 
 
+def _address_space_left() -> int | None:
+    # a process started under `ulimit -v` (RLIMIT_AS) fails at that limit, whatever is free
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        status = Path("/proc/self/status").read_text()
+        used = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmSize:")
+        )
+    except (OSError, StopIteration, ValueError):
+        return None
+    return max(soft - used * 1024, 0)
+
+
 def available_memory() -> tuple[int | None, str]:
     """Bytes of memory available now, and where that number comes from (None: unknown)."""
+    address = _address_space_left()
+    found = _available_memory()
+    if address is not None and (found[0] is None or address < found[0]):
+        return address, "left under this process's address-space limit (ulimit -v)"
+    return found
+
+
+def _available_memory() -> tuple[int | None, str]:
     meminfo, cgroup = _meminfo_available(), _cgroup_available()
     if cgroup is not None and (meminfo is None or cgroup < meminfo):
         return cgroup, "available under the container's memory limit, /sys/fs/cgroup"

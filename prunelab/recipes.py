@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from ._io import atomic_write, one_line
+from ._io import atomic_write, bounded_repr, one_line, read_bounded
 from ._version import __version__
 from .apply import apply as apply_masks
 from .calibration import Calibration
@@ -33,6 +33,7 @@ __all__ = ["Provenance", "Recipe"]
 
 FORMAT = "prunelab.recipe/1"
 MAX_BYTES = 1_000_000  # a recipe is a few KB; anything this large is not one
+MAX_DEPTH = 32  # nesting of YAML lists and mappings; a recipe is three levels deep
 
 
 @dataclass(frozen=True)
@@ -95,18 +96,21 @@ class Recipe:
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
             raise ValueError(
-                f"recipe field 'strategy' must be a strategy name, got {self.strategy!r}"
+                "recipe field 'strategy' must be a strategy name, got "
+                f"{bounded_repr(self.strategy)}"
             )
         if not isinstance(self.granularity, str):
             raise ValueError(
-                f"recipe field 'granularity' must be a string, got {self.granularity!r}"
+                f"recipe field 'granularity' must be a string, got {bounded_repr(self.granularity)}"
             )
         if not isinstance(self.layers, Mapping):
             raise ValueError("recipe field 'layers' must map layer names to sparsities")
         checked = {}
         for fqn, value in self.layers.items():
             if not isinstance(fqn, str):
-                raise ValueError(f"recipe field 'layers' has a non-string layer name {fqn!r}")
+                raise ValueError(
+                    f"recipe field 'layers' has a non-string layer name {bounded_repr(fqn)}"
+                )
             checked[fqn] = _sparsity(value, f"layers.{fqn}")
         object.__setattr__(self, "layers", checked)
         if not isinstance(self.prune_outputs, bool):
@@ -253,10 +257,13 @@ class Recipe:
         }
         unknown = sorted(str(k) for k in payload if k not in known)
         if unknown:
-            raise ValueError(f"unknown recipe field(s) {unknown}; accepted: {sorted(known)}")
+            raise ValueError(
+                f"unknown recipe field(s) {bounded_repr(unknown)}; accepted: {sorted(known)}"
+            )
         if payload.get("format") != FORMAT:
             raise ValueError(
-                f"recipe field 'format' must be {FORMAT!r}, got {payload.get('format')!r}"
+                f"recipe field 'format' must be {FORMAT!r}, got "
+                f"{bounded_repr(payload.get('format'))}"
             )
         for required in ("strategy", "layers"):
             if required not in payload:
@@ -265,11 +272,11 @@ class Recipe:
         if not isinstance(provenance, Mapping):
             raise ValueError("recipe field 'provenance' must be a mapping")
         accepted = {f.name: f.type for f in fields(Provenance)}
-        extra = sorted(str(k) for k in provenance if k not in accepted)
+        extra = [k for k in provenance if k not in accepted]
         if extra:
+            named = ["provenance." + str(k)[:60] for k in extra[:6]]
             raise ValueError(
-                f"unknown recipe field(s) {['provenance.' + k for k in extra]}; "
-                f"accepted: {sorted(accepted)}"
+                f"unknown recipe field(s) {bounded_repr(named)}; accepted: {sorted(accepted)}"
             )
         for key, value in provenance.items():
             _check_provenance(key, value)
@@ -303,12 +310,12 @@ class Recipe:
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Read a recipe written by :meth:`save` (safe YAML/JSON loading only)."""
         path = Path(path)
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ValueError(
-                f"{path.name} is {size:,} bytes; a recipe is a few KB (limit {MAX_BYTES:,})"
-            )
-        return cls.loads(path.read_text(encoding="utf-8"), name=path.name)
+        raw = read_bounded(path, "recipe", MAX_BYTES, note="a recipe is a few KB")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"recipe {path.name} is not UTF-8 text: {one_line(exc)}") from None
+        return cls.loads(text, name=path.name)
 
     @classmethod
     def loads(cls, text: str, *, name: str = "recipe") -> Recipe:
@@ -316,7 +323,7 @@ class Recipe:
         if len(text) > MAX_BYTES:
             raise ValueError(f"{name} is {len(text):,} characters; a recipe is a few KB")
         try:
-            payload = yaml.safe_load(text)
+            payload = yaml.load(text, Loader=_RecipeLoader)  # a bounded SafeLoader
         except yaml.YAMLError as exc:
             # YAML errors span lines (with a caret under the column); one line is enough
             where = one_line(exc, limit=1000)
@@ -324,6 +331,60 @@ class Recipe:
                 f"{name} is not valid YAML/JSON (safe loading only, no custom tags): {where}"
             ) from exc
         return cls.from_dict(payload)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: nesting at most :data:`MAX_DEPTH` deep (deeper gave a
+    RecursionError), aliases only of single values (an alias of a list or mapping is how a
+    few hundred bytes expand to gigabytes), and no key given twice (``strategy`` twice
+    would silently keep the last)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None and not isinstance(node, yaml.ScalarNode):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"alias *{bounded_repr(event.anchor, limit=40)} repeats a list or mapping; "
+                    "recipes allow aliases of single values only",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nesting deeper than {MAX_DEPTH} levels; a recipe is a few levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {bounded_repr(key, limit=60)} is given twice",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _sparsity(value: object, name: str) -> float:
@@ -343,6 +404,8 @@ def _check_provenance(key: str, value: object) -> None:
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
         ):
-            raise ValueError(f"recipe field 'provenance.{key}' must be a number, got {value!r}")
+            raise ValueError(
+                f"recipe field 'provenance.{key}' must be a number, got {bounded_repr(value)}"
+            )
     elif not isinstance(value, str) or len(value) > 1000:
         raise ValueError(f"recipe field 'provenance.{key}' must be a short string")

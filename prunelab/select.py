@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ._io import bounded_repr
+
 __all__ = [
     "Ranking",
     "SortedScores",
@@ -29,7 +31,7 @@ __all__ = [
 def check_sparsity(value: object, *, what: str = "sparsity") -> float:
     """Validate a sparsity (fraction of weights zeroed) and return it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what} must be a number in [0, 1], got {value!r}")
+        raise TypeError(f"{what} must be a number in [0, 1], got {bounded_repr(value)}")
     value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{what} must be in [0, 1] (fraction of weights zeroed), got {value}")
@@ -39,7 +41,7 @@ def check_sparsity(value: object, *, what: str = "sparsity") -> float:
 def check_threshold(value: object) -> float:
     """Validate an absolute score threshold and return it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"threshold must be a finite number, got {value!r}")
+        raise TypeError(f"threshold must be a finite number, got {bounded_repr(value)}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"threshold must be a finite number, got {value}")

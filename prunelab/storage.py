@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import _torchfiles
 from ._io import atomic_write
 from .apply import copy_model, masked_weights
 from .masks import Masks, check_masks
@@ -323,7 +324,10 @@ def load_sparse(path: str | os.PathLike | object, model: nn.Module) -> tuple[nn.
         ValueError: A file that is not a prunelab sparse checkpoint or does not fit the model.
     """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(path, (str, os.PathLike)):
+            payload = _torchfiles.read(path, "sparse checkpoint")
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:

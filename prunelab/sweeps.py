@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ._io import atomic_write
+from ._io import atomic_write, one_line, read_bounded
 from ._version import __version__
 from .apply import masked_weights
 from .batches import Batch, iter_batches
@@ -31,7 +32,9 @@ from .targets import Target, get_parameter, resolve_targets
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "MAX_LEVELS",
     "Estimate",
+    "check_levels",
     "estimate_sensitivity",
     "estimate_sweep",
     "format_duration",
@@ -116,13 +119,50 @@ def sweep(
     return log.table()
 
 
+MAX_LEVELS = 1000  # sparsity levels of one sweep or sensitivity run (0.001 apart at most)
+
+
+def check_levels(sparsities: Iterable[float], *, what: str = "sparsities") -> list[float]:
+    """Sparsity levels checked once for every run: each in [0, 1], none given twice (a
+    repeated level would make two rows with one key, which a checkpoint cannot resume), at
+    most :data:`MAX_LEVELS` of them (more is a typo such as a step of 1e-9, not a grid).
+
+    >>> check_levels([0.5, 0.1])
+    [0.5, 0.1]
+    >>> check_levels([0.5, 0.5])
+    Traceback (most recent call last):
+    ...
+    ValueError: sparsities give 0.5 twice; give each level once
+    """
+    levels: list[float] = []
+    seen: set[float] = set()
+    for value in sparsities:
+        if len(levels) >= MAX_LEVELS:
+            raise ValueError(
+                f"{what} give more than {MAX_LEVELS:,} levels; at most {MAX_LEVELS:,} are "
+                "evaluated in one run (e.g. 0:1:0.01 gives 101)"
+            )
+        level = check_sparsity(value, what=f"each of {what}")
+        if level in seen:
+            raise ValueError(f"{what} give {level} twice; give each level once")
+        seen.add(level)
+        levels.append(level)
+    return levels
+
+
 def _sweep_grid(
     strategies: Sequence[str | Strategy], sparsities: Sequence[float]
 ) -> tuple[list[float], list[Strategy]]:
-    levels = [check_sparsity(s) for s in sparsities]
+    levels = check_levels(sparsities)
     chosen = [get_strategy(s) for s in strategies]
     if not chosen or not levels:
         raise ValueError("sweep needs at least one strategy and one sparsity")
+    names = [s.name for s in chosen]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ValueError(
+            f"strategies give {twice} twice; give each once (rows are keyed by strategy name)"
+        )
     return levels, chosen
 
 
@@ -409,7 +449,7 @@ def sensitivity(
     >>> table[["layer", "sparsity"]].values.tolist()
     [['0.weight', 0.5], ['2.weight', 0.5]]
     """
-    levels = sorted(check_sparsity(s) for s in sparsities)
+    levels = sorted(check_levels(sparsities))
     if not levels:
         raise ValueError("sensitivity needs at least one sparsity level")
     chosen = resolve_targets(model, list(layers) if layers is not None else None)
@@ -554,7 +594,7 @@ def estimate_sensitivity(
     >>> estimate_sensitivity(net, torch.randn(20, 6), sparsities=[0.5, 0.9]).evaluations
     4
     """
-    levels = [check_sparsity(s) for s in sparsities]
+    levels = check_levels(sparsities)
     chosen = resolve_targets(model, list(layers) if layers is not None else None)
     if strategy is not None:
         skipped = left_out(model, strategy, chosen).fqns
@@ -577,7 +617,9 @@ class _Runner:
         self._model = model
         self._batches = batches
         self._device = device
-        self._plan = PrefixPlan.for_model(model, batches[0].inputs)
+        # tracing runs the model itself; in training mode that would update its BatchNorm
+        # statistics, so a model in training mode is evaluated without prefix caching
+        self._plan = None if model.training else PrefixPlan.for_model(model, batches[0].inputs)
         self._cut: int | None = None
         self._live: list[tuple[torch.Tensor, ...]] = []
         self._recorded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
@@ -592,7 +634,7 @@ class _Runner:
 
         Otherwise each cut reruns the network up to itself, once, when it is reached.
         """
-        if self._plan is None or self._model.training or not cuts:
+        if self._plan is None or not cuts:
             return
         first = self._plan.record(cuts, self._batches[0].inputs)
         size = sum(t.numel() * t.element_size() for v in first.values() for t in v)
@@ -798,6 +840,7 @@ def _maybe_float(value: object) -> float | None:
 
 
 _TABLE_TAG = "# prunelab table: "
+MAX_TABLE_BYTES = 64 * 2**20  # a sensitivity table of 100 layers x 99 levels is ~1 MB
 
 
 def save_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -817,18 +860,26 @@ def save_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by :func:`save_table` (plain CSVs work too, without attrs)."""
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline()
+    """Read a table written by :func:`save_table` (plain CSVs work too, without attrs).
+
+    The attrs (the model and data specs it was measured on) come from the file: treat them as
+    untrusted (``zoo.load(..., untrusted=True)``).
+    """
+    raw = read_bounded(path, "table", MAX_TABLE_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a CSV table (not UTF-8 text): {one_line(exc)}") from None
+    first = text.split("\n", 1)[0]
     attrs = {}
     if first.startswith(_TABLE_TAG):
         try:
             attrs = json.loads(first[len(_TABLE_TAG) :])
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"{path}: the first line's table attributes are not JSON") from exc
     try:
-        table = pd.read_csv(path, comment="#")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ValueError(f"{path} is not a CSV table: {exc}") from exc
+        table = pd.read_csv(io.StringIO(text), comment="#")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path} is not a CSV table: {one_line(exc)}") from exc
     table.attrs.update(attrs if isinstance(attrs, dict) else {})
     return table

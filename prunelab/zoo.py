@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import memory
+from . import _torchfiles, memory
 from ._io import bounded_repr, one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
 from .data import Spec, check_file_size, digits_for, import_torchvision, parse_spec
@@ -245,7 +245,9 @@ def _parse_shape(spec: Spec) -> tuple[int, ...] | None:
     return spec.shape("input")
 
 
-def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...] | None]:
+def _torchvision_model(
+    spec: Spec, arch: str, *, untrusted: bool = False
+) -> tuple[nn.Module, tuple[str, ...] | None]:
     torchvision = import_torchvision()
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
@@ -269,6 +271,12 @@ def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...
         known = torchvision.models.get_model_weights(arch)
         names = ", ".join(["DEFAULT", *(w.name for w in known)])
         raise ValueError(f"unknown weights {weights!r} for {arch}; available: {names}") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+    if untrusted and not cached.is_file():
+        raise ValueError(
+            f"pretrained weights {weights_enum} are not cached in {cached.parent}, and a spec "
+            "from an untrusted place (a file's provenance or a web form) downloads nothing"
+        )
     try:
         model = _seeded(lambda: torchvision.models.get_model(arch, weights=weights_enum, **kwargs))
     except ValueError:
@@ -284,9 +292,9 @@ def _torchvision_model(spec: Spec, arch: str) -> tuple[nn.Module, tuple[str, ...
     return model, tuple(categories) if categories else None
 
 
-def _load_torchvision(spec: Spec) -> ModelBundle:
+def _load_torchvision(spec: Spec, *, untrusted: bool = False) -> ModelBundle:
     spec.check_options(["weights", "num_classes", "input"])
-    model, class_names = _torchvision_model(spec, spec.target)
+    model, class_names = _torchvision_model(spec, spec.target, untrusted=untrusted)
     shape = _parse_shape(spec) or TORCHVISION_INPUT
     return ModelBundle(
         model=model.eval(),
@@ -305,9 +313,18 @@ def _load_state_dict(
     model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, arch: str
 ) -> None:
     """``model.load_state_dict(state)`` with an error that names the keys that do not fit."""
+    _check_state_fits(model, state, source=source, arch=arch)
+    model.load_state_dict(state, strict=True)
+
+
+def _check_state_fits(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, arch: str
+) -> None:
+    """Raise naming the keys of ``state`` that do not fit ``model``; ``state`` may be on the
+    ``meta`` device (checked before its tensors are read)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [bounded_repr(k, limit=60).strip("'") for k in state if k not in expected]
     mismatched = [
         f"{k} (file {_shape(state[k])}, model {_shape(expected[k])})"
         for k in expected
@@ -346,11 +363,11 @@ def _load_state_dict(
             problems.append(f"{label}: {', '.join(keys[:4])}{more}")
     if problems:
         raise ValueError(f"state_dict in {source} does not fit {arch}: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
 
 
 def _shape(tensor: torch.Tensor) -> str:
-    return "x".join(map(str, tensor.shape)) or "scalar"
+    dims = "x".join(map(str, tensor.shape[:8])) or "scalar"
+    return dims + "x..." if tensor.ndim > 8 else dims
 
 
 def _fold_pruned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -365,7 +382,7 @@ def _fold_pruned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return folded
 
 
-def _as_state_dict(payload: object) -> dict[str, torch.Tensor] | None:
+def _as_state_dict(payload: object, path: Path) -> dict[str, torch.Tensor] | None:
     if not isinstance(payload, Mapping):
         return None
     for key in ("state_dict", "model_state_dict", "model"):
@@ -504,15 +521,33 @@ def _bundle_for(model: nn.Module, spec: Spec, path: Path, arch: Spec | None) -> 
     )
 
 
-def _load_program(spec: Spec, path: Path) -> ModelBundle:
+def _load_program(spec: Spec, path: Path, *, trust: bool, limit: str | int | None) -> ModelBundle:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"cannot read {path} as a torch.export program: it is not a zip archive, as "
+            "torch.export.save writes"
+        )
+    if "arch" in spec.options:
+        # only the weights are needed: read them without torch.export.load (which runs code)
+        try:
+            weights = _torchfiles.pt2_weights(path, limit=limit)
+        except _torchfiles.ArchiveError as exc:
+            raise ValueError(f"cannot read the weights of {path} safely: {exc}") from exc
+        model, arch = _arch_model(spec, weights)
+        _load_state_dict(model, weights, source=str(path), arch=arch.text)
+        return _bundle_for(model, spec, path, arch)
+    if not trust:
+        raise ValueError(
+            f"{path} is a torch.export program, and torch.export.load runs code from the file "
+            "(it unpickles parts of it); run it only if you trust the file: trust=True (CLI "
+            "--trust, spec ?trust=1), or give arch=... to read only its weights, which runs "
+            "nothing"
+        )
+    _torchfiles.check_archive(path, "model file", limit=limit)
     try:
         program = torch.export.load(path)
     except Exception as exc:
         raise ValueError(f"cannot read {path} as a torch.export program: {one_line(exc)}") from exc
-    if "arch" in spec.options:
-        model, arch = _arch_model(spec, program.state_dict)
-        _load_state_dict(model, program.state_dict, source=str(path), arch=arch.text)
-        return _bundle_for(model, spec, path, arch)
     user_inputs = [
         node
         for node in program.graph.nodes
@@ -538,15 +573,25 @@ def _load_program(spec: Spec, path: Path) -> ModelBundle:
     )
 
 
-def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
+def _read_trusted(path: Path, limit: str | int | None) -> object:
+    _torchfiles.check_archive(path, "model file", limit=limit)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _load_file(spec: Spec, *, trust: bool, untrusted: bool, limit: str | int | None) -> ModelBundle:
     spec.check_options(["arch", "trust", "input", "num_classes"])
+    if untrusted and spec.flag("trust"):
+        raise ValueError(
+            f"{spec.text!r} asks to trust its file, but the spec comes from an untrusted "
+            "place (a file's provenance or a web form): trust is given only by the person "
+            "running prunelab (trust=True, CLI --trust)"
+        )
     trust = trust or spec.flag("trust")
-    path = Path(spec.target).expanduser()
-    check_file_size(path, "model file")
+    path = check_file_size(Path(spec.target).expanduser(), "model file")
     if path.suffix == ".pt2":
-        return _load_program(spec, path)
+        return _load_program(spec, path, trust=trust, limit=limit)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        preview = _torchfiles.peek(path, "model file", limit=limit)
     except pickle.UnpicklingError as exc:
         if not zipfile.is_zipfile(path):
             raise ValueError(
@@ -558,12 +603,29 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
                 "can run arbitrary code; load it only if you trust the file: trust=True "
                 "(CLI --trust, spec ?trust=1), or save a state_dict and give arch=..."
             ) from exc
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        return _from_payload(_read_trusted(path, limit), spec, path)
+    except ValueError:
+        raise
     except Exception as exc:
         raise ValueError(
             f"cannot read {path}: not a complete file written by torch.save (truncated, "
             f"corrupted, or another kind of zip?): {type(exc).__name__}: {one_line(exc)}"
         ) from exc
+    model, arch = _from_payload(preview, spec, path, check_only=True)
+    try:
+        payload = _torchfiles.load(path)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot read {path}: not a complete file written by torch.save (truncated, "
+            f"corrupted, or another kind of zip?): {type(exc).__name__}: {one_line(exc)}"
+        ) from exc
+    _load_state_dict(model, _as_state_dict(payload, path), source=str(path), arch=arch.text)
+    return _bundle_for(model, spec, path, arch)
+
+
+def _from_payload(payload: object, spec: Spec, path: Path, *, check_only: bool = False):
+    """The bundle of a file's contents; with ``check_only`` (contents on the meta device),
+    the checked architecture ``(model, arch spec)`` to load the real contents into."""
     if isinstance(payload, nn.Module):
         if "arch" in spec.options:
             raise ValueError(f"{path} holds a whole module; arch= is only for state_dicts")
@@ -573,9 +635,13 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
             f"{path} looks like a data file (tensors {', '.join(sorted(payload))}), not a "
             f"model: use it as data, e.g. --data file:{path}"
         )
-    state = _as_state_dict(payload)
+    state = _as_state_dict(payload, path)
     if state is None:
-        found = sorted(map(str, payload))[:6] if isinstance(payload, Mapping) else type(payload)
+        found = (
+            bounded_repr(list(payload)[:6])
+            if isinstance(payload, Mapping)
+            else type(payload).__name__
+        )
         raise ValueError(f"{path} holds neither a state_dict nor a module (found {found})")
     if "arch" not in spec.options:
         raise ValueError(
@@ -583,6 +649,9 @@ def _load_file(spec: Spec, *, trust: bool) -> ModelBundle:
             f"e.g. file:{path}?arch=sample:digits-cnn or ?arch=torchvision:resnet18"
         )
     model, arch = _arch_model(spec, state)
+    if check_only:
+        _check_state_fits(model, state, source=str(path), arch=arch.text)
+        return model, arch
     _load_state_dict(model, state, source=str(path), arch=arch.text)
     return _bundle_for(model, spec, path, arch)
 
@@ -664,7 +733,13 @@ def estimate_memory(spec: str) -> memory.MemoryEstimate | None:
 # -- entry points --------------------------------------------------------------------------
 
 
-def load(spec: str, *, trust: bool = False, memory_limit: str | int | None = None) -> ModelBundle:
+def load(
+    spec: str,
+    *,
+    trust: bool = False,
+    memory_limit: str | int | None = None,
+    untrusted: bool = False,
+) -> ModelBundle:
     """Load a model by spec (see the module docstring for the accepted specs).
 
     Args:
@@ -674,6 +749,9 @@ def load(spec: str, *, trust: bool = False, memory_limit: str | int | None = Non
         memory_limit: Refuse models whose working set (:func:`estimate_memory`) is larger:
             bytes or a size such as ``"16GiB"``; default ``$PRUNELAB_MEMORY_LIMIT``, else the
             memory available now; ``"off"`` for no check.
+        untrusted: The spec itself comes from an untrusted place (a file's provenance, a web
+            form): its options cannot grant trust (``?trust=1`` is refused) nor download
+            pretrained weights that are not cached.
 
     Returns:
         A :class:`ModelBundle` with the model in eval mode.
@@ -694,8 +772,8 @@ def load(spec: str, *, trust: bool = False, memory_limit: str | int | None = Non
     if parsed.scheme == "sample":
         return _load_sample(parsed)
     if parsed.scheme == "torchvision":
-        return _load_torchvision(parsed)
-    return _load_file(parsed, trust=trust)
+        return _load_torchvision(parsed, untrusted=untrusted)
+    return _load_file(parsed, trust=trust, untrusted=untrusted, limit=memory_limit)
 
 
 def list_models(*, torchvision: bool = True) -> list[str]:

@@ -13,7 +13,6 @@ marker file that must not appear unless the user trusts the file.
 from __future__ import annotations
 
 import io
-import pathlib
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,27 +23,13 @@ import torch
 
 from prunelab import data as data_lib
 from prunelab import zoo
-from prunelab.cli import main
 from prunelab.recipes import Recipe
+from tests.hostile_corpus import RunsCode
+from tests.hostile_corpus import one_line_error as _one_line_error
+from tests.hostile_corpus import saved as _saved
 
 ARCH = "sample:digits-mlp"
 MARKER = "MARKER"
-
-
-class RunsCode:
-    """Unpickling this creates ``path``: harmless proof that the pickle ran code."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.path,))
-
-
-def _saved(obj) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
 
 
 def _state() -> dict[str, torch.Tensor]:
@@ -153,15 +138,6 @@ def recipe_file(case: Case, folder: Path) -> Path:
     path = folder / "recipe.yaml"
     path.write_bytes(case.build(folder))
     return path
-
-
-def _one_line_error(capsys, argv: list[str]) -> str:
-    status = main(argv)
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 # -- model files ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import streamlit as st
 
@@ -230,17 +229,6 @@ def _shape_text(text: str) -> str:
     return shape
 
 
-def _dataset_root(text: str) -> str:
-    """A typed dataset folder, checked before it goes into a spec: an existing folder, and
-    nothing that would add options to the spec (``&download=1``)."""
-    if any(c in text for c in "?&=") or not Path(text).expanduser().is_dir():
-        raise ValueError(
-            f"dataset folder {text[:80]!r} must be an existing folder whose name has no "
-            "'?', '&' or '='; the app reads datasets there and never downloads"
-        )
-    return text
-
-
 def _pick_upload() -> tuple[str, Loaded] | None:
     kept, fresh = _uploaded(
         Keys.model_file,
@@ -342,7 +330,8 @@ def _pick_data(model_key: str, bundle: zoo.ModelBundle) -> tuple[str | None, obj
         if not root:
             st.sidebar.info("Give the folder that holds the dataset files.")
             return None, None
-        spec = f"{choice}?root={_dataset_root(root)}"
+        # built from its parts: a typed folder cannot add options (download=1) to the spec
+        spec = data_lib.torchvision_spec(choice.removeprefix("torchvision:"), root)
     data = load_data(spec)
     _check_fits(bundle, data, spec)
     return spec, data
