@@ -236,15 +236,16 @@ with error_boundary():
             )
             st.plotly_chart(fig, key="heatmap", height=HEIGHT)
             explain(
-                "Left, the layer's weights; right, the same weights after pruning (pruned ones are "
-                "exactly zero, white). Blue is positive, red negative. Convolution weights are "
+                "Left, the layer's weights; right, the same weights after pruning: pruned ones are "
+                "black, a colour no kept weight has. Blue is positive, red negative, white near "
+                "zero. Convolution weights are "
                 "drawn as output channels by (input channels x kernel positions)."
             )
         elif view == "mask":
             fig = engine.figure(("mask", *key), _build=lambda: figures.mask_pattern(mask))
             st.plotly_chart(fig, key="mask_pattern", height=HEIGHT)
             explain(
-                "The mask itself: kept weights blue, pruned ones grey. Unstructured "
+                "The mask itself: kept weights blue, pruned ones black. Unstructured "
                 "masks look like noise, channel masks like whole rows, N:M masks like a regular "
                 "comb along the inputs."
             )

@@ -366,7 +366,7 @@ with error_boundary():
         explain(
             "The sparsifier (as in torch.ao.pruning) adds up the inputs of this layer batch by "
             "batch (aggregate), reduces the sum over the batch (reduce) and turns it into a fixed "
-            "mask that multiplies every later input: blue positions are kept, grey ones always "
+            "mask that multiplies every later input: blue positions are kept, black ones always "
             "zeroed. The mask depends on the position, not on the input, so it acts like pruning "
             "the layer's input weights at those positions. Per feature, each channel gets its own "
             "mask from its own values: with a threshold that changes nothing, with a sparsity "
