@@ -56,7 +56,15 @@ def peek(path: Path, what: str, *, limit: str | int | None = None) -> object:
     """
     check_archive(path, what, limit=limit)
     _check_pickles(path, what)
-    payload = torch.load(path, map_location="meta", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="meta", weights_only=True)
+    except NotImplementedError as exc:  # torch cannot build a sparse tensor on meta
+        if _holds_sparse(path):
+            raise ValueError(
+                f"{what} {path.name} holds sparse tensors (dense weights expected); save "
+                "tensor.to_dense() instead"
+            ) from exc
+        raise
     size = memory.payload_bytes(payload, what=f"{what} {path.name}")
     need = memory.MemoryEstimate(
         what=f"{what} {path.name}",
@@ -67,6 +75,13 @@ def peek(path: Path, what: str, *, limit: str | int | None = None) -> object:
     )
     memory.check_fits(need, limit=limit)
     return payload
+
+
+def _holds_sparse(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(
+            b"_rebuild_sparse" in archive.read(n) for n in archive.namelist() if n.endswith(".pkl")
+        )
 
 
 MAX_EXPANDED = 1_000_000  # objects one value of a pickle stands for, shared parts counted
@@ -88,8 +103,9 @@ def _check_pickles(path: Path, what: str) -> None:
             pickles = [archive.read(n) for n in names]
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(
-            f"cannot read {what} {path}: not a file written by torch.save (a zip archive; "
-            "the format before torch 1.6 is not read)"
+            f"cannot read {what} {path}: not a file written by torch.save, or a truncated or "
+            "corrupted one (torch.save writes a zip archive; the format before torch 1.6 is "
+            "not read)"
         ) from exc
     for data in pickles:
         try:

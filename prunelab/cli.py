@@ -251,6 +251,8 @@ def _levels(text: str) -> list[float]:
                 round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9
             ]
         return [float(part) for part in text.split(",") if part.strip()]
+    except CliError:
+        raise
     except ValueError:
         raise CliError(
             f"bad sparsities {text!r}: give start:stop:step (e.g. 0:0.95:0.05) or a comma list"

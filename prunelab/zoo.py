@@ -124,11 +124,17 @@ class ModelBundle:
 
 
 class TrustRequired(ValueError):
-    """A file that only loads by running code from it (a pickle), asked for without trust.
+    """A file that only loads by running code from it, asked for without trust.
 
     Front ends catch it to say how trust is given there (the CLI's ``--trust``, the app's
-    checkbox when its operator allows trusted uploads).
+    checkbox when its operator allows trusted uploads). ``kind`` is ``"pickle"`` (a pickled
+    object) or ``"program"`` (a ``torch.export`` program, whose weights alone load safely
+    with ``arch=``).
     """
+
+    def __init__(self, message: str, *, kind: str = "pickle") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -318,10 +324,16 @@ def _load_state_dict(
 
 
 def _check_state_fits(
-    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, arch: str
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    arch: str,
+    preview: bool = False,
 ) -> None:
-    """Raise naming the keys of ``state`` that do not fit ``model``; ``state`` may be on the
-    ``meta`` device (checked before its tensors are read)."""
+    """Raise naming the keys of ``state`` that do not fit ``model``. With ``preview``, ``state``
+    is the file read onto the ``meta`` device (checked before its tensors are read), so its
+    tensors having no values is expected there."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [bounded_repr(k, limit=60).strip("'") for k in state if k not in expected]
@@ -343,7 +355,11 @@ def _check_state_fits(
         and not state[k].is_floating_point()
     ]
     # a meta tensor has no values, a sparse one another layout: load_state_dict fails on both
-    no_values = [k for k in expected if isinstance(state.get(k), torch.Tensor) and state[k].is_meta]
+    no_values = [
+        k
+        for k in expected
+        if not preview and isinstance(state.get(k), torch.Tensor) and state[k].is_meta
+    ]
     not_dense = [
         k
         for k in expected
@@ -537,11 +553,12 @@ def _load_program(spec: Spec, path: Path, *, trust: bool, limit: str | int | Non
         _load_state_dict(model, weights, source=str(path), arch=arch.text)
         return _bundle_for(model, spec, path, arch)
     if not trust:
-        raise ValueError(
+        raise TrustRequired(
             f"{path} is a torch.export program, and torch.export.load runs code from the file "
             "(it unpickles parts of it); run it only if you trust the file: trust=True (CLI "
             "--trust, spec ?trust=1), or give arch=... to read only its weights, which runs "
-            "nothing"
+            "nothing",
+            kind="program",
         )
     _torchfiles.check_archive(path, "model file", limit=limit)
     try:
@@ -650,7 +667,7 @@ def _from_payload(payload: object, spec: Spec, path: Path, *, check_only: bool =
         )
     model, arch = _arch_model(spec, state)
     if check_only:
-        _check_state_fits(model, state, source=str(path), arch=arch.text)
+        _check_state_fits(model, state, source=str(path), arch=arch.text, preview=True)
         return model, arch
     _load_state_dict(model, state, source=str(path), arch=arch.text)
     return _bundle_for(model, spec, path, arch)

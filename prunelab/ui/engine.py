@@ -154,6 +154,7 @@ def _read_upload(name: str, payload: bytes, read: Callable[[Path], T]) -> T:
             text = str(exc).replace(str(path), name).replace(folder, "(upload)")
             try:
                 named = type(exc)(text)
+                named.__dict__.update(exc.__dict__)  # e.g. TrustRequired.kind
             except Exception:
                 named = ValueError(text)
             raise named from None

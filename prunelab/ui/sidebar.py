@@ -23,6 +23,7 @@ from .errors import show_error
 from .state import Keys
 
 DEFAULT_MODEL = "sample:digits-cnn"
+ARCH_LABEL = "Architecture of a state_dict or .pt2"
 SOURCES = ("Sample model", "torchvision architecture", "Upload a file")
 NO_ARCH = "(none: a .pt2 program or a pickled module)"
 NO_DATA = "(no data: weights only)"
@@ -187,7 +188,7 @@ def _arch_options() -> str:
     """The spec's query for an uploaded file: which architecture a state_dict belongs to."""
     tv_names = [f"torchvision:{n}" for n in _torchvision_names()]
     arch = st.sidebar.selectbox(
-        "Architecture of a state_dict",
+        ARCH_LABEL,
         [NO_ARCH, *_sample_names(), *tv_names],
         **_kept(Keys.upload_arch),
         help="A state_dict holds only weights: say which architecture they belong to "
@@ -247,21 +248,28 @@ def _pick_upload() -> tuple[str, Loaded] | None:
         return None
     try:
         loaded = load_upload(kept.digest, kept.name, options, trust, kept.payload)
-    except zoo.TrustRequired:
-        raise ValueError(_trust_message(kept.name, allowed)) from None
+    except zoo.TrustRequired as exc:
+        raise ValueError(_trust_message(kept.name, allowed, exc.kind)) from None
     if fresh:  # kept only once it loads: a bad file stays in the uploader to be replaced
         _keep_file(Keys.model_file, kept)
     return f"upload:{kept.digest}:{options}:{trust}", loaded
 
 
-def _trust_message(name: str, allowed: bool) -> str:
+def _trust_message(name: str, allowed: bool, kind: str = "pickle") -> str:
+    if kind == "program":  # its weights alone load safely: say that first
+        return (
+            f"{name} is a torch.export program. To prune it, pick its architecture under "
+            f"'{ARCH_LABEL}' in the sidebar: only its weights are then read, and nothing from "
+            "the file runs. Loading it as a program would run code from the file on this server"
+            + (f": tick '{TRUST_LABEL}' only if you trust the file." if allowed else ".")
+        )
     what = (
         f"{name} holds a pickled Python object (a whole module), and unpickling it runs code "
         "from the file on this server."
     )
     instead = (
         "Or upload a state_dict (torch.save(model.state_dict(), path)) and pick its "
-        "architecture, or a torch.export .pt2 program."
+        f"architecture under '{ARCH_LABEL}'."
     )
     if allowed:
         return f"{what} Tick '{TRUST_LABEL}' in the sidebar only if you trust the file. {instead}"
