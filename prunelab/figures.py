@@ -246,6 +246,29 @@ def _sparsity_note(mask: np.ndarray) -> str:
     return f"sparsity {1 - kept / mask.size:.1%} ({kept:,} of {mask.size:,} kept)"
 
 
+# the two panels of a before/after figure, side by side (as make_subplots(1, 2) lays them out)
+_LEFT, _RIGHT = (0.0, 0.45), (0.55, 1.0)
+
+
+# the axes of the "before" and "after" panels' traces
+_PANEL_AXES = [{"xaxis": "x", "yaxis": "y"}, {"xaxis": "x2", "yaxis": "y2"}]
+
+
+def _panel_title(text: str, domain: tuple[float, float]) -> dict:
+    """A panel's title above it, as make_subplots' subplot_titles places it."""
+    return {
+        "text": text,
+        "x": (domain[0] + domain[1]) / 2,
+        "y": 1.0,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": 16},
+    }
+
+
 def _matrix_heatmap_axes(fig: go.Figure, titles: tuple[str, str]) -> None:
     fig.update_xaxes(title_text=titles[0])
     fig.update_yaxes(title_text=titles[1], autorange="reversed")
@@ -333,28 +356,33 @@ def weight_heatmap(
     limit = float(np.nanmax(np.abs(array))) if np.isfinite(array).any() else 0.0
     limit = limit or 1.0
 
-    if mask is None:
-        fig = go.Figure()
-        positions = [(None, None)]
-    else:
-        fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("before", "after"))
-        positions = [(1, 1), (1, 2)]
-    for (name, (z, _)), (row, col) in zip(pooled.items(), positions, strict=True):
-        trace = _heatmap(z, block, hover, name=name, coloraxis="coloraxis")
-        fig.add_trace(trace, row=row, col=col)
+    # One Figure built from finished traces and one layout: make_subplots and a chain of
+    # update_* calls validate the layout again at each step (tens of ms; this figure is
+    # rebuilt on every Prune slider move that changes the layer's mask).
+    axes = _PANEL_AXES if mask is not None else [{}]
+    traces = [
+        _heatmap(z, block, hover, name=name, coloraxis="coloraxis", **axis)
+        for (name, (z, _)), axis in zip(pooled.items(), axes, strict=False)
+    ]
+    spec: dict = {}
     if kept is not None:
-        pruned = _heatmap(
-            np.where(removed, 1.0, np.nan),
-            block,
-            hover,
-            name="pruned",
-            value="pruned (removed)",
-            colorscale=[[0, _PRUNED], [1, _PRUNED]],
-            showscale=False,
+        traces.append(
+            _heatmap(
+                np.where(removed, 1.0, np.nan),
+                block,
+                hover,
+                name="pruned",
+                value="pruned (removed)",
+                colorscale=[[0, _PRUNED], [1, _PRUNED]],
+                showscale=False,
+                **axes[1],
+            )
         )
-        fig.add_trace(pruned, row=1, col=2)
-        fig.layout.annotations[1].text = "after (pruned: black)"
-    fig.update_layout(
+        spec["annotations"] = [
+            _panel_title(text, domain)
+            for text, domain in (("before", _LEFT), ("after (pruned: black)", _RIGHT))
+        ]
+    spec.update(
         title=_title(title or f"Weights {_shape_text(array.shape)}", notes),
         coloraxis={
             "colorscale": "RdBu",
@@ -363,10 +391,20 @@ def weight_heatmap(
             "cmax": limit,
             "colorbar": {"title": {"text": "weight"}},
         },
+        xaxis={"title": {"text": titles[0]}},
+        yaxis={"title": {"text": titles[1]}, "autorange": "reversed"},
     )
-    _matrix_heatmap_axes(fig, titles)
-    if mask is not None:
-        fig.update_yaxes(title_text=None, col=2)
+    if kept is not None:
+        spec["xaxis"].update(domain=_LEFT, anchor="y")
+        spec["yaxis"].update(anchor="x")
+        spec["xaxis2"] = {"title": {"text": titles[0]}, "domain": _RIGHT, "anchor": "y2"}
+        spec["yaxis2"] = {
+            "anchor": "x2",
+            "matches": "y",
+            "showticklabels": False,
+            "autorange": "reversed",
+        }
+    fig = go.Figure(data=traces, layout=spec)
     if layout == "filters":
         _filter_ticks(fig, array.shape, mask is not None)
     return fig
@@ -385,7 +423,7 @@ def _filter_ticks(fig: go.Figure, shape: tuple[int, ...], two: bool) -> None:
             centres = [i * step + (size - 1) / 2 for i in range(count)]
             update(tickvals=centres, ticktext=[str(i) for i in range(count)])
     if two:
-        fig.update_yaxes(showticklabels=False, col=2)
+        fig.layout.yaxis2.showticklabels = False  # the "after" panel shares the left's rows
 
 
 def mask_pattern(
