@@ -85,6 +85,7 @@ with error_boundary():
         st.caption(f"Implied sparsity: {masks.sparsity():.2%}")
         return masks, f"{strategy.label} at threshold {threshold:.4g}"
 
+    METRIC_HEIGHT = 96  # px: a metric with a change below it
     HEIGHT = 400  # px: the figure fits beside the controls on a 1280x720 screen
     VIEWS = {  # short labels: the picker fits on one line beside the controls
         "weights": "Weights",
@@ -136,54 +137,62 @@ with error_boundary():
     def _summary(masks):
         flops = engine.flop_table(choice.model_key, _choice=choice)
         dense_flops, effective = engine.effective_flops(flops, masks)
-        table = masks.per_layer()
-        kept, total = int(table["kept"].sum()), int(table["elements"].sum())
-        # two metrics a row: the controls' column is a third of the page
-        first, second, third = st.columns(2), st.columns(2), st.columns(2)
-        first[0].metric("Sparsity", f"{masks.sparsity():.1%}")
-        first[1].metric(
+        kept, total = sum(masks.kept_counts().values()), sum(masks[f].numel() for f in masks)
+        # two metrics a row (the controls' column is a third of the page), in two columns: one
+        # row of columns instead of three, fewer elements to send and draw on every move; each
+        # metric is as tall as one with a change below it, so the rows line up
+        left, right = st.columns(2)
+        left.metric("Sparsity", f"{masks.sparsity():.1%}", height=METRIC_HEIGHT)
+        right.metric(
             "Nonzero weights",
             _count(kept),
             f"{kept - total:,}",
             delta_color="off",
             help=f"{kept:,} of {total:,} weights in the pruned layers are kept.",
+            height=METRIC_HEIGHT,
         )
-        second[0].metric(
+        left.metric(
             "Effective FLOPs",
             _count(effective),
             f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
             delta_color="off",
             help=HELP["FLOPs"] + " Counted over the pruned layers.",
+            height=METRIC_HEIGHT,
         )
         if choice.data is None:
-            second[1].metric("Accuracy", "no data")
+            right.metric("Accuracy", "no data", height=METRIC_HEIGHT)
             return
         auto = choice.parameters <= engine.AUTO_EVALUATE_PARAMS
         if not auto and not st.button("Evaluate accuracy", key=Keys.evaluate_now):
-            second[1].metric("Accuracy", "press Evaluate")
+            right.metric("Accuracy", "press Evaluate", height=METRIC_HEIGHT)
             return
         dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
         pruned = engine.evaluate_masks(choice, masks)
         if "accuracy" in pruned:
-            second[1].metric(
+            right.metric(
                 "Accuracy",
                 percent(pruned["accuracy"]),
                 points(pruned["accuracy"] - dense["accuracy"]),
+                height=METRIC_HEIGHT,
             )
-        third[0].metric(
+        left.metric(
             "Agreement",
             percent(pruned["agreement"]),
             help=HELP["agreement"],
+            height=METRIC_HEIGHT,
         )
-        third[1].metric(
+        right.metric(
             "KL divergence",
             f"{pruned['kl']:.4f}",
             help=HELP["KL"],
+            height=METRIC_HEIGHT,
         )
+        loss = ""
         if "loss" in pruned:
-            st.caption(f"Loss {pruned['loss']:.3f} ({pruned['loss'] - dense['loss']:+.3f})")
+            loss = f"Loss {pruned['loss']:.3f} ({pruned['loss'] - dense['loss']:+.3f}). "
         explain(
-            "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
+            loss
+            + "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
             "and KL divergence judge fidelity to the dense model, so they work without labels. "
             "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
             "what a sparse kernel could save, not what a dense one does."
@@ -211,7 +220,9 @@ with error_boundary():
             "with another strategy's masks.",
         )
         if view == "layers":
-            st.plotly_chart(_layers_figure(masks), key="layer_sparsity_chart")
+            st.plotly_chart(
+                engine.layer_sparsity_figure(choice.model_key, masks), key="layer_sparsity_chart"
+            )
             explain(
                 "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
                 "strategy ranks all weights together, so layers whose weights are small lose more; "
@@ -273,11 +284,6 @@ with error_boundary():
             _channels(fqn, weight, mask)
         else:
             _compare(masks, fqn)
-
-    def _layers_figure(masks):
-        counts = masks.per_layer()[["fqn", "kept"]].itertuples(index=False)
-        key = ("layers", choice.model_key, tuple(counts))
-        return engine.figure(key, _build=lambda: figures.layer_sparsity(masks))
 
     def _channels(fqn, weight, mask):
         scores = pruner.scores().get(fqn)

@@ -31,7 +31,7 @@ import streamlit as st
 import torch
 
 from .. import data as data_lib
-from .. import memory, zoo
+from .. import figures, memory, zoo
 from ..calibration import Calibration
 from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
@@ -274,6 +274,16 @@ def figure(key: tuple, _build: Callable[[], go.Figure]) -> go.Figure:
     A kept figure is shared, never changed: ``st.plotly_chart`` only reads it.
     """
     return _build()
+
+
+def layer_sparsity_figure(model_key: str, masks: Masks, *, title: str | None = None) -> go.Figure:
+    """``figures.layer_sparsity(masks)``, kept per model and per layer's kept count (all it
+    draws), so a slider move that leaves every count as it was draws the kept figure."""
+    counts = tuple(masks.per_layer()[["fqn", "elements", "kept"]].itertuples(index=False))
+    return figure(
+        ("layers", model_key, title, counts),
+        _build=lambda: figures.layer_sparsity(masks, title=title),
+    )
 
 
 def out_dim(choice: Choice, fqn: str) -> int:
