@@ -187,16 +187,8 @@ with error_boundary():
             help=HELP["KL"],
             height=METRIC_HEIGHT,
         )
-        loss = ""
         if "loss" in pruned:
-            loss = f"Loss {pruned['loss']:.3f} ({pruned['loss'] - dense['loss']:+.3f}). "
-        explain(
-            loss
-            + "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
-            "and KL divergence judge fidelity to the dense model, so they work without labels. "
-            "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
-            "what a sparse kernel could save, not what a dense one does."
-        )
+            st.caption(f"Loss {pruned['loss']:.3f} ({pruned['loss'] - dense['loss']:+.3f})")
 
     def _count(n: int) -> str:
         """A count short enough for a metric in a third of the page (millions and billions)."""
@@ -349,3 +341,11 @@ with error_boundary():
         )
 
     results()
+    if choice.data is not None:
+        # outside the fragment: it does not change with the slider
+        explain(
+            "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
+            "and KL divergence judge fidelity to the dense model, so they work without labels. "
+            "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
+            "what a sparse kernel could save, not what a dense one does."
+        )

@@ -348,15 +348,16 @@ with error_boundary():
         )
         with st.expander("The recipe file"):
             st.code(recipe.dumps(), language="yaml")
-        spec = "MODEL_SPEC" if choice.model_key.startswith("upload:") else choice.model_key
-        st.code(
-            "import prunelab\n"
-            f'bundle = prunelab.zoo.load("{spec}")\n'
-            'recipe = prunelab.Recipe.load("recipe.yaml")\n'
-            "pruned = recipe.apply(bundle.model)  # a pruned copy; bundle.model is unchanged\n",
-            language="python",
-        )
-        st.code(f"prunelab apply recipe.yaml {spec} --out pruned.pt", language="bash")
-        explain("Re-apply the recipe to a fresh copy of the model from Python or the command line.")
 
     recipe_builder()
+    # outside the fragment: these do not change with the slider or the table
+    spec = "MODEL_SPEC" if choice.model_key.startswith("upload:") else choice.model_key
+    st.code(
+        "import prunelab\n"
+        f'bundle = prunelab.zoo.load("{spec}")\n'
+        'recipe = prunelab.Recipe.load("recipe.yaml")\n'
+        "pruned = recipe.apply(bundle.model)  # a pruned copy; bundle.model is unchanged\n",
+        language="python",
+    )
+    st.code(f"prunelab apply recipe.yaml {spec} --out pruned.pt", language="bash")
+    explain("Re-apply the recipe to a fresh copy of the model from Python or the command line.")
