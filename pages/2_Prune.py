@@ -245,9 +245,9 @@ with error_boundary():
             )
             st.plotly_chart(fig, key="heatmap", height=HEIGHT)
             explain(
-                "Left, the layer's weights; right, the same weights after pruning (pruned ones are "
-                "exactly zero, white). Blue is positive, red negative. Convolution weights are "
-                "drawn as output channels by (input channels x kernel positions)."
+                "Left, the layer's weights; right, the same weights after pruning (pruned ones "
+                "are black, off the weight scale). Blue is positive, red negative. Convolution "
+                "weights are drawn as output channels by (input channels x kernel positions)."
             )
         elif view == "mask":
             fig = engine.figure(("mask", *key), _build=lambda: figures.mask_pattern(mask))

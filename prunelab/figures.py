@@ -397,7 +397,8 @@ def weight_heatmap(
     if kept is not None:
         spec["xaxis"].update(domain=_LEFT, anchor="y")
         spec["yaxis"].update(anchor="x")
-        spec["xaxis2"] = {"title": {"text": titles[0]}, "domain": _RIGHT, "anchor": "y2"}
+        # one x title, under the left panel: two long ones (the matrix layout's) overlap
+        spec["xaxis2"] = {"domain": _RIGHT, "anchor": "y2"}
         spec["yaxis2"] = {
             "anchor": "x2",
             "matches": "y",
