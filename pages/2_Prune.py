@@ -221,8 +221,9 @@ with error_boundary():
                 "a layerwise strategy prunes every layer by the same fraction."
             )
             return
-        focus, options = st.columns([3, 2])
-        fqn = focus.selectbox("Layer", fqns, key=Keys.focus, label_visibility="collapsed")
+        # one horizontal container, not a row of columns: fewer elements to send and draw
+        pickers = st.container(horizontal=True, vertical_alignment="center")
+        fqn = pickers.selectbox("Layer", fqns, key=Keys.focus, label_visibility="collapsed")
         weight = choice.model.get_parameter(fqn).detach()
         mask = masks[fqn]
         if weight.ndim > 1 and engine.out_dim(choice, fqn) == 1:
@@ -232,10 +233,11 @@ with error_boundary():
         if view == "weights":
             layout = "matrix"
             if weight.ndim > 2:
-                layout = options.radio(
+                layout = pickers.radio(
                     "Layout",
                     ("matrix", "filters"),
                     horizontal=True,
+                    width="content",
                     key=Keys.heatmap_layout,
                     label_visibility="collapsed",
                 )
