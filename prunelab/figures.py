@@ -269,6 +269,38 @@ def _panel_title(text: str, domain: tuple[float, float]) -> dict:
     }
 
 
+# A threshold's band and dashed lines as plain shapes, set in one update: add_vrect and
+# add_vline resolve subplots on every call (several ms each; histograms with a threshold are
+# rebuilt on every move of the threshold slider)
+def _vline(x: float) -> dict:
+    return {
+        "type": "line",
+        "x0": x,
+        "x1": x,
+        "xref": "x",
+        "y0": 0,
+        "y1": 1,
+        "yref": "y domain",
+        "line": {"color": _EMPTY, "dash": "dash"},
+    }
+
+
+def _vband(low: float, high: float) -> dict:
+    return {
+        "type": "rect",
+        "x0": low,
+        "x1": high,
+        "xref": "x",
+        "y0": 0,
+        "y1": 1,
+        "yref": "y domain",
+        "fillcolor": _EMPTY,
+        "opacity": 0.15,
+        "line": {"width": 0},
+        "layer": "below",
+    }
+
+
 def _matrix_heatmap_axes(fig: go.Figure, titles: tuple[str, str]) -> None:
     fig.update_xaxes(title_text=titles[0])
     fig.update_yaxes(title_text=titles[1], autorange="reversed")
@@ -544,11 +576,10 @@ def weight_histogram(
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
         if symmetric:
             low, inside, band = -t, np.abs(values) <= t, f"[-{t:.3g}, {t:.3g}]"
-            fig.add_vline(x=-t, line_dash="dash", line_color=_EMPTY)
         else:
             low, inside, band = min(float(values.min()), t), values <= t, f"<= {t:.3g}"
-        fig.add_vline(x=t, line_dash="dash", line_color=_EMPTY)
-        fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
+        lines = (-t, t) if symmetric else (t,)
+        fig.update_layout(shapes=[*(_vline(x) for x in lines), _vband(low, t)])
         share = f"{inside.mean():.1%} of values {band} (pruned)"
         fig.add_annotation(
             x=t, y=1, yref="y domain", text=share, showarrow=False, xanchor="left", yanchor="top"
@@ -1123,9 +1154,8 @@ def activation_histogram(
         lowest = min(float(layer.edges[0]) for _, layer, _ in pairs)
         low = -t if lowest < 0 else min(lowest, t)
         if t > 0:
-            fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
-            for x in dict.fromkeys((low if low == -t else t, t)):
-                fig.add_vline(x=x, line_dash="dash", line_color=_EMPTY)
+            lines = dict.fromkeys((low if low == -t else t, t))
+            fig.update_layout(shapes=[_vband(low, t), *(_vline(x) for x in lines)])
             notes.append(f"shaded: values between -{t:.3g} and {t:.3g}, zeroed by the threshold")
         else:
             notes.append("threshold 0: no value is zeroed")
