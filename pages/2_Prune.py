@@ -85,6 +85,7 @@ with error_boundary():
         st.caption(f"Implied sparsity: {masks.sparsity():.2%}")
         return masks, f"{strategy.label} at threshold {threshold:.4g}"
 
+    METRIC_HEIGHT = 96  # px: a metric with a change below it
     HEIGHT = 400  # px: the figure fits beside the controls on a 1280x720 screen
     VIEWS = {  # short labels: the picker fits on one line beside the controls
         "weights": "Weights",
@@ -136,58 +137,58 @@ with error_boundary():
     def _summary(masks):
         flops = engine.flop_table(choice.model_key, _choice=choice)
         dense_flops, effective = engine.effective_flops(flops, masks)
-        table = masks.per_layer()
-        kept, total = int(table["kept"].sum()), int(table["elements"].sum())
-        # two metrics a row: the controls' column is a third of the page
-        first, second, third = st.columns(2), st.columns(2), st.columns(2)
-        first[0].metric("Sparsity", f"{masks.sparsity():.1%}")
-        first[1].metric(
+        kept, total = sum(masks.kept_counts().values()), sum(masks[f].numel() for f in masks)
+        # two metrics a row (the controls' column is a third of the page), in two columns: one
+        # row of columns instead of three, fewer elements to send and draw on every move; each
+        # metric is as tall as one with a change below it, so the rows line up
+        left, right = st.columns(2)
+        left.metric("Sparsity", f"{masks.sparsity():.1%}", height=METRIC_HEIGHT)
+        right.metric(
             "Nonzero weights",
             count(kept),
             f"{kept - total:,}",
             delta_color="off",
             help=f"{kept:,} of {total:,} weights in the pruned layers are kept.",
+            height=METRIC_HEIGHT,
         )
-        second[0].metric(
+        left.metric(
             "Effective FLOPs",
             count(effective),
             f"{(effective - dense_flops) / max(dense_flops, 1):.1%}",
             delta_color="off",
             help=HELP["FLOPs"] + " Counted over the pruned layers.",
+            height=METRIC_HEIGHT,
         )
         if choice.data is None:
-            second[1].metric("Accuracy", "no data")
+            right.metric("Accuracy", "no data", height=METRIC_HEIGHT)
             return
         auto = choice.parameters <= engine.AUTO_EVALUATE_PARAMS
         if not auto and not st.button("Evaluate accuracy", key=Keys.evaluate_now):
-            second[1].metric("Accuracy", "press Evaluate")
+            right.metric("Accuracy", "press Evaluate", height=METRIC_HEIGHT)
             return
         dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
         pruned = engine.evaluate_masks(choice, masks)
         if "accuracy" in pruned:
-            second[1].metric(
+            right.metric(
                 "Accuracy",
                 percent(pruned["accuracy"]),
                 points(pruned["accuracy"] - dense["accuracy"]),
+                height=METRIC_HEIGHT,
             )
-        third[0].metric(
+        left.metric(
             "Agreement",
             percent(pruned["agreement"]),
             help=HELP["agreement"],
+            height=METRIC_HEIGHT,
         )
-        third[1].metric(
+        right.metric(
             "KL divergence",
             f"{pruned['kl']:.4f}",
             help=HELP["KL"],
+            height=METRIC_HEIGHT,
         )
         if "loss" in pruned:
             st.caption(f"Loss {pruned['loss']:.3f} ({pruned['loss'] - dense['loss']:+.3f})")
-        explain(
-            "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
-            "and KL divergence judge fidelity to the dense model, so they work without labels. "
-            "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
-            "what a sparse kernel could save, not what a dense one does."
-        )
 
     def _view(masks):
         """One figure: the view picked for the focus layer (only that one is built)."""
@@ -205,15 +206,18 @@ with error_boundary():
             "with another strategy's masks.",
         )
         if view == "layers":
-            st.plotly_chart(_layers_figure(masks), key="layer_sparsity_chart")
+            st.plotly_chart(
+                engine.layer_sparsity_figure(choice.model_key, masks), key="layer_sparsity_chart"
+            )
             explain(
                 "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
                 "strategy ranks all weights together, so layers whose weights are small lose more; "
                 "a layerwise strategy prunes every layer by the same fraction."
             )
             return
-        focus, options = st.columns([3, 2])
-        fqn = focus.selectbox("Layer", fqns, key=Keys.focus, label_visibility="collapsed")
+        # one horizontal container, not a row of columns: fewer elements to send and draw
+        pickers = st.container(horizontal=True, vertical_alignment="center")
+        fqn = pickers.selectbox("Layer", fqns, key=Keys.focus, label_visibility="collapsed")
         weight = choice.model.get_parameter(fqn).detach()
         mask = masks[fqn]
         if weight.ndim > 1 and engine.out_dim(choice, fqn) == 1:
@@ -223,10 +227,11 @@ with error_boundary():
         if view == "weights":
             layout = "matrix"
             if weight.ndim > 2:
-                layout = options.radio(
+                layout = pickers.radio(
                     "Layout",
                     ("matrix", "filters"),
                     horizontal=True,
+                    width="content",
                     key=Keys.heatmap_layout,
                     label_visibility="collapsed",
                 )
@@ -236,10 +241,9 @@ with error_boundary():
             )
             st.plotly_chart(fig, key="heatmap", height=HEIGHT)
             explain(
-                "Left, the layer's weights; right, the same weights after pruning: pruned ones are "
-                "black, a colour no kept weight has. Blue is positive, red negative, white near "
-                "zero. Convolution weights are "
-                "drawn as output channels by (input channels x kernel positions)."
+                "Left, the layer's weights; right, the same weights after pruning (pruned ones "
+                "are black, off the weight scale). Blue is positive, red negative. Convolution "
+                "weights are drawn as output channels by (input channels x kernel positions)."
             )
         elif view == "mask":
             fig = engine.figure(("mask", *key), _build=lambda: figures.mask_pattern(mask))
@@ -268,11 +272,6 @@ with error_boundary():
             _channels(fqn, weight, mask)
         else:
             _compare(masks, fqn)
-
-    def _layers_figure(masks):
-        counts = masks.per_layer()[["fqn", "kept"]].itertuples(index=False)
-        key = ("layers", choice.model_key, tuple(counts))
-        return engine.figure(key, _build=lambda: figures.layer_sparsity(masks))
 
     def _channels(fqn, weight, mask):
         scores = pruner.scores().get(fqn)
@@ -338,3 +337,11 @@ with error_boundary():
         )
 
     results()
+    if choice.data is not None:
+        # outside the fragment: it does not change with the slider
+        explain(
+            "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
+            "and KL divergence judge fidelity to the dense model, so they work without labels. "
+            "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
+            "what a sparse kernel could save, not what a dense one does."
+        )

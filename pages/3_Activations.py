@@ -262,14 +262,6 @@ with error_boundary():
             ),
             key="act_threshold_histogram",
         )
-        explain(
-            "Activation thresholding zeroes, at inference, every value of this layer whose size is "
-            "below the threshold (the shaded band). Unlike a weight mask it is recomputed for "
-            "every input, so it cannot make the model smaller, only its work sparser. Activation "
-            "sparsity counts all exact zeros, those the ReLU made already plus those the threshold "
-            "adds; accuracy, agreement and KL compare with the dense model"
-            + (", with the weight masks applied as well." if active is not None else ".")
-        )
 
     def _may_run(settings: tuple) -> bool:
         """Run the sparsifier at once on small models; on large ones (two passes over the data
@@ -375,5 +367,16 @@ with error_boundary():
 
     with tabs[3]:
         _sparsity_panel()
+        # outside the fragment: the text does not change with the threshold, so a move does
+        # not send and draw it again
+        explain(
+            "Activation thresholding zeroes, at inference, every value of this layer whose size is "
+            "below the threshold (the shaded band). Unlike a weight mask it is recomputed for "
+            "every input, so it cannot make the model smaller, only its work sparser. Activation "
+            "sparsity counts all exact zeros, those the ReLU made already plus those the threshold "
+            "adds; accuracy, agreement and KL compare with the dense model"
+            + (", with the weight masks applied as well." if active is not None else ".")
+        )
+
     with tabs[4]:
         _sparsifier_panel()

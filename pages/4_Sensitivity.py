@@ -256,89 +256,101 @@ with error_boundary():
                 "criterion should beat."
             )
 
-    st.subheader("Recipe builder")
-    target = st.slider(
-        "Overall sparsity of the analysed layers", 0.0, 0.95, 0.5, 0.05, key=Keys.sens_target
-    )
-    try:
-        solved = solve(table, target_sparsity=target, max_sparsity=0.95)
-    except ValueError as exc:
-        st.error(f"The solver could not meet that target: {exc}")
-        st.stop()
-    solved = replace(solved, layers={k: round(v, DECIMALS) for k, v in solved.layers.items()})
-    # a new analysis or target starts from the solver's answer again
-    analysis = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
-    edited = st.data_editor(
-        pd.DataFrame({"layer": list(solved.layers), "sparsity": list(solved.layers.values())}),
-        key=f"{Keys.sens_edit}_{analysis}_{target}",
-        hide_index=True,
-        disabled=["layer"],
-        column_config={
-            "sparsity": st.column_config.NumberColumn(
-                min_value=0.0, max_value=1.0, step=10**-DECIMALS, format=f"%.{DECIMALS}f"
-            )
-        },
-    )
-    per_layer = {
-        row.layer: round(float(np.clip(row.sparsity, 0, 1)), DECIMALS)
-        for row in edited.itertuples()
-    }
-    metric_name = table.attrs["metric"]
-    baseline = float(table.attrs["baseline"])
-    drop = predict_drop(table, per_layer)
-    draft = replace(solved, layers=per_layer)
-    masks = draft.masks(choice.model)
-    flops = engine.flop_table(choice.model_key, _choice=choice)
-    dense_flops, effective = engine.effective_flops(flops, masks)
-    cols = st.columns(4)
-    cols[0].metric("Sparsity (all prunable weights)", f"{draft.overall_sparsity(choice.model):.1%}")
-    cols[1].metric("Predicted drop", metric_change(metric_name, drop, sign=False))
-    measured = None
-    if method == "evaluate":
-        measured = engine.evaluate_masks(choice, masks)[metric_name]
-        cols[2].metric(
-            f"Measured {metric_name}",
-            metric_value(metric_name, measured),
-            metric_change(metric_name, measured - baseline),
+    @st.fragment
+    def recipe_builder():
+        # A move of the slider (or an edit of the table) reruns only the builder: the sidebar,
+        # the analysis and the comparison above it stay as they are.
+        st.subheader("Recipe builder")
+        target = st.slider(
+            "Overall sparsity of the analysed layers", 0.0, 0.95, 0.5, 0.05, key=Keys.sens_target
         )
-    cols[3].metric(
-        "Effective FLOPs",
-        f"{effective / 1e6:.2f} M",
-        f"{effective / max(dense_flops, 1) - 1:.0%}",
-        delta_color="off",
-        help=HELP["FLOPs"],
-    )
-    st.plotly_chart(
-        figures.layer_sparsity(masks, title="Recipe: sparsity per layer"), key="sens_recipe"
-    )
-    explain(
-        "The solver raises, step by step, the layer whose next level costs the least predicted "
-        "drop per removed weight, until the overall target is met. Edit any row to override it. "
-        "The predicted drop adds up single-layer drops; the measured value prunes all layers at "
-        "once, and the gap between them shows how much layers interact."
-    )
-    lower_is_better = metric_name in ("loss", "kl")
-    recipe = replace(
-        draft,
-        provenance=replace(
-            draft.provenance,
-            model=choice.model_key,
-            data=choice.data_spec,
-            metric=metric_name,
-            baseline=baseline,
-            predicted=baseline + drop if lower_is_better else baseline - drop,
-            measured=measured,
-        ),
-    )
-    st.download_button(
-        "Download recipe (YAML)",
-        recipe.dumps(),
-        file_name="recipe.yaml",
-        mime="text/yaml",
-        key="sens_download",
-    )
-    with st.expander("The recipe file"):
-        st.code(recipe.dumps(), language="yaml")
+        try:
+            solved = solve(table, target_sparsity=target, max_sparsity=0.95)
+        except ValueError as exc:
+            st.error(f"The solver could not meet that target: {exc}")
+            st.stop()
+        solved = replace(solved, layers={k: round(v, DECIMALS) for k, v in solved.layers.items()})
+        # a new analysis or target starts from the solver's answer again
+        analysis = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+        edited = st.data_editor(
+            pd.DataFrame({"layer": list(solved.layers), "sparsity": list(solved.layers.values())}),
+            key=f"{Keys.sens_edit}_{analysis}_{target}",
+            hide_index=True,
+            disabled=["layer"],
+            column_config={
+                "sparsity": st.column_config.NumberColumn(
+                    min_value=0.0, max_value=1.0, step=10**-DECIMALS, format=f"%.{DECIMALS}f"
+                )
+            },
+        )
+        per_layer = {
+            row.layer: round(float(np.clip(row.sparsity, 0, 1)), DECIMALS)
+            for row in edited.itertuples()
+        }
+        metric_name = table.attrs["metric"]
+        baseline = float(table.attrs["baseline"])
+        drop = predict_drop(table, per_layer)
+        draft = replace(solved, layers=per_layer)
+        masks = draft.masks(choice.model)
+        flops = engine.flop_table(choice.model_key, _choice=choice)
+        dense_flops, effective = engine.effective_flops(flops, masks)
+        cols = st.columns(4)
+        cols[0].metric(
+            "Sparsity (all prunable weights)", f"{draft.overall_sparsity(choice.model):.1%}"
+        )
+        cols[1].metric("Predicted drop", metric_change(metric_name, drop, sign=False))
+        measured = None
+        if method == "evaluate":
+            measured = engine.evaluate_masks(choice, masks)[metric_name]
+            cols[2].metric(
+                f"Measured {metric_name}",
+                metric_value(metric_name, measured),
+                metric_change(metric_name, measured - baseline),
+            )
+        cols[3].metric(
+            "Effective FLOPs",
+            f"{effective / 1e6:.2f} M",
+            f"{effective / max(dense_flops, 1) - 1:.0%}",
+            delta_color="off",
+            help=HELP["FLOPs"],
+        )
+        st.plotly_chart(
+            engine.layer_sparsity_figure(
+                choice.model_key, masks, title="Recipe: sparsity per layer"
+            ),
+            key="sens_recipe",
+        )
+        explain(
+            "The solver raises, step by step, the layer whose next level costs the least "
+            "predicted drop per removed weight, until the overall target is met. Edit any row to "
+            "override it. The predicted drop adds up single-layer drops; the measured value "
+            "prunes all layers at once, and the gap between them shows how much layers interact."
+        )
+        lower_is_better = metric_name in ("loss", "kl")
+        recipe = replace(
+            draft,
+            provenance=replace(
+                draft.provenance,
+                model=choice.model_key,
+                data=choice.data_spec,
+                metric=metric_name,
+                baseline=baseline,
+                predicted=baseline + drop if lower_is_better else baseline - drop,
+                measured=measured,
+            ),
+        )
+        st.download_button(
+            "Download recipe (YAML)",
+            recipe.dumps(),
+            file_name="recipe.yaml",
+            mime="text/yaml",
+            key="sens_download",
+        )
+        with st.expander("The recipe file"):
+            st.code(recipe.dumps(), language="yaml")
+
+    recipe_builder()
+    # outside the fragment: these do not change with the slider or the table
     spec = "MODEL_SPEC" if choice.model_key.startswith("upload:") else choice.model_key
     st.code(
         "import prunelab\n"

@@ -518,8 +518,8 @@ def with_masks(table: pd.DataFrame, masks: Masks | None) -> pd.DataFrame:
     """
     fractions = {}
     if masks is not None:
-        rows = masks.per_layer()
-        fractions = dict(zip(rows["fqn"], rows["kept"] / rows["elements"], strict=True))
+        # counts, not masks.per_layer(): a DataFrame per slider move costs more than the rest
+        fractions = {fqn: n / masks[fqn].numel() for fqn, n in masks.kept_counts().items()}
     kept = [float(fractions.get(fqn, 1.0)) for fqn in table["fqn"]]
     out = table[["fqn", "module_type", "flops"]].copy()
     out["kept"] = kept

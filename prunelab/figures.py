@@ -246,6 +246,61 @@ def _sparsity_note(mask: np.ndarray) -> str:
     return f"sparsity {1 - kept / mask.size:.1%} ({kept:,} of {mask.size:,} kept)"
 
 
+# the two panels of a before/after figure, side by side (as make_subplots(1, 2) lays them out)
+_LEFT, _RIGHT = (0.0, 0.45), (0.55, 1.0)
+
+
+# the axes of the "before" and "after" panels' traces
+_PANEL_AXES = [{"xaxis": "x", "yaxis": "y"}, {"xaxis": "x2", "yaxis": "y2"}]
+
+
+def _panel_title(text: str, domain: tuple[float, float]) -> dict:
+    """A panel's title above it, as make_subplots' subplot_titles places it."""
+    return {
+        "text": text,
+        "x": (domain[0] + domain[1]) / 2,
+        "y": 1.0,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": 16},
+    }
+
+
+# A threshold's band and dashed lines as plain shapes, set in one update: add_vrect and
+# add_vline resolve subplots on every call (several ms each; histograms with a threshold are
+# rebuilt on every move of the threshold slider)
+def _vline(x: float) -> dict:
+    return {
+        "type": "line",
+        "x0": x,
+        "x1": x,
+        "xref": "x",
+        "y0": 0,
+        "y1": 1,
+        "yref": "y domain",
+        "line": {"color": _EMPTY, "dash": "dash"},
+    }
+
+
+def _vband(low: float, high: float) -> dict:
+    return {
+        "type": "rect",
+        "x0": low,
+        "x1": high,
+        "xref": "x",
+        "y0": 0,
+        "y1": 1,
+        "yref": "y domain",
+        "fillcolor": _EMPTY,
+        "opacity": 0.15,
+        "line": {"width": 0},
+        "layer": "below",
+    }
+
+
 def _matrix_heatmap_axes(fig: go.Figure, titles: tuple[str, str]) -> None:
     fig.update_xaxes(title_text=titles[0])
     fig.update_yaxes(title_text=titles[1], autorange="reversed")
@@ -333,28 +388,33 @@ def weight_heatmap(
     limit = float(np.nanmax(np.abs(array))) if np.isfinite(array).any() else 0.0
     limit = limit or 1.0
 
-    if mask is None:
-        fig = go.Figure()
-        positions = [(None, None)]
-    else:
-        fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("before", "after"))
-        positions = [(1, 1), (1, 2)]
-    for (name, (z, _)), (row, col) in zip(pooled.items(), positions, strict=True):
-        trace = _heatmap(z, block, hover, name=name, coloraxis="coloraxis")
-        fig.add_trace(trace, row=row, col=col)
+    # One Figure built from finished traces and one layout: make_subplots and a chain of
+    # update_* calls validate the layout again at each step (tens of ms; this figure is
+    # rebuilt on every Prune slider move that changes the layer's mask).
+    axes = _PANEL_AXES if mask is not None else [{}]
+    traces = [
+        _heatmap(z, block, hover, name=name, coloraxis="coloraxis", **axis)
+        for (name, (z, _)), axis in zip(pooled.items(), axes, strict=False)
+    ]
+    spec: dict = {}
     if kept is not None:
-        pruned = _heatmap(
-            np.where(removed, 1.0, np.nan),
-            block,
-            hover,
-            name="pruned",
-            value="pruned (removed)",
-            colorscale=[[0, _PRUNED], [1, _PRUNED]],
-            showscale=False,
+        traces.append(
+            _heatmap(
+                np.where(removed, 1.0, np.nan),
+                block,
+                hover,
+                name="pruned",
+                value="pruned (removed)",
+                colorscale=[[0, _PRUNED], [1, _PRUNED]],
+                showscale=False,
+                **axes[1],
+            )
         )
-        fig.add_trace(pruned, row=1, col=2)
-        fig.layout.annotations[1].text = "after (pruned: black)"
-    fig.update_layout(
+        spec["annotations"] = [
+            _panel_title(text, domain)
+            for text, domain in (("before", _LEFT), ("after (pruned: black)", _RIGHT))
+        ]
+    spec.update(
         title=_title(title or f"Weights {_shape_text(array.shape)}", notes),
         coloraxis={
             "colorscale": "RdBu",
@@ -363,10 +423,21 @@ def weight_heatmap(
             "cmax": limit,
             "colorbar": {"title": {"text": "weight"}},
         },
+        xaxis={"title": {"text": titles[0]}},
+        yaxis={"title": {"text": titles[1]}, "autorange": "reversed"},
     )
-    _matrix_heatmap_axes(fig, titles)
-    if mask is not None:
-        fig.update_yaxes(title_text=None, col=2)
+    if kept is not None:
+        spec["xaxis"].update(domain=_LEFT, anchor="y")
+        spec["yaxis"].update(anchor="x")
+        # one x title, under the left panel: two long ones (the matrix layout's) overlap
+        spec["xaxis2"] = {"domain": _RIGHT, "anchor": "y2"}
+        spec["yaxis2"] = {
+            "anchor": "x2",
+            "matches": "y",
+            "showticklabels": False,
+            "autorange": "reversed",
+        }
+    fig = go.Figure(data=traces, layout=spec)
     if layout == "filters":
         _filter_ticks(fig, array.shape, mask is not None)
     return fig
@@ -385,7 +456,7 @@ def _filter_ticks(fig: go.Figure, shape: tuple[int, ...], two: bool) -> None:
             centres = [i * step + (size - 1) / 2 for i in range(count)]
             update(tickvals=centres, ticktext=[str(i) for i in range(count)])
     if two:
-        fig.update_yaxes(showticklabels=False, col=2)
+        fig.layout.yaxis2.showticklabels = False  # the "after" panel shares the left's rows
 
 
 def mask_pattern(
@@ -505,11 +576,10 @@ def weight_histogram(
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
         if symmetric:
             low, inside, band = -t, np.abs(values) <= t, f"[-{t:.3g}, {t:.3g}]"
-            fig.add_vline(x=-t, line_dash="dash", line_color=_EMPTY)
         else:
             low, inside, band = min(float(values.min()), t), values <= t, f"<= {t:.3g}"
-        fig.add_vline(x=t, line_dash="dash", line_color=_EMPTY)
-        fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
+        lines = (-t, t) if symmetric else (t,)
+        fig.update_layout(shapes=[*(_vline(x) for x in lines), _vband(low, t)])
         share = f"{inside.mean():.1%} of values {band} (pruned)"
         fig.add_annotation(
             x=t, y=1, yref="y domain", text=share, showarrow=False, xanchor="left", yanchor="top"
@@ -1084,9 +1154,8 @@ def activation_histogram(
         lowest = min(float(layer.edges[0]) for _, layer, _ in pairs)
         low = -t if lowest < 0 else min(lowest, t)
         if t > 0:
-            fig.add_vrect(x0=low, x1=t, fillcolor=_EMPTY, opacity=0.15, line_width=0, layer="below")
-            for x in dict.fromkeys((low if low == -t else t, t)):
-                fig.add_vline(x=x, line_dash="dash", line_color=_EMPTY)
+            lines = dict.fromkeys((low if low == -t else t, t))
+            fig.update_layout(shapes=[_vband(low, t), *(_vline(x) for x in lines)])
             notes.append(f"shaded: values between -{t:.3g} and {t:.3g}, zeroed by the threshold")
         else:
             notes.append("threshold 0: no value is zeroed")

@@ -72,6 +72,10 @@ class Masks(Mapping[str, torch.Tensor]):
             self._kept = {fqn: int(mask.sum()) for fqn, mask in self._masks.items()}
         return self._kept
 
+    def kept_counts(self) -> dict[str, int]:
+        """Kept (True) elements of each target weight's mask, by fqn (counted once)."""
+        return dict(self._kept_counts())
+
     def sparsity(self) -> float:
         """Overall fraction of target elements zeroed (weighted by element count)."""
         total = sum(m.numel() for m in self._masks.values())

@@ -62,6 +62,16 @@ def test_per_layer_table_and_sparsity():
     assert masks.sparsity() == 0.5
 
 
+def test_kept_counts_match_the_table_and_are_a_copy():
+    masks = prunelab.prune(make_mlp(), "global-magnitude", sparsity=0.7)
+    counts = masks.kept_counts()
+    table = masks.per_layer()
+    assert counts == dict(zip(table["fqn"], table["kept"].tolist(), strict=True))
+    assert counts == {fqn: int(masks[fqn].sum()) for fqn in masks}
+    counts[next(iter(counts))] = -1  # changing the answer does not change the masks' counts
+    assert masks.kept_counts() == dict(zip(table["fqn"], table["kept"].tolist(), strict=True))
+
+
 def test_overlap_is_iou_of_kept_sets():
     a = prunelab.Masks({"w": torch.tensor([True, True, False, False])})
     b = prunelab.Masks({"w": torch.tensor([True, False, True, False])})

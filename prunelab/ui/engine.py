@@ -31,7 +31,7 @@ import streamlit as st
 import torch
 
 from .. import data as data_lib
-from .. import memory, zoo
+from .. import figures, memory, zoo
 from ..calibration import Calibration
 from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
@@ -53,6 +53,8 @@ MAX_TABLES = 64  # small results: dense metrics, FLOP tables
 # figures of one layer (weights, mask, histogram, channels) keyed by the layer's mask: moving a
 # slider back to a value, or switching views, draws a kept figure instead of building it again
 MAX_FIGURES = 64
+# metrics of masked models (a few numbers each), per model, data and masks
+MAX_EVALUATIONS = 256
 # finished long runs (sensitivity tables, sweeps, training curves: small tables), enough for
 # each session of a class to find its own again after a page switch or its own st.rerun
 MAX_RESULTS = 64
@@ -278,14 +280,42 @@ def figure(key: tuple, _build: Callable[[], go.Figure]) -> go.Figure:
     return _build()
 
 
+def layer_sparsity_figure(model_key: str, masks: Masks, *, title: str | None = None) -> go.Figure:
+    """``figures.layer_sparsity(masks)``, kept per model and per layer's kept count (all it
+    draws), so a slider move that leaves every count as it was draws the kept figure."""
+    counts = tuple(masks.per_layer()[["fqn", "elements", "kept"]].itertuples(index=False))
+    return figure(
+        ("layers", model_key, title, counts),
+        _build=lambda: figures.layer_sparsity(masks, title=title),
+    )
+
+
 def out_dim(choice: Choice, fqn: str) -> int:
     """Which dimension of a target weight holds its output channels."""
     return next(t.out_dim for t in choice.loaded.prunable if t.fqn == fqn)
 
 
+def masks_digest(masks: Masks) -> str:
+    """A short digest of every mask to apply (names and values): what evaluation depends on."""
+    hashed = hashlib.blake2b(digest_size=12)
+    for fqn, mask in sorted(masks.all().items()):
+        hashed.update(fqn.encode())
+        hashed.update(digest(mask).encode())
+    return hashed.hexdigest()
+
+
 def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:
-    """Metrics of the masked model (one forward pass over the data; dense outputs cached)."""
-    return evaluate(choice.model, choice.data, masks=masks)
+    """Metrics of the masked model (one forward pass over the data; dense outputs cached),
+    kept per model, data and masks: a slider moved back to a value, or a recipe target seen
+    before, finds its numbers instead of evaluating again."""
+    return dict(_evaluated(choice.model_key, choice.data_spec, masks_digest(masks), choice, masks))
+
+
+@st.cache_resource(max_entries=MAX_EVALUATIONS, show_spinner=False)
+def _evaluated(
+    model_key: str, data_spec: str | None, masks_key: str, _choice: Choice, _masks: Masks
+) -> dict[str, float]:
+    return evaluate(_choice.model, _choice.data, masks=_masks)
 
 
 class _Results:

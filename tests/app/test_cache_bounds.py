@@ -11,6 +11,7 @@ import weakref
 import pytest
 import torch
 
+import prunelab
 from prunelab import memory, zoo
 from prunelab.architectures import ARCHITECTURES
 from prunelab.ui import engine, sidebar
@@ -61,6 +62,7 @@ def test_every_cache_in_the_engine_is_bounded():
         "flop_table",
         "weight_table",
         "figure",
+        "_evaluated",
         "_results",
     }
     for name, decorator in cached.items():
@@ -179,3 +181,26 @@ def test_the_model_picked_on_one_page_is_the_model_on_the_next():
     # AppTest keeps widget values across pages anyway; a real server does not, which
     # benchmarks/load_app.py checks (each session picks its model on Prune, then goes on)
     assert _picked_on_model_page_then_prune() == "sample:digits-mlp"
+
+
+def test_masked_metrics_are_kept_per_masks(monkeypatch):
+    spec = "sample:digits-cnn"
+    choice = _choice(spec, engine.load_model(spec))
+    calls = []
+    real = engine.evaluate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("masks"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", counted)
+    engine._evaluated.clear()
+    pruner = prunelab.Pruner(choice.model, prunelab.get_strategy("global-magnitude"))
+    half, most = pruner.masks(sparsity=0.5), pruner.masks(sparsity=0.9)
+    first = engine.evaluate_masks(choice, half)
+    first["accuracy"] = -1.0  # the caller's copy: the kept numbers do not change
+    again = engine.evaluate_masks(choice, pruner.masks(sparsity=0.5))  # equal masks, new object
+    other = engine.evaluate_masks(choice, most)
+    assert len(calls) == 2  # the equal masks were not evaluated again
+    assert again == real(choice.model, choice.data, masks=half)
+    assert other == real(choice.model, choice.data, masks=most) and other != again
