@@ -261,7 +261,12 @@ def _trust_message(name: str, allowed: bool, kind: str = "pickle") -> str:
             f"{name} is a torch.export program. To prune it, pick its architecture under "
             f"'{ARCH_LABEL}' in the sidebar: only its weights are then read, and nothing from "
             "the file runs. Loading it as a program would run code from the file on this server"
-            + (f": tick '{TRUST_LABEL}' only if you trust the file." if allowed else ".")
+            + (
+                f": tick '{TRUST_LABEL}' only if you trust the file."
+                if allowed
+                else f", which only trusted uploads may do (allowed by {TRUST_ENV}=1 when the "
+                "server starts)."
+            )
         )
     what = (
         f"{name} holds a pickled Python object (a whole module), and unpickling it runs code "
