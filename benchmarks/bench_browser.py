@@ -22,6 +22,9 @@ first 16 samples: the cheapest real table). Goals: Prune sliders at most 2x the 
 digits-cnn and 3x on resnet18, the others at most 3x; with ``--load`` (one CPU-bound process of
 this benchmark's own, bounded in time, beside the server) all within 3x.
 
+``--baseline figure`` serves the bare page with one plotly heatmap redrawn per move as well,
+to tell the cost of redrawing a figure in the browser from the rest of the app's work.
+
 Each slider is moved ``--warmup`` times untimed first (a new page's first move loads figures
 and caches). A slider at its end turns back, so every move changes the value.
 """
@@ -47,6 +50,9 @@ sys.path.insert(0, str(ROOT))
 from tests.browser._serve import CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa: E402
 
 BARE_PAGE = Path(__file__).resolve().parent / "bare_page.py"
+# the bare page as the baseline (one slider, one metric), or the same page also redrawing one
+# plotly heatmap per move: what the figure a slider changes costs by itself
+BASELINES = {"bare": {}, "figure": {"PRUNELAB_BARE_FIGURE": "1"}}
 VIEWPORT = {"width": 1280, "height": 720}
 QUIET_MS = 300  # a rerun has ended when the script state stays "not running" this long
 SETUP_TIMEOUT_MS = 600_000  # loading resnet18 and sorting its scores, an analysis
@@ -271,7 +277,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     common = {"moves": args.moves, "warmup": warmup}
     results = []
     with (
-        streamlit_app(BARE_PAGE) as bare_url,
+        streamlit_app(BARE_PAGE, env=BASELINES[args.baseline]) as bare_url,
         streamlit_app() as app_url,
         cpu_load(args.load),
         sync_playwright() as playwright,
@@ -357,6 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="only the Prune page on digits-cnn, one warm-up move"
     )
+    parser.add_argument(
+        "--baseline",
+        choices=sorted(BASELINES),
+        default="bare",
+        help="bare: one slider and one metric (the goals' baseline); figure: the same page "
+        "also redrawing one 32x72 plotly heatmap per move",
+    )
     args = parser.parse_args(argv)
     start = time.monotonic()
     results = run(args)
@@ -376,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  <= {r.goal:g}x {'met' if met else 'NOT met'}"
         )
     load = " with a CPU-bound process beside the server" if args.load else ""
+    load += f"; baseline: {args.baseline} page"
     print(
         f"{args.moves} moves per slider{load}; {time.monotonic() - start:.0f} s in all. "
         + ("All goals met." if ok else "SOME GOALS NOT MET.")

@@ -280,8 +280,8 @@ with error_boundary():
         explain(
             f"Each variant ran warmed up, then {SPEED_ROUNDS} times in interleaved rounds; "
             "q1 and q3 bound the middle half of its times, and a difference from dense counts "
-            "only when the paired differences lie outside that spread (else: no measurable "
-            f"difference). {report.attrs['explanation']}"
+            "only when it is steady from round to round and larger than that spread (else: no "
+            f"measurable difference). {report.attrs['explanation']}"
         )
         st.dataframe(report, hide_index=True, key="export_speed_table")
     else:

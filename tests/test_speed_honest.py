@@ -24,9 +24,27 @@ def test_dense_and_masked_show_no_measurable_difference():
     result = compare_latency(model, masks, example_input=torch.randn(16, 3, 6, 6), repeats=41)
     assert_unchanged(model, before)
     assert result.verdict == NO_DIFFERENCE, result.explain()
-    assert result.difference.q1 <= 0 <= result.difference.q3
     assert result.base.q1 <= result.base.median <= result.base.q3
-    assert "includes zero" in result.explain()
+    assert "within the spread" in result.explain()
+
+
+def test_a_steady_difference_smaller_than_the_spread_is_not_called_real():
+    # every round 0.02 ms slower (the paired differences never include zero), but each
+    # model's own times spread over 0.2 ms: the verdict must not call 2% real
+    base = [1.0 + 0.01 * (i % 21) for i in range(21)]
+    other = [b + 0.02 for b in base]
+    result = Comparison(
+        base=Spread.of(base),
+        other=Spread.of(other),
+        difference=Spread.of([o - b for o, b in zip(other, base, strict=True)]),
+    )
+    assert result.difference.q1 > 0 and result.verdict == NO_DIFFERENCE
+    wide = Comparison(  # the same pairs 0.5 ms apart: outside the spread, real
+        base=Spread.of(base),
+        other=Spread.of([b + 0.5 for b in base]),
+        difference=Spread.of([0.5] * 21),
+    )
+    assert wide.real and "slower" in wide.verdict
 
 
 def test_a_real_difference_is_called_real():
