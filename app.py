@@ -25,25 +25,51 @@ with error_boundary():
     cols[1].metric("Parameters", f"{choice.parameters:,}")
     if choice.data is not None:
         dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-        cols[2].metric(
-            "Accuracy (dense)", percent(dense["accuracy"]) if "accuracy" in dense else "-"
-        )
+        if "accuracy" in dense:
+            cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
+        else:  # unlabelled data (a torchvision model's resized digits): judged by fidelity
+            cols[2].metric(
+                "Labels",
+                "none",
+                help="The data has no labels, so no accuracy: pruned versions are judged by "
+                "their agreement with this dense model.",
+            )
     else:
         cols[2].metric("Data", "none")
 
     st.subheader("Where to go")
     PAGES = [
-        ("pages/1_Model.py", "Model: the prunable layers, their weights, the dense accuracy", "🔎"),
-        ("pages/2_Prune.py", "Prune: pick a strategy, move the slider, see what happens", "✂️"),
+        (
+            "pages/1_Model.py",
+            "Model: the prunable layers, their weights, the dense accuracy",
+            ":material/search:",
+        ),
+        (
+            "pages/2_Prune.py",
+            "Prune: pick a strategy, move the slider, see what happens",
+            ":material/content_cut:",
+        ),
         (
             "pages/3_Activations.py",
             "Activations: what flows through the network, and pruning it",
-            "🌊",
+            ":material/waves:",
         ),
-        ("pages/4_Sensitivity.py", "Sensitivity: how far each layer can go, and a recipe", "📈"),
-        ("pages/5_Train.py", "Train: fine-tune, prune gradually, win accuracy back", "🏋️"),
-        ("pages/6_Export.py", "Export: a really smaller model, sizes, measured speed", "📦"),
-        ("pages/7_Learn.py", "Learn: what pruning is, in five small lessons", "🎓"),
+        (
+            "pages/4_Sensitivity.py",
+            "Sensitivity: how far each layer can go, and a recipe",
+            ":material/insights:",
+        ),
+        (
+            "pages/5_Train.py",
+            "Train: fine-tune, prune gradually, win accuracy back",
+            ":material/fitness_center:",
+        ),
+        (
+            "pages/6_Export.py",
+            "Export: a really smaller model, sizes, measured speed",
+            ":material/inventory_2:",
+        ),
+        ("pages/7_Learn.py", "Learn: what pruning is, in five small lessons", ":material/school:"),
     ]
     for path, label, icon in PAGES:
         st.page_link(path, label=label, icon=icon)

@@ -45,14 +45,15 @@ def strategy_picker(*, key: str = Keys.strategy, label: str = "Strategy") -> Str
         names,
         index=names.index("global-magnitude"),
         key=key,
-        format_func=lambda n: f"{n}: {table.loc[n, 'description']}",
         help="How weights are scored and which are removed. Magnitude: the size |w|. "
         f"{HELP['Taylor']} {HELP['Wanda']}",
     )
     row = table.loc[name]
+    # the description goes below the menu, where it wraps, not into it (cut off in the sidebar)
     st.caption(
-        f"scope **{row['scope']}**, granularity **{row['granularity']}**"
+        f"{row['description']} (scope **{row['scope']}**, granularity **{row['granularity']}**"
         + (f", needs **{row['needs']}** from the data" if row["needs"] != "-" else "")
+        + ")"
     )
     default = get_strategy(name)
     options: list[tuple[str, object]] = []

@@ -221,3 +221,19 @@ def test_prune_page_builds_only_the_figure_on_view(view):
     at.run()
     assert_clean(at)
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_the_landing_page_says_unlabelled_data_has_no_accuracy():
+    at = page("app.py").run()
+    at.sidebar.radio(key=Keys.model_source).set_value("torchvision architecture").run()
+    at.sidebar.selectbox(key=Keys.torchvision_arch).select("resnet18").run()
+    assert_clean(at)
+    assert metric(at, "Labels") == "none"
+    assert not [m for m in at.metric if m.label == "Accuracy (dense)"]
+
+
+def test_the_strategy_menu_shows_names_and_the_description_below_it():
+    at = page("pages/2_Prune.py").run()
+    menu = at.sidebar.selectbox(key=Keys.strategy)
+    assert menu.format_func(menu.value) == "global-magnitude"
+    assert any(c.value.startswith("Prune the") for c in at.sidebar.caption)
