@@ -179,7 +179,7 @@ class SampleArchitecture:
 
 
 def _sentiment_lstm() -> nn.Module:
-    from .data import sentiment_vocabulary
+    from .sentiment import sentiment_vocabulary
 
     return SentimentLSTM(vocab_size=len(sentiment_vocabulary()))
 

@@ -38,10 +38,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-import random
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -51,6 +48,8 @@ from torch.utils.data import Dataset, Subset
 
 from . import _io, _torchfiles, memory
 from ._io import bounded_repr, check_regular_file, one_line
+from .sentiment import decode, encode, sentiment_sentences, sentiment_vocabulary
+from .specs import Spec, check_split, parse_spec
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -73,14 +72,9 @@ __all__ = [
     "torchvision_spec",
 ]
 
-SPLITS = ("train", "test")
-# the most values per sample an input=CxHxW option may ask for: beyond it torch fails deep
-# inside (an allocation of terabytes)
-MAX_INPUT_VALUES = 2**28
 # the largest model or data file read from a ``file:`` spec (see prunelab._io)
 MAX_FILE_BYTES = _io.MAX_FILE_BYTES
 MAX_CLASSES = 100_000
-MAX_SPEC_CHARS = 4096  # a spec is a name and a path; anything longer is not one
 SAMPLE_DATASETS = ("digits", "sentiment")
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
 DEFAULT_ROOT = "~/.cache/prunelab/data"
@@ -92,122 +86,6 @@ DIGITS_TEST_COUNT = 450
 # least this many images
 DIGITS_FIT_VALUES = 16 * 3 * 224 * 224
 DIGITS_FIT_MIN = 16
-SENTIMENT_LENGTH = 16
-SENTIMENT_SEED = 0
-SENTIMENT_SIZES = {"train": 3000, "test": 1000}
-
-
-# -- specs ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A parsed ``scheme:target?key=value&...`` spec.
-
-    Attributes:
-        scheme: ``"sample"``, ``"torchvision"`` or ``"file"``.
-        target: The part after the scheme (a name or a path).
-        options: The query as a dict of strings.
-        text: The spec as given.
-    """
-
-    scheme: str
-    target: str
-    options: Mapping[str, str] = field(default_factory=dict)
-    text: str = ""
-
-    def check_options(self, accepted: Sequence[str]) -> None:
-        """Raise ValueError naming any option not in ``accepted``."""
-        unknown = sorted(set(self.options) - set(accepted))
-        if unknown:
-            listed = ", ".join(accepted) if accepted else "none"
-            raise ValueError(
-                f"unknown option(s) {', '.join(unknown)} in {self.text!r}; "
-                f"accepted for {self.scheme}: specs: {listed}"
-            )
-
-    def flag(self, key: str) -> bool:
-        """The option ``key`` read as a boolean (absent = False)."""
-        value = self.options.get(key, "0").strip().lower()
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"option {key}={value!r} in {self.text!r} must be 1/0 or true/false")
-
-    def shape(self, key: str = "input") -> tuple[int, ...] | None:
-        """The option ``key`` read as sizes joined by 'x' (``3x32x32``), or None when absent."""
-        text = self.options.get(key)
-        if text is None:
-            return None
-        try:
-            shape = tuple(int(part) for part in text.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not shape or any(d < 1 for d in shape):
-            raise ValueError(
-                f"{key}={text!r} in {self.text!r} must be positive sizes joined by 'x', "
-                "e.g. input=3x32x32 (batch dimension not included)"
-            )
-        if math.prod(shape) > MAX_INPUT_VALUES:
-            raise ValueError(
-                f"{key}={bounded_repr(text)} asks for {math.prod(shape):,} values per sample; at "
-                f"most {MAX_INPUT_VALUES:,} are accepted"
-            )
-        return shape
-
-    def integer(self, key: str) -> int | None:
-        """The option ``key`` read as an int, or None when absent."""
-        if key not in self.options:
-            return None
-        try:
-            return int(self.options[key])
-        except ValueError:
-            raise ValueError(
-                f"option {key}={self.options[key]!r} in {self.text!r} must be an integer"
-            ) from None
-
-
-def parse_spec(spec: str, *, schemes: Sequence[str], samples: Sequence[str] = ()) -> Spec:
-    """Split ``"scheme:target?k=v&k2=v2"`` into its parts.
-
-    Without a known scheme, a name in ``samples`` becomes ``sample:<name>`` and an existing
-    path becomes ``file:<path>``.
-
-    Raises:
-        ValueError: If the spec has no known scheme and is neither a sample name nor a file.
-
-    >>> parse_spec("file:/tmp/m.pt?arch=sample:digits-cnn", schemes=["file"]).options
-    {'arch': 'sample:digits-cnn'}
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a spec must be a non-empty string, got {bounded_repr(spec)}")
-    if len(spec) > MAX_SPEC_CHARS:
-        raise ValueError(
-            f"spec {bounded_repr(spec)} is {len(spec):,} characters long; a spec is a name or "
-            f"a path with a few options (at most {MAX_SPEC_CHARS:,} characters)"
-        )
-    text = spec.strip()
-    body, options = text, {}
-    if "?" in text:
-        body, _, query = text.rpartition("?")
-        for part in filter(None, query.split("&")):
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise ValueError(f"option {part!r} in {text!r} is not of the form key=value")
-            options[key.strip()] = value.strip()
-    scheme, sep, target = body.partition(":")
-    if sep and scheme in schemes:
-        if not target:
-            raise ValueError(f"spec {text!r} names no {scheme} target")
-        return Spec(scheme, target, options, text)
-    if "sample" in schemes and body in samples:
-        return Spec("sample", body, options, text)
-    if "file" in schemes and Path(body).expanduser().is_file():
-        return Spec("file", body, options, text)
-    forms = ", ".join(f"{s}:..." for s in schemes)
-    hint = f" or a sample name ({', '.join(samples)})" if samples else ""
-    raise ValueError(f"cannot read spec {text!r}: expected one of {forms}{hint}")
 
 
 # -- tensors in memory ---------------------------------------------------------------------
@@ -344,159 +222,6 @@ def digits_for(input_shape: Sequence[int], *, values: int = DIGITS_FIT_VALUES) -
         return None
     limit = max(DIGITS_FIT_MIN, min(DIGITS_TEST_COUNT, values // math.prod(shape)))
     return f"sample:digits?input={'x'.join(map(str, shape))}&labels=0&limit={limit}"
-
-
-# -- synthetic sentiment -------------------------------------------------------------------
-
-_POSITIVE = (
-    "good",
-    "great",
-    "excellent",
-    "wonderful",
-    "fantastic",
-    "brilliant",
-    "superb",
-    "lovely",
-    "delightful",
-    "enjoyable",
-    "pleasant",
-    "amazing",
-    "charming",
-    "solid",
-    "fun",
-    "beautiful",
-)
-_NEGATIVE = (
-    "bad",
-    "awful",
-    "terrible",
-    "boring",
-    "dull",
-    "poor",
-    "horrible",
-    "disappointing",
-    "mediocre",
-    "weak",
-    "dreadful",
-    "annoying",
-    "bland",
-    "messy",
-    "clumsy",
-    "tedious",
-)
-_NEGATORS = ("not", "never", "hardly")
-_INTENSIFIERS = ("very", "really", "extremely", "quite", "so", "truly")
-_SUBJECTS = (
-    "the movie",
-    "the film",
-    "the plot",
-    "the acting",
-    "the story",
-    "the ending",
-    "the music",
-    "the cast",
-    "the dialogue",
-    "the pacing",
-    "this show",
-    "the script",
-)
-_VERBS = ("was", "is", "seemed", "felt", "looked")
-_PREFIXES = ("", "", "", "honestly", "overall", "i think", "to be fair", "in the end", "frankly")
-_CONTRAST, _AND = "but", "and"
-
-
-@functools.lru_cache(maxsize=1)
-def sentiment_vocabulary() -> tuple[str, ...]:
-    """Words of the synthetic sentiment set; index = token id (0 = ``<pad>``, 1 = ``<unk>``).
-
-    >>> sentiment_vocabulary()[:2]
-    ('<pad>', '<unk>')
-    """
-    words = {*_POSITIVE, *_NEGATIVE, *_NEGATORS, *_INTENSIFIERS, *_VERBS, _CONTRAST, _AND}
-    for phrase in (*_SUBJECTS, *_PREFIXES):
-        words.update(phrase.split())
-    return ("<pad>", "<unk>", *sorted(words))
-
-
-def _clause(rng: random.Random, polarity: int) -> str:
-    # polarity of the clause = polarity of the adjective, flipped by a negator
-    negated = rng.random() < 0.4
-    adjective_polarity = -polarity if negated else polarity
-    adjective = rng.choice(_POSITIVE if adjective_polarity > 0 else _NEGATIVE)
-    words = [rng.choice(_NEGATORS)] if negated else []
-    if rng.random() < 0.35:
-        words.append(rng.choice(_INTENSIFIERS))
-    return " ".join([*words, adjective])
-
-
-def _sentence(rng: random.Random) -> tuple[str, int]:
-    polarity = rng.choice((-1, 1))
-    parts = [rng.choice(_PREFIXES), rng.choice(_SUBJECTS), rng.choice(_VERBS)]
-    shape = rng.random()
-    if shape < 0.45:
-        parts.append(_clause(rng, polarity))
-    elif shape < 0.75:
-        # "... but ..." takes the polarity of the second clause
-        parts += [_clause(rng, -polarity), _CONTRAST, rng.choice(_SUBJECTS)]
-        parts += [rng.choice(_VERBS), _clause(rng, polarity)]
-    else:
-        parts += [_clause(rng, polarity), _AND, _clause(rng, polarity)]
-    return " ".join(p for p in parts if p), int(polarity > 0)
-
-
-@functools.lru_cache(maxsize=1)
-def _sentiment_pool() -> tuple[tuple[str, int], ...]:
-    rng = random.Random(SENTIMENT_SEED)
-    seen: dict[str, int] = {}
-    total = sum(SENTIMENT_SIZES.values())
-    while len(seen) < total:  # unique sentences, so no test sentence also appears in train
-        text, label = _sentence(rng)
-        seen.setdefault(text, label)
-    return tuple(seen.items())
-
-
-def sentiment_sentences(split: str = "test") -> list[tuple[str, int]]:
-    """The synthetic sentiment sentences of a split as ``(text, label)``, label 1 = positive.
-
-    Generated with ``random.Random(0)``: the same sentences on every machine.
-
-    >>> sentiment_sentences("train")[0][1] in (0, 1)
-    True
-    """
-    split = _check_split(split)
-    pool = _sentiment_pool()
-    n_train = SENTIMENT_SIZES["train"]
-    return list(pool[:n_train] if split == "train" else pool[n_train:])
-
-
-def encode(texts: str | Sequence[str], *, length: int = SENTIMENT_LENGTH) -> torch.Tensor:
-    """Token ids of sentences for the sentiment model: int64, ``(n, length)``, left-padded.
-
-    Words are lower-cased and split on non-letters; unknown words become ``<unk>`` (1). A
-    longer sentence keeps its last ``length`` words (its end decides the sentiment).
-
-    >>> encode("not bad").shape
-    torch.Size([1, 16])
-    """
-    if isinstance(texts, str):
-        texts = [texts]
-    index = {word: i for i, word in enumerate(sentiment_vocabulary())}
-    rows = []
-    for text in texts:
-        ids = [index.get(w, 1) for w in re.findall(r"[a-z']+", text.lower())][-length:]
-        rows.append([0] * (length - len(ids)) + ids)
-    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), length)
-
-
-def decode(ids: torch.Tensor) -> list[str]:
-    """Sentences from token ids (padding dropped); the inverse of :func:`encode`.
-
-    >>> decode(encode("Not BAD at all"))
-    ['not bad <unk> <unk>']
-    """
-    vocabulary = sentiment_vocabulary()
-    rows = ids.reshape(-1, ids.shape[-1]).tolist()
-    return [" ".join(vocabulary[i] for i in row if i != 0) for row in rows]
 
 
 def _sentiment(split: str) -> TensorData:
@@ -688,12 +413,6 @@ def _check_data_payload(payload: object, path: Path) -> None:
 # -- entry point ---------------------------------------------------------------------------
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    return split
-
-
 def load(
     spec: str, *, split: str = "test", limit: int | None = None, untrusted: bool = False
 ) -> Dataset:
@@ -721,7 +440,7 @@ def load(
     >>> len(load("sample:sentiment", split="train"))
     3000
     """
-    split = _check_split(split)
+    split = check_split(split)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     parsed = parse_spec(spec, schemes=("sample", "torchvision", "file"), samples=SAMPLE_DATASETS)

@@ -54,7 +54,8 @@ from torch import nn
 from . import _torchfiles, memory
 from ._io import bounded_repr, one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
-from .data import Spec, check_file_size, digits_for, import_torchvision, parse_spec
+from .data import check_file_size, digits_for, import_torchvision
+from .specs import Spec, parse_spec
 
 __all__ = [
     "ModelBundle",

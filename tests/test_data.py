@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from prunelab import data
+from prunelab import data, sentiment
 from prunelab.batches import iter_batches
 
 # -- digits --------------------------------------------------------------------------------
@@ -53,8 +53,8 @@ def _reference_label(text: str) -> int:
     words = text.split()
     cut = max((i for i, w in enumerate(words) if w in ("but", "and")), default=-1)
     clause = words[cut + 1 :]
-    positive = any(w in data._POSITIVE for w in clause)
-    negated = any(w in data._NEGATORS for w in clause)
+    positive = any(w in sentiment._POSITIVE for w in clause)
+    negated = any(w in sentiment._NEGATORS for w in clause)
     return int(positive != negated)
 
 
