@@ -24,13 +24,14 @@ import torch
 
 from . import memory
 from ._io import MAX_FILE_BYTES, bounded_repr, check_regular_file, one_line
+from .errors import InputError
 
 __all__ = ["ArchiveError", "check_archive", "load", "peek", "pt2_weights", "read"]
 
 MAX_CONFIG_BYTES = 16 * 2**20  # the JSON that lists an archive's weights (KB for real models)
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InputError):
     """A ``torch.export`` archive whose weights cannot be read without running its code."""
 
 

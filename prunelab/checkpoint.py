@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ._io import atomic_write, bounded_repr, read_bounded
+from .errors import InputError
 
 __all__ = ["CheckpointError", "CheckpointStatus", "RowLog", "checkpoint_status", "tensor_digest"]
 
@@ -46,7 +47,7 @@ MAX_BYTES = 256 * 2**20  # a row is ~200 bytes: a million rows; beyond is not a 
 _SYNC_SECONDS = 2.0  # a kill loses nothing flushed; fsync guards only against power cuts
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used: damaged, from other settings, or in the way."""
 
 

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset, Subset
 from . import _io, _torchfiles, memory
 from ._io import bounded_repr, check_regular_file, one_line
 from .sentiment import decode, encode, sentiment_sentences, sentiment_vocabulary
-from .specs import Spec, check_split, parse_spec
+from .specs import MAX_CLASSES, Spec, check_split, parse_spec
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -74,7 +74,6 @@ __all__ = [
 
 # the largest model or data file read from a ``file:`` spec (see prunelab._io)
 MAX_FILE_BYTES = _io.MAX_FILE_BYTES
-MAX_CLASSES = 100_000
 SAMPLE_DATASETS = ("digits", "sentiment")
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
 DEFAULT_ROOT = "~/.cache/prunelab/data"

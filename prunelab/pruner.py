@@ -15,7 +15,7 @@ from .select import check_sparsity, check_threshold
 from .strategies import Layer, Strategy, get_strategy, supported_targets
 from .targets import Target, get_parameter, output_layers, resolve_targets
 
-__all__ = ["LeftOut", "Pruner", "left_out", "prune"]
+__all__ = ["LeftOut", "Pruner", "chosen_layers", "left_out", "prune"]
 
 
 API_HINT = (
@@ -86,6 +86,31 @@ def left_out(model: nn.Module, strategy: str | Strategy, chosen: Sequence[Target
     return LeftOut(fqns, why)
 
 
+def chosen_layers(
+    model: nn.Module,
+    strategy: Strategy,
+    targets: Sequence[Target | str] | None = None,
+    *,
+    nothing: str = "nothing to prune",
+) -> tuple[list[Target], LeftOut]:
+    """The targets a strategy works on, and those of them it leaves out (see :func:`left_out`).
+
+    ``targets`` as given, or by default every target the strategy supports (see
+    :func:`prunelab.strategies.supported_targets`). The one place that decides this for
+    :class:`Pruner`, :func:`prunelab.sensitivity` and its estimate.
+
+    Raises:
+        ValueError: When every chosen target is left out (``nothing`` leads the message).
+    """
+    chosen = resolve_targets(model, targets)
+    if targets is None:  # by default, the layers this strategy can prune
+        chosen = supported_targets(strategy, chosen)
+    skipped = left_out(model, strategy, chosen)
+    if skipped.fqns and len(skipped.fqns) == len(chosen):
+        raise ValueError(f"{nothing} with {strategy.name}. {skipped.reason}")
+    return chosen, skipped
+
+
 class Pruner:
     """A pruning strategy prepared on one model.
 
@@ -121,12 +146,7 @@ class Pruner:
         seed: int = 0,
     ) -> None:
         self.strategy = get_strategy(strategy)
-        self.targets = resolve_targets(model, targets)
-        if targets is None:  # by default, the layers this strategy can prune
-            self.targets = supported_targets(self.strategy, self.targets)
-        self.left_out = left_out(model, self.strategy, self.targets)
-        if self.left_out.fqns and len(self.left_out.fqns) == len(self.targets):
-            raise ValueError(f"nothing to prune with {self.strategy.name}. {self.left_out.reason}")
+        self.targets, self.left_out = chosen_layers(model, self.strategy, targets)
         self._check_calibration(model, calibration)
         layers = [
             Layer(

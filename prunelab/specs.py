@@ -13,12 +13,23 @@ from pathlib import Path
 
 from ._io import bounded_repr
 
-__all__ = ["MAX_INPUT_VALUES", "MAX_SPEC_CHARS", "SPLITS", "Spec", "check_split", "parse_spec"]
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_INPUT_VALUES",
+    "MAX_SPEC_CHARS",
+    "SPLITS",
+    "Spec",
+    "check_split",
+    "parse_spec",
+]
 
 SPLITS = ("train", "test")
 # the most values per sample an input=CxHxW option may ask for: beyond it torch fails deep
 # inside (an allocation of terabytes)
 MAX_INPUT_VALUES = 2**28
+# the most classes a model (num_classes=) or a data file (class_names) may have: beyond it
+# torch fails deep inside (an allocation of terabytes)
+MAX_CLASSES = 1_000_000
 MAX_SPEC_CHARS = 4096  # a spec is a name and a path; anything longer is not one
 
 

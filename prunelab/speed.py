@@ -27,6 +27,7 @@ from torch import nn
 
 from .apply import apply, bake, copy_model, masked_weights
 from .evaluate import model_stats
+from .functional import run_device
 from .masks import Masks, check_masks
 from .memory import model_bytes
 from .shrink import _shrink
@@ -190,12 +191,6 @@ def _compare(samples: Mapping[str, list[float]], base: str, other: str) -> Compa
     )
 
 
-def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def compare_latency(
     model: nn.Module,
     masks: Masks,
@@ -230,7 +225,7 @@ def compare_latency(
     (('dense', 'masked'), True)
     """
     masks = check_masks(masks)
-    run_on = _run_device(model, device)
+    run_on = run_device(model, device)
     x = example_input.to(run_on)
     nets = {
         "dense": (copy_model(model).to(run_on), x),
@@ -344,7 +339,7 @@ def speed_report(
     sizes = [int(b) for b in batch_sizes]
     if not sizes or any(b < 1 for b in sizes):
         raise ValueError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
-    run_on = _run_device(model, device)
+    run_on = run_device(model, device)
     one = _batch(example_input, 1)
     dense_stats = model_stats(model, masks, example_input=one)
     notes: list[str] = []

@@ -24,10 +24,10 @@ from .checkpoint import RowLog, tensor_digest
 from .evaluate import METRICS, _accumulate, _logits, _summary, _Totals, batch_logits, evaluate
 from .functional import functional_forward, run_device
 from .prefix import PrefixPlan
-from .pruner import LeftOut, Pruner, left_out
+from .pruner import LeftOut, Pruner, chosen_layers
 from .recipes import Provenance, Recipe
 from .select import check_sparsity
-from .strategies import Strategy, get_strategy, supported_targets
+from .strategies import Strategy, get_strategy
 from .targets import Target, get_parameter, resolve_targets
 
 __all__ = [
@@ -452,7 +452,8 @@ def sensitivity(
     levels = sorted(check_levels(sparsities))
     if not levels:
         raise ValueError("sensitivity needs at least one sparsity level")
-    chosen = resolve_targets(model, list(layers) if layers is not None else None)
+    layers = list(layers) if layers is not None else None
+    chosen = resolve_targets(model, layers)
     if method == "magnitude":
         if checkpoint is not None:
             raise ValueError(
@@ -469,11 +470,7 @@ def sensitivity(
         raise ValueError(f"early_stop is a drop bound >= 0, got {early_stop}")
     run_on = _run_device(model, device)
     strategy = get_strategy(strategy)
-    if layers is None:  # by default, the layers this strategy can prune
-        chosen = supported_targets(strategy, chosen)
-    skipped = left_out(model, strategy, chosen)
-    if skipped.fqns and len(skipped.fqns) == len(chosen):
-        raise ValueError(f"no layer to analyse with {strategy.name}. {skipped.reason}")
+    chosen, skipped = chosen_layers(model, strategy, layers, nothing="no layer to analyse")
     chosen = [t for t in chosen if t.fqn not in skipped.fqns]
     batches = _subset_batches(data, subset, _BATCH, run_on)
     built = bool(strategy.needs) and calibration is None
@@ -595,10 +592,14 @@ def estimate_sensitivity(
     4
     """
     levels = check_levels(sparsities)
-    chosen = resolve_targets(model, list(layers) if layers is not None else None)
-    if strategy is not None:
-        skipped = left_out(model, strategy, chosen).fqns
-        chosen = [t for t in chosen if t.fqn not in skipped]
+    layers = list(layers) if layers is not None else None
+    if strategy is None:
+        chosen = resolve_targets(model, layers)
+    else:  # the same layers sensitivity() analyses
+        chosen, skipped = chosen_layers(
+            model, get_strategy(strategy), layers, nothing="no layer to analyse"
+        )
+        chosen = [t for t in chosen if t.fqn not in skipped.fqns]
     run_on = _run_device(model, device)
     batches = _subset_batches(data, subset, _BATCH, run_on)
     samples = sum(b.inputs.shape[0] for b in batches)

@@ -55,7 +55,8 @@ from . import _torchfiles, memory
 from ._io import bounded_repr, one_line
 from .architectures import ARCHITECTURES, sample_architecture_of
 from .data import check_file_size, digits_for, import_torchvision
-from .specs import Spec, parse_spec
+from .errors import InputError
+from .specs import MAX_CLASSES, Spec, parse_spec
 
 __all__ = [
     "ModelBundle",
@@ -124,7 +125,7 @@ class ModelBundle:
         return torch.randint(0, high, shape, generator=generator, dtype=self.input_dtype)
 
 
-class TrustRequired(ValueError):
+class TrustRequired(InputError):
     """A file that only loads by running code from it, asked for without trust.
 
     Front ends catch it to say how trust is given there (the CLI's ``--trust``, the app's
@@ -234,11 +235,6 @@ def sample_table() -> pd.DataFrame:
 # -- torchvision ---------------------------------------------------------------------------
 
 
-# the largest num_classes= a spec may ask for: beyond it torch fails deep inside (an
-# allocation of terabytes); input= sizes are bounded by Spec.shape
-MAX_CLASSES = 1_000_000
-
-
 def _num_classes(spec: Spec) -> int | None:
     count = spec.integer("num_classes")
     if count is not None and not 1 <= count <= MAX_CLASSES:
@@ -246,10 +242,6 @@ def _num_classes(spec: Spec) -> int | None:
             f"num_classes={count} in {bounded_repr(spec.text)} must be from 1 to {MAX_CLASSES:,}"
         )
     return count
-
-
-def _parse_shape(spec: Spec) -> tuple[int, ...] | None:
-    return spec.shape("input")
 
 
 def _torchvision_model(
@@ -302,7 +294,7 @@ def _torchvision_model(
 def _load_torchvision(spec: Spec, *, untrusted: bool = False) -> ModelBundle:
     spec.check_options(["weights", "num_classes", "input"])
     model, class_names = _torchvision_model(spec, spec.target, untrusted=untrusted)
-    shape = _parse_shape(spec) or TORCHVISION_INPUT
+    shape = spec.shape("input") or TORCHVISION_INPUT
     return ModelBundle(
         model=model.eval(),
         name=spec.target,
@@ -521,7 +513,7 @@ def _bundle_for(model: nn.Module, spec: Spec, path: Path, arch: Spec | None) -> 
         class_names, default_data = sample.class_names, sample.data
     elif arch is not None:
         shape = TORCHVISION_INPUT
-    if (given := _parse_shape(spec)) is not None:
+    if (given := spec.shape("input")) is not None:
         shape = given
     if shape is None:
         shape, dtype = _guess_input(model)
@@ -586,7 +578,7 @@ def _load_program(spec: Spec, path: Path, *, trust: bool, limit: str | int | Non
         model=program.module(),
         name=path.stem,
         spec=spec.text,
-        input_shape=_parse_shape(spec) or tuple(int(d) for d in value.shape[1:]),
+        input_shape=spec.shape("input") or tuple(int(d) for d in value.shape[1:]),
         input_dtype=value.dtype,
     )
 

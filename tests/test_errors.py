@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab._io import atomic_write, bounded_repr
+from prunelab._io import atomic_write
 from prunelab.errors import DataError, DeviceError, ShrinkError, user_message
 from tests.conftest import make_cnn, make_mlp
 
@@ -268,19 +267,11 @@ def test_user_errors_are_told_from_bugs(exc, expect):
         assert expect in message and len(message) < 320 and "\n" not in message
 
 
-def test_bounded_repr_of_a_shared_nested_key_is_short_and_quick():
-    key = ()
-    for _ in range(60):  # repr() of this would be 2**60 items long
-        key = (key, key)
-    start = time.perf_counter()
-    shown = bounded_repr(key)
-    assert len(shown) <= 80 and time.perf_counter() - start < 0.1
-
-
 @pytest.mark.parametrize("target", ["dir", "/dev/full"])
 def test_atomic_write_refuses_what_is_not_a_file(target, tmp_path):
     path = tmp_path if target == "dir" else Path(target)
     with pytest.raises(ValueError, match=r"cannot write .*: it is"), atomic_write(path) as handle:
         handle.write(b"x")
     assert Path("/dev/full").is_char_device()
-    assert not list(tmp_path.iterdir())
+    # refused before a temporary file was made beside it
+    assert not list(path.parent.glob(f".{path.name}.*.tmp"))

@@ -176,3 +176,13 @@ def test_cli_leaves_the_classifier_out_and_includes_it_on_request(capsys):
     assert main([*command, "--sparsity", "0.5", "--prune-outputs"]) == 0
     out = capsys.readouterr().out
     assert "Left out" not in out and "53.11%" in out
+
+
+def test_the_estimate_counts_the_layers_sensitivity_analyses():
+    # n:m cannot prune a layer whose inputs do not divide into groups of 4 (the first here):
+    # the estimate counted it anyway, and promised more evaluations than the run makes
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    data = (torch.randn(20, 6), torch.randint(0, 3, (20,)))
+    plan = prunelab.estimate_sensitivity(net, data, sparsities=[0.5], strategy="n:m")
+    table = prunelab.sensitivity(net, data, sparsities=[0.5], strategy="n:m")
+    assert plan.evaluations == len(table) == 1

@@ -6,6 +6,7 @@ from conftest import make_cnn
 from torch import nn
 
 import prunelab
+from prunelab.errors import DeviceError
 from prunelab.speed import (
     NO_DIFFERENCE,
     Comparison,
@@ -88,3 +89,11 @@ def test_speed_report_has_spreads_and_verdicts():
     assert rows.loc["dense", "verdict"] == "the baseline"
     assert rows.loc["masked", "verdict"] == NO_DIFFERENCE
     assert NO_DIFFERENCE in report.attrs["explanation"]
+
+
+def test_an_unknown_device_is_refused_clearly():
+    # speed had its own device choice that skipped the check every other entry point makes
+    model = make_cnn(0).eval()
+    masks = prunelab.prune(model, "global-magnitude", sparsity=0.5)
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        compare_latency(model, masks, example_input=torch.randn(2, 3, 6, 6), device="tpu")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from .. import data as data_lib
 from .. import memory, zoo
+from ..specs import MAX_CLASSES
 from .engine import (
     Choice,
     Loaded,
@@ -201,7 +202,7 @@ def _arch_options() -> str:
         classes = st.sidebar.number_input(
             "Number of classes (0: read from the file)",
             min_value=0,
-            max_value=1_000_000,
+            max_value=MAX_CLASSES,
             step=1,
             **_kept(Keys.upload_num_classes),
             help="The size of the classifier's output; read from the file's last layer when 0.",
