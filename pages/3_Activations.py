@@ -1,7 +1,5 @@
 """Activations: what flows through the network, how weight pruning shifts it, and pruning it."""
 
-import hashlib
-
 import streamlit as st
 from torch.utils.data import Subset
 
@@ -52,16 +50,9 @@ with error_boundary():
 
     def _masks_fingerprint(masks) -> str | None:
         """A digest of the masks, or None when they do not belong to this model."""
-        if not isinstance(masks, Masks) or not len(masks):
+        if not isinstance(masks, Masks) or not len(masks) or engine.masks_misfit(choice, masks):
             return None
-        params = dict(choice.model.named_parameters())
-        digest = hashlib.sha1()
-        for fqn, mask in masks.all().items():
-            if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
-                return None
-            digest.update(fqn.encode())
-            digest.update(mask.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return engine.masks_digest(masks)
 
     @st.cache_data(max_entries=64, show_spinner="Streaming the activations...")
     def _stats(model_key, data_spec, layer, masks_key, _choice, _masks):
@@ -254,7 +245,7 @@ with error_boundary():
                 percent(effect["accuracy"]),
                 points(effect["accuracy"] - effect["dense_accuracy"]),
             )
-        cols[2].metric("Agreement with dense", f"{effect['agreement']:.1%}", help=HELP["agreement"])
+        cols[2].metric("Agreement with dense", percent(effect["agreement"]), help=HELP["agreement"])
         cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
         st.plotly_chart(
             figures.activation_histogram(

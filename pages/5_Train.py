@@ -1,6 +1,5 @@
 """Train: win back what pruning lost. Fine-tune with masks kept, or prune gradually."""
 
-import hashlib
 from dataclasses import asdict
 
 import pandas as pd
@@ -50,21 +49,6 @@ with error_boundary():
     def train_split(spec: str) -> object:
         return data_lib.load(spec, split="train")
 
-    def fingerprint(masks: Masks) -> str:
-        digest = hashlib.sha256()
-        for fqn, mask in sorted(masks.all().items()):
-            digest.update(fqn.encode())
-            digest.update(mask.numpy().tobytes())
-        return digest.hexdigest()[:16]
-
-    def fits(masks: Masks) -> str | None:
-        """Why the masks do not fit the sidebar's model, or None."""
-        params = dict(choice.model.named_parameters())
-        for fqn, mask in masks.all().items():
-            if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
-                return f"{fqn!r} {tuple(mask.shape)} is not a tensor of {choice.bundle.name}"
-        return None
-
     def pick_masks() -> tuple[Masks, str]:
         """The masks to train with and a label; stops the page with an explanation if unusable."""
         source = st.radio("Masks", SOURCES, horizontal=True, key=Keys.train_source)
@@ -93,7 +77,7 @@ with error_boundary():
             if masks is None:
                 st.info("No masks yet: make some on the Prune page, or pick another source.")
                 st.stop()
-            problem = fits(masks)
+            problem = engine.masks_misfit(choice, masks)
             if problem:
                 st.error(
                     f"The Prune page's masks do not fit this model ({problem}); prune this model "
@@ -316,7 +300,7 @@ with error_boundary():
         "train",
         choice.model_key,
         choice.data_spec,
-        fingerprint(masks),
+        engine.masks_digest(masks),
         config,
         kind,
         window,

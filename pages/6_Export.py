@@ -1,7 +1,5 @@
 """Export: from masks to a smaller, faster model, with honest numbers and downloads."""
 
-import hashlib
-
 import pandas as pd
 import streamlit as st
 
@@ -15,6 +13,7 @@ from prunelab.storage import compression, storage_table
 from prunelab.targets import targets
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
+from prunelab.ui.fmt import percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.widgets import explain
@@ -35,13 +34,6 @@ with error_boundary():
     SPEED_ROUNDS = 21  # interleaved timing rounds per batch size
     LARGE_DROP = 0.05  # accuracy or agreement lost (absolute): worth a warning before download
 
-    def _digest(masks: Masks) -> str:
-        hasher = hashlib.sha256()
-        for fqn, mask in sorted(masks.all().items()):
-            hasher.update(fqn.encode())
-            hasher.update(mask.numpy().tobytes())
-        return hasher.hexdigest()[:16]
-
     # the masks travel to the cached functions unhashed (as _masks); their digest is the key
 
     @st.cache_data(max_entries=8, show_spinner="Tracing the model's dependency graph...")
@@ -55,10 +47,6 @@ with error_boundary():
             return plan_shrink(_choice.model, _masks, example_input=_choice.bundle.example_input())
         except ValueError as exc:
             return str(exc)
-
-    @st.cache_data(max_entries=16, show_spinner="Evaluating the model you download...")
-    def _metrics(model_key: str, data_spec: str, digest: str, _choice, _masks: Masks) -> dict:
-        return engine.evaluate_masks(_choice, _masks)
 
     @st.cache_data(max_entries=16, show_spinner="Counting bytes...")
     def _sizes(model_key: str, digest: str, bits: int | None, _choice, _masks: Masks):
@@ -113,7 +101,7 @@ with error_boundary():
             label = st.session_state.get(Keys.masks_label, "the Prune page's masks")
             current_recipe = st.session_state.get(Keys.recipe)
             recipe_text = current_recipe.dumps() if current_recipe is not None else None
-            if set(masks) - {t.fqn for t in targets(choice.model)}:
+            if engine.masks_misfit(choice, masks):
                 st.info("The Prune page's masks belong to another model: prune this one first.")
                 st.stop()
         elif source == CHANNEL:
@@ -126,7 +114,7 @@ with error_boundary():
     except (ValueError, TypeError) as exc:
         st.error(f"Could not build the masks: {exc}")
         st.stop()
-    digest = _digest(masks)
+    digest = engine.masks_digest(masks)
     st.caption(f"Using **{label}**: sparsity {masks.sparsity():.1%} of the prunable weights.")
 
     plan = _plan(choice.model_key, digest, choice, masks)
@@ -156,21 +144,18 @@ with error_boundary():
         models = {"state_dict, sparse" if plan is not None else "download": masks}
         if plan is not None:
             models["pt2, shrunk"] = plan.masks
-        values = {
-            what: _metrics(choice.model_key, choice.data_spec, _digest(m), choice, m)[name]
-            for what, m in models.items()
-        }
+        values = {what: engine.evaluate_masks(choice, m)[name] for what, m in models.items()}
         if len(values) == 2 and abs(values["pt2, shrunk"] - values["state_dict, sparse"]) < 1e-9:
             values = {"download": values["state_dict, sparse"]}
         cols = st.columns(1 + len(values))
-        cols[0].metric(f"{label}: dense", f"{dense[name]:.1%}")
+        cols[0].metric(f"{label}: dense", percent(dense[name]))
         for col, (what, value) in zip(cols[1:], values.items(), strict=True):
-            col.metric(f"{label}: {what}", f"{value:.1%}", f"{value - dense[name]:+.1%}")
+            col.metric(f"{label}: {what}", percent(value), points(value - dense[name]))
         worst = min(values.values())
         if dense[name] - worst > LARGE_DROP:
             st.warning(
-                f"Large drop: the model you download scores {worst:.1%} {name} against the dense "
-                f"model's {dense[name]:.1%} ({(worst - dense[name]) * 100:+.1f} points) on "
+                f"Large drop: the model you download scores {percent(worst)} {name} against the "
+                f"dense model's {percent(dense[name])} ({points(worst - dense[name])}) on "
                 f"{choice.data_spec}. Prune less, or fine-tune it on the Train page first."
             )
         explain(

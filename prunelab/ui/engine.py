@@ -304,6 +304,19 @@ def masks_digest(masks: Masks) -> str:
     return hashed.hexdigest()
 
 
+def masks_misfit(choice: Choice, masks: Masks) -> str | None:
+    """Why ``masks`` do not fit the chosen model (a name it lacks, another shape), or None.
+
+    Masks made on one page travel to the others in session state; the model may have
+    changed in between.
+    """
+    params = dict(choice.model.named_parameters())
+    for fqn, mask in masks.all().items():
+        if fqn not in params or tuple(params[fqn].shape) != tuple(mask.shape):
+            return f"{fqn!r} {tuple(mask.shape)} is not a tensor of {choice.bundle.name}"
+    return None
+
+
 def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:
     """Metrics of the masked model (one forward pass over the data; dense outputs cached),
     kept per model, data and masks: a slider moved back to a value, or a recipe target seen

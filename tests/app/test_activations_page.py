@@ -65,7 +65,7 @@ def test_masks_of_another_model_are_not_applied():
 def test_threshold_raises_activation_sparsity_and_costs_accuracy():
     at = page(PATH).run()
     before = _percent(metric(at, "Activation sparsity"))
-    assert metric(at, "Agreement with dense") == "100.0%"
+    assert metric(at, "Agreement with dense") == "100.00%"
     slider = at.slider(key=Keys.act_threshold)
     slider.set_value(slider.max * 0.5).run()
     assert_clean(at)

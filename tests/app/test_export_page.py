@@ -72,9 +72,9 @@ def test_bad_recipe_is_an_error_not_a_traceback(upload):
 def test_the_page_shows_the_accuracy_of_what_you_download_beside_dense():
     at = page(PAGE).run()
     assert_clean(at)
-    # channel pruning here leaves the classifier whole: 86.7%, not the 53.1% of all 10 rows
-    assert metric(at, "Accuracy: dense") == "98.0%"
-    assert metric(at, "Accuracy: download") == "86.7%"
+    # channel pruning here leaves the classifier whole: 86.67%, not the 53.11% of all 10 rows
+    assert metric(at, "Accuracy: dense") == "98.00%"
+    assert metric(at, "Accuracy: download") == "86.67%"
     assert [w.value for w in at.warning if w.value.startswith("Large drop")]
     at.slider(key=Keys.export_sparsity).set_value(0.1).run()
     assert_clean(at)
@@ -94,7 +94,7 @@ def test_the_shown_accuracy_is_that_of_the_downloaded_file(tmp_path):
     at.button(key=Keys.export_prepare).click().run()
     assert_clean(at)
     warning = next(w.value for w in at.warning if w.value.startswith("Large drop"))
-    assert "53.1%" in warning and "98.0%" in warning
+    assert "53.11%" in warning and "98.00%" in warning
     # the state_dict the page offers, loaded back and evaluated on the same data
     files = at.session_state[Keys.export_files][1]
     path = tmp_path / "model.pt"
@@ -107,7 +107,7 @@ def test_the_shown_accuracy_is_that_of_the_downloaded_file(tmp_path):
     program = torch.export.load(io.BytesIO(files["pt2"][0])).module()
     assert prunelab.evaluate(program, test)["accuracy"] == accuracy
     shown = metric(at, "Accuracy: download")
-    assert shown == f"{accuracy:.1%}" == "53.1%"
+    assert shown == f"{accuracy:.2%}" == "53.11%"
 
 
 def test_masked_and_shrunk_downloads_are_shown_apart_when_they_differ():
@@ -123,5 +123,5 @@ def test_masked_and_shrunk_downloads_are_shown_apart_when_they_differ():
     test = prunelab.data.load(bundle.default_data)
     pruned = prunelab.prune(bundle.model, "weight-norm-channel", sparsity=0.5)
     small = prunelab.shrink(bundle.model, pruned, example_input=bundle.example_input())
-    assert shrunk == f"{prunelab.evaluate(small.eval(), test)['accuracy']:.1%}"
-    assert masked == f"{prunelab.evaluate(bundle.model, test, masks=pruned)['accuracy']:.1%}"
+    assert shrunk == f"{prunelab.evaluate(small.eval(), test)['accuracy']:.2%}"
+    assert masked == f"{prunelab.evaluate(bundle.model, test, masks=pruned)['accuracy']:.2%}"
