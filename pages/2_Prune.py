@@ -1,5 +1,7 @@
 """Prune: pick a strategy and layers, move a slider, see what happens."""
 
+import functools
+
 import streamlit as st
 
 from prunelab import figures, list_strategies
@@ -105,7 +107,9 @@ with error_boundary():
             masks, label = _masks_controls()
         st.session_state[Keys.masks] = masks
         st.session_state[Keys.masks_label] = f"{label} on {choice.bundle.name}"
-        st.session_state[Keys.recipe] = _recipe(masks)
+        # the recipe is built when someone asks for it (download, Export), not on every move
+        savable = not (strategy.name == "random" and seed != 0)
+        st.session_state[Keys.recipe] = functools.partial(_recipe, masks) if savable else None
         with controls:
             _summary(masks)
             _recipe_download(st.session_state[Keys.recipe])
@@ -113,22 +117,21 @@ with error_boundary():
             _view(masks)
 
     def _recipe(masks):
-        """The recipe that reproduces these masks (None for random masks with a non-zero seed:
+        """The recipe that reproduces these masks (not for random masks with a non-zero seed:
         recipes do not carry seeds)."""
-        if strategy.name == "random" and seed != 0:
-            return None
         provenance = Provenance(
             model=choice.model_key, data=choice.data_spec, left_out=pruner.left_out.note
         )
         return Recipe.from_masks(masks, pruner.strategy, provenance=provenance)
 
     def _recipe_download(recipe):
+        """``recipe``: a callable that builds the Recipe, or None when there can be none."""
         if recipe is None:
             st.caption("Random masks with a seed other than 0 cannot be saved as a recipe.")
             return
         st.download_button(
             "Save these masks as a recipe (YAML)",
-            recipe.dumps,  # written when clicked, not on every slider move
+            lambda: recipe().dumps(),  # built and written when clicked, not on every move
             file_name=f"{choice.bundle.name}-recipe.yaml",
             mime="text/yaml",
             key="prune_recipe_download",

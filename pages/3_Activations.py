@@ -206,10 +206,12 @@ with error_boundary():
             "pruning can kill channels downstream: compare the two colours."
         )
 
+    # the threshold slider's range: the layer's largest |value| (fixed while the slider moves)
+    limit = float(max(dense.max.abs().max(), dense.min.abs().max()))
+    limit = limit if limit > 0 else 1.0
+
     @st.fragment  # a threshold move reruns this panel only, not the page's other charts
     def _sparsity_panel():
-        limit = float(max(dense.max.abs().max(), dense.min.abs().max()))
-        limit = limit if limit > 0 else 1.0
         threshold = st.slider(
             "Threshold: zero activations with |value| below",
             0.0,
@@ -247,12 +249,14 @@ with error_boundary():
             )
         cols[2].metric("Agreement with dense", percent(effect["agreement"]), help=HELP["agreement"])
         cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
-        st.plotly_chart(
-            figures.activation_histogram(
+        # kept per layer, masks and threshold: a move back to a value draws the kept figure
+        histogram = engine.figure(
+            ("act_threshold", choice.model_key, choice.data_spec, layer, active_key, threshold),
+            _build=lambda: figures.activation_histogram(
                 after if after is not None else dense, threshold=threshold
             ),
-            key="act_threshold_histogram",
         )
+        st.plotly_chart(histogram, key="act_threshold_histogram")
 
     def _may_run(settings: tuple) -> bool:
         """Run the sparsifier at once on small models; on large ones (two passes over the data

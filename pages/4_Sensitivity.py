@@ -256,6 +256,10 @@ with error_boundary():
                 "criterion should beat."
             )
 
+    # names this analysis in the recipe builder's keys: a new analysis or target starts from
+    # the solver's answer again, and the masks of a recipe are kept per analysis
+    analysis = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+
     @st.fragment
     def recipe_builder():
         # A move of the slider (or an edit of the table) reruns only the builder: the sidebar,
@@ -270,8 +274,6 @@ with error_boundary():
             st.error(f"The solver could not meet that target: {exc}")
             st.stop()
         solved = replace(solved, layers={k: round(v, DECIMALS) for k, v in solved.layers.items()})
-        # a new analysis or target starts from the solver's answer again
-        analysis = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
         edited = st.data_editor(
             pd.DataFrame({"layer": list(solved.layers), "sparsity": list(solved.layers.values())}),
             key=f"{Keys.sens_edit}_{analysis}_{target}",
@@ -291,7 +293,9 @@ with error_boundary():
         baseline = float(table.attrs["baseline"])
         drop = predict_drop(table, per_layer)
         draft = replace(solved, layers=per_layer)
-        masks = draft.masks(choice.model)
+        masks = engine.recipe_masks(
+            choice.model_key, f"{analysis}:{target}:{sorted(per_layer.items())}", choice, draft
+        )
         flops = engine.flop_table(choice.model_key, _choice=choice)
         dense_flops, effective = engine.effective_flops(flops, masks)
         cols = st.columns(4)
@@ -339,15 +343,16 @@ with error_boundary():
                 measured=measured,
             ),
         )
+        text = recipe.dumps()
         st.download_button(
             "Download recipe (YAML)",
-            recipe.dumps(),
+            text,
             file_name="recipe.yaml",
             mime="text/yaml",
             key="sens_download",
         )
         with st.expander("The recipe file"):
-            st.code(recipe.dumps(), language="yaml")
+            st.code(text, language="yaml")
 
     recipe_builder()
     # outside the fragment: these do not change with the slider or the table

@@ -100,7 +100,7 @@ with error_boundary():
             masks = st.session_state[Keys.masks]
             label = st.session_state.get(Keys.masks_label, "the Prune page's masks")
             current_recipe = st.session_state.get(Keys.recipe)
-            recipe_text = current_recipe.dumps() if current_recipe is not None else None
+            recipe_text = current_recipe().dumps() if current_recipe is not None else None
             if engine.masks_misfit(choice, masks):
                 st.info("The Prune page's masks belong to another model: prune this one first.")
                 st.stop()

@@ -36,6 +36,7 @@ from ..calibration import Calibration
 from ..evaluate import evaluate, flops_by_layer, with_masks
 from ..masks import Masks
 from ..pruner import Pruner
+from ..recipes import Recipe
 from ..stats import weight_stats
 from ..strategies import get_strategy
 from ..targets import Target, targets
@@ -302,6 +303,15 @@ def masks_digest(masks: Masks) -> str:
         hashed.update(fqn.encode())
         hashed.update(digest(mask).encode())
     return hashed.hexdigest()
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def recipe_masks(model_key: str, key: str, _choice: Choice, _recipe: Recipe) -> Masks:
+    """The masks of ``_recipe`` on the chosen model, kept per model and ``key`` (what the
+    recipe was made from): moving the recipe builder's slider back, or rerunning the page,
+    does not score the layers again."""
+    del model_key, key  # the cache key
+    return _recipe.masks(_choice.model)
 
 
 def masks_misfit(choice: Choice, masks: Masks) -> str | None:

@@ -118,7 +118,7 @@ class Keys:
     # shared results
     masks = "current_masks"
     masks_label = "current_masks_label"
-    recipe = "current_recipe"  # the Recipe that reproduces the current masks, or None
+    recipe = "current_recipe"  # builds the Recipe of the current masks when called, or None
 
     # long jobs (prunelab.ui.jobs)
     jobs_folder = "jobs_folder"  # the session's private folder of checkpoints

@@ -62,6 +62,7 @@ def test_every_cache_in_the_engine_is_bounded():
         "flop_table",
         "weight_table",
         "figure",
+        "recipe_masks",
         "_evaluated",
         "_results",
     }

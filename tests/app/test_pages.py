@@ -135,7 +135,7 @@ def test_prune_page_offers_a_recipe_that_reproduces_its_masks():
     at.slider(key=Keys.sparsity).set_value(0.65).run()
     assert_clean(at)
     assert at.get("download_button")
-    recipe, masks = at.session_state[Keys.recipe], at.session_state[Keys.masks]
+    recipe, masks = at.session_state[Keys.recipe](), at.session_state[Keys.masks]
     again = recipe.masks(_model())
     assert all(torch.equal(masks[f], again[f]) for f in masks)
     assert recipe.provenance.model == "sample:digits-cnn"

@@ -27,7 +27,7 @@ def test_channel_pruning_leaves_the_classifier_out_and_says_so():
     assert metric(at, "Accuracy") == "86.67%"  # was 53.1% with the classifier's rows pruned
     masks = at.session_state[Keys.masks]
     assert bool(masks["fc.weight"].all())
-    assert "fc.weight" in at.session_state[Keys.recipe].provenance.left_out
+    assert "fc.weight" in at.session_state[Keys.recipe]().provenance.left_out
 
     at.checkbox(key=Keys.prune_outputs).check().run()
     assert_clean(at)
@@ -35,7 +35,7 @@ def test_channel_pruning_leaves_the_classifier_out_and_says_so():
     assert metric(at, "Accuracy") == "53.11%"
     masks = at.session_state[Keys.masks]
     assert int(masks["fc.weight"].any(dim=1).sum()) == 5
-    assert at.session_state[Keys.recipe].prune_outputs
+    assert at.session_state[Keys.recipe]().prune_outputs
 
 
 def test_no_line_and_no_box_for_unstructured_pruning():
