@@ -7,71 +7,25 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._io import bounded_repr, check_writable, one_line
+from ._io import check_writable
 from ._version import __version__
-from .errors import DeviceError, InputError, user_message
+from .cliargs import (
+    CHECKPOINT_SUFFIX,
+    CliError,
+    Parser,
+    add_model_options,
+    add_outputs_option,
+    add_resume_options,
+    finite_float,
+    levels,
+    positive_int,
+    seed_type,
+)
+from .errors import user_message
 
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace], int]
-
-# torch.manual_seed takes 64-bit seeds; a non-negative one below 2**63 fits every generator
-MAX_SEED = 2**63 - 1
-
-
-class CliError(InputError):
-    """An error to print as one line (no traceback), exiting with status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line like every other error of the command line."""
-
-    subcommands: dict[str, argparse.ArgumentParser] | None = None
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
-
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        # an unknown option is the command's error, named as such (argparse blames the top)
-        parsed, extra = self.parse_known_args(args, namespace)
-        if extra:
-            command = (self.subcommands or {}).get(getattr(parsed, "command", None), self)
-            command.error(f"unrecognized arguments: {' '.join(extra)}")
-        return parsed
-
-
-def _number(text: str, kind: type, accepted: Callable[[float], bool], what: str):
-    """An argparse type: ``text`` read as ``kind``, refused unless ``accepted`` says yes."""
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not accepted(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {bounded_repr(text, limit=40)}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 1, "a positive whole number")
-
-
-def _seed(text: str) -> int:
-    return _number(text, int, lambda v: 0 <= v <= MAX_SEED, "a whole number from 0 to 2**63 - 1")
-
-
-def _finite_float(text: str) -> float:
-    import math
-
-    return _number(text, float, math.isfinite, "a finite number")
-
-
-def _device(text: str) -> str:
-    from .functional import check_device  # imports torch: only when --device is given
-
-    try:
-        return str(check_device(text))
-    except DeviceError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_strategies(args: argparse.Namespace) -> int:
@@ -230,35 +184,6 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _levels(text: str) -> list[float]:
-    """``0:0.95:0.05`` (start:stop:step, stop included) or ``0.1,0.5,0.9``."""
-    import math
-
-    from .sweeps import MAX_LEVELS
-
-    try:
-        if ":" in text:
-            start, stop, step = (float(part) for part in text.split(":"))
-            if not step > 0 or not math.isfinite((stop - start) / step):
-                raise ValueError
-            count = round((stop - start) / step) + 1
-            if count > MAX_LEVELS:
-                raise CliError(
-                    f"sparsities {text!r} give {count:,} levels; at most {MAX_LEVELS:,} are "
-                    "evaluated in one run (e.g. 0:0.95:0.05 gives 20)"
-                )
-            return [
-                round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9
-            ]
-        return [float(part) for part in text.split(",") if part.strip()]
-    except CliError:
-        raise
-    except ValueError:
-        raise CliError(
-            f"bad sparsities {text!r}: give start:stop:step (e.g. 0:0.95:0.05) or a comma list"
-        ) from None
-
-
 class _Bar:
     """A tqdm progress bar fed by the engine's progress(fraction, message) callbacks.
 
@@ -297,9 +222,6 @@ def _save_csv(table, path: str | None) -> None:
 
         save_table(table, path)
         print(f"table saved to {path}")
-
-
-CHECKPOINT_SUFFIX = ".checkpoint"
 
 
 def _checkpoint(args: argparse.Namespace, *, evaluates: bool = True) -> str | None:
@@ -361,7 +283,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             bundle.model,
             evaluation,
             strategies=names,
-            sparsities=_levels(args.sparsities),
+            sparsities=levels(args.sparsities),
             device=args.device,
             progress=bar,
             seed=args.seed,
@@ -398,7 +320,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
             bundle.model,
             evaluation,
             layers=args.layers,
-            sparsities=_levels(args.sparsities),
+            sparsities=levels(args.sparsities),
             strategy=strategy,
             method=args.method,
             metric=metric,
@@ -566,43 +488,8 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_options(parser: argparse.ArgumentParser, *, data: bool = True) -> None:
-    parser.add_argument("spec", help="model spec: sample:<name>, torchvision:<arch>, file:<path>")
-    parser.add_argument("--trust", action="store_true", help="allow loading a pickled module")
-    if data:
-        parser.add_argument("--data", help="data spec (default: the model's own data)")
-        parser.add_argument("--limit", type=_positive_int, help="use at most this many samples")
-        parser.add_argument(
-            "--device", type=_device, help="where to run, e.g. cpu or cuda (default: cpu)"
-        )
-
-
-def _add_resume_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        metavar="PATH",
-        help=f"keep finished rows in this file, kept after the run (default with --csv: "
-        f"CSV{CHECKPOINT_SUFFIX}, removed once the CSV is saved)",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from its checkpoint (same settings; rows already "
-        "done are not evaluated again)",
-    )
-
-
-def _add_outputs_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--prune-outputs",
-        action="store_true",
-        help="channel strategies: prune the layers whose outputs are the model's outputs too "
-        "(by default they are left out, so that no class is deleted)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="prunelab", description="Understand and plan neural-network pruning.")
+    parser = Parser(prog="prunelab", description="Understand and plan neural-network pruning.")
     parser.add_argument("--version", action="version", version=f"prunelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -614,26 +501,26 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_cmd_models)
 
     layers = sub.add_parser("layers", help="list a model's prunable tensors")
-    _add_model_options(layers, data=False)
+    add_model_options(layers, data=False)
     layers.set_defaults(func=_cmd_layers)
 
     prune = sub.add_parser("prune", help="prune a model once and compare it with the dense model")
-    _add_model_options(prune)
+    add_model_options(prune)
     prune.add_argument("--strategy", required=True, help="strategy name (`prunelab strategies`)")
     amount = prune.add_mutually_exclusive_group()
     amount.add_argument(
-        "--sparsity", type=_finite_float, help="fraction of weights to zero, in [0, 1]"
+        "--sparsity", type=finite_float, help="fraction of weights to zero, in [0, 1]"
     )
     amount.add_argument(
-        "--threshold", type=_finite_float, help="prune scores at or below this value"
+        "--threshold", type=finite_float, help="prune scores at or below this value"
     )
     prune.add_argument("--out", help="save the masks to this file (prunelab masks format)")
-    prune.add_argument("--seed", type=_seed, default=0, help="seed for random strategies")
-    _add_outputs_option(prune)
+    prune.add_argument("--seed", type=seed_type, default=0, help="seed for random strategies")
+    add_outputs_option(prune)
     prune.set_defaults(func=_cmd_prune)
 
     sweep = sub.add_parser("sweep", help="accuracy-vs-sparsity curves of several strategies")
-    _add_model_options(sweep)
+    add_model_options(sweep)
     sweep.add_argument(
         "--strategies",
         default="global-magnitude,layer-magnitude,random",
@@ -644,14 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="0:0.95:0.05",
         help="start:stop:step or a comma list (default 0:0.95:0.05)",
     )
-    sweep.add_argument("--seed", type=_seed, default=0, help="seed for random strategies")
+    sweep.add_argument("--seed", type=seed_type, default=0, help="seed for random strategies")
     sweep.add_argument("--csv", help="save the table to this CSV file")
-    _add_resume_options(sweep)
-    _add_outputs_option(sweep)
+    add_resume_options(sweep)
+    add_outputs_option(sweep)
     sweep.set_defaults(func=_cmd_sweep)
 
     sens = sub.add_parser("sensitivity", help="prune one layer at a time: how much does it hurt?")
-    _add_model_options(sens)
+    add_model_options(sens)
     sens.add_argument("--layers", nargs="+", help="fqns or glob patterns (default: all)")
     sens.add_argument("--strategy", default="layer-magnitude", help="how each layer is pruned")
     sens.add_argument("--sparsities", default="0.1:0.9:0.1", help="levels (default 0.1:0.9:0.1)")
@@ -666,22 +553,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="evaluate",
         help="evaluate on data, or the data-free magnitude proxy",
     )
-    sens.add_argument("--subset", type=_positive_int, help="evaluate on the first N samples only")
+    sens.add_argument("--subset", type=positive_int, help="evaluate on the first N samples only")
     sens.add_argument(
-        "--early-stop", type=_finite_float, help="stop a layer once its drop exceeds this"
+        "--early-stop", type=finite_float, help="stop a layer once its drop exceeds this"
     )
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
-    _add_resume_options(sens)
-    _add_outputs_option(sens)
+    add_resume_options(sens)
+    add_outputs_option(sens)
     sens.set_defaults(func=_cmd_sensitivity)
 
     solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")
     solve.add_argument("table", help="CSV written by `prunelab sensitivity --csv`")
     budget = solve.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--target-sparsity", type=_finite_float, help="overall fraction to zero")
-    budget.add_argument("--max-drop", type=_finite_float, help="largest acceptable predicted drop")
-    solve.add_argument("--min-sparsity", type=_finite_float, default=0.0)
-    solve.add_argument("--max-sparsity", type=_finite_float, default=0.95)
+    budget.add_argument("--target-sparsity", type=finite_float, help="overall fraction to zero")
+    budget.add_argument("--max-drop", type=finite_float, help="largest acceptable predicted drop")
+    solve.add_argument("--min-sparsity", type=finite_float, default=0.0)
+    solve.add_argument("--max-sparsity", type=finite_float, default=0.95)
     solve.add_argument(
         "--measure",
         action="store_true",
@@ -693,11 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", help="apply a recipe to a model and save the pruned weights")
     apply.add_argument("recipe", help="recipe file (.yaml or .json)")
-    _add_model_options(apply)
+    add_model_options(apply)
     apply.add_argument("--out", help="save the pruned state_dict (zeros written in) here")
     apply.set_defaults(func=_cmd_apply)
     export = sub.add_parser("export", help="write the pruned model: state_dict, pt2 or sparse")
-    _add_model_options(export)
+    add_model_options(export)
     export.add_argument("--recipe", required=True, help="recipe file (.yaml or .json)")
     export.add_argument(
         "--format",
@@ -709,11 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     speed = sub.add_parser("speed", help="measured latency: dense vs masked vs shrunk (vs 2:4)")
-    _add_model_options(speed)
+    add_model_options(speed)
     speed.add_argument("--recipe", required=True, help="recipe file (.yaml or .json)")
     speed.add_argument("--batch-sizes", default="1,16", help="comma list (default 1,16)")
     speed.add_argument(
-        "--repeats", type=_positive_int, default=10, help="timed runs per measurement"
+        "--repeats", type=positive_int, default=10, help="timed runs per measurement"
     )
     speed.set_defaults(func=_cmd_speed)
     return parser
