@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..figures import SHARE_METRICS
+from ..figures.curves import SHARE_METRICS
 from ..memory import format_count
 
 
