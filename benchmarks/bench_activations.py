@@ -5,7 +5,7 @@ Run: ``uv run python benchmarks/bench_activations.py [--batch 16] [--repeats 7] 
 
 Both timings are measured in this process, on the same inputs, without gradients: the
 baseline is the plain forward pass as ``activation_stats`` runs it (``functional_forward``
-on one structural copy of the model), ours is ``prunelab.activations.activation_stats`` with
+on one structural copy of the model), ours is ``prunelab.activations.stats.activation_stats`` with
 its default layers. The two alternate, and each is the fastest of ``--repeats`` runs (on a
 shared machine the fastest run is the one least disturbed; CPU time, also printed, is less
 sensitive to other load). One CPU thread by default: where other processes share the cores,
@@ -32,7 +32,7 @@ from unittest import mock
 import torch
 
 import prunelab
-from prunelab.activations import (
+from prunelab.activations.stats import (
     BINS,
     SAMPLE,
     ChannelStats,
@@ -41,8 +41,8 @@ from prunelab.activations import (
     activation_stats,
     forward_hooks,
 )
-from prunelab.batches import iter_batches
-from prunelab.functional import functional_forward, structural_copy
+from prunelab.runtime.batches import iter_batches
+from prunelab.runtime.functional import functional_forward, structural_copy
 
 GOAL = 0.15
 
@@ -99,7 +99,7 @@ def _fastest(*fns: Callable[[], object], repeats: int) -> tuple[list[float], lis
     return [min(times) for times in wall], [min(times) for times in cpu]
 
 
-def _activation_bytes(stats: prunelab.activations.ActivationStats) -> int:
+def _activation_bytes(stats: prunelab.activations.stats.ActivationStats) -> int:
     return sum(s.count * s.channels * 4 for s in stats.values())  # float32, every value
 
 
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     all_met = True
 
-    bundle = prunelab.zoo.load("sample:digits-cnn")
-    digits = prunelab.data.load("sample:digits", split="test")
+    bundle = prunelab.io.zoo.load("sample:digits-cnn")
+    digits = prunelab.io.data.load("sample:digits", split="test")
     inputs = digits.inputs  # plain tensors: time the model, not the Dataset's collation
     wall, cpu = _fastest(
         lambda: _forward(bundle.model, inputs),
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     _memory("digits-cnn memory", bundle.model, inputs, torch.cat([inputs] * 4))
 
-    resnet = prunelab.zoo.load("torchvision:resnet18").model
+    resnet = prunelab.io.zoo.load("torchvision:resnet18").model
     batch = torch.rand(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     wall, cpu = _fastest(
         lambda: _forward(resnet, batch),

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import prunelab
-from prunelab import data, zoo
+from prunelab.io import data, zoo
 from prunelab.training import Gradual, TrainConfig, finetune, prune_while_training, steps_per_epoch
 
 

@@ -26,12 +26,12 @@ from torch.nn.utils import prune as torch_prune
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prunelab
-from prunelab import data as data_lib
-from prunelab import zoo
-from prunelab.batches import iter_batches
-from prunelab.checkpoint import RowLog, tensor_digest
-from prunelab.evaluate import evaluate
-from prunelab.sweeps import _data_digest, sensitivity
+from prunelab.analysis import evaluate
+from prunelab.io import data as data_lib
+from prunelab.io import zoo
+from prunelab.runtime.batches import iter_batches
+from prunelab.sweeps.checkpoints import RowLog, tensor_digest
+from prunelab.sweeps.curves import _data_digest, sensitivity
 
 
 def naive(model, data, levels, metric):

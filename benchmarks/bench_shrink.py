@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import report
 
 import prunelab
-from prunelab.apply import copy_model
-from prunelab.shrink import _plan
+from prunelab.core.apply import copy_model
+from prunelab.shrinking import _plan
 
 
 def _removal(model, masks, example) -> list[tuple[str, list[int]]]:

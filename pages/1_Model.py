@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from prunelab import figures, memory
+from prunelab import figures
+from prunelab.runtime import memory
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent

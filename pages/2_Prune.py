@@ -5,7 +5,7 @@ import functools
 import streamlit as st
 
 from prunelab import figures, list_strategies
-from prunelab.recipes import Provenance, Recipe
+from prunelab.io.recipes import Provenance, Recipe
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, count, percent, points

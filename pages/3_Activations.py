@@ -4,7 +4,7 @@ import streamlit as st
 from torch.utils.data import Subset
 
 from prunelab import evaluate, figures
-from prunelab.activations import (
+from prunelab.activations.stats import (
     AGGREGATE_FNS,
     INPUT_SUFFIX,
     MASK_FNS,
@@ -14,7 +14,7 @@ from prunelab.activations import (
     activation_sparsity_effect,
     activation_stats,
 )
-from prunelab.masks import Masks
+from prunelab.core.masks import Masks
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent, points

@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from prunelab import figures, list_strategies
-from prunelab.strategies import get_strategy
+from prunelab.core.strategies import get_strategy
+from prunelab.core.targets import targets
 from prunelab.sweeps import (
     estimate_sensitivity,
     estimate_sweep,
@@ -17,7 +18,6 @@ from prunelab.sweeps import (
     solve,
     sweep,
 )
-from prunelab.targets import targets
 from prunelab.ui import engine, jobs
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, metric_change, metric_value
@@ -359,7 +359,7 @@ with error_boundary():
     spec = "MODEL_SPEC" if choice.model_key.startswith("upload:") else choice.model_key
     st.code(
         "import prunelab\n"
-        f'bundle = prunelab.zoo.load("{spec}")\n'
+        f'bundle = prunelab.io.zoo.load("{spec}")\n'
         'recipe = prunelab.Recipe.load("recipe.yaml")\n'
         "pruned = recipe.apply(bundle.model)  # a pruned copy; bundle.model is unchanged\n",
         language="python",

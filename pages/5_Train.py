@@ -5,12 +5,12 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from prunelab import data as data_lib
 from prunelab import figures
-from prunelab.evaluate import evaluate
-from prunelab.masks import Masks
-from prunelab.recipes import Recipe
-from prunelab.targets import targets
+from prunelab.analysis import evaluate
+from prunelab.core.masks import Masks
+from prunelab.core.targets import targets
+from prunelab.io import data as data_lib
+from prunelab.io.recipes import Recipe
 from prunelab.training import (
     Gradual,
     OneShot,

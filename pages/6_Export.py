@@ -4,13 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from prunelab import figures
-from prunelab.export import FORMATS, SUFFIXES, export_bytes, load_snippet
-from prunelab.masks import Masks
-from prunelab.recipes import Recipe
-from prunelab.shrink import coupled_groups, plan_shrink
-from prunelab.speed import speed_report
-from prunelab.storage import compression, storage_table
-from prunelab.targets import targets
+from prunelab.analysis import compression, speed_report, storage_table
+from prunelab.core.masks import Masks
+from prunelab.core.targets import targets
+from prunelab.io.exports import FORMATS, SUFFIXES, export_bytes, load_snippet
+from prunelab.io.recipes import Recipe
+from prunelab.shrinking import coupled_groups, plan_shrink
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import percent, points
@@ -328,6 +327,6 @@ with error_boundary():
     explain(
         "state_dict: the same architecture with zeros written in. pt2: a torch.export program of "
         "the shrunk model (of the masked one when the masks cannot shrink it), which runs without "
-        "prunelab and loads with prunelab.zoo. sparse: the masked weights in their smallest "
-        "sparse layout, loaded back with prunelab.storage.load_sparse."
+        "prunelab and loads with prunelab.io.zoo. sparse: the masked weights in their smallest "
+        "sparse layout, loaded back with prunelab.analysis.storage.load_sparse."
     )

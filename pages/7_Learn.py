@@ -6,7 +6,7 @@ from torch import nn
 
 import prunelab
 from prunelab import figures
-from prunelab.speed import compare_latency
+from prunelab.analysis import compare_latency
 from prunelab.sweeps import sweep
 from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary

@@ -3,6 +3,12 @@
 Pruning is three separate steps: *score* the prunable tensors with a criterion, *select* masks
 by sparsity or threshold, and *apply* them without ever changing the model you gave.
 
+The top level holds that pipeline. Everything around it lives in feature namespaces:
+``prunelab.io`` (models, data, recipes, export; ``prunelab.zoo`` and ``prunelab.data`` for short),
+``prunelab.analysis`` (metrics, FLOPs, speed, storage), ``prunelab.activations``,
+``prunelab.sweeps`` (curves, sensitivity, solver), ``prunelab.training`` and
+``prunelab.figures``. Names are imported on first use, so ``import prunelab`` is instant.
+
 >>> import torch.nn as nn
 >>> import prunelab
 >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -11,110 +17,79 @@ by sparsity or threshold, and *apply* them without ever changing the model you g
 0.5
 """
 
-from . import data, storage, zoo
+from . import _compat
+from ._lazy import lazy_names
 from ._version import __version__
-from .activations import (
-    ActivationSparsifier,
-    ThresholdActivation,
-    activation_stats,
-    activation_threshold,
-)
-from .apply import apply, bake, masked_forward, masked_weights
-from .calibration import Calibration
-from .checkpoint import CheckpointError
-from .evaluate import evaluate, flops_by_layer, latency, model_stats
-from .export import export
-from .granularity import NM, Granularity, parse_granularity
-from .masks import Masks
-from .pruner import Pruner, prune
-from .recipes import Provenance, Recipe
-from .shrink import coupled_groups, extend_channel_masks, shrink
-from .speed import speed_report
-from .strategies import (
-    GlobalStrategy,
-    Layer,
-    LayerwiseStrategy,
-    ScoredStrategy,
-    Strategy,
-    get_strategy,
-    list_strategies,
-    register_strategy,
-    strategy_table,
-)
-from .sweeps import Estimate, estimate_sensitivity, estimate_sweep, sensitivity, solve, sweep
-from .targets import Target, targets
-from .training import (
-    DynamicSparse,
-    Gradual,
-    Iterative,
-    OneShot,
-    TrainConfig,
-    fake_quantize,
-    finetune,
-    freeze,
-    prune_while_training,
-    unfreeze,
-)
-from .zoo import ModelBundle
 
-__all__ = [
-    "NM",
-    "ActivationSparsifier",
-    "Calibration",
-    "CheckpointError",
-    "DynamicSparse",
-    "Estimate",
-    "GlobalStrategy",
-    "Gradual",
-    "Granularity",
-    "Iterative",
-    "Layer",
-    "LayerwiseStrategy",
-    "Masks",
-    "ModelBundle",
-    "OneShot",
-    "Provenance",
-    "Pruner",
-    "Recipe",
-    "ScoredStrategy",
-    "Strategy",
-    "Target",
-    "ThresholdActivation",
-    "TrainConfig",
-    "__version__",
-    "activation_stats",
-    "activation_threshold",
-    "apply",
-    "bake",
-    "coupled_groups",
-    "data",
-    "estimate_sensitivity",
-    "estimate_sweep",
-    "evaluate",
-    "export",
-    "extend_channel_masks",
-    "fake_quantize",
-    "finetune",
-    "flops_by_layer",
-    "freeze",
-    "get_strategy",
-    "latency",
-    "list_strategies",
-    "masked_forward",
-    "masked_weights",
-    "model_stats",
-    "parse_granularity",
-    "prune",
-    "prune_while_training",
-    "register_strategy",
-    "sensitivity",
-    "shrink",
-    "solve",
-    "speed_report",
-    "storage",
-    "strategy_table",
-    "sweep",
-    "targets",
-    "unfreeze",
-    "zoo",
-]
+_PIPELINE = {
+    "Target": ".core.targets",
+    "targets": ".core.targets",
+    "Calibration": ".core.calibration",
+    "Granularity": ".core.granularity",
+    "NM": ".core.granularity",
+    "parse_granularity": ".core.granularity",
+    "Strategy": ".core.strategies",
+    "ScoredStrategy": ".core.strategies",
+    "LayerwiseStrategy": ".core.strategies",
+    "GlobalStrategy": ".core.strategies",
+    "Layer": ".core.strategies",
+    "get_strategy": ".core.strategies",
+    "list_strategies": ".core.strategies",
+    "register_strategy": ".core.strategies",
+    "strategy_table": ".core.strategies",
+    "Masks": ".core.masks",
+    "Pruner": ".core.pruner",
+    "prune": ".core.pruner",
+    "apply": ".core.apply",
+    "bake": ".core.apply",
+    "masked_forward": ".core.apply",
+    "masked_weights": ".core.apply",
+    "shrink": ".shrinking",
+    "evaluate": ".analysis.evaluation",
+    "Recipe": ".io.recipes",
+}
+_NAMESPACES = {
+    name: f".{name}:"
+    for name in ("activations", "analysis", "errors", "figures", "io", "sweeps", "training")
+} | {"zoo": ".io.zoo:", "data": ".io.data:"}
+
+# Names the top level offered before the feature namespaces existed; they keep working but are
+# not advertised (their homes are the namespaces above).
+_EARLIER = {
+    "ActivationSparsifier": ".activations",
+    "ThresholdActivation": ".activations",
+    "activation_stats": ".activations",
+    "activation_threshold": ".activations",
+    "CheckpointError": ".sweeps",
+    "Estimate": ".sweeps",
+    "estimate_sensitivity": ".sweeps",
+    "estimate_sweep": ".sweeps",
+    "sensitivity": ".sweeps",
+    "solve": ".sweeps",
+    "sweep": ".sweeps",
+    "DynamicSparse": ".training",
+    "Gradual": ".training",
+    "Iterative": ".training",
+    "OneShot": ".training",
+    "TrainConfig": ".training",
+    "fake_quantize": ".training",
+    "finetune": ".training",
+    "freeze": ".training",
+    "prune_while_training": ".training",
+    "unfreeze": ".training",
+    "flops_by_layer": ".analysis",
+    "latency": ".analysis",
+    "model_stats": ".analysis",
+    "speed_report": ".analysis",
+    "storage": ".analysis.storage:",
+    "ModelBundle": ".io",
+    "Provenance": ".io",
+    "export": ".io",
+    "coupled_groups": ".shrinking",
+    "extend_channel_masks": ".shrinking",
+}
+
+__getattr__, __dir__ = lazy_names(__name__, _PIPELINE | _NAMESPACES | _EARLIER)
+_compat.install()
+
+__all__ = ["__version__", *_PIPELINE, *_NAMESPACES]

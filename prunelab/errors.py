@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sys
 
-from ._io import bounded_repr, one_line
+from .runtime.files import bounded_repr, one_line
 
 __all__ = [
     "DataError",

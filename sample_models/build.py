@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunelab
-from prunelab import data as pdata
-from prunelab._io import atomic_write
-from prunelab.architectures import ARCHITECTURES
+from prunelab.io import data as pdata
+from prunelab.io.architectures import ARCHITECTURES
+from prunelab.runtime.files import atomic_write
 
 HERE = Path(__file__).resolve().parent
 
@@ -145,7 +145,7 @@ def card(name: str, recipe: Recipe, model: nn.Module, results: dict, weights: by
         "spec": f"sample:{name}",
         "description": arch.description,
         "architecture": {
-            "class": f"prunelab.architectures.{arch.model_class.__name__}",
+            "class": f"prunelab.io.architectures.{arch.model_class.__name__}",
             "summary": str(model).splitlines(),
         },
         "input": {

@@ -35,7 +35,7 @@ class RunsCode:
 
 def one_line_error(capsys, argv: list[str]) -> str:
     """Run the CLI in-process; it must exit 2 with exactly one line on stderr: that line."""
-    from prunelab.cli import main
+    from prunelab.cli.commands import main
 
     status = main(argv)
     err = capsys.readouterr().err
@@ -62,7 +62,7 @@ def saved(obj) -> bytes:
 @functools.cache
 def program_bytes() -> bytes:
     """A real ``torch.export.save`` archive of the digits MLP, with a dynamic batch."""
-    from prunelab import zoo
+    from prunelab.io import zoo
 
     model = zoo.load(ARCH).model
     batch = torch.export.Dim("batch", min=1, max=1 << 16)

@@ -13,7 +13,7 @@ from prunelab.activations import (
     activation_sparsity_effect,
     activation_threshold,
 )
-from prunelab.apply import copy_model
+from prunelab.core.apply import copy_model
 from tests.conftest import assert_unchanged, make_lstm, make_mlp, snapshot
 
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab import activations
-from prunelab.activations import (
+from prunelab.activations import stats as activations
+from prunelab.activations.stats import (
     SAMPLE,
     ChannelStats,
     activation_layers,

@@ -12,8 +12,8 @@ import time
 import pytest
 
 import prunelab
-from prunelab import sweeps
-from prunelab.cli import CHECKPOINT_SUFFIX, main
+from prunelab.cli.commands import CHECKPOINT_SUFFIX, main
+from prunelab.sweeps import curves as sweeps
 
 
 def test_strategies_lists_every_registered_strategy(capsys):
@@ -48,13 +48,13 @@ SENSITIVITY = ["sensitivity", "sample:digits-mlp", "--limit", "60", "--sparsitie
 # the CLI in a process slow enough to kill half-way: every evaluation takes 0.3 s longer
 SLOW_CLI = """
 import sys, time
-import prunelab.sweeps as sweeps
+import prunelab.sweeps.curves as sweeps
 real = sweeps.evaluate
 def slow(*args, **kwargs):
     time.sleep(0.3)
     return real(*args, **kwargs)
 sweeps.evaluate = slow
-from prunelab.cli import main
+from prunelab.cli.commands import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -84,7 +84,7 @@ def interrupted_on_point(number: int, monkeypatch):
 
 
 def test_a_killed_sweep_resumes_to_the_same_csv(tmp_path):
-    from prunelab.checkpoint import checkpoint_status
+    from prunelab.sweeps.checkpoints import checkpoint_status
 
     expected, out = tmp_path / "expected.csv", tmp_path / "out.csv"
     checkpoint = tmp_path / ("out.csv" + CHECKPOINT_SUFFIX)

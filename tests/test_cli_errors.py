@@ -1,7 +1,7 @@
 """Every failure a user can cause on the command line: one line `prunelab CMD: error: ...`,
 exit status 2, never a traceback (issue 22). A bug still shows its traceback.
 
-The cases run ``prunelab.cli.main`` in-process; one subprocess proves the real entry point.
+The cases run ``prunelab.cli.commands.main`` in-process; one subprocess proves the real entry point.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunelab import cli, zoo
-from prunelab.cli import main
-from prunelab.recipes import Recipe
+from prunelab.cli import commands as cli
+from prunelab.cli.commands import main
+from prunelab.io import zoo
+from prunelab.io.recipes import Recipe
 
 MLP = "sample:digits-mlp"
 PRUNE = ["prune", MLP, "--strategy", "layer-magnitude", "--sparsity", "0.5", "--limit", "20"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import prunelab
-from prunelab.architectures import build
-from prunelab.cli import main
+from prunelab.cli.commands import main
+from prunelab.io.architectures import build
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -56,7 +56,7 @@ def test_models_lists_samples_and_torchvision(runs):
     assert code == 0, err
     for name in ("digits-mlp", "digits-cnn", "digits-resnet", "sentiment-lstm"):
         assert f"sample:{name}" in out
-    accuracy = prunelab.zoo.load("sample:digits-cnn").card["test_accuracy"]
+    accuracy = prunelab.io.zoo.load("sample:digits-cnn").card["test_accuracy"]
     assert f"{accuracy:.2%}" in out  # accuracies come from the cards
     assert "torchvision classification models" in out and "resnet18" in out
 
@@ -82,7 +82,7 @@ def test_prune_prints_before_and_after_and_saves_masks(runs):
     assert lines[1].split() == ["dense", "pruned", "delta"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) >= {"accuracy", "loss", "agreement", "kl", "nonzero", "FLOPs", "masks"}
-    accuracy = prunelab.zoo.load("sample:digits-mlp").card["test_accuracy"]
+    accuracy = prunelab.io.zoo.load("sample:digits-mlp").card["test_accuracy"]
     assert rows["accuracy"].split()[1] == f"{accuracy:.2%}"
     assert rows["agreement"].split()[1] == "100.00%"
     assert rows["FLOPs"].split()[1:3] == ["100,400", "50,200"]

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from prunelab import zoo
-from prunelab.cli import main
-from prunelab.recipes import Recipe
+from prunelab.cli.commands import main
+from prunelab.io import zoo
+from prunelab.io.recipes import Recipe
 from prunelab.sweeps import load_table
 
 

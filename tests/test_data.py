@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from prunelab import data, sentiment
-from prunelab.batches import iter_batches
+from prunelab.io import data, sentiment
+from prunelab.runtime.batches import iter_batches
 
 # -- digits --------------------------------------------------------------------------------
 

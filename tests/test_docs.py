@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import prunelab
-from prunelab.strategies import _REGISTRY
+from prunelab.core.strategies import _REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab._io import atomic_write
 from prunelab.errors import DataError, DeviceError, ShrinkError, user_message
+from prunelab.runtime.files import atomic_write
 from tests.conftest import make_cnn, make_mlp
 
 

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import prunelab
-from prunelab.data import TensorData
+from prunelab.io.data import TensorData
 
 # the module, not the function prunelab.evaluate that shares its name
-ev = importlib.import_module("prunelab.evaluate")
+ev = importlib.import_module("prunelab.analysis.evaluation")
 
 
 @pytest.fixture(autouse=True)
@@ -177,8 +177,8 @@ def test_device_parameter():
 
 
 def test_sample_lstm_evaluates_with_masks():
-    bundle = prunelab.zoo.load("sample:sentiment-lstm")
-    data = prunelab.data.load("sample:sentiment", limit=64)
+    bundle = prunelab.io.zoo.load("sample:sentiment-lstm")
+    data = prunelab.io.data.load("sample:sentiment", limit=64)
     masks = prunelab.prune(bundle.model, "layer-magnitude", sparsity=0.5)
     result = ev.evaluate(bundle.model, data, masks=masks)
     assert 0.0 <= result["agreement"] <= 1.0 and result["samples"] == 64
@@ -213,7 +213,7 @@ def test_channel_masks_zero_the_coupled_biases_too():
 
 
 def test_recurrent_flops_are_counted_from_time_steps():
-    model = prunelab.zoo.load("sample:sentiment-lstm").model
+    model = prunelab.io.zoo.load("sample:sentiment-lstm").model
     tokens = torch.ones(2, 16, dtype=torch.int64)
     table = ev.flops_by_layer(model, example_input=tokens)
     by_fqn = dict(zip(table["fqn"], table["flops"], strict=True))
@@ -224,7 +224,7 @@ def test_recurrent_flops_are_counted_from_time_steps():
 
 
 def test_flops_by_layer_reports_kept_fractions():
-    bundle = prunelab.zoo.load("sample:digits-resnet")
+    bundle = prunelab.io.zoo.load("sample:digits-resnet")
     masks = prunelab.prune(bundle.model, "global-magnitude", sparsity=0.5)
     table = ev.flops_by_layer(bundle.model, masks, example_input=bundle.example_input())
     assert list(table.columns) == ["fqn", "module_type", "flops", "kept", "effective_flops"]

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import prunelab
-from prunelab import zoo
-from prunelab.apply import masked_forward
-from prunelab.export import FORMATS, export, export_bytes, load_snippet
-from prunelab.shrink import extend_channel_masks
-from prunelab.storage import load_sparse
+from prunelab.analysis import load_sparse
+from prunelab.core.apply import masked_forward
+from prunelab.io import zoo
+from prunelab.io.exports import FORMATS, export, export_bytes, load_snippet
+from prunelab.shrinking import extend_channel_masks
 from tests.conftest import assert_unchanged, make_cnn, snapshot
 
 SPEC = "sample:digits-resnet"
@@ -49,7 +49,7 @@ def test_pt2_and_state_dict_reload_in_a_fresh_process(resnet, tmp_path):
         io = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
         program = torch.export.load({str(tmp_path / "m.pt2")!r}).module()
         import prunelab
-        model = prunelab.zoo.load("{SPEC}").model
+        model = prunelab.io.zoo.load("{SPEC}").model
         model.load_state_dict(torch.load({str(tmp_path / "m.pt")!r}, weights_only=True))
         with torch.no_grad():
             a = (program(io["x"]) - io["pt2"]).abs().max().item()
@@ -72,7 +72,7 @@ def test_zoo_loads_the_pt2_and_evaluates_in_batches(resnet, tmp_path):
     export(bundle.model, masks, path, format="pt2", example_input=bundle.example_input())
     loaded = zoo.load(f"file:{path}", trust=True)  # our own file: running it is trusted
     assert loaded.input_shape == bundle.input_shape
-    data = prunelab.data.load("sample:digits", split="test", limit=50)
+    data = prunelab.io.data.load("sample:digits", split="test", limit=50)
     assert prunelab.evaluate(loaded.model, data, batch_size=16)["samples"] == 50
 
 
@@ -134,7 +134,7 @@ def test_snippets_name_the_file(fmt):
 
 
 def _recipe(tmp_path, strategy: str = "weight-norm-channel"):
-    from prunelab.recipes import Recipe
+    from prunelab.io.recipes import Recipe
 
     path = tmp_path / "recipe.yaml"
     granularity = "channel" if "channel" in strategy else "unstructured"
@@ -143,7 +143,7 @@ def _recipe(tmp_path, strategy: str = "weight-norm-channel"):
 
 
 def test_cli_export_and_speed(tmp_path, capsys):
-    from prunelab.cli import main
+    from prunelab.cli.commands import main
 
     recipe = _recipe(tmp_path)
     out = tmp_path / "m.sparse.pt"
@@ -161,7 +161,7 @@ def test_cli_export_and_speed(tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from prunelab.cli import main
+    from prunelab.cli.commands import main
 
     recipe = _recipe(tmp_path)
     assert main(["speed", SPEC, "--recipe", str(recipe), "--batch-sizes", "a"]) == 2

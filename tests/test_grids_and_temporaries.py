@@ -10,9 +10,14 @@ import pytest
 import torch
 
 import prunelab
-from prunelab._io import STALE_SECONDS, atomic_write, bounded_repr, remove_stale_temporaries
-from prunelab.cli import main
-from prunelab.sweeps import MAX_LEVELS, check_levels
+from prunelab.cli.commands import main
+from prunelab.runtime.files import (
+    STALE_SECONDS,
+    atomic_write,
+    bounded_repr,
+    remove_stale_temporaries,
+)
+from prunelab.sweeps.curves import MAX_LEVELS, check_levels
 from tests.conftest import make_mlp
 
 ARCH = "sample:digits-mlp"
@@ -89,7 +94,7 @@ def test_an_export_killed_midway_leaves_nothing_after_the_next_one(tmp_path):
     target = tmp_path / "m.pt2"
     script = (
         "import os, signal, torch\n"
-        "from prunelab._io import atomic_write\n"
+        "from prunelab.runtime.files import atomic_write\n"
         f"with atomic_write({str(target)!r}) as handle:\n"
         "    handle.write(b'partial')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunelab import data as data_lib
-from prunelab import zoo
-from prunelab.recipes import Recipe
+from prunelab.io import data as data_lib
+from prunelab.io import zoo
+from prunelab.io.recipes import Recipe
 from tests.hostile_corpus import RunsCode
 from tests.hostile_corpus import one_line_error as _one_line_error
 from tests.hostile_corpus import saved as _saved
@@ -281,7 +281,7 @@ MASKS_CASES = {
 
 @pytest.mark.parametrize("build", MASKS_CASES.values(), ids=list(MASKS_CASES))
 def test_masks_file(build, tmp_path):
-    from prunelab.masks import Masks
+    from prunelab.core.masks import Masks
 
     path = tmp_path / "masks.pt"
     path.write_bytes(build(tmp_path))

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab import memory, zoo
-from prunelab.architectures import ARCHITECTURES
-from prunelab.cli import main
+from prunelab.cli.commands import main
+from prunelab.io import zoo
+from prunelab.io.architectures import ARCHITECTURES
+from prunelab.runtime import memory
 
 VIT_H_14 = 632_045_800  # parameters of torchvision's vit_h_14 (it has no buffers)
 

@@ -43,7 +43,7 @@ def test_calibration_leaves_no_gradient_and_no_hook(cnn_data):
 
 
 def _calls(tmp_path):
-    from prunelab.export import export_bytes
+    from prunelab.io.exports import export_bytes
     from prunelab.sweeps import estimate_sensitivity, estimate_sweep
 
     def masks_of(model):

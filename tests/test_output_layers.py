@@ -7,11 +7,11 @@ from conftest import make_cnn, make_mlp
 from torch import nn
 
 import prunelab
-from prunelab import data, zoo
-from prunelab.pruner import left_out
-from prunelab.recipes import Recipe
+from prunelab.core.pruner import left_out
+from prunelab.core.targets import output_layers
+from prunelab.io import data, zoo
+from prunelab.io.recipes import Recipe
 from prunelab.sweeps import estimate_sensitivity, sensitivity, solve
-from prunelab.targets import output_layers
 
 
 class _Residual(nn.Module):
@@ -166,7 +166,7 @@ def test_sensitivity_and_solve_leave_the_outputs_out():
 
 
 def test_cli_leaves_the_classifier_out_and_includes_it_on_request(capsys):
-    from prunelab.cli import main
+    from prunelab.cli.commands import main
 
     command = ["prune", "sample:digits-cnn", "--strategy", "weight-norm-channel"]
     assert main([*command, "--sparsity", "0.5"]) == 0

@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prunelab
-from prunelab.granularity import NM, Channel, Granularity, InputChannel
-from prunelab.strategies import ScoredStrategy
+from prunelab.core.granularity import NM, Channel, Granularity, InputChannel
+from prunelab.core.strategies import ScoredStrategy
 from tests.conftest import assert_unchanged, masked_applied_baked, snapshot
 
 ARCHITECTURES_PER_RUN = 25

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import prunelab
-from prunelab.recipes import Provenance, Recipe
+from prunelab.io.recipes import Provenance, Recipe
 from prunelab.sweeps import sensitivity, solve
 from tests.conftest import make_cnn, make_mlp
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from prunelab import sweeps
-from prunelab.checkpoint import CheckpointError, CheckpointStatus, checkpoint_status
 from prunelab.sweeps import Estimate, estimate_sensitivity, estimate_sweep, sensitivity, sweep
+from prunelab.sweeps import curves as sweeps
+from prunelab.sweeps.checkpoints import CheckpointError, CheckpointStatus, checkpoint_status
 from tests.conftest import make_cnn, make_mlp
 
 SWEEP = {

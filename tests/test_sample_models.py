@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import prunelab
-from prunelab import zoo
-from prunelab.architectures import ARCHITECTURES
+from prunelab.io import zoo
+from prunelab.io.architectures import ARCHITECTURES
 
 BUILD = Path(__file__).resolve().parents[1] / "sample_models" / "build.py"
 # The accuracy each model must reach on its test split (from the issue that introduced them).
@@ -30,7 +30,7 @@ REQUIRED = {
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_sample_reaches_its_card_accuracy_on_its_test_split(name):
     bundle = zoo.load(f"sample:{name}")
-    test = prunelab.data.load(bundle.default_data, split="test")
+    test = prunelab.io.data.load(bundle.default_data, split="test")
     result = prunelab.evaluate(bundle.model, test, metrics=("accuracy",))
     assert result["accuracy"] >= REQUIRED[name]
     assert result["accuracy"] == pytest.approx(bundle.card["test_accuracy"], abs=1e-5)

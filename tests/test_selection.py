@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prunelab
-from prunelab.select import Ranking, WeightedRanking, sort_scores
+from prunelab.core.select import Ranking, WeightedRanking, sort_scores
 from tests.conftest import make_cnn, make_mlp
 
 GRANULARITIES = ["unstructured", "channel", "input-channel"]

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab import zoo
-from prunelab.apply import masked_forward
-from prunelab.masks import Masks
-from prunelab.shrink import coupled_groups, extend_channel_masks, plan_shrink, shrink
-from prunelab.speed import COLUMNS, semi_structured_support, speed_report
+from prunelab.analysis.speed import COLUMNS, semi_structured_support, speed_report
+from prunelab.core.apply import masked_forward
+from prunelab.core.masks import Masks
+from prunelab.io import zoo
+from prunelab.shrinking import coupled_groups, extend_channel_masks, plan_shrink, shrink
 from tests.conftest import assert_unchanged, make_cnn, snapshot
 
 
@@ -131,7 +131,7 @@ def test_bad_arguments():
 
 # -- what the output check runs on ------------------------------------------------------------
 
-shrink_module = importlib.import_module("prunelab.shrink")
+shrink_module = importlib.import_module("prunelab.shrinking")
 
 
 @contextlib.contextmanager

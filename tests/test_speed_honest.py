@@ -6,8 +6,7 @@ from conftest import make_cnn
 from torch import nn
 
 import prunelab
-from prunelab.errors import DeviceError
-from prunelab.speed import (
+from prunelab.analysis.speed import (
     NO_DIFFERENCE,
     Comparison,
     Spread,
@@ -15,6 +14,7 @@ from prunelab.speed import (
     speed_report,
     timed_rounds,
 )
+from prunelab.errors import DeviceError
 from tests.conftest import assert_unchanged, snapshot
 
 

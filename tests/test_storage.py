@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import prunelab
-from prunelab.apply import masked_forward, masked_weights
-from prunelab.storage import (
+from prunelab.analysis.storage import (
     LAYOUTS,
     compression,
     load_sparse,
@@ -19,6 +18,7 @@ from prunelab.storage import (
     storage_table,
     to_sparse,
 )
+from prunelab.core.apply import masked_forward, masked_weights
 from tests.conftest import assert_unchanged, make_cnn, snapshot
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import prunelab
-from prunelab.strategies import _REGISTRY
+from prunelab.core.strategies import _REGISTRY
 from tests.conftest import make_cnn, make_lstm, make_mlp
 
 BUILT_IN = [

@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import prunelab
-from prunelab.evaluate import evaluate
-from prunelab.prefix import PrefixPlan
+from prunelab.analysis import evaluate
 from prunelab.sweeps import sensitivity, sweep
+from prunelab.sweeps.prefix import PrefixPlan
 from tests.conftest import assert_unchanged, snapshot
 
 
@@ -178,6 +178,6 @@ def test_recording_all_cuts_at_once_equals_one_prefix_per_cut(data, monkeypatch)
     model = Residual().eval()
     levels = [0.3, 0.8]
     recorded = sensitivity(model, data, sparsities=levels)
-    monkeypatch.setattr("prunelab.sweeps._RECORD_BYTES", 0)  # too big: one prefix per cut
+    monkeypatch.setattr("prunelab.sweeps.curves._RECORD_BYTES", 0)  # too big: one prefix per cut
     per_cut = sensitivity(model, data, sparsities=levels)
     assert np.array_equal(recorded["loss"].to_numpy(), per_cut["loss"].to_numpy())

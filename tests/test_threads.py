@@ -8,10 +8,11 @@ import threading
 import torch
 from torch import nn
 
-from prunelab import Calibration, Pruner, data, zoo
-from prunelab.evaluate import evaluate, flops_by_layer
-from prunelab.functional import structural_copy
-from prunelab.prefix import PrefixPlan
+from prunelab import Calibration, Pruner
+from prunelab.analysis import evaluate, flops_by_layer
+from prunelab.io import data, zoo
+from prunelab.runtime.functional import structural_copy
+from prunelab.sweeps.prefix import PrefixPlan
 
 
 def _together(*jobs) -> list[object]:

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab import data, zoo
 from prunelab.activations import activation_threshold
-from prunelab.masks import Masks
+from prunelab.core.masks import Masks
+from prunelab.io import data, zoo
 from prunelab.training import (
     DynamicSparse,
     Gradual,

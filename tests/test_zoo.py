@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab import zoo
-from prunelab.architectures import ARCHITECTURES, DigitsCNN, build
+from prunelab.io import zoo
+from prunelab.io.architectures import ARCHITECTURES, DigitsCNN, build
 
 # -- samples ---------------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ def test_samples_are_found_where_a_wheel_puts_them(tmp_path, monkeypatch):
     package = tmp_path / "site-packages" / "prunelab"
     package.mkdir(parents=True)
     shutil.copytree(zoo.sample_dir(), package / "_sample_models")
-    monkeypatch.setattr(zoo, "__file__", str(package / "zoo.py"))
+    monkeypatch.setattr(zoo, "__file__", str(package / "io" / "zoo.py"))
     zoo._card.cache_clear()
     try:
         assert zoo.sample_dir() == package / "_sample_models"
@@ -212,7 +212,7 @@ def test_a_torchvision_state_dict_loads_with_its_number_of_classes(tmp_path):
 
 def test_torchvision_models_get_digits_that_fit_them():
     bundle = zoo.load("torchvision:mobilenet_v3_small?input=3x32x32")
-    data = prunelab.data.load(bundle.default_data)
+    data = prunelab.io.data.load(bundle.default_data)
     assert tuple(data[0].shape) == bundle.input_shape  # unlabelled: inputs alone
 
 

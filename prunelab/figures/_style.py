@@ -81,7 +81,7 @@ def _matrix(array: np.ndarray) -> np.ndarray:
     """Matrix layout: rows = dim 0 (output), columns = all other dims flattened.
 
     A conv weight (O, I, k...) is laid out as O x (k... x I), the input channel varying
-    fastest: N:M groups run along the input dimension (``prunelab.granularity.NM``), so each
+    fastest: N:M groups run along the input dimension (``prunelab.core.granularity.NM``), so each
     group of M sits in M adjacent columns and a 2:4 mask shows as a comb, as on a Linear.
     """
     if array.ndim == 1:

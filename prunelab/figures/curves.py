@@ -157,7 +157,7 @@ def _colour_title(value: str, metric: str | None) -> str:
 def sensitivity_heatmap(
     table: object, *, value: str = "drop", title: str | None = None
 ) -> go.Figure:
-    """Layer x sparsity heatmap of a sensitivity table (``prunelab.sweeps.sensitivity``).
+    """Layer x sparsity heatmap of a sensitivity table (``prunelab.sweeps.curves.sensitivity``).
 
     Cells show how much worse the metric gets when only that layer is pruned to that
     sparsity; skipped (early-stopped) points are blank.

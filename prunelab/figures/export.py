@@ -16,7 +16,7 @@ def size_bars(sizes: Mapping[str, float], *, title: str | None = None) -> go.Fig
 
     Args:
         sizes: ``{label: bytes}``, the reference (usually ``"dense"``) first, e.g. built from
-            :func:`prunelab.storage.compression` plus the shrunk model's bytes.
+            :func:`prunelab.analysis.storage.compression` plus the shrunk model's bytes.
         title: Main title.
 
     Returns:
@@ -64,7 +64,7 @@ def speed_bars(report: object, *, title: str | None = None) -> go.Figure:
     """Measured latency relative to dense, per variant and batch size, from a speed report.
 
     Args:
-        report: The DataFrame of :func:`prunelab.speed.speed_report` (variant, batch,
+        report: The DataFrame of :func:`prunelab.analysis.speed.speed_report` (variant, batch,
             median_ms, ratio_vs_dense).
         title: Main title.
 

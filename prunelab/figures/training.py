@@ -42,7 +42,7 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
     only what is drawn: a run without held-out data has no diamond entry.
 
     Args:
-        history: A history from :func:`prunelab.training.finetune` (columns step, loss,
+        history: A history from :func:`prunelab.training.loop.finetune` (columns step, loss,
             accuracy and optionally sparsity, eval_accuracy, eval_loss), or ``{name: history}``
             to compare runs.
         title: Main title.
@@ -132,12 +132,12 @@ def schedule_plot(schedule: object, *, steps: int, title: str | None = None) -> 
     """Sparsity vs optimizer step of one schedule, or of several to compare.
 
     Args:
-        schedule: An object with ``sparsity_at(step)`` (:class:`prunelab.training.Gradual`,
+        schedule: An object with ``sparsity_at(step)`` (:class:`prunelab.training.loop.Gradual`,
             ``Iterative``, ``OneShot``, ``DynamicSparse``), or ``{name: schedule}``.
         steps: Plot steps 0 to ``steps``.
         title: Main title.
 
-    >>> from prunelab.training import Gradual
+    >>> from prunelab.training.loop import Gradual
     >>> fig = schedule_plot(Gradual(0.0, 0.9, start=0, end=10), steps=20)
     >>> fig.data[0].y[0], fig.data[0].y[-1]
     (0.0, 90.0)

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..masks import Masks, check_masks
+from ..core.masks import Masks, check_masks
 from ._style import (
     _EMPTY,
     _KEPT,

@@ -30,16 +30,18 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from .. import data as data_lib
-from .. import figures, memory, zoo
-from ..calibration import Calibration
-from ..evaluate import evaluate, flops_by_layer, with_masks
-from ..masks import Masks
-from ..pruner import Pruner
-from ..recipes import Recipe
-from ..stats import weight_stats
-from ..strategies import get_strategy
-from ..targets import Target, targets
+from .. import figures
+from ..analysis.evaluation import evaluate, flops_by_layer, with_masks
+from ..analysis.layer_stats import weight_stats
+from ..core.calibration import Calibration
+from ..core.masks import Masks
+from ..core.pruner import Pruner
+from ..core.strategies import get_strategy
+from ..core.targets import Target, targets
+from ..io import data as data_lib
+from ..io import zoo
+from ..io.recipes import Recipe
+from ..runtime import memory
 
 T = TypeVar("T")
 
@@ -107,12 +109,12 @@ class Loaded:
 
     @cached_property
     def model_bytes(self) -> int:
-        """Bytes of the parameters and buffers (:func:`prunelab.memory.model_bytes`)."""
+        """Bytes of the parameters and buffers (:func:`prunelab.runtime.memory.model_bytes`)."""
         return memory.model_bytes(self.bundle.model)
 
     @cached_property
     def prunable(self) -> tuple[Target, ...]:
-        """The model's prunable weights (:func:`prunelab.targets.targets`)."""
+        """The model's prunable weights (:func:`prunelab.core.targets.targets`)."""
         return tuple(targets(self.bundle.model))
 
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from .._io import one_line
 from ..errors import user_message
+from ..runtime.files import one_line
 
 __all__ = ["error_boundary", "show_error", "without_paths"]
 

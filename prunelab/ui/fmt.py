@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..figures.curves import SHARE_METRICS
-from ..memory import format_count
+from ..runtime.memory import format_count
 
 
 def percent(value: float) -> str:

@@ -20,9 +20,9 @@ from typing import TypeVar
 
 import streamlit as st
 
-from .._io import one_line
-from ..checkpoint import CheckpointError, CheckpointStatus, checkpoint_status
-from ..sweeps import Estimate, format_duration
+from ..runtime.files import one_line
+from ..sweeps.checkpoints import CheckpointError, CheckpointStatus, checkpoint_status
+from ..sweeps.curves import Estimate, format_duration
 from .engine import progress_bar
 from .state import Keys
 

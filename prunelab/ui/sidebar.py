@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from .. import data as data_lib
-from .. import memory, zoo
-from ..specs import MAX_CLASSES
+from ..io import data as data_lib
+from ..io import zoo
+from ..io.specs import MAX_CLASSES
+from ..runtime import memory
 from .engine import (
     Choice,
     Loaded,

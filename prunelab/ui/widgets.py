@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 
 import streamlit as st
 
-from ..granularity import Channel
-from ..pruner import left_out
-from ..strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
-from ..targets import resolve_targets
+from ..core.granularity import Channel
+from ..core.pruner import left_out
+from ..core.strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
+from ..core.targets import resolve_targets
 from .engine import Choice
 from .fmt import HELP
 from .state import Keys

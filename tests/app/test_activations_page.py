@@ -8,7 +8,7 @@ import json
 import pytest
 
 import prunelab
-from prunelab import zoo
+from prunelab.io import zoo
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, metric, page
 

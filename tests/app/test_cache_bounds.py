@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import prunelab
-from prunelab import memory, zoo
-from prunelab.architectures import ARCHITECTURES
+from prunelab.io import zoo
+from prunelab.io.architectures import ARCHITECTURES
+from prunelab.runtime import memory
 from prunelab.ui import engine, sidebar
 from prunelab.ui.state import Keys
 from tests.app.conftest import ROOT, assert_clean, metric, page

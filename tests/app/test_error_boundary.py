@@ -9,7 +9,7 @@ import pytest
 import streamlit
 import torch
 
-from prunelab import zoo
+from prunelab.io import zoo
 from prunelab.ui.state import Keys
 from tests.app.conftest import page
 

@@ -7,7 +7,7 @@ import io
 import torch
 
 import prunelab
-from prunelab.recipes import Recipe
+from prunelab.io.recipes import Recipe
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, metric, page
 
@@ -40,7 +40,7 @@ def test_channel_pruning_on_the_page_end_to_end():
 def test_unstructured_prune_masks_explain_and_offer_channels():
     at = page(PAGE)
     at.session_state[Keys.masks] = prunelab.prune(
-        prunelab.zoo.load("sample:digits-cnn").model, "global-magnitude", sparsity=0.5
+        prunelab.io.zoo.load("sample:digits-cnn").model, "global-magnitude", sparsity=0.5
     )
     at.session_state[Keys.masks_label] = "global-magnitude at 50%"
     at.run()
@@ -84,7 +84,7 @@ def test_the_page_shows_the_accuracy_of_what_you_download_beside_dense():
 
 
 def test_the_shown_accuracy_is_that_of_the_downloaded_file(tmp_path):
-    bundle = prunelab.zoo.load("sample:digits-cnn")
+    bundle = prunelab.io.zoo.load("sample:digits-cnn")
     strategy = prunelab.get_strategy("weight-norm-channel", prune_outputs=True)
     masks = prunelab.prune(bundle.model, strategy, sparsity=0.5)
     at = page(PAGE)
@@ -99,9 +99,9 @@ def test_the_shown_accuracy_is_that_of_the_downloaded_file(tmp_path):
     files = at.session_state[Keys.export_files][1]
     path = tmp_path / "model.pt"
     path.write_bytes(files["state_dict"][0])
-    fresh = prunelab.zoo.load("sample:digits-cnn").model
+    fresh = prunelab.io.zoo.load("sample:digits-cnn").model
     fresh.load_state_dict(torch.load(path, weights_only=True))
-    test = prunelab.data.load(bundle.default_data)
+    test = prunelab.io.data.load(bundle.default_data)
     accuracy = prunelab.evaluate(fresh.eval(), test)["accuracy"]
     # and the pt2 (the shrunk model) scores the same, so one number covers every format
     program = torch.export.load(io.BytesIO(files["pt2"][0])).module()
@@ -119,8 +119,8 @@ def test_masked_and_shrunk_downloads_are_shown_apart_when_they_differ():
     masked = metric(at, "Accuracy: state_dict, sparse")
     shrunk = metric(at, "Accuracy: pt2, shrunk")
     assert masked != shrunk
-    bundle = prunelab.zoo.load("sample:digits-resnet")
-    test = prunelab.data.load(bundle.default_data)
+    bundle = prunelab.io.zoo.load("sample:digits-resnet")
+    test = prunelab.io.data.load(bundle.default_data)
     pruned = prunelab.prune(bundle.model, "weight-norm-channel", sparsity=0.5)
     small = prunelab.shrink(bundle.model, pruned, example_input=bundle.example_input())
     assert shrunk == f"{prunelab.evaluate(small.eval(), test)['accuracy']:.2%}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from prunelab import memory
+from prunelab.runtime import memory
 from prunelab.ui import engine
 from prunelab.ui.state import Keys
 from tests import hostile_corpus as corpus

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from prunelab import data as data_lib
-from prunelab import zoo
+from prunelab.io import data as data_lib
+from prunelab.io import zoo
 from prunelab.ui import engine
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, page

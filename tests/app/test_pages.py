@@ -117,7 +117,7 @@ def test_two_sessions_are_isolated():
 
 
 def _model():
-    from prunelab import zoo
+    from prunelab.io import zoo
 
     return zoo.load("sample:digits-cnn").model
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prunelab.speed import NO_DIFFERENCE
+from prunelab.analysis.speed import NO_DIFFERENCE
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, page
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from streamlit.delta_generator import DeltaGenerator
 
-from prunelab import data as data_lib
-from prunelab import zoo
+from prunelab.io import data as data_lib
+from prunelab.io import zoo
 from prunelab.ui import engine, sidebar
 from prunelab.ui.state import Keys
 from tests.app.conftest import FakeUpload, assert_clean, metric, page

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from prunelab import zoo
+from prunelab.io import zoo
 
 pytestmark = pytest.mark.browser
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prunelab import targets, zoo
+from prunelab import targets
+from prunelab.io import zoo
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,28 @@
+"""Analysis: what a pruned model is worth and what it costs.
+
+Metrics against labels and against the dense model (``evaluate``), parameter and FLOP counts
+(``model_stats``, ``flops_by_layer``), measured speed (``compare_latency``, ``speed_report``),
+real storage of sparse weights (``compression``, ``storage_table``, ``save_sparse``) and
+per-layer weight statistics (``weight_stats``).
+"""
+
+from .._lazy import lazy_names
+
+_NAMES = {
+    "METRICS": ".evaluation",
+    "evaluate": ".evaluation",
+    "flops_by_layer": ".evaluation",
+    "latency": ".evaluation",
+    "model_stats": ".evaluation",
+    "Comparison": ".speed",
+    "compare_latency": ".speed",
+    "speed_report": ".speed",
+    "compression": ".storage",
+    "load_sparse": ".storage",
+    "save_sparse": ".storage",
+    "storage_table": ".storage",
+    "to_sparse": ".storage",
+    "weight_stats": ".layer_stats",
+}
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
+__all__ = list(_NAMES)
