@@ -9,7 +9,7 @@ per-layer weight statistics (``weight_stats``).
 from .._lazy import lazy_names
 
 _NAMES = {
-    "METRICS": ".evaluation",
+    "METRICS": "..runtime.metrics",
     "evaluate": ".evaluation",
     "flops_by_layer": ".evaluation",
     "latency": ".evaluation",

@@ -28,12 +28,10 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.flop_counter import FlopCounterMode
@@ -41,33 +39,35 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..core.apply import masked_weights
 from ..core.masks import Masks, check_masks
 from ..core.targets import Target, targets
-from ..errors import DataError, PrunelabError, is_out_of_memory
 from ..runtime.batches import iter_batches
-from ..runtime.files import one_line
 from ..runtime.functional import (
     check_materialized,
     functional_forward,
     model_device,
     run_device,
     structural_copy,
+    tensors_on,
 )
 from ..runtime.memory import model_bytes
+from ..runtime.metrics import (
+    FIDELITY,
+    METRICS,
+    MetricTotals,
+    accumulate,
+    batch_logits,
+    check_metrics,
+    summarize,
+)
 
 __all__ = [
-    "METRICS",
-    "batch_logits",
-    "check_labels",
     "clear_cache",
     "evaluate",
     "flops_by_layer",
     "latency",
-    "model_input_errors",
     "model_stats",
     "with_masks",
 ]
 
-METRICS = ("accuracy", "loss", "agreement", "kl")
-_FIDELITY = ("agreement", "kl")
 _CACHE_SIZE = 8
 _RNN = (nn.RNN, nn.LSTM, nn.GRU)
 
@@ -146,16 +146,6 @@ def _store(model: nn.Module, data: object, device: torch.device, logits: torch.T
 # -- evaluation ------------------------------------------------------------------------------
 
 
-def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    chosen = tuple(metrics)
-    unknown = [m for m in chosen if m not in METRICS]
-    if unknown or not chosen:
-        raise ValueError(f"unknown metric(s) {unknown or chosen!r}; accepted: {', '.join(METRICS)}")
-    return chosen
-
-
 def _check_rereadable(data: object) -> None:
     if isinstance(data, Iterator):
         raise TypeError(
@@ -169,101 +159,13 @@ def _check_rereadable(data: object) -> None:
         )
 
 
-def _logits(output: object) -> torch.Tensor:
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        output = output[0]
-    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
-        output = output["logits"]
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(
-            f"evaluate expects class scores of shape (batch, classes) from the model, got {shape}"
-        )
-    return output.float()
-
-
-def _shown(inputs: torch.Tensor) -> str:
-    shape = "x".join(map(str, inputs.shape[1:])) or "scalars"
-    return f"{shape} {str(inputs.dtype).removeprefix('torch.')}"
-
-
-def batch_logits(
-    model: nn.Module, tensors: dict[str, torch.Tensor], inputs: torch.Tensor
-) -> torch.Tensor:
-    """The model's class scores for one batch of the user's data: the evaluation boundary.
-
-    ``model`` runs through :func:`prunelab.runtime.functional.functional_forward` with ``tensors``
-    swapped in. What is wrong with the data is said here, in the data's terms, rather than
-    as torch's error from deep inside the model (``mat1 and mat2 shapes cannot be
-    multiplied``) or as an accuracy computed over NaN.
-
-    Raises:
-        DataError: For NaN or inf inputs, and for inputs the model cannot run on (wrong shape
-            or dtype, token ids out of range), naming the inputs' shape and dtype.
-        ValueError: If the model does not output class scores.
-    """
-    if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
-        per_sample = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1)
-        raise DataError(
-            f"{int(per_sample.sum())} of {inputs.shape[0]} inputs in a batch hold NaN or inf "
-            "values: outputs on them, and any accuracy, would mean nothing; clean the data or "
-            "leave those samples out"
-        )
-    with model_input_errors(inputs):
-        output = functional_forward(model, tensors, inputs)
-    return _logits(output)
-
-
-@contextmanager
-def model_input_errors(inputs: torch.Tensor) -> Iterator[None]:
-    """Run the model on the user's ``inputs`` inside: torch's failure there is a DataError.
-
-    Torch says what went wrong in the model's terms (``mat1 and mat2 shapes cannot be
-    multiplied``, ``LSTM: Expected input to be 2D or 3D``, ``index out of range in self``);
-    the error names the inputs' shape and dtype and keeps torch's message and exception
-    (``__cause__``). Running out of memory is not the data's fault and passes unchanged.
-    """
-    try:
-        yield
-    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
-        if is_out_of_memory(exc) or isinstance(exc, PrunelabError):
-            raise
-        raise DataError(
-            f"the model cannot run on this data (inputs of {_shown(inputs)}): "
-            f"{one_line(exc, limit=200)}"
-        ) from exc
-
-
-def _swapped(
-    model: nn.Module, overrides: dict[str, torch.Tensor], device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Tensors to run ``model`` with on ``device``: copies of all of them where the model lives
-    elsewhere (made once, not per batch), else just the overrides."""
-    if device == model_device(model):
-        return overrides
-    tensors = {k: v.to(device) for k, v in model.named_parameters()}
-    tensors.update({k: v.to(device) for k, v in model.named_buffers()})
-    tensors.update({k: v.to(device) for k, v in overrides.items()})
-    return tensors
-
-
-@dataclass
-class _Totals:
-    samples: int = 0
-    labelled: int = 0
-    correct: int = 0
-    loss: float = 0.0
-    agree: int = 0
-    kl: float = 0.0
-
-
-def _dense_logits(
+def _denselogits_of(
     model: nn.Module, data: object, device: torch.device, batch_size: int
 ) -> torch.Tensor:
     cached = _cached(model, data, device)
     if cached is not None:
         return cached
-    tensors = _swapped(model, {}, device)
+    tensors = tensors_on(model, {}, device)
     chunks = [
         batch_logits(model, tensors, batch.inputs).cpu()
         for batch in iter_batches(data, batch_size=batch_size, device=device)
@@ -317,22 +219,22 @@ def evaluate(
     >>> sorted(result)
     ['agreement', 'kl', 'samples']
     """
-    chosen = _check_metrics(metrics)
+    chosen = check_metrics(metrics)
     check_masks(masks, optional=True)
     run_on = run_device(model, device)
-    totals = _Totals()
+    totals = MetricTotals()
     with torch.no_grad():
         if masks is None:
             _dense_pass(model, data, run_on, batch_size, totals, chosen)
         else:
             dense = None
-            if any(m in chosen for m in _FIDELITY):
+            if any(m in chosen for m in FIDELITY):
                 _check_rereadable(data)
-                dense = _dense_logits(model, data, run_on, batch_size)
-            overrides = _swapped(model, masked_weights(model, masks), run_on)
+                dense = _denselogits_of(model, data, run_on, batch_size)
+            overrides = tensors_on(model, masked_weights(model, masks), run_on)
             for batch in iter_batches(data, batch_size=batch_size, device=run_on):
                 logits = batch_logits(model, overrides, batch.inputs)
-                _accumulate(totals, logits, batch.labels, dense, chosen)
+                accumulate(totals, logits, batch.labels, dense, chosen)
             if dense is not None and dense.shape[0] != totals.samples:
                 raise ValueError(
                     f"data gave {dense.shape[0]} samples on the dense pass and "
@@ -341,7 +243,7 @@ def evaluate(
                 )
     if totals.samples == 0:
         raise ValueError("data is empty: nothing to evaluate")
-    return _summary(totals, chosen, dense=masks is None)
+    return summarize(totals, chosen, dense=masks is None)
 
 
 def _dense_pass(
@@ -349,12 +251,12 @@ def _dense_pass(
     data: object,
     device: torch.device,
     batch_size: int,
-    totals: _Totals,
+    totals: MetricTotals,
     chosen: tuple[str, ...],
 ) -> None:
     """Evaluate the dense model in one pass, filling the cache on the way."""
     cached = _cached(model, data, device)
-    tensors = _swapped(model, {}, device) if cached is None else {}
+    tensors = tensors_on(model, {}, device) if cached is None else {}
     chunks = []
     for batch in iter_batches(data, batch_size=batch_size, device=device):
         if cached is not None:
@@ -363,78 +265,9 @@ def _dense_pass(
         else:
             logits = batch_logits(model, tensors, batch.inputs)
             chunks.append(logits.cpu())
-        _accumulate(totals, logits, batch.labels, None, chosen)
+        accumulate(totals, logits, batch.labels, None, chosen)
     if cached is None and chunks and not isinstance(data, Iterator):
         _store(model, data, device, torch.cat(chunks))
-
-
-def _accumulate(
-    totals: _Totals,
-    logits: torch.Tensor,
-    labels: torch.Tensor | None,
-    dense: torch.Tensor | None,
-    chosen: tuple[str, ...],
-) -> None:
-    n = logits.shape[0]
-    if labels is not None:
-        labels = check_labels(labels, logits)
-        totals.correct += int((logits.argmax(dim=1) == labels).sum())
-        if "loss" in chosen:
-            totals.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        totals.labelled += n
-    if dense is not None and any(m in chosen for m in _FIDELITY):
-        reference = dense[totals.samples : totals.samples + n].to(logits.device)
-        if reference.shape != logits.shape:
-            raise ValueError(
-                "dense and pruned outputs differ in shape; fidelity needs data that reads the "
-                "same every time"
-            )
-        totals.agree += int((logits.argmax(dim=1) == reference.argmax(dim=1)).sum())
-        if "kl" in chosen:
-            totals.kl += float(
-                F.kl_div(
-                    F.log_softmax(logits, dim=1),
-                    F.log_softmax(reference, dim=1),
-                    log_target=True,
-                    reduction="sum",
-                )
-            )
-    totals.samples += n
-
-
-def check_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``labels`` as int64 class indices, refused unless one per sample and within the classes
-    of ``logits`` (batch, classes): cross-entropy would fail with ``Target 19 is out of
-    bounds``, and accuracy would count such labels as wrong without a word.
-
-    Raises:
-        DataError: Naming the model's classes and the labels found.
-    """
-    labels = labels.reshape(-1).long()
-    n, classes = logits.shape
-    if labels.shape[0] != n:
-        raise DataError(f"{labels.shape[0]} labels for {n} inputs in a batch; give one per input")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise DataError(
-            f"labels must be class indices from 0 to {classes - 1} (the model has {classes} "
-            f"outputs); the data has labels from {int(labels.min())} to {int(labels.max())}"
-        )
-    return labels
-
-
-def _summary(totals: _Totals, chosen: tuple[str, ...], dense: bool) -> dict[str, float]:
-    result: dict[str, float] = {}
-    labelled = totals.labelled == totals.samples
-    if "accuracy" in chosen and labelled:
-        result["accuracy"] = totals.correct / totals.samples
-    if "loss" in chosen and labelled:
-        result["loss"] = totals.loss / totals.samples
-    if "agreement" in chosen:
-        result["agreement"] = 1.0 if dense else totals.agree / totals.samples
-    if "kl" in chosen:
-        result["kl"] = 0.0 if dense else max(totals.kl / totals.samples, 0.0)
-    result["samples"] = totals.samples
-    return result
 
 
 # -- size and FLOPs --------------------------------------------------------------------------
@@ -617,7 +450,7 @@ def latency(
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     run_on = run_device(model, device)
     overrides = masked_weights(model, masks) if masks is not None else {}
-    overrides = _swapped(model, overrides, run_on)
+    overrides = tensors_on(model, overrides, run_on)
     example_input = example_input.to(run_on)
     sync = torch.cuda.synchronize if run_on.type == "cuda" else (lambda: None)
     times = []

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..activations.stats import ChannelMoments, _first_tensor, channel_axis, forward_hooks
-from ..analysis.evaluation import check_labels, model_input_errors
 from ..runtime.batches import Batch, iter_batches
 from ..runtime.functional import check_device, functional_forward, structural_copy
+from ..runtime.metrics import check_labels, model_input_errors
 from .targets import Target, get_parameter, targets
 
 __all__ = ["Calibration", "activations_visible"]

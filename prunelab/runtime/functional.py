@@ -19,6 +19,7 @@ __all__ = [
     "model_device",
     "run_device",
     "structural_copy",
+    "tensors_on",
 ]
 
 
@@ -180,3 +181,16 @@ def functional_forward(
     tensors.update(overrides)
     module = model if private else structural_copy(model)
     return functional_call(module, tensors, inputs, strict=False)
+
+
+def tensors_on(
+    model: nn.Module, overrides: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Tensors to run ``model`` with on ``device``: copies of all of them where the model lives
+    elsewhere (made once, not per batch), else just the overrides."""
+    if device == model_device(model):
+        return overrides
+    tensors = {k: v.to(device) for k, v in model.named_parameters()}
+    tensors.update({k: v.to(device) for k, v in model.named_buffers()})
+    tensors.update({k: v.to(device) for k, v in overrides.items()})
+    return tensors

@@ -16,15 +16,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..analysis.evaluation import (
-    METRICS,
-    _accumulate,
-    _logits,
-    _summary,
-    _Totals,
-    batch_logits,
-    evaluate,
-)
+from ..analysis.evaluation import evaluate
 from ..core.apply import masked_weights
 from ..core.calibration import Calibration
 from ..core.pruner import LeftOut, Pruner, chosen_layers
@@ -35,6 +27,14 @@ from ..io.recipes import Provenance, Recipe
 from ..runtime.batches import Batch, iter_batches
 from ..runtime.files import atomic_write, one_line, read_bounded
 from ..runtime.functional import functional_forward, run_device
+from ..runtime.metrics import (
+    METRICS,
+    MetricTotals,
+    accumulate,
+    batch_logits,
+    logits_of,
+    summarize,
+)
 from .checkpoints import RowLog, tensor_digest
 from .prefix import PrefixPlan
 
@@ -658,10 +658,10 @@ class _Runner:
         return [self._plan.prefix(cut, b.inputs) for b in self._batches]
 
     def _score(self, logits: list[torch.Tensor], dense: torch.Tensor | None) -> dict:
-        totals = _Totals()
+        totals = MetricTotals()
         for batch, out in zip(self._batches, logits, strict=True):
-            _accumulate(totals, out, batch.labels, dense, METRICS)
-        return _summary(totals, METRICS, dense=dense is None)
+            accumulate(totals, out, batch.labels, dense, METRICS)
+        return summarize(totals, METRICS, dense=dense is None)
 
     def dense_metrics(self) -> dict[str, float]:
         chunks = torch.split(self._dense, [b.inputs.shape[0] for b in self._batches])
@@ -674,14 +674,14 @@ class _Runner:
         with torch.inference_mode():
             if cut is None:
                 outs = [
-                    _logits(functional_forward(self._model, overrides, b.inputs))
+                    logits_of(functional_forward(self._model, overrides, b.inputs))
                     for b in self._batches
                 ]
             else:
                 if cut != self._cut:  # a new cut: cache its live values once
                     self._live = self._live_values(cut)
                     self._cut = cut
-                outs = [_logits(self._plan.suffix(cut, live, overrides)) for live in self._live]
+                outs = [logits_of(self._plan.suffix(cut, live, overrides)) for live in self._live]
         return self._score(outs, self._dense)
 
 

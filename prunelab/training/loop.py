@@ -54,7 +54,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from ..activations.stats import activation_threshold
-from ..analysis.evaluation import _logits
 from ..core.apply import bake
 from ..core.calibration import Calibration
 from ..core.granularity import Unstructured
@@ -64,6 +63,7 @@ from ..core.strategies import Strategy, get_strategy
 from ..core.targets import get_parameter
 from ..runtime.batches import iter_batches
 from ..runtime.functional import model_device
+from ..runtime.metrics import logits_of
 
 __all__ = [
     "OPTIMIZERS",
@@ -624,13 +624,13 @@ def _measure(
         for batch in iter_batches(data, batch_size=256, device=device):
             if batch.labels is None:
                 raise ValueError("evaluation data has no labels")
-            logits = _logits(model(batch.inputs))
+            logits = logits_of(model(batch.inputs))
             labels = batch.labels.reshape(-1).long()
             correct += int((logits.argmax(1) == labels).sum())
             loss += float(F.cross_entropy(logits, labels, reduction="sum"))
             samples += labels.numel()
             if reference is not None:
-                expected = _logits(reference(batch.inputs)).argmax(1)
+                expected = logits_of(reference(batch.inputs)).argmax(1)
                 same += int((logits.argmax(1) == expected).sum())
     if not samples:
         raise ValueError("evaluation data is empty")
@@ -832,7 +832,7 @@ class _Run:
             pending = False
         labels = batch.labels.reshape(-1).long()
         self.optimizer.zero_grad(set_to_none=False)
-        logits = _logits(self.net(batch.inputs))
+        logits = logits_of(self.net(batch.inputs))
         loss = F.cross_entropy(logits, labels)
         loss.backward()
         if pending:  # RigL regrows where the dense gradient is largest: update after backward
