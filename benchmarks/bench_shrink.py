@@ -38,7 +38,7 @@ from _timing import report
 
 import prunelab
 from prunelab.core.apply import copy_model
-from prunelab.shrinking import _plan
+from prunelab.shrinking.plan import _plan
 
 
 def _removal(model, masks, example) -> list[tuple[str, list[int]]]:

@@ -16,19 +16,33 @@ from prunelab.core.strategies import _REGISTRY
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+def _fenced_blocks(text: str) -> list[tuple[str, int, str]]:
+    """(language, line number of the first code line, code) of every fenced block."""
+    return [
+        (match["lang"], text.count("\n", 0, match.start("code")) + 1, match["code"])
+        for match in re.finditer(r"^```(?P<lang>\S*)\n(?P<code>.*?)^```", text, re.M | re.S)
+    ]
+
+
+def _is_python(code: str) -> bool:
+    return bool(re.search(r"^(import \w|from [\w.]+ import |>>> )", code, flags=re.M))
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples save files
-    blocks = _python_blocks((ROOT / "README.md").read_text())
-    assert len(blocks) >= 3
+    blocks = _fenced_blocks((ROOT / "README.md").read_text())
+    python = [(line, code) for lang, line, code in blocks if lang == "python"]
+    assert len(python) >= 3
+    # an example fenced without ``python`` would silently escape this test
+    untagged = [line for lang, line, code in blocks if lang != "python" and _is_python(code)]
+    assert not untagged, f"README.md blocks at lines {untagged} look like Python: tag them"
     saved = dict(_REGISTRY)
     namespace: dict = {}
     try:
-        for block in blocks:
-            exec(compile(block, "README.md", "exec"), namespace)
+        # one namespace, in order: later examples use the models and data of earlier ones;
+        # the padding makes a traceback name the README's own line numbers
+        for line, code in python:
+            exec(compile("\n" * (line - 1) + code, "README.md", "exec"), namespace)
     finally:
         _REGISTRY.clear()
         _REGISTRY.update(saved)

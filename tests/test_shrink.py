@@ -131,7 +131,7 @@ def test_bad_arguments():
 
 # -- what the output check runs on ------------------------------------------------------------
 
-shrink_module = importlib.import_module("prunelab.shrinking")
+shrink_module = importlib.import_module("prunelab.shrinking.remove")
 
 
 @contextlib.contextmanager

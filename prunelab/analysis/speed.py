@@ -29,7 +29,7 @@ from ..core.apply import apply, bake, copy_model, masked_weights
 from ..core.masks import Masks, check_masks
 from ..runtime.functional import run_device
 from ..runtime.memory import model_bytes
-from ..shrinking import _shrink
+from ..shrinking.remove import _shrink
 from .evaluation import model_stats
 
 __all__ = [

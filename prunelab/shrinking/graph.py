@@ -1,0 +1,187 @@
+"""Torch-Pruning's dependency graph of a model, and the groups of layers that must lose the
+same channels (:func:`coupled_groups`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..core.apply import copy_model
+
+__all__ = ["coupled_groups"]
+
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_T)
+
+
+@dataclass
+class _Group:
+    group: object  # a torch_pruning Group built with every channel of its root
+    channels: int
+    layers: list[str]
+    outputs: bool  # the channels reach the model output (or come from its input): they stay
+    keep: torch.Tensor | None = None
+
+
+def _tp():
+    try:
+        import torch_pruning
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError(
+            "shrink needs the torch-pruning package (pip install torch-pruning)"
+        ) from exc
+    return torch_pruning
+
+
+def _check_input(example_input: object) -> torch.Tensor:
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(
+            f"example_input must be one input batch as a tensor, got {type(example_input).__name__}"
+        )
+    return example_input
+
+
+def _graph(work: nn.Module, example_input: torch.Tensor):
+    """Torch-Pruning's dependency graph of ``work`` (a private copy), traced in eval mode, the
+    shapes of the outputs of that trace (see :func:`_shapes`), and how many times each module
+    (by name) was called in it."""
+    tp = _tp()
+    training = work.training
+    flags = [p.requires_grad for p in work.parameters()]
+    outputs: list = []
+    calls: dict[str, int] = {}
+
+    def count(name: str) -> Callable:
+        def hook(*_: object) -> None:
+            calls[name] = calls.get(name, 0) + 1
+
+        return hook
+
+    hooks = [m.register_forward_hook(count(n)) for n, m in work.named_modules() if n]
+
+    def forward(module: nn.Module, inputs: torch.Tensor) -> object:
+        # given a bare tensor, Torch-Pruning first tries module(*inputs), which for a batch of
+        # one runs the model on the unbatched sample until a layer refuses it: one call, no
+        # wasted partial forward
+        if inputs.is_floating_point():  # the trace then shows which ops read the input itself
+            inputs = inputs.detach().requires_grad_()
+        out = module(inputs)
+        outputs.append(_shapes(out))
+        return out
+
+    work.eval()
+    for param in work.parameters():
+        param.requires_grad_(True)  # the graph is traced through autograd
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(
+                work, example_inputs=example_input, forward_fn=forward, verbose=False
+            )
+    except Exception as exc:
+        raise ValueError(
+            f"Torch-Pruning could not trace the model ({type(exc).__name__}: {exc}); shrink "
+            "needs a model it can run on example_input"
+        ) from exc
+    finally:
+        for handle in hooks:
+            handle.remove()
+        work.train(training)
+        for param, flag in zip(work.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+    return graph, outputs[0], calls
+
+
+def _shapes(out: object) -> object:
+    """The shapes in a model output (nested tuples and lists kept), to compare two outputs'
+    structure without keeping them."""
+    if isinstance(out, (tuple, list)):
+        return tuple(_shapes(o) for o in out)
+    if isinstance(out, Mapping):
+        return tuple((key, _shapes(value)) for key, value in out.items())
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+
+
+def _handler_kind(dep) -> str:
+    name = dep.handler.__name__
+    return "in" if "in_channels" in name else "out"
+
+
+def _reads_input(node) -> bool:
+    """Whether the traced op of ``node`` takes the model input itself (a leaf that is not a
+    parameter: :func:`_graph` traces with the input requiring grad)."""
+    return any(
+        fn is not None and not isinstance(getattr(fn, "variable", None), (nn.Parameter, type(None)))
+        for fn, _ in getattr(node.grad_fn, "next_functions", ())
+    )
+
+
+def _groups(graph) -> list[_Group]:
+    names = graph._module2name
+    found = []
+    for group in graph.get_all_groups():
+        layers, outputs, inputs = [], True, False
+        for dep, _ in group:
+            module = dep.target.module
+            kind = _handler_kind(dep)
+            # Torch-Pruning does not track the model input: channels an op passes through
+            # (norms, adds, depthwise convolutions) or a layer's input channels, read straight
+            # from it, cannot be removed
+            grouped = getattr(module, "groups", 1) > 1
+            passes = kind == "in" or not isinstance(module, _LAYERS) or grouped
+            inputs = inputs or (passes and _reads_input(dep.target))
+            if isinstance(module, nn.Module) and module in names:
+                layers.append(f"{names[module]} ({kind})")
+                if kind == "in" and isinstance(module, _LAYERS):
+                    outputs = False  # another layer reads these channels
+        found.append(_Group(group, len(group[0].idxs), layers, outputs or inputs))
+    return found
+
+
+def coupled_groups(model: nn.Module, example_input: torch.Tensor) -> pd.DataFrame:
+    """Which layers must lose the same channels: one row per dependency group.
+
+    Args:
+        model: The model; not modified (the graph is traced on a copy).
+        example_input: One input batch to trace the model with.
+
+    Returns:
+        A DataFrame with ``group`` (number), ``root`` (the layer the group is named after),
+        ``channels``, ``layers`` (module names, ``(out)`` where output channels go and
+        ``(in)`` where input channels go), ``size`` (number of modules) and ``removable``
+        (False where the channels are the model's outputs, or its input's).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    >>> table = coupled_groups(net, torch.randn(1, 3, 8, 8))
+    >>> table.loc[table["root"] == "0", "layers"].item()
+    '0 (out), 1 (out), 3 (in)'
+    """
+    example_input = _check_input(example_input)
+    work = copy_model(model)
+    return _group_table(_groups(_graph(work, example_input)[0]), work, with_removed=False)
+
+
+def _group_table(groups: list[_Group], work: nn.Module, *, with_removed: bool) -> pd.DataFrame:
+    names = {m: n for n, m in work.named_modules()}
+    rows = []
+    for number, item in enumerate(groups):
+        root = item.group[0].dep.target.module
+        row = {
+            "group": number,
+            "root": names.get(root, "?"),
+            "channels": item.channels,
+            "layers": ", ".join(item.layers),
+            "size": len(item.layers),
+            "removable": not item.outputs,
+        }
+        if with_removed:
+            kept = item.channels if item.keep is None else int(item.keep.sum())
+            row["removed"] = item.channels - kept
+        rows.append(row)
+    columns = ["group", "root", "channels", "layers", "size", "removable"]
+    return pd.DataFrame(rows, columns=columns + (["removed"] if with_removed else []))
