@@ -51,7 +51,7 @@ _PIPELINE = {
 _NAMESPACES = {
     name: f".{name}:"
     for name in ("activations", "analysis", "errors", "figures", "io", "sweeps", "training")
-} | {"zoo": ".io.zoo:", "data": ".io.data:"}
+} | {"zoo": ".io.zoo:", "data": ".io.data:", "shrinking": ".shrinking:"}
 
 # Names the top level offered before the feature namespaces existed; they keep working but are
 # not advertised (their homes are the namespaces above).
