@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..runtime.checks import check_sparsity, check_threshold
 from .calibration import Calibration
 from .granularity import Channel
 from .masks import Masks
-from .select import check_sparsity, check_threshold
 from .strategies import Layer, Strategy, get_strategy, supported_targets
 from .targets import Target, get_parameter, output_layers, resolve_targets
 
