@@ -54,7 +54,14 @@ from .core.targets import Target, get_parameter, targets
 from .errors import ShrinkError
 from .runtime.files import one_line
 
-__all__ = ["ShrinkPlan", "coupled_groups", "extend_channel_masks", "plan_shrink", "shrink"]
+__all__ = [
+    "ShrinkPlan",
+    "coupled_groups",
+    "extend_channel_masks",
+    "plan_shrink",
+    "shrink",
+    "shrink_with_plan",
+]
 
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_T)
@@ -681,14 +688,18 @@ def shrink(
     >>> small[0].out_channels, small[3].in_features
     (5, 20)
     """
-    return _shrink(model, masks, example_input, check=check)[0]
+    return shrink_with_plan(model, masks, example_input=example_input, check=check)[0]
 
 
-def _shrink(
-    model: nn.Module, masks: Masks, example_input: torch.Tensor, *, check: bool
+def shrink_with_plan(
+    model: nn.Module, masks: Masks, *, example_input: torch.Tensor, check: bool = True
 ) -> tuple[nn.Module, ShrinkPlan]:
-    """:func:`shrink`, also returning the plan it followed (callers that report what was
-    removed need not trace the model a second time)."""
+    """:func:`shrink`, also returning the plan it followed, so that a caller reporting what
+    was removed (:func:`prunelab.analysis.speed.speed_report`) need not trace the model twice.
+
+    Returns:
+        The smaller model and its :class:`ShrinkPlan`.
+    """
     work = copy_model(model)
     planned = _plan(work, masks, example_input)
     training = work.training
