@@ -8,7 +8,8 @@ without labelled data can still be judged.
 The dense model's outputs are cached per (model, data, device), so evaluating many mask sets
 on the same data costs one forward pass each. The cache notices a changed model (any
 parameter or buffer modified in place, or a different model that reuses a freed object's id)
-and recomputes; :func:`clear_cache` empties it.
+and recomputes; :func:`clear_cache` empties it. It is safe to share between threads (the app's
+sessions): a lock guards every lookup, store and eviction, never a forward pass.
 
 >>> import torch
 >>> from torch import nn
@@ -22,6 +23,7 @@ and recomputes; :func:`clear_cache` empties it.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -54,9 +56,14 @@ _CACHE_SIZE = 8
 
 
 # -- dense-output cache ----------------------------------------------------------------------
+#
+# One cache for the process, shared by the app's sessions, which run in threads: every read
+# and write of ``_cache`` holds ``_lock``. The forward pass that fills an entry runs outside
+# the lock (it can take seconds), so two threads missing the same entry at once may both
+# compute it; the second store simply replaces the first, which holds the same values.
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Entry:
     model: weakref.ref
     data: object  # held so that its id cannot be reused while the entry lives
@@ -65,11 +72,13 @@ class _Entry:
 
 
 _cache: OrderedDict[tuple, _Entry] = OrderedDict()
+_lock = threading.Lock()
 
 
 def clear_cache() -> None:
     """Forget every cached dense output."""
-    _cache.clear()
+    with _lock:
+        _cache.clear()
 
 
 def _tensor_state(tensor: torch.Tensor) -> tuple:
@@ -98,30 +107,38 @@ def _cache_key(model: nn.Module, data: object, device: torch.device) -> tuple:
     return (id(model), id(data), str(device))
 
 
-def _cached(model: nn.Module, data: object, device: torch.device) -> torch.Tensor | None:
-    key = _cache_key(model, data, device)
-    entry = _cache.get(key)
-    if entry is None:
-        return None
-    fresh = (
-        entry.model() is model
-        and entry.data is data
-        and entry.fingerprint == (_model_fingerprint(model), _data_fingerprint(data))
-    )
-    if not fresh:
-        del _cache[key]
-        return None
-    _cache.move_to_end(key)
-    return entry.logits
+def _cached(
+    model: nn.Module, data: object, device: torch.device
+) -> tuple[torch.Tensor | None, tuple]:
+    """The cached dense logits if they are still those of ``model`` on ``data``, and the
+    fingerprint of both as they are now (for :func:`_store` after a fresh pass).
 
-
-def _store(model: nn.Module, data: object, device: torch.device, logits: torch.Tensor) -> None:
+    The fingerprint is taken before the pass it will describe, so a model edited during
+    that pass is not cached under its new state with outputs of the old one.
+    """
     key = _cache_key(model, data, device)
     fingerprint = (_model_fingerprint(model), _data_fingerprint(data))
-    _cache[key] = _Entry(weakref.ref(model), data, fingerprint, logits)
-    _cache.move_to_end(key)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
+    with _lock:
+        entry = _cache.get(key)
+        if entry is None:
+            return None, fingerprint
+        if entry.model() is model and entry.data is data and entry.fingerprint == fingerprint:
+            _cache.move_to_end(key)
+            return entry.logits, fingerprint
+        del _cache[key]  # stale: the model or data changed, or its id now names another
+        return None, fingerprint
+
+
+def _store(
+    model: nn.Module, data: object, device: torch.device, fingerprint: tuple, logits: torch.Tensor
+) -> None:
+    key = _cache_key(model, data, device)
+    entry = _Entry(weakref.ref(model), data, fingerprint, logits)
+    with _lock:
+        _cache[key] = entry
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -143,7 +160,7 @@ def _check_rereadable(data: object) -> None:
 def _denselogits_of(
     model: nn.Module, data: object, device: torch.device, batch_size: int
 ) -> torch.Tensor:
-    cached = _cached(model, data, device)
+    cached, fingerprint = _cached(model, data, device)
     if cached is not None:
         return cached
     tensors = tensors_on(model, {}, device)
@@ -155,7 +172,7 @@ def _denselogits_of(
         raise ValueError("data is empty: nothing to evaluate")
     logits = torch.cat(chunks)
     if not isinstance(data, Iterator):
-        _store(model, data, device, logits)
+        _store(model, data, device, fingerprint, logits)
     return logits
 
 
@@ -236,7 +253,7 @@ def _dense_pass(
     chosen: tuple[str, ...],
 ) -> None:
     """Evaluate the dense model in one pass, filling the cache on the way."""
-    cached = _cached(model, data, device)
+    cached, fingerprint = _cached(model, data, device)
     tensors = tensors_on(model, {}, device) if cached is None else {}
     chunks = []
     for batch in iter_batches(data, batch_size=batch_size, device=device):
@@ -248,4 +265,4 @@ def _dense_pass(
             chunks.append(logits.cpu())
         accumulate(totals, logits, batch.labels, None, chosen)
     if cached is None and chunks and not isinstance(data, Iterator):
-        _store(model, data, device, torch.cat(chunks))
+        _store(model, data, device, fingerprint, torch.cat(chunks))
