@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import prunelab
+from prunelab.errors import InputError
 from tests.conftest import (
     assert_unchanged,
     make_cnn,
@@ -66,6 +67,24 @@ def test_bake_removes_reparametrisation_and_writes_zeros():
     assert torch.all(baked[0].weight[~masks["0.weight"]] == 0)
     assert torch.all(baked[0].bias[~masks.coupled["0.bias"]] == 0)
     assert isinstance(baked[0].weight, nn.Parameter)
+
+
+def test_pruning_a_model_that_carries_torch_prune_masks_says_to_bake_it_first():
+    model = make_mlp()
+    applied = prunelab.apply(model, prunelab.prune(model, "layer-magnitude", sparsity=0.5))
+    by_torch = make_mlp()
+    torch.nn.utils.prune.l1_unstructured(by_torch[2], "weight", amount=0.3)
+    for carrier, fqn in ((applied, "0.weight"), (by_torch, "2.weight")):
+        for call in (
+            lambda m: prunelab.prune(m, "global-magnitude", sparsity=0.5),
+            lambda m: prunelab.Pruner(m, "weight-norm-channel"),
+        ):
+            with pytest.raises(InputError, match=r"model = prunelab\.bake\(model\)") as info:
+                call(carrier)
+            assert f"({fqn}_orig and {fqn}_mask" in str(info.value)
+    # baked, it prunes like any model: the zeros it carries are the lowest magnitudes
+    again = prunelab.prune(prunelab.bake(applied), "layer-magnitude", sparsity=0.5)
+    assert torch.equal(again["0.weight"], applied[0].weight_mask.bool())
 
 
 def test_masked_forward_in_training_mode_leaves_batchnorm_stats_alone():

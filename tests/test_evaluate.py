@@ -1,4 +1,4 @@
-"""prunelab.evaluate: accuracy, loss, fidelity, size, FLOPs and latency on tiny models."""
+"""prunelab.evaluate (accuracy, loss, fidelity), size, FLOPs and latency on tiny models."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import prunelab
+from prunelab.analysis.speed import latency
 from prunelab.io.data import TensorData
 
 # the module, not the function prunelab.evaluate that shares its name
 ev = importlib.import_module("prunelab.analysis.evaluation")
+fl = importlib.import_module("prunelab.analysis.flops")
 
 
 @pytest.fixture(autouse=True)
@@ -190,14 +192,14 @@ def test_sample_lstm_evaluates_with_masks():
 def test_model_stats_counts_parameters_nonzeros_bytes_and_flops():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     x = torch.zeros(1, 1, 8, 8)
-    dense = ev.model_stats(model, example_input=x)
+    dense = fl.model_stats(model, example_input=x)
     conv, linear = 2 * 4 * 9 * 64, 2 * 256 * 3
     assert dense["parameters"] == 40 + 771
     assert dense["nonzero_parameters"] == 811 and dense["sparsity"] == 0.0
     assert dense["dense_bytes"] == 811 * 4
     assert dense["flops"] == dense["effective_flops"] == conv + linear
     masks = prunelab.prune(model, "layer-magnitude", sparsity=0.75)
-    pruned = ev.model_stats(model, masks, example_input=x)
+    pruned = fl.model_stats(model, masks, example_input=x)
     kept = sum(int(m.sum()) for m in masks.values())
     assert pruned["nonzero_parameters"] == kept + 4 + 3  # biases are not pruned
     assert pruned["flops"] == dense["flops"]
@@ -207,7 +209,7 @@ def test_model_stats_counts_parameters_nonzeros_bytes_and_flops():
 def test_channel_masks_zero_the_coupled_biases_too():
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
     masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
-    stats = ev.model_stats(model, masks, example_input=torch.zeros(1, 6))
+    stats = fl.model_stats(model, masks, example_input=torch.zeros(1, 6))
     kept = sum(int(m.sum()) for m in masks.all().values())
     assert stats["nonzero_parameters"] == kept
 
@@ -215,29 +217,29 @@ def test_channel_masks_zero_the_coupled_biases_too():
 def test_recurrent_flops_are_counted_from_time_steps():
     model = prunelab.io.zoo.load("sample:sentiment-lstm").model
     tokens = torch.ones(2, 16, dtype=torch.int64)
-    table = ev.flops_by_layer(model, example_input=tokens)
+    table = fl.flops_by_layer(model, example_input=tokens)
     by_fqn = dict(zip(table["fqn"], table["flops"], strict=True))
     assert by_fqn["lstm.weight_ih_l0"] == 2 * 2 * 16 * 256 * 32
     assert by_fqn["lstm.weight_hh_l0"] == 2 * 2 * 16 * 256 * 64
     assert by_fqn["fc.weight"] == 2 * 2 * 64 * 2
-    assert ev.model_stats(model, example_input=tokens)["flops"] == sum(by_fqn.values())
+    assert fl.model_stats(model, example_input=tokens)["flops"] == sum(by_fqn.values())
 
 
 def test_flops_by_layer_reports_kept_fractions():
     bundle = prunelab.io.zoo.load("sample:digits-resnet")
     masks = prunelab.prune(bundle.model, "global-magnitude", sparsity=0.5)
-    table = ev.flops_by_layer(bundle.model, masks, example_input=bundle.example_input())
+    table = fl.flops_by_layer(bundle.model, masks, example_input=bundle.example_input())
     assert list(table.columns) == ["fqn", "module_type", "flops", "kept", "effective_flops"]
     assert list(table["fqn"]) == [t.fqn for t in prunelab.targets(bundle.model)]
     assert (table["effective_flops"] <= table["flops"]).all()
-    stats = ev.model_stats(bundle.model, masks, example_input=bundle.example_input())
+    stats = fl.model_stats(bundle.model, masks, example_input=bundle.example_input())
     assert stats["effective_flops"] < stats["flops"]
 
 
 def test_model_stats_does_not_touch_a_model_in_training_mode():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train()
     before = model[1].running_mean.clone()
-    ev.model_stats(model, example_input=torch.randn(2, 1, 5, 5))
+    fl.model_stats(model, example_input=torch.randn(2, 1, 5, 5))
     assert torch.equal(model[1].running_mean, before)
 
 
@@ -247,9 +249,9 @@ def test_model_stats_does_not_touch_a_model_in_training_mode():
 def test_latency_reports_ordered_statistics():
     model = _mlp()
     masks = prunelab.prune(model, "global-magnitude", sparsity=0.5)
-    timing = ev.latency(model, torch.zeros(1, 6), masks=masks, repeats=5, warmup=1)
+    timing = latency(model, torch.zeros(1, 6), masks=masks, repeats=5, warmup=1)
     assert set(timing) == {"median_s", "p90_s", "min_s", "repeats"}
     assert 0 < timing["min_s"] <= timing["median_s"] <= timing["p90_s"]
     assert timing["repeats"] == 5
     with pytest.raises(ValueError, match="repeats must be >= 1"):
-        ev.latency(model, torch.zeros(1, 6), repeats=0)
+        latency(model, torch.zeros(1, 6), repeats=0)

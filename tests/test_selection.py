@@ -259,3 +259,32 @@ def test_multi_layer_ranking_equals_one_sorted_array(sizes, k_frac, distinct, se
 def test_sorting_rejects_nan_scores():
     with pytest.raises(ValueError, match="scores of bad contain NaN"):
         sort_scores({"good": np.array([0.1]), "bad": np.array([0.1, math.nan])})
+
+
+def test_argument_checks_name_the_argument_and_refuse_bools_nan_and_out_of_range():
+    from prunelab.runtime import checks
+
+    assert checks.check_sparsity(np.float32(0.25)) == 0.25
+    assert type(checks.check_sparsity(np.int64(1))) is float
+    assert checks.check_count(np.int32(3), what="bins") == 3
+    assert checks.check_number(2, what="lr", minimum=0, strict=True) == 2.0
+    refused = [
+        (lambda: checks.check_sparsity(True), TypeError, "sparsity must be a number in [0, 1]"),
+        (lambda: checks.check_sparsity(float("nan")), ValueError, "(fraction of weights zeroed)"),
+        (lambda: checks.check_fraction(-0.1, what="keep"), ValueError, "keep must be in [0, 1],"),
+        (lambda: checks.check_threshold("1"), TypeError, "threshold must be a number, got '1'"),
+        (lambda: checks.check_threshold(math.inf), ValueError, "must be a finite number, got inf"),
+        (lambda: checks.check_number(-1, what="t", minimum=0), ValueError, "t must be a finite "),
+        (lambda: checks.check_number(0, what="lr", minimum=0, strict=True), ValueError, "> 0"),
+        (lambda: checks.check_count(2.0, what="bins"), TypeError, "bins must be an integer,"),
+        (lambda: checks.check_count(0, what="bins"), ValueError, "bins must be at least 1, got 0"),
+        (lambda: checks.check_count(17, what="bits", maximum=16), ValueError, "from 1 to 16"),
+    ]
+    for call, error, message in refused:
+        with pytest.raises(error) as info:
+            call()
+        assert message in str(info.value)
+    # the old home still answers (prunelab.select was their public module)
+    from prunelab.core import select
+
+    assert select.check_sparsity is checks.check_sparsity

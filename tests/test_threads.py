@@ -3,8 +3,12 @@ anybody else's masks, hooks or swapped tensors."""
 
 from __future__ import annotations
 
+import importlib
+import random
 import threading
+import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -134,3 +138,74 @@ def test_a_torch_fx_trace_meanwhile_neither_breaks_nor_records_other_threads_cal
     assert all(torch.equal(out, expected) for out in outputs)
     assert all(plan is not None for plan in plans)
     assert {len(plan._nodes) for plan in plans} == {len(plans[0]._nodes)}
+
+
+def test_dense_output_cache_is_shared_safely_and_stays_bounded(monkeypatch):
+    # Several sessions evaluate different models, data and masks at once, through one
+    # dense-output cache that is smaller than what they use: entries are looked up, stored
+    # and evicted by different threads all the time. Every result must be the one a single
+    # thread gets, and the cache must never grow past its bound.
+    ev = importlib.import_module("prunelab.analysis.evaluation")
+    monkeypatch.setattr(ev, "_CACHE_SIZE", 2)
+    ev.clear_cache()
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)).eval())
+    generator = torch.Generator().manual_seed(0)
+    datasets = [
+        (torch.randn(40, 6, generator=generator), torch.randint(0, 4, (40,), generator=generator))
+        for _ in range(2)
+    ]
+    jobs = []  # 6 (model, data) pairs: twice what the cache holds
+    for model in models:
+        pruner = Pruner(model, "global-magnitude")
+        for pair in datasets:
+            for masks in (None, pruner.masks(sparsity=0.5), pruner.masks(sparsity=0.9)):
+                jobs.append((model, pair, masks))
+
+    def run(job):
+        model, pair, masks = job
+        return evaluate(model, pair, masks=masks, batch_size=16)
+
+    expected = [run(job) for job in jobs]
+    ev.clear_cache()
+    sizes: list[int] = []
+    done = threading.Event()
+
+    def session(seed: int):
+        order = random.Random(seed).sample(range(len(jobs)), len(jobs))
+        return [(i, run(jobs[i])) for _ in range(5) for i in order]
+
+    def watch():
+        while not done.is_set():
+            with ev._lock:
+                sizes.append(len(ev._cache))
+            time.sleep(0.0001)
+
+    fingerprint = ev._model_fingerprint
+
+    def slow_fingerprint(model):
+        # a big model's fingerprint takes a while: other threads run meanwhile, so a lookup
+        # and a store or an eviction by another thread interleave on most runs
+        time.sleep(0.0005)
+        return fingerprint(model)
+
+    monkeypatch.setattr(ev, "_model_fingerprint", slow_fingerprint)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        sessions = _together(*(lambda seed=seed: session(seed) for seed in range(8)))
+    finally:
+        done.set()
+        watcher.join()
+    for results in sessions:
+        for index, result in results:
+            want = expected[index]
+            assert set(result) == set(want)
+            for name in ("accuracy", "agreement", "samples"):
+                assert result[name] == want[name], (index, name)
+            for name in ("loss", "kl"):
+                assert result[name] == pytest.approx(want[name], rel=1e-5, abs=1e-7)
+    assert sizes and max(sizes) <= 2
+    assert 0 < len(ev._cache) <= 2

@@ -1,9 +1,10 @@
 """Analysis: what a pruned model is worth and what it costs.
 
-Metrics against labels and against the dense model (``evaluate``), parameter and FLOP counts
-(``model_stats``, ``flops_by_layer``), measured speed (``compare_latency``, ``speed_report``),
-real storage of sparse weights (``compression``, ``storage_table``, ``save_sparse``) and
-per-layer weight statistics (``weight_stats``).
+Metrics against labels and against the dense model (``evaluate``, in :mod:`.evaluation`),
+parameter and FLOP counts (``model_stats``, ``flops_by_layer``, in :mod:`.flops`), measured
+speed (``latency``, ``compare_latency``, ``speed_report``, in :mod:`.speed`), real storage of
+sparse weights (``compression``, ``storage_table``, ``save_sparse``) and per-layer weight
+statistics (``weight_stats``).
 """
 
 from .._lazy import lazy_names
@@ -11,11 +12,12 @@ from .._lazy import lazy_names
 _NAMES = {
     "METRICS": "..runtime.metrics",
     "evaluate": ".evaluation",
-    "flops_by_layer": ".evaluation",
-    "latency": ".evaluation",
-    "model_stats": ".evaluation",
+    "flops_by_layer": ".flops",
+    "model_stats": ".flops",
+    "with_masks": ".flops",
     "Comparison": ".speed",
     "compare_latency": ".speed",
+    "latency": ".speed",
     "speed_report": ".speed",
     "compression": ".storage",
     "load_sparse": ".storage",

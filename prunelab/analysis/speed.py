@@ -16,6 +16,8 @@ pruned model and says in plain words why each one is or is not faster.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,8 +31,8 @@ from ..core.apply import apply, bake, copy_model, masked_weights
 from ..core.masks import Masks, check_masks
 from ..runtime.functional import run_device
 from ..runtime.memory import model_bytes
-from ..shrinking.remove import _shrink
-from .evaluation import model_stats
+from ..shrinking import shrink_with_plan
+from .flops import model_stats
 
 __all__ = [
     "COLUMNS",
@@ -38,6 +40,7 @@ __all__ = [
     "Comparison",
     "Spread",
     "compare_latency",
+    "latency",
     "semi_structured_support",
     "speed_report",
     "timed_rounds",
@@ -235,6 +238,43 @@ def compare_latency(
     return _compare(samples, "dense", "masked")
 
 
+def latency(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    masks: Masks | None = None,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Wall-clock time of one forward pass: median and 90th percentile over ``repeats``.
+
+    The pass runs on a plain copy of the model with the masked weights written in (made once,
+    before timing), so the time is that of the model with zeros in it (dense kernels: zeros
+    alone do not make a model faster); :func:`timed_rounds` warms it up and times it.
+
+    Returns:
+        ``median_s``, ``p90_s``, ``min_s`` (seconds) and ``repeats``.
+
+    >>> from torch import nn
+    >>> timing = latency(nn.Linear(4, 2), torch.zeros(1, 4), repeats=3, warmup=1)
+    >>> timing["min_s"] <= timing["median_s"] <= timing["p90_s"]
+    True
+    """
+    run_on = run_device(model, device)
+    net = copy_model(model) if masks is None else bake(apply(model, masks))
+    nets = {"model": (net.to(run_on), example_input.to(run_on))}
+    times = timed_rounds(nets, repeats=repeats, warmup=warmup, device=run_on)["model"]
+    times = sorted(ms / 1000 for ms in times)
+    p90 = times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)]
+    return {
+        "median_s": statistics.median(times),
+        "p90_s": p90,
+        "min_s": times[0],
+        "repeats": repeats,
+    }
+
+
 def semi_structured_support(device: torch.device | str | None) -> str | None:
     """None when 2:4 semi-structured sparse kernels can run on ``device``, else the reason."""
     device = torch.device(device or "cpu")
@@ -374,7 +414,7 @@ def speed_report(
         ),
     )
     try:
-        small, plan = _shrink(model, masks, one, check=True)
+        small, plan = shrink_with_plan(model, masks, example_input=one)
     except ValueError as exc:
         notes.append(f"No shrunk model: {exc}.")
     else:

@@ -44,6 +44,7 @@ from ..core.apply import copy_model, masked_weights
 from ..core.masks import Masks, check_masks
 from ..core.targets import get_parameter
 from ..runtime import torchfiles as _torchfiles
+from ..runtime.checks import check_count
 from ..runtime.files import atomic_write
 
 __all__ = [
@@ -65,12 +66,8 @@ _SCALE_BYTES = 4  # one float32 scale per quantized tensor
 
 def _check(masks: object, bits: int | None = None) -> Masks:
     check_masks(masks)
-    if bits is not None and (
-        not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16
-    ):
-        raise ValueError(
-            f"bits must be an integer from 1 to 16 (or None for no quantization), got {bits!r}"
-        )
+    if bits is not None:  # None: no quantization
+        check_count(bits, what="bits", maximum=16)
     return masks
 
 

@@ -139,7 +139,8 @@ def _calibration(model, strategy, calibration_data, device):
 
 
 def _before_after(bundle, evaluation, masks, device) -> str:
-    from ..analysis.evaluation import evaluate, model_stats
+    from ..analysis.evaluation import evaluate
+    from ..analysis.flops import model_stats
 
     example = bundle.example_input(batch_size=1)
     model = bundle.model

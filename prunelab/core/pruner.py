@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError
+from ..runtime.checks import check_sparsity, check_threshold
 from .calibration import Calibration
 from .granularity import Channel
 from .masks import Masks
-from .select import check_sparsity, check_threshold
 from .strategies import Layer, Strategy, get_strategy, supported_targets
 from .targets import Target, get_parameter, output_layers, resolve_targets
 
@@ -145,6 +146,7 @@ class Pruner:
         calibration: Calibration | None = None,
         seed: int = 0,
     ) -> None:
+        _refuse_reparametrised(model)
         self.strategy = get_strategy(strategy)
         self.targets, self.left_out = chosen_layers(model, self.strategy, targets)
         self._check_calibration(model, calibration)
@@ -271,6 +273,27 @@ class Pruner:
     def score_range(self) -> tuple[float, float] | None:
         """Smallest and largest score (the useful range of a threshold), or None."""
         return self._selection.score_range()
+
+
+def _refuse_reparametrised(model: nn.Module) -> None:
+    """Refuse a model carrying ``torch.nn.utils.prune`` masks (``weight_orig`` with
+    ``weight_mask``, from :func:`prunelab.apply` or torch's own pruning): its weights are
+    computed from them on each forward, so they are no parameters prunelab could find, score or
+    mask, and the masks it carries would be lost silently.
+
+    Raises:
+        InputError: Naming the first such weight and saying to bake the model first.
+    """
+    for module_fqn, module in model.named_modules():
+        for name in module._parameters:
+            base = name.removesuffix("_orig")
+            if name != base and f"{base}_mask" in module._buffers:
+                fqn = f"{module_fqn}.{base}" if module_fqn else base
+                raise InputError(
+                    f"the model carries torch.nn.utils.prune masks ({fqn}_orig and "
+                    f"{fqn}_mask, as prunelab.apply makes them): write them in first with "
+                    "model = prunelab.bake(model), then prune that"
+                )
 
 
 def _for_scoring(weight: torch.Tensor) -> torch.Tensor:

@@ -16,36 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..runtime.files import bounded_repr
+# at home in runtime.checks now; still importable from here, their public path before
+from ..runtime.checks import check_sparsity, check_threshold  # noqa: F401
 
 __all__ = [
     "Ranking",
     "SortedScores",
     "WeightedRanking",
-    "check_sparsity",
-    "check_threshold",
     "sort_scores",
 ]
-
-
-def check_sparsity(value: object, *, what: str = "sparsity") -> float:
-    """Validate a sparsity (fraction of weights zeroed) and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what} must be a number in [0, 1], got {bounded_repr(value)}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{what} must be in [0, 1] (fraction of weights zeroed), got {value}")
-    return value
-
-
-def check_threshold(value: object) -> float:
-    """Validate an absolute score threshold and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"threshold must be a finite number, got {bounded_repr(value)}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"threshold must be a finite number, got {value}")
-    return value
 
 
 class SortedScores:

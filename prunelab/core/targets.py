@@ -16,9 +16,11 @@ from ..runtime.functional import check_materialized
 
 __all__ = ["OutputLayers", "Target", "get_parameter", "output_layers", "resolve_targets", "targets"]
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_RNN = (nn.RNN, nn.LSTM, nn.GRU)
+# the module types whose weights prunelab prunes, for isinstance checks (one home: FLOP
+# counting and shrinking ask the same questions)
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+RNN = (nn.RNN, nn.LSTM, nn.GRU)
 _RNN_WEIGHT = re.compile(r"^weight_(ih|hh)_l\d+(_reverse)?$")
 # scores are computed in float32 for the half types (see Pruner); other dtypes (float8,
 # complex, integers) have no ordering or arithmetic prunelab could rely on
@@ -61,9 +63,9 @@ class Target:
 
 
 def _prunable(module: nn.Module, name: str) -> bool:
-    if isinstance(module, (nn.Linear, *_CONV, *_CONV_T)):
+    if isinstance(module, (nn.Linear, *CONV, *CONV_TRANSPOSE)):
         return name == "weight"
-    if isinstance(module, _RNN):
+    if isinstance(module, RNN):
         return bool(_RNN_WEIGHT.match(name))
     return False
 
@@ -91,7 +93,7 @@ def _all_targets(model: nn.Module) -> list[Target]:
                     f"{fqn} is {str(param.dtype).removeprefix('torch.')}; prunelab prunes "
                     f"weights of dtype {accepted} (convert the model, e.g. model.float())"
                 )
-            out_dim, in_dim = (1, 0) if isinstance(module, _CONV_T) else (0, 1)
+            out_dim, in_dim = (1, 0) if isinstance(module, CONV_TRANSPOSE) else (0, 1)
             found.append(
                 Target(
                     fqn=fqn,

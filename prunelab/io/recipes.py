@@ -24,9 +24,9 @@ from ..core.apply import apply as apply_masks
 from ..core.calibration import Calibration
 from ..core.masks import Masks
 from ..core.pruner import Pruner
-from ..core.select import check_sparsity
 from ..core.strategies import ScoredStrategy, Strategy, get_strategy
 from ..core.targets import targets
+from ..runtime.checks import check_sparsity
 from ..runtime.files import atomic_write, bounded_repr, one_line, read_bounded
 
 __all__ = ["Provenance", "Recipe"]

@@ -49,6 +49,7 @@ _NAMES = {
     "extend_channel_masks": ".plan",
     "plan_shrink": ".plan",
     "shrink": ".remove",
+    "shrink_with_plan": ".remove",
 }
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = list(_NAMES)

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from ..core.apply import copy_model
+from ..core.targets import CONV, CONV_TRANSPOSE
 
 __all__ = ["coupled_groups"]
 
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_T)
+_LAYERS = (nn.Linear, *CONV, *CONV_TRANSPOSE)
 
 
 @dataclass

@@ -16,11 +16,10 @@ from torch import nn
 
 from ..core.apply import copy_model, parameter_owners
 from ..core.masks import Masks, check_masks
-from ..core.targets import Target, get_parameter, targets
+from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, targets
 from ..errors import ShrinkError
 from ..runtime.files import one_line
 from .graph import (
-    _CONV_T,
     _LAYERS,
     _check_input,
     _graph,
@@ -163,7 +162,7 @@ def _extend(
             prefix = f"{names[module]}." if names[module] else ""
             kind = _handler_kind(dep)
             if isinstance(module, _LAYERS):
-                transposed = isinstance(module, _CONV_T)
+                transposed = isinstance(module, CONV_TRANSPOSE)
                 groups_ = getattr(module, "groups", 1)
                 if (
                     kind == "out"

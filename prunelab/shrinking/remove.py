@@ -15,7 +15,7 @@ from .check import _check_outputs, _reference
 from .graph import _Group
 from .plan import ShrinkPlan, _all, _plan
 
-__all__ = ["shrink"]
+__all__ = ["shrink", "shrink_with_plan"]
 
 
 def _remove(graph, groups: list[_Group]) -> None:
@@ -85,14 +85,18 @@ def shrink(
     >>> small[0].out_channels, small[3].in_features
     (5, 20)
     """
-    return _shrink(model, masks, example_input, check=check)[0]
+    return shrink_with_plan(model, masks, example_input=example_input, check=check)[0]
 
 
-def _shrink(
-    model: nn.Module, masks: Masks, example_input: torch.Tensor, *, check: bool
+def shrink_with_plan(
+    model: nn.Module, masks: Masks, *, example_input: torch.Tensor, check: bool = True
 ) -> tuple[nn.Module, ShrinkPlan]:
-    """:func:`shrink`, also returning the plan it followed (callers that report what was
-    removed need not trace the model a second time)."""
+    """:func:`shrink`, also returning the plan it followed, so that a caller reporting what
+    was removed (:func:`prunelab.analysis.speed_report`) need not trace the model twice.
+
+    Returns:
+        The smaller model and its :class:`ShrinkPlan`.
+    """
     work = copy_model(model)
     planned = _plan(work, masks, example_input)
     training = work.training

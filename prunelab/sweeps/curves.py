@@ -20,11 +20,11 @@ from ..analysis.evaluation import evaluate
 from ..core.apply import masked_weights
 from ..core.calibration import Calibration
 from ..core.pruner import LeftOut, Pruner, chosen_layers
-from ..core.select import check_sparsity
 from ..core.strategies import Strategy, get_strategy
 from ..core.targets import Target, get_parameter, resolve_targets
 from ..io.recipes import Provenance, Recipe
 from ..runtime.batches import Batch, iter_batches
+from ..runtime.checks import check_sparsity
 from ..runtime.files import atomic_write, one_line, read_bounded
 from ..runtime.functional import functional_forward, run_device
 from ..runtime.metrics import (

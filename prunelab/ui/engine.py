@@ -31,7 +31,8 @@ import streamlit as st
 import torch
 
 from .. import figures
-from ..analysis.evaluation import evaluate, flops_by_layer, with_masks
+from ..analysis.evaluation import evaluate
+from ..analysis.flops import flops_by_layer, with_masks
 from ..analysis.layer_stats import weight_stats
 from ..core.calibration import Calibration
 from ..core.masks import Masks
