@@ -432,7 +432,7 @@ def test_other_bad_input():
         weight_histogram(torch.randn(5), "0.1")
     with pytest.raises(ValueError, match="at least one dimension"):
         weight_heatmap(torch.tensor(1.0))
-    with pytest.raises(ValueError, match="max_cells must be a positive integer"):
+    with pytest.raises(ValueError, match="max_cells must be at least 1"):
         weight_heatmap(torch.randn(2, 2), max_cells=0)
     with pytest.raises(TypeError, match="torch tensor or a numpy array"):
         weight_heatmap([[1.0, 2.0]])

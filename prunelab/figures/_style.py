@@ -71,12 +71,6 @@ def _as_mask(value: object, *, what: str, shape: tuple[int, ...] | None = None) 
     return array
 
 
-def _check_count(value: object, *, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _matrix(array: np.ndarray) -> np.ndarray:
     """Matrix layout: rows = dim 0 (output), columns = all other dims flattened.
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..runtime.checks import check_count, check_number
 from ._style import (
     _EMPTY,
     _KEPT,
     _PRUNED,
-    _check_count,
     _checked,
     _heatmap,
     _matrix,
@@ -141,11 +140,7 @@ def activation_histogram(
         extra = f", {dead} dead channel(s)" if dead else ""
         notes.append(f"{label}{zeros:.1%} exact zeros{extra}")
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-            raise TypeError(f"threshold must be a number >= 0, got {threshold!r}")
-        t = float(threshold)
-        if not math.isfinite(t) or t < 0:
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        t = check_number(threshold, what="threshold", minimum=0)
         # no negative side to shade when no value is negative (after a ReLU)
         lowest = min(float(layer.edges[0]) for _, layer, _ in pairs)
         low = -t if lowest < 0 else min(lowest, t)
@@ -243,7 +238,7 @@ def channel_ranges(
     (3, 'box')
     """
     pairs = _pairs(stats, after, names)
-    max_channels = _check_count(max_channels, what="max_channels")
+    max_channels = check_count(max_channels, what="max_channels")
     fig = go.Figure()
     first = pairs[0][1]
     shown = min(first.channels, max_channels)
@@ -318,7 +313,7 @@ def activation_mask(
         labels = None
         titles = _matrix_titles(checked.shape)
         shape = _shape_text(checked.shape)
-    max_cells = _check_count(max_cells, what="max_cells")
+    max_cells = check_count(max_cells, what="max_cells")
     binary = bool(np.isin(array, (0.0, 1.0)).all())
     z, block = _pool(array, max_cells)
     if binary and block == (1, 1):

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._style import _EMPTY, _KEPT, _check_count, _title
+from ..runtime.checks import check_count
+from ._style import _EMPTY, _KEPT, _title
 from .curves import _METRIC_TITLES, _frame
 
 # ----------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def schedule_plot(schedule: object, *, steps: int, title: str | None = None) -> 
     >>> fig.data[0].y[0], fig.data[0].y[-1]
     (0.0, 90.0)
     """
-    count = _check_count(steps, what="steps")
+    count = check_count(steps, what="steps")
     named = schedule if isinstance(schedule, Mapping) else {"": schedule}
     fig = go.Figure()
     for name, item in named.items():

@@ -3,7 +3,6 @@ channel magnitudes, sparsity per layer and the overlap of two strategies' masks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -11,6 +10,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..core.masks import Masks, check_masks
+from ..runtime.checks import check_count, check_number
 from ._style import (
     _EMPTY,
     _KEPT,
@@ -21,7 +21,6 @@ from ._style import (
     _PRUNED,
     _RIGHT,
     _as_mask,
-    _check_count,
     _checked,
     _filters,
     _heatmap,
@@ -90,7 +89,7 @@ def weight_heatmap(
     (['before', 'after', 'pruned'], [[nan, -2.0], [nan, 3.0]])
     """
     array = _checked(weight, what="weight").astype(np.float64)
-    max_cells = _check_count(max_cells, what="max_cells")
+    max_cells = check_count(max_cells, what="max_cells")
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     panels = {"weights": array}
@@ -221,7 +220,7 @@ def mask_pattern(
     ([[1.0, 0.0, 1.0]], ['pruned', 'kept'])
     """
     kept = _as_mask(mask, what="mask")
-    max_cells = _check_count(max_cells, what="max_cells")
+    max_cells = check_count(max_cells, what="max_cells")
     z, block = _pool(_matrix(kept).astype(np.float64), max_cells)
     titles = _matrix_titles(kept.shape)
     if block == (1, 1):
@@ -286,7 +285,7 @@ def weight_histogram(
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise ValueError("weight has no finite value; there is nothing to plot")
-    bins = _check_count(bins, what="bins")
+    bins = check_count(bins, what="bins")
     if symmetric is None:
         symmetric = bool((values < 0).any())
     counts, edges = np.histogram(values, bins=bins)
@@ -302,11 +301,7 @@ def weight_histogram(
     )
     notes = [f"{values.size:,} values, {bins} bins"]
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-            raise TypeError(f"threshold must be a number >= 0, got {threshold!r}")
-        t = float(threshold)
-        if not math.isfinite(t) or t < 0:
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        t = check_number(threshold, what="threshold", minimum=0)
         if symmetric:
             low, inside, band = -t, np.abs(values) <= t, f"[-{t:.3g}, {t:.3g}]"
         else:
@@ -532,7 +527,7 @@ def mask_overlap(
     """
     if isinstance(names, str) or len(names) != 2 or not all(isinstance(n, str) for n in names):
         raise ValueError(f"names must be two strings, e.g. ('magnitude', 'random'); got {names!r}")
-    max_cells = _check_count(max_cells, what="max_cells")
+    max_cells = check_count(max_cells, what="max_cells")
     a = _layer_mask(masks_a, fqn, "masks_a")
     b = _layer_mask(masks_b, fqn, "masks_b")
     # Masks.overlap checks the shapes and defines the IoU; one layer keeps it cheap

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .checks import check_count
+
 __all__ = ["Batch", "iter_batches"]
 
 
@@ -63,8 +65,7 @@ def _tensor_slices(data: object, batch_size: int) -> list | None:
         tensors = data
     else:
         return None
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = check_count(batch_size, what="batch_size")
     total = tensors[0].shape[0] if tensors[0].ndim else 0
     return [
         tuple(t[start : start + batch_size] for t in tensors)
