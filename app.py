@@ -3,7 +3,7 @@
 import streamlit as st
 
 import prunelab
-from prunelab.ui import engine
+from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import percent
 from prunelab.ui.sidebar import sidebar
@@ -24,7 +24,7 @@ with error_boundary():
     cols[0].metric("Model", choice.bundle.name)
     cols[1].metric("Parameters", f"{choice.parameters:,}")
     if choice.data is not None:
-        dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+        dense = cache.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
         if "accuracy" in dense:
             cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
         else:  # unlabelled data (a torchvision model's resized digits): judged by fidelity

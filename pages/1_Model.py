@@ -4,12 +4,13 @@ import streamlit as st
 
 from prunelab import figures
 from prunelab.runtime import memory
-from prunelab.ui import engine
+from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent
 from prunelab.ui.sidebar import data_name as sidebar_data_name
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
+from prunelab.ui.views import model as view
 from prunelab.ui.widgets import explain
 
 st.set_page_config(page_title="Model · prunelab", layout="wide")
@@ -25,7 +26,7 @@ with error_boundary():
     cols[4].metric("Memory", memory.format_bytes(choice.loaded.model_bytes))
     if choice.data is not None:
         data_name = sidebar_data_name(choice)
-        dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+        dense = cache.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
         if "accuracy" in dense:
             cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
             cols[3].metric("Loss (dense)", f"{dense['loss']:.4f}")
@@ -43,14 +44,10 @@ with error_boundary():
             )
     else:
         cols[2].metric("Accuracy", "no data")
-    explain(engine.memory_note(choice))
+    explain(view.memory_note(choice))
 
     st.subheader("Prunable tensors")
-    stats = engine.weight_table(choice.model_key, _choice=choice)
-    flops = engine.flop_table(choice.model_key, _choice=choice).set_index("fqn")["flops"]
-    stats.insert(
-        4, "share of FLOPs", (flops / max(flops.sum(), 1)).reindex(stats["fqn"]).to_numpy()
-    )
+    stats = view.layer_table(choice)
     st.dataframe(
         stats,
         hide_index=True,
@@ -72,8 +69,7 @@ with error_boundary():
 
     st.subheader("Weight distribution")
     fqn = st.selectbox("Layer", list(stats["fqn"]), key=Keys.model_focus, help=HELP["fqn"])
-    weight = choice.model.get_parameter(fqn).detach()
-    st.plotly_chart(figures.weight_histogram(weight), key="model_histogram")
+    st.plotly_chart(figures.weight_histogram(view.layer_weight(choice, fqn)), key="model_histogram")
     explain(
         "How this layer's weights are spread. Trained layers are usually peaked at zero with "
         "long tails: magnitude pruning removes the peak and keeps the tails."

@@ -1,31 +1,17 @@
 """Activations: what flows through the network, how weight pruning shifts it, and pruning it."""
 
 import streamlit as st
-from torch.utils.data import Subset
 
-from prunelab import evaluate, figures
-from prunelab.activations.stats import (
-    AGGREGATE_FNS,
-    INPUT_SUFFIX,
-    MASK_FNS,
-    REDUCE_FNS,
-    ActivationSparsifier,
-    activation_layers,
-    activation_sparsity_effect,
-    activation_stats,
-)
-from prunelab.core.masks import Masks
-from prunelab.ui import engine
+from prunelab import figures
+from prunelab.activations.stats import AGGREGATE_FNS, MASK_FNS, REDUCE_FNS
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
+from prunelab.ui.views import activations as view
 from prunelab.ui.widgets import explain
 
-MAX_SAMPLES = 512  # statistics and effects use the first samples of the data
 MAX_BOX_CHANNELS = 64
-OBSERVE_BATCH = 64
-ENGINE_ERRORS = (ValueError, TypeError, RuntimeError)
 
 st.set_page_config(page_title="Activations · prunelab", layout="wide")
 with error_boundary():
@@ -42,64 +28,7 @@ with error_boundary():
         st.info("Activations depend on the inputs: pick evaluation data in the sidebar.")
         st.stop()
 
-    def _data(picked):
-        data = picked.data
-        if hasattr(data, "__len__") and len(data) > MAX_SAMPLES:
-            return Subset(data, range(MAX_SAMPLES))
-        return data
-
-    def _masks_fingerprint(masks) -> str | None:
-        """A digest of the masks, or None when they do not belong to this model."""
-        if not isinstance(masks, Masks) or not len(masks) or engine.masks_misfit(choice, masks):
-            return None
-        return engine.masks_digest(masks)
-
-    @st.cache_data(max_entries=64, show_spinner="Streaming the activations...")
-    def _stats(model_key, data_spec, layer, masks_key, _choice, _masks):
-        # every value (sample=None): one layer over at most MAX_SAMPLES inputs, and the page
-        # promises that a dead channel is zero for every input
-        data = _data(_choice)
-        return activation_stats(_choice.model, data, layers=[layer], masks=_masks, sample=None)[
-            layer
-        ]
-
-    @st.cache_data(max_entries=128, show_spinner="Thresholding and evaluating...")
-    def _effect(model_key, data_spec, layer, threshold, masks_key, _choice, _masks):
-        return activation_sparsity_effect(
-            _choice.model, _data(_choice), [layer], threshold, masks=_masks
-        )
-
-    @st.cache_data(max_entries=64, show_spinner="Running the activation sparsifier...")
-    def _sparsify(model_key, data_spec, module, functions, features, feature_dim, config, _choice):
-        aggregate, reduce, mask_fn = functions
-        sparsifier = ActivationSparsifier(
-            _choice.model,
-            aggregate_fn=AGGREGATE_FNS[aggregate],
-            reduce_fn=REDUCE_FNS[reduce],
-            mask_fn=MASK_FNS[mask_fn],
-            **dict(config),
-        )
-        sparsifier.register_layer(module, features=features, feature_dim=feature_dim)
-        sparsifier.observe(_data(_choice), batch_size=OBSERVE_BATCH)
-        sparsifier.step()
-        mask = sparsifier.get_mask(module)
-        sparse = sparsifier.squash_mask()
-        metrics = evaluate(sparse, _data(_choice), metrics=("accuracy",))
-        return mask, metrics.get("accuracy")
-
-    def _describe(name: str) -> str:
-        module, _, _ = name.partition(INPUT_SUFFIX)
-        kind = type(choice.model.get_submodule(module)).__name__
-        if name.endswith(INPUT_SUFFIX):
-            return f"{name}: what enters {module} ({kind})"
-        return f"{name}: output of {kind}"
-
-    def _default(names: list[str]) -> int:
-        # the input of the second prunable layer: the first layer's activations, not the data
-        inputs = [i for i, n in enumerate(names) if n.endswith(INPUT_SUFFIX)]
-        return inputs[1] if len(inputs) > 1 else 0
-
-    names = activation_layers(choice.model, inputs=True)
+    names = view.layer_names(choice)
     if not names:
         st.info("This model has no Linear, Conv, RNN, activation or pooling module to look into.")
         st.stop()
@@ -107,16 +36,15 @@ with error_boundary():
     layer = left.selectbox(
         "Layer",
         names,
-        index=_default(names),
+        index=view.default_layer(names),
         key=Keys.act_layer,
-        format_func=_describe,
+        format_func=lambda name: view.describe(choice, name),
         help="A module's output, or what enters a prunable layer (':input'). Models that apply "
         "ReLU as a function show their rectified activations as the input of the next layer.",
     )
-    masks = st.session_state.get(Keys.masks)
-    masks_key = _masks_fingerprint(masks)
+    masks = view.prune_page_masks(choice)
     with right:
-        if masks_key is None:
+        if masks is None:
             use_masks = False
             st.caption("No weight masks for this model yet: prune it on the Prune page to compare.")
         else:
@@ -124,24 +52,11 @@ with error_boundary():
                 "Compare with the weight masks from the Prune page",
                 value=True,
                 key=Keys.act_with_masks,
-                help=st.session_state.get(Keys.masks_label, ""),
+                help=masks.label or "",
             )
-            st.caption(f"Masks: {st.session_state.get(Keys.masks_label, 'from the Prune page')}")
+            st.caption(f"Masks: {masks.label or 'from the Prune page'}")
     active = masks if use_masks else None
-    active_key = masks_key if use_masks else None
-
-    try:
-        dense = _stats(choice.model_key, choice.data_spec, layer, None, _choice=choice, _masks=None)
-        after = (
-            _stats(
-                choice.model_key, choice.data_spec, layer, active_key, _choice=choice, _masks=active
-            )
-            if active is not None
-            else None
-        )
-    except ENGINE_ERRORS as exc:
-        st.error(f"Could not collect the activations of {layer}: {exc}")
-        st.stop()
+    dense, after = view.statistics(choice, layer, active)
 
     cols = st.columns(4)
     cols[0].metric("Channels", f"{dense.channels:,}", help=f"shape per sample {dense.sample_shape}")
@@ -206,9 +121,7 @@ with error_boundary():
             "pruning can kill channels downstream: compare the two colours."
         )
 
-    # the threshold slider's range: the layer's largest |value| (fixed while the slider moves)
-    limit = float(max(dense.max.abs().max(), dense.min.abs().max()))
-    limit = limit if limit > 0 else 1.0
+    limit = view.threshold_limit(dense)
 
     @st.fragment  # a threshold move reruns this panel only, not the page's other charts
     def _sparsity_panel():
@@ -221,62 +134,32 @@ with error_boundary():
             key=Keys.act_threshold,
             format="%.4g",
         )
-        try:
-            effect = _effect(
-                choice.model_key,
-                choice.data_spec,
-                layer,
-                float(threshold),
-                active_key,
-                _choice=choice,
-                _masks=active,
+        with error_boundary():  # an error here leaves the page's other panels in place
+            effect = view.thresholded(choice, layer, threshold, active)
+            cols = st.columns(4)
+            cols[0].metric(
+                "Activation sparsity",
+                f"{effect['sparsity']:.1%}",
+                f"{effect['sparsity'] - effect['natural_sparsity']:+.1%} by the threshold",
+                delta_color="off",
             )
-        except ENGINE_ERRORS as exc:
-            st.error(f"Could not threshold {layer}: {exc}")
-            return
-        cols = st.columns(4)
-        cols[0].metric(
-            "Activation sparsity",
-            f"{effect['sparsity']:.1%}",
-            f"{effect['sparsity'] - effect['natural_sparsity']:+.1%} by the threshold",
-            delta_color="off",
-        )
-        if "accuracy" in effect:
-            cols[1].metric(
-                "Accuracy",
-                percent(effect["accuracy"]),
-                points(effect["accuracy"] - effect["dense_accuracy"]),
+            if "accuracy" in effect:
+                cols[1].metric(
+                    "Accuracy",
+                    percent(effect["accuracy"]),
+                    points(effect["accuracy"] - effect["dense_accuracy"]),
+                )
+            cols[2].metric(
+                "Agreement with dense", percent(effect["agreement"]), help=HELP["agreement"]
             )
-        cols[2].metric("Agreement with dense", percent(effect["agreement"]), help=HELP["agreement"])
-        cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
-        # kept per layer, masks and threshold: a move back to a value draws the kept figure
-        histogram = engine.figure(
-            ("act_threshold", choice.model_key, choice.data_spec, layer, active_key, threshold),
-            _build=lambda: figures.activation_histogram(
-                after if after is not None else dense, threshold=threshold
-            ),
-        )
-        st.plotly_chart(histogram, key="act_threshold_histogram")
-
-    def _may_run(settings: tuple) -> bool:
-        """Run the sparsifier at once on small models; on large ones (two passes over the data
-        that take seconds each) when asked, and again without asking for settings already run."""
-        ran = st.session_state.setdefault(Keys.act_sparsified, set())
-        if choice.parameters <= engine.AUTO_EVALUATE_PARAMS or settings in ran:
-            return True
-        if st.button("Run the sparsifier", key=Keys.act_sparsify_run):
-            ran.add(settings)
-            return True
-        st.caption(
-            f"{choice.bundle.name} has {choice.parameters:,} parameters: observing the data and "
-            "evaluating the masked model takes a while, so it runs when you press the button."
-        )
-        return False
+            cols[3].metric("KL(dense ‖ thresholded)", f"{effect['kl']:.4f}", help=HELP["KL"])
+            shown = after if after is not None else dense
+            histogram = view.threshold_histogram(choice, layer, active, shown, threshold)
+            st.plotly_chart(histogram, key="act_threshold_histogram")
 
     def _sparsifier_panel():
-        module, _, _ = layer.partition(INPUT_SUFFIX)
-        if not layer.endswith(INPUT_SUFFIX):
-            inputs = [n for n in names if n.endswith(INPUT_SUFFIX)]
+        inputs = view.input_layers(names)
+        if layer not in inputs:
             st.info(
                 "The activation sparsifier masks what *enters* a layer. Pick one of "
                 f"{', '.join(inputs)} above."
@@ -302,9 +185,8 @@ with error_boundary():
                 format="%.4g",
                 key=Keys.act_mask_threshold,
             )
-            config = (("threshold", float(value)),)
         else:
-            level = st.slider(
+            value = st.slider(
                 "Sparsity level (fraction of positions zeroed)",
                 0.0,
                 1.0,
@@ -312,44 +194,41 @@ with error_boundary():
                 0.05,
                 key=Keys.act_sparsity_level,
             )
-            config = (("sparsity_level", float(level)),)
-        features = tuple(range(dense.channels)) if per_feature else None
-        feature_dim = dense.channel_axis if per_feature else None
-        settings = (choice.model_key, choice.data_spec, module, aggregate, reduce, mask_fn)
-        settings += (features, feature_dim, config)
-        if not _may_run(settings):
-            return
-        try:
-            mask, accuracy = _sparsify(
-                choice.model_key,
-                choice.data_spec,
-                module,
-                (aggregate, reduce, mask_fn),
-                features,
-                feature_dim,
-                config,
-                _choice=choice,
-            )
-        except ENGINE_ERRORS as exc:
-            st.error(f"The sparsifier could not mask what enters {module}: {exc}")
-            return
-        parts = mask if isinstance(mask, list) else [mask]
-        kept = sum(float(p.float().sum()) for p in parts) / sum(p.numel() for p in parts)
-        cols = st.columns(2)
-        cols[0].metric("Positions kept by the mask", f"{kept:.1%}")
-        if accuracy is not None:
-            base = _effect(
-                choice.model_key, choice.data_spec, layer, 0.0, None, _choice=choice, _masks=None
-            )
-            cols[1].metric(
-                "Accuracy with the mask",
-                percent(accuracy),
-                points(accuracy - base["dense_accuracy"]),
-            )
-        st.plotly_chart(
-            figures.activation_mask(mask, features=features, title=f"Mask on what enters {module}"),
-            key="act_mask",
+        settings = view.SparsifierSettings.of(
+            layer,
+            dense,
+            aggregate=aggregate,
+            reduce=reduce,
+            mask_fn=mask_fn,
+            per_feature=per_feature,
+            value=value,
         )
+        if not view.may_sparsify(choice, settings):
+            if not st.button("Run the sparsifier", key=Keys.act_sparsify_run):
+                st.caption(
+                    f"{choice.bundle.name} has {choice.parameters:,} parameters: observing the "
+                    "data and evaluating the masked model takes a while, so it runs when you "
+                    "press the button."
+                )
+                return
+            view.remember_sparsify(choice, settings)
+        with error_boundary():  # an error here leaves the page's other panels in place
+            result = view.sparsify(choice, settings, layer)
+            cols = st.columns(2)
+            cols[0].metric("Positions kept by the mask", f"{result.kept:.1%}")
+            if result.accuracy is not None:
+                cols[1].metric(
+                    "Accuracy with the mask",
+                    percent(result.accuracy),
+                    points(result.accuracy - result.dense_accuracy),
+                )
+            module = settings.module
+            st.plotly_chart(
+                figures.activation_mask(
+                    result.mask, features=settings.features, title=f"Mask on what enters {module}"
+                ),
+                key="act_mask",
+            )
         explain(
             "The sparsifier (as in torch.ao.pruning) adds up the inputs of this layer batch by "
             "batch (aggregate), reduces the sum over the batch (reduce) and turns it into a fixed "

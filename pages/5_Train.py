@@ -1,36 +1,18 @@
 """Train: win back what pruning lost. Fine-tune with masks kept, or prune gradually."""
 
-from dataclasses import asdict
-
-import pandas as pd
 import streamlit as st
 
 from prunelab import figures
-from prunelab.analysis import evaluate
 from prunelab.core.masks import Masks
-from prunelab.core.targets import targets
-from prunelab.io import data as data_lib
-from prunelab.io.recipes import Recipe
-from prunelab.training import (
-    Gradual,
-    OneShot,
-    TrainConfig,
-    evaluate_quantized,
-    finetune,
-    prune_while_training,
-    steps_per_epoch,
-)
-from prunelab.ui import engine, jobs
+from prunelab.training import OneShot, TrainConfig
+from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
+from prunelab.ui.views import train as view
+from prunelab.ui.views.train import BITS, RATES, SOURCES
 from prunelab.ui.widgets import explain
-
-SOURCES = ("Global magnitude at a sparsity", "Masks from the Prune page", "A recipe")
-RATES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
-BITS = (16, 8, 6, 4, 3, 2)
-LIVE_UPDATES = 20  # redraws of the live chart per run
 
 st.set_page_config(page_title="Train · prunelab", layout="wide")
 with error_boundary():
@@ -45,10 +27,6 @@ with error_boundary():
         st.info("Training needs labelled data: pick evaluation data in the sidebar.")
         st.stop()
 
-    @st.cache_resource(max_entries=4, show_spinner="Loading the training split...")
-    def train_split(spec: str) -> object:
-        return data_lib.load(spec, split="train")
-
     def pick_masks() -> tuple[Masks, str]:
         """The masks to train with and a label; stops the page with an explanation if unusable."""
         source = st.radio("Masks", SOURCES, horizontal=True, key=Keys.train_source)
@@ -61,30 +39,13 @@ with error_boundary():
                 0.01,
                 key=Keys.train_sparsity,
             )
-            layers = tuple(t.fqn for t in targets(choice.model))
-            pruner = engine.pruner(
-                choice.model_key,
-                choice.data_spec,
-                "global-magnitude",
-                (),
-                layers,
-                0,
-                _choice=choice,
-            )  # scores sorted once: a slider move is a lookup
-            return pruner.masks(sparsity=sparsity), f"global-magnitude at {sparsity:.0%}"
+            return view.global_masks(choice, sparsity)
         if source == SOURCES[1]:
-            masks = st.session_state.get(Keys.masks)
-            if masks is None:
+            picked = view.prune_page_masks(choice)
+            if picked is None:
                 st.info("No masks yet: make some on the Prune page, or pick another source.")
                 st.stop()
-            problem = engine.masks_misfit(choice, masks)
-            if problem:
-                st.error(
-                    f"The Prune page's masks do not fit this model ({problem}); prune this model "
-                    "on the Prune page again, or pick another source."
-                )
-                st.stop()
-            return masks, st.session_state.get(Keys.masks_label, "masks from the Prune page")
+            return picked
         text = st.text_area(
             "Recipe (YAML or JSON, as saved by the Sensitivity page or the CLI)",
             key=Keys.train_recipe,
@@ -93,16 +54,7 @@ with error_boundary():
         if not text.strip():
             st.info("Paste a recipe to continue.")
             st.stop()
-        try:
-            recipe = Recipe.loads(text)
-            calibration = None
-            if recipe.build_strategy().needs:
-                calibration = engine.calibration(choice.model_key, choice.data_spec, _choice=choice)
-            masks = recipe.masks(choice.model, calibration)
-        except (ValueError, TypeError) as exc:
-            st.error(f"That recipe cannot be used: {exc}")
-            st.stop()
-        return masks, f"recipe {recipe.strategy} at {masks.sparsity():.0%}"
+        return view.recipe_masks(choice, text)
 
     def settings() -> tuple[TrainConfig, str, tuple[float, float]]:
         cols = st.columns(5)
@@ -127,7 +79,7 @@ with error_boundary():
             "percent of the whole training (0% = first step, 100% = last step).",
         )
         window = (start / 100, end / 100)
-        layers = list(dict.fromkeys(t.module_fqn for t in targets(choice.model)))
+        layers = view.freezable_layers(choice)
         st.caption("Freeze layers (their weights stay exactly as they are):")
         boxes = st.columns(min(len(layers), 6) or 1)
         frozen = tuple(
@@ -138,71 +90,9 @@ with error_boundary():
         config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, frozen=frozen)
         return config, kind, window
 
-    def gradual_schedule(sparsity: float, kind: str, window: tuple[float, float], total: int):
-        """The gradual run's schedule: from dense at ``window[0]`` to ``sparsity`` at ``window[1]``
-        (fractions of the ``total`` optimizer steps); the end is at least one step after the start.
-        """
-        start = min(round(window[0] * total), total - 1)
-        end = max(start + 1, round(window[1] * total))
-        return Gradual(0.0, sparsity, start=start, end=end, kind=kind)
-
-    def run(masks: Masks, config: TrainConfig, kind: str, window, report) -> dict:
-        """Fine-tune and prune gradually, reporting progress and drawing a live chart."""
-        train = train_split(choice.data_spec)
-        per_epoch = steps_per_epoch(train, batch_size=config.batch_size)
-        total = config.epochs * per_epoch
-        sparsity = masks.sparsity()
-        schedule = gradual_schedule(sparsity, kind, window, total)
-        live = st.empty()
-        histories: dict[str, pd.DataFrame] = {}
-        rows: list[dict] = []
-        every = max(1, total // LIVE_UPDATES)
-
-        def callback(name: str, offset: float):
-            def step(progress) -> None:
-                rows.append({"run": name, **asdict(progress)})
-                report(offset + progress.fraction / 2, f"{name}: {progress.message}")
-                if progress.step % every == 0 or progress.step + 1 == progress.total:
-                    live.plotly_chart(figures.training_curves(_live(rows)))
-
-            return step
-
-        tuned, histories["fine-tuned"] = finetune(
-            choice.model, masks, train, config=config, callback=callback("fine-tuned", 0.0)
-        )
-        gradual, histories["gradual"] = prune_while_training(
-            choice.model,
-            train,
-            strategy="global-magnitude",
-            schedule=schedule,
-            config=config,
-            callback=callback("gradual", 0.5),
-        )
-        live.empty()
-        test = choice.data
-        return {
-            "dense": engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice),
-            "one-shot": evaluate(choice.model, test, masks=masks, metrics=("accuracy", "loss")),
-            "fine-tuned": evaluate(tuned, test, metrics=("accuracy", "loss")),
-            "gradual": evaluate(gradual, test, metrics=("accuracy", "loss")),
-            "tuned": tuned,  # kept for the quantized evaluations, which need no new training
-            "histories": histories,
-            "schedule": schedule,
-            "total": total,
-            "sparsity": sparsity,
-        }
-
-    def _live(rows: list[dict]) -> dict[str, pd.DataFrame]:
-        frame = pd.DataFrame(rows)
-        return {name: part for name, part in frame.groupby("run", sort=False)}
-
     def show(result: dict, label: str, key: tuple) -> None:
         dense = result["dense"]["accuracy"]
-        accuracies = {
-            "one-shot (no training)": result["one-shot"]["accuracy"],
-            "fine-tuned": result["fine-tuned"]["accuracy"],
-            f"gradual {result['schedule'].kind}": result["gradual"]["accuracy"],
-        }
+        accuracies = view.accuracies(result)
         cols = st.columns(4)
         cols[0].metric("Dense accuracy", percent(dense))
         for col, (name, value) in zip(cols[1:], accuracies.items(), strict=True):
@@ -263,30 +153,8 @@ with error_boundary():
             key=Keys.train_bits,
             format_func=lambda b: f"{b} bits",
         )
-        rows = [
-            {
-                "weights": "float32 (as trained)",
-                "accuracy": percent(result["fine-tuned"]["accuracy"]),
-                "loss": f"{result['fine-tuned']['loss']:.4f}",
-                "same prediction as float32": percent(1.0),
-            }
-        ]
-        for b in sorted(bits, reverse=True):
-            remembered = (*key, "quantized", b)
-            measured = engine.remembered(remembered)
-            if measured is None:
-                measured = engine.remember(
-                    remembered, evaluate_quantized(result["tuned"], choice.data, bits=b)
-                )
-            rows.append(
-                {
-                    "weights": f"{b} bits",
-                    "accuracy": percent(measured["accuracy"]),
-                    "loss": f"{measured['loss']:.4f}",
-                    "same prediction as float32": percent(measured["agreement"]),
-                }
-            )
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="train_quantized_table")
+        rows = view.quantized_rows(choice, result, key, bits)
+        st.dataframe(rows, hide_index=True, key="train_quantized_table")
         explain(
             "Each kept weight is rounded to one of 2^(bits-1) - 1 levels per sign (one scale per "
             "tensor, symmetric; pruned weights stay exactly zero). Accuracy can stay the same at "
@@ -296,30 +164,10 @@ with error_boundary():
 
     masks, label = pick_masks()
     config, kind, window = settings()
-    key = (
-        "train",
-        choice.model_key,
-        choice.data_spec,
-        engine.masks_digest(masks),
-        config,
-        kind,
-        window,
-    )
-    result = engine.remembered(key)
+    key = view.result_key(choice, masks, config, kind, window)
+    result = cache.remembered(key)
     if st.button("Train", type="primary", key=Keys.train_run) and result is None:
-        job = jobs.Job(Keys.train_job, key)
-        try:
-            # while it runs, a Cancel button stops it at the next progress update
-            result = jobs.run(
-                job, lambda _, report: run(masks, config, kind, window, report), label="Training"
-            )
-        except RuntimeError as exc:
-            st.error(f"Training failed: {exc}")
-            st.stop()
-        if result is None:
-            st.stop()  # the run reported its error
-        engine.remember(key, result)
-        st.rerun()  # redraw without the Cancel button: the result is remembered now
+        view.train(choice, key, masks, config, kind, window)  # then the page is drawn again
     if result is None:
         st.info(
             f"Masks: {label} ({percent(masks.sparsity())} sparse). Press **Train** to fine-tune "

@@ -1,18 +1,13 @@
 """Learn: what pruning is, in small interactive lessons."""
 
 import streamlit as st
-import torch
-from torch import nn
 
-import prunelab
 from prunelab import figures
-from prunelab.analysis import compare_latency
-from prunelab.sweeps import sweep
-from prunelab.ui import engine
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import percent
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
+from prunelab.ui.views import learn as view
 from prunelab.ui.widgets import explain
 
 st.set_page_config(page_title="Learn · prunelab", layout="wide")
@@ -21,24 +16,10 @@ with error_boundary():
     st.title("Learn pruning")
     st.caption("Five short lessons. Each has its own controls on the left, next to its figure.")
 
-    @st.cache_resource(max_entries=1)
-    def toy_layer() -> nn.Module:
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Linear(32, 16))
-
-    @st.cache_data(max_entries=8, show_spinner="Evaluating both strategies at ten sparsities...")
-    def curves(model_key: str, data_spec: str, _choice: engine.Choice):
-        levels = [i / 20 for i in range(0, 20, 2)]
-        return sweep(
-            _choice.model, _choice.data, strategies=["layer-magnitude", "random"], sparsities=levels
-        )
-
     def lesson(title: str):
         """A lesson's heading, then (controls, figure) side by side, so both are in view."""
         st.subheader(title)
         return st.columns([1, 3], gap="medium")
-
-    toy = toy_layer()
 
     controls, figure = lesson("1. A mask decides which weights stay")
     with controls:
@@ -51,9 +32,8 @@ with error_boundary():
             "it. Magnitude pruning keeps the largest |w|: on the right, the pruned weights are "
             "black (removed), the kept ones untouched; white means a kept weight near zero."
         )
-    masks = prunelab.prune(toy, "layer-magnitude", sparsity=sparsity)
     with figure:
-        heatmap = figures.weight_heatmap(toy[0].weight.detach(), masks["0.weight"])
+        heatmap = figures.weight_heatmap(view.toy_weight(), view.toy_masks(sparsity))
         st.plotly_chart(heatmap.update_layout(height=380, margin={"t": 70, "b": 40}), key="l1")
 
     controls, figure = lesson("2. Unstructured, channel and N:M at the same sparsity")
@@ -74,22 +54,11 @@ with error_boundary():
             "really becomes smaller. N:M keeps N of every M consecutive weights (2:4 is always "
             "50%): a regular comb that some GPUs run faster."
         )
-    patterns = {
-        "unstructured": prunelab.get_strategy("layer-magnitude"),
-        # the toy is one layer, its own output: its rows are what this lesson prunes
-        "channel": prunelab.get_strategy(
-            "layer-magnitude", granularity="channel", prune_outputs=True
-        ),
-        "2:4": prunelab.get_strategy("n:m"),
-    }
     with figure:
-        cols = st.columns(3)
-        for col, (name, strategy) in zip(cols, patterns.items(), strict=True):
-            pruner = prunelab.Pruner(toy, strategy)
-            layer_masks = (
-                pruner.masks() if name == "2:4" else pruner.masks(sparsity=pattern_sparsity)
-            )
-            pattern = figures.mask_pattern(layer_masks["0.weight"], title=name)
+        patterns = view.pattern_masks(pattern_sparsity)
+        cols = st.columns(len(patterns))
+        for col, (name, mask) in zip(cols, patterns.items(), strict=True):
+            pattern = figures.mask_pattern(mask, title=name)
             pattern.update_traces(showscale=False).update_layout(height=300, margin={"t": 70})
             with col:
                 st.plotly_chart(pattern, key=f"l2{name}")
@@ -108,8 +77,8 @@ with error_boundary():
         )
     with figure:
         scope_cols = st.columns(2)
-        for col, name in zip(scope_cols, ("layer-magnitude", "global-magnitude"), strict=True):
-            scoped = prunelab.prune(choice.model, name, sparsity=scope_sparsity)
+        for col, name in zip(scope_cols, view.SCOPES, strict=True):
+            scoped = view.scope_masks(choice, name, scope_sparsity)
             with col:
                 st.plotly_chart(figures.layer_sparsity(scoped, title=name), key=f"l3{name}")
 
@@ -117,9 +86,7 @@ with error_boundary():
     if choice.data is None:
         figure.info("Pick evaluation data in the sidebar to compare accuracies.")
     else:
-        table = curves(choice.model_key, choice.data_spec, _choice=choice)
-        metric = "accuracy" if "accuracy" in table else "agreement"
-        levels = sorted(table["requested"].unique())
+        table, metric, levels = view.curves(choice)
         with controls:
             marked = st.select_slider(
                 "Look at the sparsity",
@@ -128,8 +95,7 @@ with error_boundary():
                 key=Keys.learn_curve_marker,
                 format_func=lambda level: f"{level:.0%}",
             )
-            at_level = table[table["requested"] == marked].set_index("strategy")[metric]
-            for name, value in at_level.items():
+            for name, value in view.at_level(table, metric, marked).items():
                 st.metric(f"{name} ({metric})", percent(value))
             explain(
                 f"{metric.capitalize()} of the pruned model at each sparsity, no fine-tuning. "
@@ -148,9 +114,7 @@ with error_boundary():
         flops_sparsity = st.slider(
             "Sparsity (global magnitude)", 0.0, 0.95, 0.5, 0.05, key=Keys.learn_flops_sparsity
         )
-    masked = prunelab.prune(choice.model, "global-magnitude", sparsity=flops_sparsity)
-    flops = engine.flop_table(choice.model_key, _choice=choice)
-    dense_flops, effective = engine.effective_flops(flops, masked)
+    masked, dense_flops, effective = view.flops(choice, flops_sparsity)
     cols = figure.columns(3)
     cols[0].metric(
         "Effective FLOPs",
@@ -161,10 +125,7 @@ with error_boundary():
         "Effective: only those with a kept weight, what a sparse kernel could do.",
     )
     if figure.button("Measure latency, dense vs masked", key="learn_latency"):
-        # warmed up, interleaved, many rounds: a difference counts only outside the spread
-        timing = compare_latency(
-            choice.model, masked, example_input=choice.bundle.example_input(batch_size=16)
-        )
+        timing = view.latency(choice, masked)
         for col, label, spread in (
             (cols[1], "Dense forward", timing.base),
             (cols[2], "Masked forward", timing.other),

@@ -1,10 +1,15 @@
 """The app's one error boundary: whatever a page raises is shown with ``st.error``.
 
 Every page wraps its body in :func:`error_boundary`. A mistake of the user's (a file that does
-not fit, data of the wrong shape; see :func:`prunelab.errors.user_message`) is shown as its
-plain message. Anything else is a bug: a short note says so, and the details for a report
-(the exception and the last frames of its traceback) are in an expander. Neither shows a
-path on the server: a visitor sees the names of files, not where they are kept.
+not fit, data of the wrong shape; see :func:`prunelab.errors.user_message`, the one place that
+decides) is shown as its plain message. Anything else is a bug: a short note says so, and the
+details for a report (the exception and the last frames of its traceback) are in an expander.
+Neither shows a path on the server: a visitor sees the names of files, not where they are kept.
+
+Page logic (``prunelab.ui.views``) catches nothing by type: it names what it was doing with
+:func:`failing_as`, and the boundary puts that before the message ("Could not build the masks:
+..."). A panel that the rest of the page does not depend on has a boundary of its own, so that
+its error leaves the rest of the page in place.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import streamlit as st
 from ..errors import user_message
 from ..runtime.files import one_line
 
-__all__ = ["error_boundary", "show_error", "without_paths"]
+__all__ = ["error_boundary", "failing_as", "show_error", "without_paths"]
 
 # an absolute path (two parts or more): only its last part, the file's name, is shown
 _PATH = re.compile(r"(?<![\w./])(?:/[^\s/'\"`:;,()\[\]]+)+/([^\s/'\"`:;,()\[\]]+)")
 _FRAMES = 6
+# where failing_as leaves what was being done, on the exception itself
+_DOING = "_prunelab_doing"
 
 
 def without_paths(text: str) -> str:
@@ -49,7 +56,9 @@ def show_error(exc: BaseException, *, context: str | None = None) -> None:
     Args:
         exc: The exception.
         context: What was being done, e.g. ``"Could not load that"``; put before the message.
+            By default, what :func:`failing_as` named, if anything.
     """
+    context = context or getattr(exc, _DOING, None)
     message = user_message(exc)
     lead = f"{context}: " if context else ""
     if message is not None:
@@ -65,11 +74,27 @@ def show_error(exc: BaseException, *, context: str | None = None) -> None:
 
 
 @contextmanager
-def error_boundary() -> Iterator[None]:
-    """Run a page's body; an exception from it ends the page with :func:`show_error`.
+def failing_as(context: str) -> Iterator[None]:
+    """Name what the block does: an exception from it is shown as ``"<context>: <message>"``.
 
-    Streamlit's own control flow (``st.stop()``, reruns) is not an ``Exception`` and passes
-    through.
+    The exception goes on to the boundary unchanged (its type decides whether it is the
+    user's); the innermost name wins, as it says most precisely what failed.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, _DOING, None) is None:
+            setattr(exc, _DOING, context)
+        raise
+
+
+@contextmanager
+def error_boundary() -> Iterator[None]:
+    """Run a page's body, or a panel's; an exception from it is shown with :func:`show_error`.
+
+    What follows the block runs as usual: at the end of a page that ends the page; around a
+    panel, the rest of the page is still drawn. Streamlit's own control flow (``st.stop()``,
+    reruns) is not an ``Exception`` and passes through.
     """
     try:
         yield

@@ -20,11 +20,16 @@ from typing import TypeVar
 
 import streamlit as st
 
+from ..errors import user_message
 from ..runtime.files import one_line
 from ..sweeps.checkpoints import CheckpointError, CheckpointStatus, checkpoint_status
 from ..sweeps.curves import Estimate, format_duration
+from .cache import session_store
 from .engine import progress_bar
+from .errors import error_boundary, failing_as
 from .state import Keys
+
+__all__ = ["CONFIRM_SECONDS", "Job", "controls", "run", "start"]
 
 CONFIRM_SECONDS = 60  # longer jobs start only after the user confirms
 
@@ -76,17 +81,20 @@ class Job:
     def estimate(self, measure: Callable[[], Estimate]) -> Estimate | None:
         """``measure()`` once per session and settings (it times a real evaluation).
 
-        None where it fails: the run itself then reports the problem.
+        None where the user's input makes it fail: the run itself then reports the problem.
         """
-        cache = st.session_state.setdefault(Keys.jobs_estimates, {})
+        kept = session_store(Keys.jobs_estimates)
         key = (self.prefix, self.settings)
-        if key not in cache:
+        if key not in kept:
             try:
                 with st.spinner("Timing one evaluation..."):
-                    cache[key] = measure()
-            except (ValueError, TypeError):
-                cache[key] = None
-        return cache[key]
+                    estimate = measure()
+            except Exception as exc:
+                if user_message(exc) is None:  # a bug: the page's boundary reports it
+                    raise
+                estimate = None
+            kept.put(key, estimate)
+        return kept.get(key)
 
 
 def controls(job: Job, estimate: Estimate | None, *, label: str) -> bool:
@@ -136,7 +144,8 @@ def controls(job: Job, estimate: Estimate | None, *, label: str) -> bool:
 def run(job: Job, work: Work[T], *, label: str) -> T | None:
     """Run ``work(checkpoint, progress)`` with a progress bar and a Cancel button.
 
-    Returns its result, or None after showing the error (``st.error``, never a traceback).
+    Returns its result, or None after showing the error (``st.error``, never a traceback):
+    the page goes on, so that the run can be started again.
     """
     st.button(
         "Cancel",
@@ -144,12 +153,9 @@ def run(job: Job, work: Work[T], *, label: str) -> T | None:
         help="Stops after the evaluation under way; the finished ones are kept for Resume.",
     )
     bar, report = progress_bar(label)
-    try:
+    result = None
+    with error_boundary(), failing_as("The run could not finish"):
         result = work(job.checkpoint, report)
-    except (ValueError, TypeError) as exc:
-        bar.empty()
-        st.error(f"The run could not finish: {one_line(exc)}")
-        return None
     bar.empty()
     return result
 

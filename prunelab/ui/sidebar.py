@@ -12,16 +12,9 @@ from ..io import data as data_lib
 from ..io import zoo
 from ..io.specs import MAX_CLASSES
 from ..runtime import memory
-from .engine import (
-    Choice,
-    Loaded,
-    load_data,
-    load_model,
-    load_upload,
-    load_upload_data,
-    upload_digest,
-)
-from .errors import show_error
+from .cache import load_data, load_model, load_upload, load_upload_data
+from .engine import Choice, Loaded, upload_digest
+from .errors import failing_as
 from .state import Keys
 
 DEFAULT_MODEL = "sample:digits-cnn"
@@ -369,15 +362,13 @@ def sidebar() -> Choice:
     """Show the model and data pickers; stop the page (with an explanation) if unusable."""
     st.sidebar.header("Model and data")
     _carry_choices()
-    try:
+    # an error here ends the page at the page's error boundary, which says what failed
+    with failing_as("Could not load that"):
         picked = _pick_model()
         if picked is None:
             st.stop()
         model_key, loaded = picked
         data_spec, data = _pick_data(model_key, loaded.bundle)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        show_error(exc, context="Could not load that")
-        st.stop()
     bundle = loaded.bundle
     choice = Choice(model_key=model_key, loaded=loaded, data_spec=data_spec, data=data)
     about_data = "" if data is None else f"; data {data_name(choice)} ({len(data):,} samples)"

@@ -55,7 +55,7 @@ class Keys:
     act_log_y = "act_log_y"
     act_mask_threshold = "act_mask_threshold"
     act_sparsify_run = "act_sparsify_run"
-    act_sparsified = "act_sparsified"  # settings the sparsifier ran with (large models)
+    act_sparsified = "act_sparsified"  # settings the sparsifier ran with (a cache.Bounded)
 
     # sensitivity page (prefix "sens_")
     sens_layers = "sens_layers"
@@ -111,9 +111,9 @@ class Keys:
     export_evaluate = "export_evaluate"
     export_batches = "export_batches"
     export_speed_run = "export_speed_run"
-    export_speed_result = "export_speed_result"
+    export_speed_result = "export_speed_result"  # the last speed report (a cache.Bounded)
     export_prepare = "export_prepare"
-    export_files = "export_files"
+    export_files = "export_files"  # the last files prepared (a cache.Bounded)
 
     # shared results
     masks = "current_masks"
@@ -122,4 +122,4 @@ class Keys:
 
     # long jobs (prunelab.ui.jobs)
     jobs_folder = "jobs_folder"  # the session's private folder of checkpoints
-    jobs_estimates = "jobs_estimates"  # {(job prefix, settings): Estimate}, timed once
+    jobs_estimates = "jobs_estimates"  # (job prefix, settings) -> Estimate, a cache.Bounded

@@ -15,7 +15,7 @@ import prunelab
 from prunelab.io import zoo
 from prunelab.io.architectures import ARCHITECTURES
 from prunelab.runtime import memory
-from prunelab.ui import engine, sidebar
+from prunelab.ui import cache, engine, sidebar
 from prunelab.ui.state import Keys
 from tests.app.conftest import ROOT, assert_clean, metric, page
 
@@ -26,12 +26,12 @@ SPECS = [f"sample:{name}" for name in ARCHITECTURES] + list(ARCHITECTURES)
 
 @pytest.fixture
 def fresh_caches():
-    caches = (engine.load_model, engine.load_upload, engine.load_data, engine.pruner)
-    for cache in caches:
-        cache.clear()
+    caches = (cache.load_model, cache.load_upload, cache.load_data, cache.pruner)
+    for cached in caches:
+        cached.clear()
     yield
-    for cache in caches:
-        cache.clear()
+    for cached in caches:
+        cached.clear()
 
 
 def _alive(refs: list[weakref.ref]) -> int:
@@ -41,29 +41,54 @@ def _alive(refs: list[weakref.ref]) -> int:
 
 def _choice(spec: str, loaded: engine.Loaded) -> engine.Choice:
     data_spec = loaded.bundle.default_data
-    return engine.Choice(spec, loaded, data_spec, engine.load_data(data_spec))
+    return engine.Choice(spec, loaded, data_spec, cache.load_data(data_spec))
 
 
-def test_every_cache_in_the_engine_is_bounded():
-    tree = ast.parse((ROOT / "prunelab/ui/engine.py").read_text())
-    cached = {
+def _cached_functions(path) -> dict[str, ast.expr]:
+    """``{function name: its st.cache_* decorator}`` of one file."""
+    tree = ast.parse(path.read_text())
+    return {
         node.name: d
         for node in ast.walk(tree)
         if isinstance(node, ast.FunctionDef)
         for d in node.decorator_list
         if "cache_" in ast.unparse(d)
     }
+
+
+def _app_files() -> list:
+    pages = sorted((ROOT / "pages").glob("*.py"))
+    return [ROOT / "app.py", *pages, *sorted((ROOT / "prunelab/ui").rglob("*.py"))]
+
+
+def test_every_cache_of_the_app_is_in_one_module_and_bounded():
+    elsewhere = {
+        str(path.relative_to(ROOT)): sorted(_cached_functions(path))
+        for path in _app_files()
+        if path.name != "cache.py" and _cached_functions(path)
+    }
+    assert elsewhere == {}
+    cached = _cached_functions(ROOT / "prunelab/ui/cache.py")
     assert set(cached) == {
         "load_model",
         "load_upload",
         "load_upload_data",
         "load_data",
+        "train_split",
         "pruner",
+        "recipe_masks",
         "dense_metrics",
         "flop_table",
         "weight_table",
+        "coupled_groups",
+        "shrink_plan",
+        "storage_sizes",
+        "strategy_curves",
+        "toy_layer",
+        "activations_of",
+        "threshold_effect",
+        "sparsifier_mask",
         "figure",
-        "recipe_masks",
         "_evaluated",
         "_results",
     }
@@ -72,49 +97,59 @@ def test_every_cache_in_the_engine_is_bounded():
         assert "max_entries" in {k.arg for k in decorator.keywords}, name
 
 
+def test_session_stores_are_bounded():
+    store = cache.Bounded(3)
+    for i in range(10):
+        store.put(i, i)
+    assert len(store) == 3 and list(store.values()) == [7, 8, 9]
+    assert store.get(7) == 7  # now the most recently used: 8 goes first
+    store.put(10, 10)
+    assert 8 not in store and list(store.values()) == [9, 7, 10]
+
+
 def test_more_models_than_the_bound_keep_only_the_bound_in_memory(fresh_caches):
-    assert len(SPECS) > engine.MAX_MODELS
+    assert len(SPECS) > cache.MAX_MODELS
     refs = []
     for spec in SPECS:
-        loaded = engine.load_model(spec)
+        loaded = cache.load_model(spec)
         choice = _choice(spec, loaded)
         # everything the app derives from a model, so that none of it keeps an old one alive
-        calibration = engine.calibration(spec, choice.data_spec, _choice=choice)
+        calibration = cache.calibration(spec, choice.data_spec, _choice=choice)
         calibration.gradients()
-        pruned = engine.pruner(
+        pruned = cache.pruner(
             spec, choice.data_spec, "global-magnitude-gradient", (), (), 0, _choice=choice
         )
-        engine.remember(("test", spec), pruned.masks(sparsity=0.5))
+        cache.remember(("test", spec), pruned.masks(sparsity=0.5))
         refs.append(weakref.ref(loaded.bundle.model))
         del loaded, choice, calibration, pruned
-    assert _alive(refs) == engine.MAX_MODELS
-    assert all(ref() is not None for ref in refs[-engine.MAX_MODELS :])  # the most recent ones
+    assert _alive(refs) == cache.MAX_MODELS
+    assert all(ref() is not None for ref in refs[-cache.MAX_MODELS :])  # the most recent ones
 
 
 def test_uploads_have_their_own_bound(fresh_caches):
     buffer = io.BytesIO()
     torch.save(zoo.load("sample:digits-mlp").model.state_dict(), buffer)
     refs = []
-    for copy in range(engine.MAX_UPLOADS + 2):
+    for copy in range(cache.MAX_UPLOADS + 2):
         payload = buffer.getvalue()
-        loaded = engine.load_upload(
+        loaded = cache.load_upload(
             f"digest{copy}", "w.pt", "arch=sample:digits-mlp", False, payload
         )
         refs.append(weakref.ref(loaded.bundle.model))
         del loaded
-    assert _alive(refs) == engine.MAX_UPLOADS
+    assert _alive(refs) == cache.MAX_UPLOADS
 
 
 def test_a_reloaded_model_gets_its_own_calibration(fresh_caches):
-    first = _choice("sample:digits-cnn", engine.load_model("sample:digits-cnn"))
-    old = engine.calibration(first.model_key, first.data_spec, _choice=first)
+    first = _choice("sample:digits-cnn", cache.load_model("sample:digits-cnn"))
+    old = cache.calibration(first.model_key, first.data_spec, _choice=first)
     assert old.model is first.model
-    engine.load_model.clear()  # evicted, then picked again by someone
-    second = _choice("sample:digits-cnn", engine.load_model("sample:digits-cnn"))
+    cache.load_model.clear()  # evicted, then picked again by someone
+    second = _choice("sample:digits-cnn", cache.load_model("sample:digits-cnn"))
     assert second.model is not first.model
-    new = engine.calibration(second.model_key, second.data_spec, _choice=second)
+    new = cache.calibration(second.model_key, second.data_spec, _choice=second)
     assert new.model is second.model  # the Pruner would refuse a calibration of another model
-    assert engine.calibration(second.model_key, second.data_spec, _choice=second) is new
+    assert cache.calibration(second.model_key, second.data_spec, _choice=second) is new
 
 
 def test_the_result_store_is_bounded_and_safe_under_concurrent_sessions():
@@ -123,8 +158,8 @@ def test_the_result_store_is_bounded_and_safe_under_concurrent_sessions():
     def session(index: int) -> None:
         try:
             for step in range(200):
-                engine.remember(("load", index, step), step)
-                engine.remembered(("load", (index + 1) % 8, step))
+                cache.remember(("load", index, step), step)
+                cache.remembered(("load", (index + 1) % 8, step))
         except Exception as exc:  # pragma: no cover - the failure is reported below
             errors.append(exc)
 
@@ -134,8 +169,8 @@ def test_the_result_store_is_bounded_and_safe_under_concurrent_sessions():
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(engine._results()) == engine.MAX_RESULTS
-    assert engine.remembered(("load", 0, 0)) is None  # long gone
+    assert len(cache._results()) == cache.MAX_RESULTS
+    assert cache.remembered(("load", 0, 0)) is None  # long gone
 
 
 def test_the_model_page_says_what_the_model_takes_and_how_many_are_kept():
@@ -147,7 +182,7 @@ def test_the_model_page_says_what_the_model_takes_and_how_many_are_kept():
     assert metric(at, "Memory") == size
     note = next(c.value for c in at.caption if c.value.startswith("This model takes"))
     assert f"This model takes {size} in memory (parameters + buffers)" in note
-    assert f"at most {engine.MAX_MODELS_KEPT} models" in note
+    assert f"at most {cache.MAX_MODELS_KEPT} models" in note
     assert any(f"({size} in memory)" in c.value for c in at.sidebar.caption)
 
 
@@ -187,22 +222,22 @@ def test_the_model_picked_on_one_page_is_the_model_on_the_next():
 
 def test_masked_metrics_are_kept_per_masks(monkeypatch):
     spec = "sample:digits-cnn"
-    choice = _choice(spec, engine.load_model(spec))
+    choice = _choice(spec, cache.load_model(spec))
     calls = []
-    real = engine.evaluate
+    real = cache.evaluate
 
     def counted(*args, **kwargs):
         calls.append(kwargs.get("masks"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", counted)
-    engine._evaluated.clear()
+    monkeypatch.setattr(cache, "evaluate", counted)
+    cache._evaluated.clear()
     pruner = prunelab.Pruner(choice.model, prunelab.get_strategy("global-magnitude"))
     half, most = pruner.masks(sparsity=0.5), pruner.masks(sparsity=0.9)
-    first = engine.evaluate_masks(choice, half)
+    first = cache.evaluate_masks(choice, half)
     first["accuracy"] = -1.0  # the caller's copy: the kept numbers do not change
-    again = engine.evaluate_masks(choice, pruner.masks(sparsity=0.5))  # equal masks, new object
-    other = engine.evaluate_masks(choice, most)
+    again = cache.evaluate_masks(choice, pruner.masks(sparsity=0.5))  # equal masks, new object
+    other = cache.evaluate_masks(choice, most)
     assert len(calls) == 2  # the equal masks were not evaluated again
     assert again == real(choice.model, choice.data, masks=half)
     assert other == real(choice.model, choice.data, masks=most) and other != again

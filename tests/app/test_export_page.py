@@ -27,7 +27,7 @@ def test_channel_pruning_on_the_page_end_to_end():
     assert "recipe (.yaml)" in _downloads(at)
     at.button(key=Keys.export_speed_run).click().run()
     assert_clean(at)
-    report = at.session_state[Keys.export_speed_result][1]
+    (report,) = at.session_state[Keys.export_speed_result].values()  # one kept per session
     assert set(report["variant"]) == {"dense", "masked", "shrunk"}
     at.button(key=Keys.export_prepare).click().run()
     assert_clean(at)
@@ -96,7 +96,7 @@ def test_the_shown_accuracy_is_that_of_the_downloaded_file(tmp_path):
     warning = next(w.value for w in at.warning if w.value.startswith("Large drop"))
     assert "53.11%" in warning and "98.00%" in warning
     # the state_dict the page offers, loaded back and evaluated on the same data
-    files = at.session_state[Keys.export_files][1]
+    (files,) = at.session_state[Keys.export_files].values()  # one kept per session
     path = tmp_path / "model.pt"
     path.write_bytes(files["state_dict"][0])
     fresh = prunelab.io.zoo.load("sample:digits-cnn").model

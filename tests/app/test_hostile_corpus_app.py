@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from prunelab.runtime import memory
-from prunelab.ui import engine
+from prunelab.ui import cache
 from prunelab.ui.state import Keys
 from tests import hostile_corpus as corpus
 from tests.app.conftest import assert_clean, page
@@ -16,9 +16,9 @@ from tests.hostile_corpus import ARCH, MARKER
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch):
     monkeypatch.setenv(memory.LIMIT_ENV, "512MiB")
-    engine.load_upload.clear()
+    cache.load_upload.clear()
     yield
-    engine.load_upload.clear()
+    cache.load_upload.clear()
 
 
 def _errors(at) -> str:

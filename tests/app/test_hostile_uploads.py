@@ -15,7 +15,7 @@ import pytest
 
 from prunelab.io import data as data_lib
 from prunelab.io import zoo
-from prunelab.ui import engine
+from prunelab.ui import cache
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, page
 from tests.test_hostile_files import (
@@ -35,9 +35,9 @@ def private_tmp(tmp_path, monkeypatch):
     folder = tmp_path / "tmp"
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    engine.load_upload.clear()  # each case really loads its bytes
+    cache.load_upload.clear()  # each case really loads its bytes
     yield folder
-    engine.load_upload.clear()
+    cache.load_upload.clear()
 
 
 def _left(folder: Path) -> list[str]:

@@ -14,7 +14,7 @@ from prunelab import sweeps
 from prunelab.io import zoo
 from prunelab.io.recipes import Recipe
 from prunelab.sweeps import Estimate, curves
-from prunelab.ui import engine
+from prunelab.ui import cache
 from prunelab.ui.state import Keys
 from tests.app.conftest import ROOT, assert_clean, metric, page
 
@@ -174,7 +174,7 @@ def test_a_result_dropped_from_the_shared_store_is_read_back_not_rerun(points):
     at = _configured(72)
     at.button(key=Keys.sens_run).click().run()
     assert len(points) == 9 and at.get("plotly_chart")
-    engine._results()._store.clear()  # as when other sessions push it out
+    cache._results()._store.clear()  # as when other sessions push it out
     at.run()
     assert_clean(at)
     assert len(points) == 9 and at.get("plotly_chart")  # from the finished checkpoint

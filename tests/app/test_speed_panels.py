@@ -27,7 +27,8 @@ def test_export_speed_panel_shows_spread_and_verdicts():
     at.multiselect(key=Keys.export_batches).set_value([4])
     at.button(key=Keys.export_speed_run).click().run()
     assert_clean(at)
-    report = at.session_state[Keys.export_speed_result][1].set_index("variant")
+    (report,) = at.session_state[Keys.export_speed_result].values()
+    report = report.set_index("variant")
     assert {"q1_ms", "q3_ms", "verdict"} <= set(report.columns)
     assert report.loc["masked", "verdict"] == NO_DIFFERENCE
     assert any("interleaved rounds" in c.value for c in at.caption)

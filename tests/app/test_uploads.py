@@ -11,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from prunelab.io import data as data_lib
 from prunelab.io import zoo
-from prunelab.ui import engine, sidebar
+from prunelab.ui import cache, sidebar
 from prunelab.ui.state import Keys
 from tests.app.conftest import FakeUpload, assert_clean, metric, page
 
@@ -122,7 +122,7 @@ def once(monkeypatch):
         return waiting.pop(key, None)
 
     monkeypatch.setattr(DeltaGenerator, "file_uploader", fake)
-    engine.load_upload.clear()
+    cache.load_upload.clear()
 
     def give(key: str, name: str, payload: bytes) -> None:
         waiting[key] = FakeUpload(name, payload)

@@ -1,0 +1,335 @@
+"""The Sensitivity page's logic: the analysis and the comparison as long jobs, their figures,
+and the recipe builder's draft (solved, edited, measured)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from ... import figures, list_strategies, sweeps
+from ...core.strategies import get_strategy
+from ...core.targets import targets
+from ...io.recipes import Recipe
+from .. import cache, engine, jobs
+from ..engine import Choice
+from ..errors import failing_as
+from ..state import Keys
+
+__all__ = [
+    "DECIMALS",
+    "LEVELS",
+    "Analysis",
+    "Comparison",
+    "Draft",
+    "analysis_id",
+    "computed",
+    "draft",
+    "layer_frame",
+    "layer_names",
+    "reapply_spec",
+    "solved",
+    "usable_strategies",
+]
+
+# the recipe's sparsities are rounded once, here, so the table shows what the file holds
+DECIMALS = 3
+LEVELS = {
+    3: (0.3, 0.6, 0.9),
+    5: (0.2, 0.4, 0.6, 0.8, 0.95),
+    9: tuple(round(0.1 * i, 2) for i in range(1, 10)),
+    19: tuple(round(0.05 * i, 2) for i in range(1, 20)),
+}
+MAX_SPARSITY = 0.95  # the solver's ceiling per layer
+
+
+def layer_names(choice: Choice) -> list[str]:
+    """Every prunable tensor of the chosen model."""
+    return [t.fqn for t in targets(choice.model)]
+
+
+def usable_strategies() -> list[str]:
+    """Strategies whose sparsity can be chosen (not N:M, whose pattern fixes it)."""
+    return [n for n in list_strategies() if get_strategy(n).fixed_sparsity is None]
+
+
+def computed(choice: Choice, prefix: str, settings: tuple, work, *, measure, label, running):
+    """The result for ``settings``: remembered, else run as a job (None until one finishes).
+
+    ``work(checkpoint, report)`` resumes the job's saved rows of these settings, if any. The
+    finished checkpoint stays in the session's folder: if the shared result store drops the
+    result, the job reads it back from there instead of running again.
+    """
+    result = cache.remembered(settings)
+    if result is not None:
+        return result
+    job = jobs.Job(prefix, settings)
+    estimate = None if measure is None else job.estimate(measure)
+    result = jobs.start(job, estimate, work, label=label, running=running)
+    if result is None:
+        return None
+    result.attrs.update(model=choice.model_key, data=choice.data_spec)
+    cache.remember(settings, result)
+    st.rerun()  # redraw without the Cancel button: the result is remembered now
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One sensitivity analysis of the chosen model: its settings, and how to run them."""
+
+    choice: Choice
+    layers: tuple[str, ...]
+    strategy: str
+    options: tuple[tuple[str, object], ...]
+    levels: tuple[float, ...]
+    subset: int | None
+    early_stop: float | None
+
+    @property
+    def method(self) -> str:
+        """Evaluate on the data; without data, the data-free magnitude proxy."""
+        return "magnitude" if self.choice.data is None else "evaluate"
+
+    @property
+    def metric(self) -> str:
+        if self.choice.data is None:
+            return "energy_removed"
+        first = self.choice.data[0]
+        labelled = isinstance(first, (tuple, list)) and len(first) == 2
+        return "accuracy" if labelled else "agreement"
+
+    @property
+    def settings(self) -> tuple:
+        """What the result depends on: its key in the result store and its checkpoint's name."""
+        return (
+            "sensitivity",
+            self.choice.model_key,
+            self.choice.data_spec,
+            self.layers,
+            self.strategy,
+            self.options,
+            self.levels,
+            self.method,
+            self.subset,
+            self.early_stop,
+            self.metric,
+        )
+
+    def run(self, checkpoint, report) -> pd.DataFrame:
+        """The analysis (a job's work): resumes the checkpoint's rows of these settings."""
+        choice = self.choice
+        strategy = get_strategy(self.strategy, **dict(self.options))
+        cal = None
+        if strategy.needs:
+            cal = cache.calibration(choice.model_key, choice.data_spec, _choice=choice)
+        return sweeps.sensitivity(
+            choice.model,
+            choice.data,
+            layers=list(self.layers),
+            sparsities=self.levels,
+            strategy=strategy,
+            method=self.method,
+            metric=self.metric,
+            early_stop=self.early_stop,
+            subset=self.subset,
+            calibration=cal,
+            progress=report,
+            # the data-free proxy finishes at once: nothing to checkpoint
+            checkpoint=checkpoint if self.method == "evaluate" else None,
+            resume=True,
+        )
+
+    def estimate(self):
+        """How long the analysis will take, timed on one evaluation."""
+        return sweeps.estimate_sensitivity(
+            self.choice.model,
+            self.choice.data,
+            layers=list(self.layers),
+            sparsities=self.levels,
+            subset=self.subset,
+            strategy=get_strategy(self.strategy, **dict(self.options)),
+        )
+
+    def table(self) -> pd.DataFrame | None:
+        """The finished table, or the job's controls (None until it has run)."""
+        return computed(
+            self.choice,
+            Keys.sens_job,
+            self.settings,
+            self.run,
+            # the proxy takes no time: nothing to estimate
+            measure=self.estimate if self.method == "evaluate" else None,
+            label="Run the analysis",
+            running="Pruning one layer at a time",
+        )
+
+    def heatmap(self, table: pd.DataFrame) -> go.Figure:
+        # kept per settings: the recipe slider reruns the page, these tables do not change
+        return cache.figure(
+            (*self.settings, "heatmap"), _build=lambda: figures.sensitivity_heatmap(table)
+        )
+
+    def curves(self, table: pd.DataFrame) -> go.Figure:
+        return cache.figure(
+            (*self.settings, "curves"),
+            _build=lambda: figures.sparsity_curves(
+                table, metric="drop", by="layer", title="Drop per layer"
+            ),
+        )
+
+
+def analysis_id(analysis: Analysis) -> str:
+    """Names the analysis in the recipe builder's keys: a new analysis or target starts from
+    the solver's answer again, and the masks of a recipe are kept per analysis."""
+    return hashlib.sha256(repr(analysis.settings).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Whole-model sweeps of several strategies on the analysis's levels (and dense)."""
+
+    choice: Choice
+    strategies: tuple[str, ...]
+    levels: tuple[float, ...]
+    subset: int | None
+
+    @property
+    def settings(self) -> tuple:
+        choice = self.choice
+        return (
+            "sweep",
+            choice.model_key,
+            choice.data_spec,
+            self.strategies,
+            self.levels,
+            self.subset,
+        )
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        return (0.0, *self.levels)
+
+    def run(self, checkpoint, report) -> pd.DataFrame:
+        return sweeps.sweep(
+            self.choice.model,
+            self.choice.data,
+            strategies=list(self.strategies),
+            sparsities=self.grid,
+            progress=report,
+            checkpoint=checkpoint,
+            resume=True,
+        )
+
+    def estimate(self):
+        return sweeps.estimate_sweep(
+            self.choice.model,
+            self.choice.data,
+            strategies=list(self.strategies),
+            sparsities=self.grid,
+        )
+
+    def table(self) -> pd.DataFrame | None:
+        """The finished sweep, or the job's controls (None until it has run)."""
+        if not self.strategies:
+            return None
+        return computed(
+            self.choice,
+            Keys.sens_compare_job,
+            self.settings,
+            self.run,
+            measure=self.estimate,
+            label="Compare",
+            running="Sweeping",
+        )
+
+    def figure(self, table: pd.DataFrame) -> go.Figure:
+        shown = "accuracy" if "accuracy" in table else "agreement"
+        return cache.figure(
+            (*self.settings, shown), _build=lambda: figures.sparsity_curves(table, metric=shown)
+        )
+
+
+def solved(table: pd.DataFrame, target: float) -> Recipe:
+    """The solver's recipe for ``target`` overall sparsity, its sparsities rounded."""
+    with failing_as("The solver could not meet that target"):
+        recipe = sweeps.solve(table, target_sparsity=target, max_sparsity=MAX_SPARSITY)
+    return replace(recipe, layers={k: round(v, DECIMALS) for k, v in recipe.layers.items()})
+
+
+def layer_frame(recipe: Recipe) -> pd.DataFrame:
+    """The recipe's per-layer sparsities as the table the user edits."""
+    return pd.DataFrame({"layer": list(recipe.layers), "sparsity": list(recipe.layers.values())})
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The recipe as edited, its masks and what they are predicted and measured to cost."""
+
+    recipe: Recipe  # with its provenance: model, data, baseline, predicted and measured
+    masks: object
+    metric: str
+    baseline: float
+    drop: float
+    measured: float | None
+    sparsity: float  # of all prunable weights
+    dense_flops: int
+    effective_flops: int
+
+    def figure(self, choice: Choice) -> go.Figure:
+        """Sparsity per layer (kept per layer counts: an edit elsewhere draws the kept one)."""
+        return cache.layer_sparsity_figure(
+            choice.model_key, self.masks, title="Recipe: sparsity per layer"
+        )
+
+
+def draft(
+    analysis: Analysis, table: pd.DataFrame, solution: Recipe, edited: pd.DataFrame, target: float
+) -> Draft:
+    """The recipe with the user's edits: masks (kept per analysis and edits), predicted drop,
+    measured metric (with data), effective FLOPs and provenance."""
+    choice = analysis.choice
+    per_layer = {
+        row.layer: round(float(np.clip(row.sparsity, 0, 1)), DECIMALS)
+        for row in edited.itertuples()
+    }
+    metric = table.attrs["metric"]
+    baseline = float(table.attrs["baseline"])
+    drop = sweeps.predict_drop(table, per_layer)
+    recipe = replace(solution, layers=per_layer)
+    key = f"{analysis_id(analysis)}:{target}:{sorted(per_layer.items())}"
+    masks = cache.recipe_masks(choice.model_key, key, choice, recipe)
+    flops = cache.flop_table(choice.model_key, _choice=choice)
+    dense_flops, effective = engine.effective_flops(flops, masks)
+    measured = None
+    if analysis.method == "evaluate":
+        measured = cache.evaluate_masks(choice, masks)[metric]
+    lower_is_better = metric in ("loss", "kl")
+    provenance = replace(
+        recipe.provenance,
+        model=choice.model_key,
+        data=choice.data_spec,
+        metric=metric,
+        baseline=baseline,
+        predicted=baseline + drop if lower_is_better else baseline - drop,
+        measured=measured,
+    )
+    return Draft(
+        recipe=replace(recipe, provenance=provenance),
+        masks=masks,
+        metric=metric,
+        baseline=baseline,
+        drop=drop,
+        measured=measured,
+        sparsity=recipe.overall_sparsity(choice.model),
+        dense_flops=dense_flops,
+        effective_flops=effective,
+    )
+
+
+def reapply_spec(choice: Choice) -> str:
+    """The model's spec in the snippets that re-apply a recipe (uploads have none to give)."""
+    return "MODEL_SPEC" if choice.model_key.startswith("upload:") else choice.model_key
