@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, is_dataclass
 from typing import ClassVar
 
 import pandas as pd
@@ -306,7 +306,12 @@ def _preset(name: str, cls: type[Strategy], description: str, **fixed: object) -
 def _resolve(name: str) -> tuple[type[Strategy], Mapping[str, object]]:
     entry = _REGISTRY.get(name)
     if entry is None:
-        raise ValueError(f"unknown strategy {name!r}; valid names: {', '.join(_REGISTRY)}")
+        listed = list_strategies()
+        behind = ", ".join(n for n in _REGISTRY if n not in listed)
+        raise ValueError(
+            f"unknown strategy {name!r}; valid names: {', '.join(listed)}"
+            + (f"; and the criteria of presets (they take scope=...): {behind}" if behind else "")
+        )
     if isinstance(entry, _Preset):
         return entry.cls, entry.fixed
     return entry, {}
@@ -359,7 +364,8 @@ def get_strategy(name: str | Strategy, **options: object) -> Strategy:
     try:
         strategy = cls(**{**fixed, **options})
     except TypeError as exc:
-        accepted = [f.name for f in fields(cls)] if hasattr(cls, "__dataclass_fields__") else []
+        # in the constructor's order: positional options, then keyword-only ones (scope, ...)
+        accepted = list(inspect.signature(cls).parameters) if is_dataclass(cls) else []
         raise ValueError(
             f"bad options for strategy {name!r}: {exc}; accepted: {', '.join(accepted) or 'none'}"
         ) from exc

@@ -9,19 +9,17 @@ import pytest
 import torch
 
 import prunelab
+from prunelab.core import strategies
 from prunelab.core.options import Option
-from prunelab.core.strategies import _REGISTRY
 from prunelab.io import zoo
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, page
 
 
 @pytest.fixture
-def registry_sandbox():
-    saved = dict(_REGISTRY)
-    yield
-    _REGISTRY.clear()
-    _REGISTRY.update(saved)
+def registry_sandbox(monkeypatch):
+    # the page runs in this process: it sees what the test registers, until the copy goes
+    monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
 
 
 def _key(strategy: str, option: str) -> str:
