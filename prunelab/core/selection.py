@@ -113,7 +113,7 @@ def _checked_mask(mask: object, layer: Layer, who: str) -> torch.Tensor:
     return mask.detach().cpu()
 
 
-Decide = Callable[[list[Layer], float], Mapping[str, torch.Tensor]]
+_Decide = Callable[[list[Layer], float], Mapping[str, torch.Tensor]]
 
 
 class _PerCall(Selection):
@@ -126,7 +126,7 @@ class _PerCall(Selection):
         decide: ``(layers, sparsity) -> {fqn: mask}``, the strategy's method.
     """
 
-    def __init__(self, name: str, who: str, layers: Sequence[Layer], decide: Decide) -> None:
+    def __init__(self, name: str, who: str, layers: Sequence[Layer], decide: _Decide) -> None:
         self._name = name
         self._who = who
         self._layers = {layer.fqn: layer for layer in layers}
