@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 
 import prunelab
-from prunelab.core.strategies import _REGISTRY
+from prunelab.core.granularity import NM
+from prunelab.core.options import HIDDEN, Option
+from prunelab.core.strategies import _REGISTRY, strategy_options
 from tests.conftest import make_cnn, make_lstm, make_mlp
 
 BUILT_IN = [
@@ -40,12 +44,17 @@ def test_built_ins_are_registered_in_order():
     assert list(table.columns) == [
         "name",
         "description",
+        "criterion",
         "scope",
         "granularity",
         "needs",
         "by threshold",
+        "options",
     ]
-    assert table.set_index("name").loc["weight-norm-channel", "granularity"] == "channel"
+    rows = table.set_index("name")
+    assert rows.loc["weight-norm-channel", "granularity"] == "channel"
+    assert rows.loc["global-magnitude", ["criterion", "scope"]].tolist() == ["magnitude", "global"]
+    assert rows.loc["weight-norm-channel", "options"] == "granularity, scope, p"
     assert table["description"].str.len().gt(10).all()
 
 
@@ -232,3 +241,196 @@ def test_sensitivity_defaults_to_the_layers_the_strategy_can_prune():
         sparsities=[0.5],
     )
     assert list(table["layer"]) == ["lstm.weight_ih_l0", "head.weight"]
+
+
+# -- scope is an option; the built-in names are presets ---------------------------------------
+
+
+def test_scope_is_an_option_and_the_classic_names_are_presets():
+    for criterion in ("magnitude", "magnitude-gradient", "activation-magnitude"):
+        for scope in ("layer", "global"):
+            made = prunelab.get_strategy(criterion, scope=scope)
+            preset = prunelab.get_strategy(f"{scope}-{criterion}")
+            assert made == preset and made.scope == scope
+            assert made.name == preset.name == f"{scope}-{criterion}"  # recipes keep the name
+        assert criterion not in prunelab.list_strategies()  # listed through its presets
+    threshold = prunelab.get_strategy("threshold")
+    assert threshold.scope == "global" and threshold.name == "threshold"
+    channel = prunelab.get_strategy("global-magnitude", granularity="channel")
+    assert (channel.name, channel.scope, str(channel.granularity)) == (
+        "global-magnitude",
+        "global",
+        "channel",
+    )
+    assert prunelab.get_strategy("weight-norm-channel", scope="global").scope == "global"
+
+
+def test_a_preset_refuses_a_scope_it_does_not_have():
+    with pytest.raises(ValueError, match="use 'magnitude' with scope='layer'"):
+        prunelab.get_strategy("global-magnitude", scope="layer")
+    assert prunelab.get_strategy("global-magnitude", scope="global").scope == "global"
+    with pytest.raises(ValueError, match=r"scope must be one of \('layer', 'global'\)"):
+        prunelab.get_strategy("magnitude", scope="model")
+
+
+def _digest(masks: prunelab.Masks) -> str:
+    h = hashlib.sha256()
+    for tensors in (masks, masks.coupled):
+        for fqn in sorted(tensors):
+            h.update(fqn.encode())
+            h.update(np.packbits(tensors[fqn].flatten().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _requests_digest(name: str, model, data) -> str:
+    """Masks of ``name`` with every granularity, by sparsity, threshold and per layer."""
+    calibration = prunelab.Calibration(model, data)
+    default = prunelab.get_strategy(name)
+    variants: list[dict] = [{}]
+    if not isinstance(default.granularity, NM):
+        variants += [{"granularity": g} for g in ("unstructured", "channel", "input-channel")]
+        variants += [{"granularity": "2:4"}, {"granularity": "channel", "prune_outputs": True}]
+    h = hashlib.sha256()
+    for options in variants:
+        strategy = prunelab.get_strategy(name, **options)
+        try:
+            pruner = prunelab.Pruner(
+                model, strategy, calibration=calibration if strategy.needs else None, seed=3
+            )
+        except ValueError as exc:
+            h.update(str(exc).encode())
+            continue
+        fqns = [t.fqn for t in pruner.targets if t.fqn not in pruner.left_out.fqns]
+        requests: list[dict] = [{}]
+        if strategy.fixed_sparsity is None:
+            requests = [{"sparsity": 0.3}, {"sparsity": 0.7}]
+            requests.append({"sparsity": 0.5, "per_layer": {fqns[0]: 0.9}})
+            if strategy.by_threshold:
+                scores = torch.cat([s.flatten() for s in pruner.scores().values()])
+                requests.append({"threshold": float(scores.median())})
+        for request in requests:
+            h.update(_digest(pruner.masks(**request)).encode())
+    return h.hexdigest()[:16]
+
+
+# Recorded with the six scope classes (GlobalMagnitude, LayerMagnitude, ...) and
+# ThresholdStrategy that presets replaced: every built-in name gives the masks it gave then.
+BEFORE_PRESETS = {
+    "random": ("7d75806189134d68", "e6cfcc214b6e6235"),
+    "global-magnitude": ("03e13d3f16fd534d", "949084c6cdef24ac"),
+    "layer-magnitude": ("f195f69a784a5e9b", "46e8f4bcc3a994f0"),
+    "global-magnitude-gradient": ("419f506e8c2731db", "9ba30a80ef4bb412"),
+    "layer-magnitude-gradient": ("35164a37c86d5288", "c93a0156f7a8e866"),
+    "global-activation-magnitude": ("ecff218527546ff3", "750bc2b9f8557d73"),
+    "layer-activation-magnitude": ("0f4fc2c3a4b24f1d", "a736eddfd1599411"),
+    "weight-norm-channel": ("9dfcfd7ef5e59b56", "517fd7519d413e95"),
+    "activation-norm-channel": ("31bfbc8bb297b774", "96082e3704ed4911"),
+    "threshold": ("03e13d3f16fd534d", "949084c6cdef24ac"),
+    "n:m": ("4ffe9060ec1e3760", "2a9cf5a19634b183"),
+}
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_every_built_in_name_gives_the_masks_it_gave_as_a_class(name, mlp_data, cnn_data):
+    got = (
+        _requests_digest(name, make_mlp(), mlp_data),
+        _requests_digest(name, make_cnn(), cnn_data),
+    )
+    assert got == BEFORE_PRESETS[name]
+
+
+def test_layer_and_global_scope_on_a_seeded_model():
+    model = make_mlp(seed=4)
+    layer = prunelab.Pruner(model, prunelab.get_strategy("magnitude")).masks(sparsity=0.6)
+    whole = prunelab.Pruner(model, prunelab.get_strategy("magnitude", scope="global"))
+    global_ = whole.masks(sparsity=0.6)
+    weights = {f: model.get_parameter(f).detach().abs() for f in layer}
+    for fqn, weight in weights.items():  # layerwise: torch's l1_unstructured, layer by layer
+        pruned = round(0.6 * weight.numel())
+        assert int((~layer[fqn]).sum()) == pruned
+        assert weight[~layer[fqn]].max() <= weight[layer[fqn]].min()
+    every = torch.cat([w.flatten() for w in weights.values()])
+    cut = every.sort().values[round(0.6 * every.numel()) - 1]
+    for fqn, weight in weights.items():  # global: one cut-off for all layers
+        assert torch.equal(global_[fqn], weight > cut)
+    assert whole.implied_thresholds(0.6) == dict.fromkeys(weights, pytest.approx(float(cut)))
+
+
+def test_selects_by_says_how_masks_are_asked_for():
+    assert prunelab.get_strategy("layer-magnitude").selects_by == ("sparsity", "threshold")
+    assert prunelab.get_strategy("random").selects_by == ("sparsity",)
+    assert prunelab.get_strategy("n:m").selects_by == ()
+    assert prunelab.get_strategy("layer-magnitude", granularity="2:4").selects_by == ()
+
+
+# -- options described for controls ------------------------------------------------------------
+
+
+def _described(name: str) -> list[tuple[str, object, tuple]]:
+    return [(o.name, o.default, o.choices) for o in strategy_options(name)]
+
+
+def test_each_built_in_describes_the_options_left_to_choose():
+    granularities = ("unstructured", "channel", "input-channel", "2:4", "1:4", "4:8")
+    scopes = ("layer", "global")
+    assert _described("global-magnitude") == [("granularity", "unstructured", granularities)]
+    assert _described("random") == [
+        ("granularity", "unstructured", granularities),
+        ("scope", "layer", scopes),
+    ]
+    assert _described("weight-norm-channel") == [
+        ("granularity", "channel", granularities),
+        ("scope", "layer", scopes),
+        ("p", 1, (1, 2)),
+    ]
+    assert _described("n:m") == [("granularity", "2:4", ("2:4", "1:4", "4:8"))]
+    norm = strategy_options("weight-norm-channel")[-1]
+    assert (norm.label, norm.show(2)) == ("Norm", "L2")
+    assert prunelab.get_strategy("random").seeded
+    assert not prunelab.get_strategy("layer-magnitude").seeded
+    assert prunelab.get_strategy("threshold").magnitude_scores
+    assert not prunelab.get_strategy("weight-norm-channel").magnitude_scores
+
+
+def test_a_user_strategy_describes_its_own_options(registry_sandbox):
+    @prunelab.register_strategy("power")
+    @dataclass(frozen=True)
+    class Power(prunelab.ScoredStrategy):
+        """Prune the smallest |w| ** k."""
+
+        granularity: str = "channel"  # redeclared: still the granularity menu
+        k: float = field(default=2.0, metadata={"option": Option("Power k", choices=(1.0, 2.0))})
+        shift: float = 0.0  # no description: a number box named after the field
+        inverted: bool = False
+        note: str = field(default="", metadata=HIDDEN)  # set in code only
+
+        def scores(self, layer):
+            return (layer.weight.abs() + self.shift) ** self.k
+
+    options = {o.name: o for o in strategy_options("power")}
+    assert list(options) == ["granularity", "scope", "k", "shift", "inverted"]
+    assert options["granularity"].label == "Granularity" and options["granularity"].choices
+    assert options["granularity"].default == "channel"
+    assert (options["k"].label, options["k"].default) == ("Power k", 2.0)
+    assert (options["shift"].label, options["shift"].choices) == ("Shift", ())
+    assert options["inverted"].default is False
+    # scope comes with every scored strategy, a user's too
+    masks = prunelab.Pruner(
+        make_mlp(),
+        prunelab.get_strategy("power", k=1.0, scope="global", granularity="unstructured"),
+    ).masks(sparsity=0.5)
+    reference = prunelab.prune(make_mlp(), "global-magnitude", sparsity=0.5)
+    assert all(torch.equal(masks[f], reference[f]) for f in masks)
+    assert prunelab.get_strategy("power", scope="global").name == "power"
+
+
+def test_strategies_without_dataclass_fields_have_no_options(registry_sandbox):
+    @prunelab.register_strategy("plain")
+    class Plain(prunelab.LayerwiseStrategy):
+        """No options."""
+
+        def layer_masks(self, layer, sparsity):
+            return torch.ones(layer.weight.shape, dtype=torch.bool)
+
+    assert strategy_options("plain") == ()
+    assert prunelab.strategy_table().set_index("name").loc["plain", "options"] == "-"

@@ -1,5 +1,11 @@
 """Pruning strategies: a criterion, a scope and a granularity, kept in a registry.
 
+Scope and granularity are options of a scored strategy, as its criterion's own options are
+(``get_strategy("magnitude", scope="global", granularity="channel")``); the built-in names
+(``global-magnitude``, ``layer-magnitude``, ...) are presets that fix some of them. Each
+option is described (:class:`Option`, :func:`strategy_options`) so that the app draws a
+control for it, for a strategy a user registered too.
+
 Three base classes, each with one method to override:
 
 * :class:`ScoredStrategy` -- override ``scores(layer)``; prunelab sorts the scores once and
@@ -14,130 +20,59 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field, is_dataclass
+from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 import torch
 
 from . import criteria
 from .calibration import activations_visible
 from .granularity import NM, UNSTRUCTURED, Channel, Granularity, InputChannel, parse_granularity
-from .select import Ranking, WeightedRanking, sort_scores
+from .options import GRANULARITY, HIDDEN, NM_PATTERNS, SCOPE, SCOPES, Option, _plain, options_of
+from .selection import Layer, Selection, _NMSelection, _PerCall, _Ranked
 from .targets import Target
-
-if TYPE_CHECKING:
-    from .calibration import Calibration
 
 __all__ = [
     "GlobalStrategy",
     "Layer",
     "LayerwiseStrategy",
     "ScoredStrategy",
-    "Selection",
     "Strategy",
     "get_strategy",
     "list_strategies",
     "register_strategy",
+    "strategy_options",
     "strategy_table",
     "supported_targets",
 ]
-
-
-@dataclass(frozen=True)
-class Layer:
-    """What a strategy sees of one target weight.
-
-    Attributes:
-        target: The target description (fqn, shape, ...).
-        weight: The weight, detached; never modify it. float16 and bfloat16 weights come
-            as float32 copies, so that scores are computed in float32.
-        calibration: Data-driven statistics, or None when no data was given.
-        seed: Seed for strategies that draw random numbers.
-    """
-
-    target: Target
-    weight: torch.Tensor
-    calibration: Calibration | None = None
-    seed: int = 0
-
-    @property
-    def fqn(self) -> str:
-        return self.target.fqn
-
-    def _calibration(self, what: str) -> Calibration:
-        if self.calibration is None:
-            raise ValueError(
-                f"{what} of {self.fqn!r} needs calibration data: pass "
-                "calibration=prunelab.Calibration(model, data)"
-            )
-        return self.calibration
-
-    def gradient(self) -> torch.Tensor:
-        """Loss gradient w.r.t. the weight, summed over the calibration batches."""
-        return self._calibration("the gradient").gradient(self.fqn)
-
-    def input_norm(self) -> torch.Tensor:
-        """L2 norm of each input feature/channel over the calibration data."""
-        return self._calibration("the input activation norm").input_norm(self.fqn)
-
-    def output_norm(self) -> torch.Tensor:
-        """L2 norm of each output channel over the calibration data."""
-        return self._calibration("the output activation norm").output_norm(self.fqn)
-
-
-class Selection:
-    """Prepared state of a strategy on one model: answers mask requests.
-
-    Returned by :meth:`Strategy.prepare`; :class:`prunelab.Pruner` calls it. Sparsity,
-    threshold and per-layer overrides arrive validated (per_layer holds every layer that
-    is not covered by sparsity/threshold).
-    """
-
-    def masks(
-        self,
-        *,
-        sparsity: float | None,
-        threshold: float | None,
-        per_layer: Mapping[str, float],
-    ) -> dict[str, torch.Tensor]:
-        """Full-shape bool masks, one per layer."""
-        raise NotImplementedError
-
-    def implied_thresholds(self, sparsity: float) -> dict[str, float]:
-        """Per layer, the score threshold that ``sparsity`` amounts to (empty if unknown)."""
-        return {}
-
-    def scores(self) -> dict[str, torch.Tensor]:
-        """Per layer, the group scores used for selection (empty if none)."""
-        return {}
-
-    def score_range(self) -> tuple[float, float] | None:
-        """Smallest and largest score over all layers (None if the strategy has no scores)."""
-        scores = [s for s in self.scores().values() if s.numel()]
-        if not scores:
-            return None
-        return min(float(s.min()) for s in scores), max(float(s.max()) for s in scores)
 
 
 class Strategy:
     """Base of all strategies. Subclass one of the three kinds below, not this one.
 
     Class attributes:
-        name: Registry name (set by :func:`register_strategy`).
+        name: Registry name (set by :func:`register_strategy`; a strategy built from a preset
+            such as ``global-magnitude`` carries the preset's name).
         description: One line for menus (default: first line of the docstring).
         needs: Calibration statistics required: ``"gradients"`` and/or ``"activations"``.
         by_threshold: Whether masks can be asked for by absolute threshold.
+        seeded: Whether its masks depend on the seed (it draws random numbers).
+        magnitude_scores: Whether its scores are the weights' magnitudes |w|, so that a
+            threshold on the scores is a cut-off on the weights' axis.
+        scope: ``"layer"`` (each layer pruned to the sparsity) or ``"global"`` (one ranking
+            across all layers).
         prune_outputs: With output-channel granularity, also prune the layers whose outputs
             are the model's outputs (False: they are left out, as the classes would go).
     """
 
-    name: ClassVar[str] = ""
+    name: str = ""
     description: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     by_threshold: ClassVar[bool] = False
-    scope: ClassVar[str] = "layer"
+    seeded: ClassVar[bool] = False
+    magnitude_scores: ClassVar[bool] = False
+    scope: str = "layer"
     granularity: Granularity = UNSTRUCTURED
     prune_outputs: bool = False
 
@@ -149,6 +84,14 @@ class Strategy:
     def fixed_sparsity(self) -> float | None:
         """The only sparsity this strategy produces, if its pattern fixes it (N:M)."""
         return self.granularity.sparsity if isinstance(self.granularity, NM) else None
+
+    @property
+    def selects_by(self) -> tuple[str, ...]:
+        """How masks are asked for: ``("sparsity", "threshold")``, ``("sparsity",)``, or
+        ``()`` when the pattern fixes the sparsity (N:M)."""
+        if self.fixed_sparsity is not None:
+            return ()
+        return ("sparsity", "threshold") if self.by_threshold else ("sparsity",)
 
     def unsupported(self, target: Target) -> str | None:
         """Why this strategy cannot prune ``target``, or None when it can.
@@ -189,17 +132,6 @@ def supported_targets(strategy: Strategy, found: Sequence[Target]) -> list[Targe
 # Custom strategies: full control, one method
 
 
-def _checked_mask(mask: object, layer: Layer, who: str) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"{who} must return a bool tensor for {layer.fqn!r}, got {mask!r}")
-    if tuple(mask.shape) != layer.target.shape:
-        raise ValueError(
-            f"{who} returned shape {tuple(mask.shape)} for {layer.fqn!r}; "
-            f"the weight's shape is {layer.target.shape}"
-        )
-    return mask.detach().cpu()
-
-
 class LayerwiseStrategy(Strategy):
     """A strategy deciding one layer at a time. Override :meth:`layer_masks`.
 
@@ -216,46 +148,29 @@ class LayerwiseStrategy(Strategy):
         raise NotImplementedError
 
     def prepare(self, layers: Sequence[Layer]) -> Selection:
-        return _PerCall(self, layers)
+        def decide(chosen: list[Layer], sparsity: float) -> dict[str, torch.Tensor]:
+            return {layer.fqn: self.layer_masks(layer, sparsity) for layer in chosen}
+
+        return _PerCall(self.name, type(self).__name__, layers, decide)
 
 
 class GlobalStrategy(Strategy):
     """A strategy deciding for all layers together. Override :meth:`model_masks`."""
 
-    scope: ClassVar[str] = "global"
+    scope: str = "global"
 
     def model_masks(self, layers: Sequence[Layer], sparsity: float) -> dict[str, torch.Tensor]:
         """Masks for every layer such that the overall sparsity is ``sparsity``."""
         raise NotImplementedError
 
     def prepare(self, layers: Sequence[Layer]) -> Selection:
-        return _PerCall(self, layers)
-
-
-class _PerCall(Selection):
-    def __init__(self, strategy: LayerwiseStrategy | GlobalStrategy, layers: Sequence[Layer]):
-        self._strategy = strategy
-        self._layers = {layer.fqn: layer for layer in layers}
-
-    def masks(self, *, sparsity, threshold, per_layer):
-        who = f"{type(self._strategy).__name__}"
-        if threshold is not None:
-            raise ValueError(f"strategy {self._strategy.name!r} selects by sparsity only")
-        out = {}
-        for fqn, value in per_layer.items():
-            out.update(self._call([self._layers[fqn]], value))
-        rest = [layer for fqn, layer in self._layers.items() if fqn not in per_layer]
-        if rest:
-            out.update(self._call(rest, sparsity))
-        return {fqn: _checked_mask(out.get(fqn), self._layers[fqn], who) for fqn in self._layers}
-
-    def _call(self, layers: list[Layer], sparsity: float) -> dict[str, torch.Tensor]:
-        if isinstance(self._strategy, GlobalStrategy):
-            result = self._strategy.model_masks(layers, sparsity)
+        def decide(chosen: list[Layer], sparsity: float) -> dict[str, torch.Tensor]:
+            result = self.model_masks(chosen, sparsity)
             if not isinstance(result, Mapping):
                 raise TypeError("model_masks must return a dict {fqn: bool tensor}")
             return dict(result)
-        return {layer.fqn: self._strategy.layer_masks(layer, sparsity) for layer in layers}
+
+        return _PerCall(self.name, type(self).__name__, layers, decide)
 
 
 # ----------------------------------------------------------------------------------------
@@ -267,23 +182,31 @@ class ScoredStrategy(Strategy):
     """A strategy defined by importance scores. Override :meth:`scores`.
 
     Scores are computed and sorted once per model; masks for any sparsity or threshold
-    then cost a lookup and a comparison. ``scope`` (class attribute) is ``"layer"`` (each
-    layer pruned to the sparsity) or ``"global"`` (one ranking across all layers).
+    then cost a lookup and a comparison. A subclass's own options are dataclass fields; the
+    app draws a control for each (see :class:`~prunelab.core.options.Option`).
 
     Args:
         granularity: ``"unstructured"``, ``"channel"``, ``"input-channel"`` or ``"N:M"``.
+        scope: ``"layer"`` (each layer pruned to the sparsity) or ``"global"`` (one ranking
+            across all layers); keyword only.
         prune_outputs: With ``"channel"`` granularity, prune the model's output layers too
             (keyword only; by default they are left out, see :class:`prunelab.Pruner`).
     """
 
     by_threshold: ClassVar[bool] = True
-    granularity: Granularity | str = UNSTRUCTURED
-    prune_outputs: bool = field(default=False, kw_only=True)
+    granularity: Granularity | str = field(default=UNSTRUCTURED, metadata={"option": GRANULARITY})
+    scope: str = field(default="layer", kw_only=True, metadata={"option": SCOPE})
+    # the app has a control of its own for it, which names the layers left out
+    prune_outputs: bool = field(default=False, kw_only=True, metadata=HIDDEN)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if not isinstance(self.prune_outputs, bool):
             raise ValueError(f"prune_outputs must be True or False, got {self.prune_outputs!r}")
+        # named after the preset its options amount to ("global-magnitude"), else its class
+        object.__setattr__(self, "name", _preset_name(self))
 
     def scores(self, layer: Layer) -> torch.Tensor:
         """Importance of the weights of ``layer`` (higher = kept longer).
@@ -318,117 +241,23 @@ class ScoredStrategy(Strategy):
         targets = {layer.fqn: layer.target for layer in layers}
         if isinstance(self.granularity, NM):
             return _NMSelection(self.granularity, scores, targets)
-        return _Ranked(self, scores, targets)
-
-
-def _numpy(scores: torch.Tensor) -> np.ndarray:
-    return scores.detach().float().cpu().numpy()
-
-
-class _Ranked(Selection):
-    def __init__(
-        self,
-        strategy: ScoredStrategy,
-        scores: dict[str, torch.Tensor],
-        targets: dict[str, Target],
-    ) -> None:
-        self._granularity = strategy.granularity
-        self._global = strategy.scope == "global"
-        self._scores = scores
-        self._targets = targets
-        # every layer sorted once; rankings over any set of layers are built from these
-        self._sorted = sort_scores({fqn: _numpy(s) for fqn, s in scores.items()})
-        self._units: dict[tuple[str, ...], Ranking | WeightedRanking] = {}
-
-    def _unit(self, fqns: tuple[str, ...]) -> Ranking | WeightedRanking:
-        if fqns not in self._units:
-            sizes = [self._granularity.group_size(self._targets[f]) for f in fqns]
-            layers = [self._sorted[f] for f in fqns]
-            if len(set(sizes)) == 1:
-                self._units[fqns] = Ranking(layers, group_size=sizes[0])
-            else:
-                self._units[fqns] = WeightedRanking(layers, sizes)
-        return self._units[fqns]
-
-    def _groups(self, rest: list[str]) -> list[tuple[str, ...]]:
-        if self._global and rest:
-            return [tuple(rest)]
-        return [(fqn,) for fqn in rest]
-
-    def masks(self, *, sparsity, threshold, per_layer):
-        keep: dict[str, np.ndarray] = {}
-        for fqn, value in per_layer.items():
-            unit = self._unit((fqn,))
-            keep.update(unit.keep(unit.count_for_sparsity(value)))
-        rest = [fqn for fqn in self._scores if fqn not in per_layer]
-        for fqns in self._groups(rest):
-            unit = self._unit(fqns)
-            if threshold is not None:
-                k = unit.count_for_threshold(threshold)
-            else:
-                k = unit.count_for_sparsity(sparsity)
-            keep.update(unit.keep(k))
-        return {fqn: self._full_mask(fqn, keep[fqn]) for fqn in self._scores}
-
-    def _full_mask(self, fqn: str, keep: np.ndarray) -> torch.Tensor:
-        target = self._targets[fqn]
-        group_mask = torch.from_numpy(np.ascontiguousarray(keep))
-        return self._granularity.expand(group_mask, target).contiguous()
-
-    def score_range(self) -> tuple[float, float] | None:
-        layers = [layer for layer in self._sorted.values() if layer.n]
-        if not layers:
-            return None
-        low = min(float(layer.sorted[0]) for layer in layers)
-        return low, max(float(layer.sorted[-1]) for layer in layers)
-
-    def implied_thresholds(self, sparsity: float) -> dict[str, float]:
-        out = {}
-        for fqns in self._groups(list(self._scores)):
-            unit = self._unit(fqns)
-            value = unit.threshold_at(unit.count_for_sparsity(sparsity))
-            out.update(dict.fromkeys(fqns, value))
-        return out
-
-    def scores(self) -> dict[str, torch.Tensor]:
-        return dict(self._scores)
-
-
-class _NMSelection(Selection):
-    def __init__(self, pattern: NM, scores: dict[str, torch.Tensor], targets: dict[str, Target]):
-        self._pattern = pattern
-        self._scores = scores
-        self._masks = {fqn: pattern.keep(s, targets[fqn]).cpu() for fqn, s in scores.items()}
-
-    def masks(self, *, sparsity, threshold, per_layer):
-        if threshold is not None:
-            raise ValueError(
-                f"{self._pattern} sparsity keeps {self._pattern.n} of every {self._pattern.m} "
-                "weights; it is not chosen by a threshold"
-            )
-        allowed = (0.0, self._pattern.sparsity)
-        out = {}
-        for fqn, mask in self._masks.items():
-            value = per_layer.get(fqn, sparsity)
-            if value is None or np.isclose(value, self._pattern.sparsity):
-                out[fqn] = mask
-            elif value == 0.0:
-                out[fqn] = torch.ones_like(mask)
-            else:
-                raise ValueError(
-                    f"{self._pattern} pattern gives sparsity {self._pattern.sparsity:g}; "
-                    f"per-layer sparsity for {fqn!r} must be one of {allowed}, got {value}"
-                )
-        return out
-
-    def scores(self) -> dict[str, torch.Tensor]:
-        return dict(self._scores)
+        return _Ranked(self.granularity, scores, targets, whole_model=self.scope == "global")
 
 
 # ----------------------------------------------------------------------------------------
-# Registry
+# Registry: strategy classes, and presets that fix some of a class's options
 
-_REGISTRY: dict[str, type[Strategy]] = {}
+
+@dataclass(frozen=True)
+class _Preset:
+    """A registry name for a strategy class with some options fixed (``global-magnitude``)."""
+
+    cls: type[Strategy]
+    fixed: Mapping[str, object]
+    description: str
+
+
+_REGISTRY: dict[str, type[Strategy] | _Preset] = {}
 
 
 def register_strategy(
@@ -469,56 +298,124 @@ def register_strategy(
     return decorate
 
 
+def _preset(name: str, cls: type[Strategy], description: str, **fixed: object) -> None:
+    """Register ``name`` as ``cls`` with the ``fixed`` options (a built-in's classic name)."""
+    _REGISTRY[name] = _Preset(cls, fixed, description)
+
+
+def _resolve(name: str) -> tuple[type[Strategy], Mapping[str, object]]:
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        listed = list_strategies()
+        behind = ", ".join(n for n in _REGISTRY if n not in listed)
+        raise ValueError(
+            f"unknown strategy {name!r}; valid names: {', '.join(listed)}"
+            + (f"; and the criteria of presets (they take scope=...): {behind}" if behind else "")
+        )
+    if isinstance(entry, _Preset):
+        return entry.cls, entry.fixed
+    return entry, {}
+
+
+def _preset_name(strategy: Strategy) -> str:
+    """The first preset whose fixed options ``strategy`` has, else its class's name."""
+    for name, entry in _REGISTRY.items():
+        if isinstance(entry, _Preset) and entry.cls is type(strategy) and _has(strategy, entry):
+            return name
+    return type(strategy).name
+
+
+def _has(strategy: Strategy, preset: _Preset) -> bool:
+    return all(_plain(getattr(strategy, k)) == _plain(v) for k, v in preset.fixed.items())
+
+
 def list_strategies() -> list[str]:
-    """Names of all registered strategies, built-ins first."""
-    return list(_REGISTRY)
+    """Names of all registered strategies, built-ins first.
+
+    A class that presets stand for is listed through them: ``magnitude`` is offered as
+    ``global-magnitude`` and ``layer-magnitude`` (:func:`get_strategy` takes both forms).
+    """
+    behind = {entry.cls for entry in _REGISTRY.values() if isinstance(entry, _Preset)}
+    return [n for n, e in _REGISTRY.items() if isinstance(e, _Preset) or e not in behind]
 
 
 def get_strategy(name: str | Strategy, **options: object) -> Strategy:
     """Build the registered strategy ``name`` with ``options`` (e.g. ``granularity="2:4"``).
 
+    A preset is its class with some options fixed: ``get_strategy("global-magnitude")`` is
+    ``get_strategy("magnitude", scope="global")``, named after the preset either way.
+
     >>> get_strategy("n:m").granularity
     NM(n=2, m=4)
+    >>> get_strategy("magnitude", scope="global").name
+    'global-magnitude'
     """
     if isinstance(name, Strategy):
         if options:
             raise TypeError("options go with a strategy name, not with a Strategy instance")
         return name
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown strategy {name!r}; valid names: {', '.join(_REGISTRY)}")
-    cls = _REGISTRY[name]
+    cls, fixed = _resolve(name)
+    for key, value in options.items():
+        if key in fixed and _plain(value) != _plain(fixed[key]):
+            raise ValueError(
+                f"strategy {name!r} has {key}={fixed[key]!r}; for {key}={value!r} use "
+                f"{cls.name!r} with {key}={value!r}"
+            )
     try:
-        return cls(**options)
+        strategy = cls(**{**fixed, **options})
     except TypeError as exc:
-        accepted = [f.name for f in fields(cls)] if hasattr(cls, "__dataclass_fields__") else []
+        # in the constructor's order: positional options, then keyword-only ones (scope, ...)
+        accepted = list(inspect.signature(cls).parameters) if is_dataclass(cls) else []
         raise ValueError(
             f"bad options for strategy {name!r}: {exc}; accepted: {', '.join(accepted) or 'none'}"
         ) from exc
+    if fixed:  # "threshold" and "global-magnitude" are the same options under two names
+        object.__setattr__(strategy, "name", name)
+    return strategy
+
+
+def strategy_options(name: str) -> tuple[Option, ...]:
+    """The options strategy ``name`` leaves to choose, described for controls (a preset's
+    fixed options are not among them).
+
+    >>> [o.name for o in strategy_options("weight-norm-channel")]
+    ['granularity', 'scope', 'p']
+    >>> [o.name for o in strategy_options("global-magnitude")]
+    ['granularity']
+    """
+    cls, fixed = _resolve(name)
+    return options_of(cls, fixed=fixed)
 
 
 def strategy_table() -> pd.DataFrame:
-    """One row per registered strategy: name, description, scope, granularity, needs."""
+    """One row per listed strategy: name, description, criterion (the class it builds), scope,
+    granularity, needs, whether it selects by threshold, and the options left to choose."""
     rows = []
-    for name, cls in _REGISTRY.items():
+    for name in list_strategies():
+        entry = _REGISTRY[name]
+        cls, _ = _resolve(name)
         try:
-            granularity = str(cls().granularity)
-        except TypeError:  # a strategy whose options have no defaults
-            granularity = "?"
+            made = get_strategy(name)
+            scope, granularity = made.scope, str(made.granularity)
+        except ValueError:  # a strategy whose options have no defaults
+            scope, granularity = cls.scope, "?"
         rows.append(
             {
                 "name": name,
-                "description": cls.description,
-                "scope": cls.scope,
+                "description": entry.description if isinstance(entry, _Preset) else cls.description,
+                "criterion": cls.name,
+                "scope": scope,
                 "granularity": granularity,
                 "needs": ", ".join(sorted(cls.needs)) or "-",
                 "by threshold": cls.by_threshold,
+                "options": ", ".join(o.name for o in strategy_options(name)) or "-",
             }
         )
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------------------
-# Built-ins
+# Built-ins: criteria (scope and granularity are options) and the classic names as presets
 
 
 @register_strategy("random")
@@ -527,24 +424,46 @@ class RandomStrategy(ScoredStrategy):
     """Prune at random (seeded), the same fraction in every layer: the baseline to beat."""
 
     by_threshold: ClassVar[bool] = False
+    seeded: ClassVar[bool] = True
 
     def scores(self, layer: Layer) -> torch.Tensor:
         return criteria.random_scores(layer.target.shape, seed=layer.seed, fqn=layer.fqn)
 
 
-class _Magnitude(ScoredStrategy):
+@register_strategy("magnitude")
+@dataclass(frozen=True)
+class Magnitude(ScoredStrategy):
+    """Prune the smallest |w|, within each layer or across the model (scope)."""
+
+    magnitude_scores: ClassVar[bool] = True
+
     def scores(self, layer: Layer) -> torch.Tensor:
         return criteria.magnitude(layer.weight)
 
 
-class _Taylor(ScoredStrategy):
+@register_strategy("magnitude-gradient")
+@dataclass(frozen=True)
+class MagnitudeGradient(ScoredStrategy):
+    """Prune the smallest |w x grad| (first-order Taylor), within each layer or across it."""
+
     needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
 
     def scores(self, layer: Layer) -> torch.Tensor:
         return criteria.taylor(layer.weight, layer.gradient())
 
 
-class _Wanda(ScoredStrategy):
+def _hidden(target: Target, what: str) -> str:
+    return (
+        f"the {what} of {target.fqn} are internal to its {target.module_type} module, where "
+        "activation statistics cannot see them; prune it with a weight-only strategy"
+    )
+
+
+@register_strategy("activation-magnitude")
+@dataclass(frozen=True)
+class ActivationMagnitude(ScoredStrategy):
+    """Prune the smallest |w| x ||input|| (Wanda-style), within each layer or across it."""
+
     needs: ClassVar[frozenset[str]] = frozenset({"activations"})
 
     def unsupported(self, target: Target) -> str | None:
@@ -556,53 +475,42 @@ class _Wanda(ScoredStrategy):
         return criteria.activation_magnitude(layer.weight, layer.input_norm(), layer.target)
 
 
-@register_strategy("global-magnitude")
-@dataclass(frozen=True)
-class GlobalMagnitude(_Magnitude):
-    """Prune the smallest |w| across the whole model (one ranking for all layers)."""
-
-    scope: ClassVar[str] = "global"
-
-
-@register_strategy("layer-magnitude")
-@dataclass(frozen=True)
-class LayerMagnitude(_Magnitude):
-    """Prune the smallest |w| within each layer, the same fraction everywhere."""
-
-
-@register_strategy("global-magnitude-gradient")
-@dataclass(frozen=True)
-class GlobalMagnitudeGradient(_Taylor):
-    """Prune the smallest |w x grad| (first-order Taylor) across the whole model."""
-
-    scope: ClassVar[str] = "global"
-
-
-@register_strategy("layer-magnitude-gradient")
-@dataclass(frozen=True)
-class LayerMagnitudeGradient(_Taylor):
-    """Prune the smallest |w x grad| (first-order Taylor) within each layer."""
-
-
-@register_strategy("global-activation-magnitude")
-@dataclass(frozen=True)
-class GlobalActivationMagnitude(_Wanda):
-    """Prune the smallest |w| x ||input|| (Wanda-style) across the whole model."""
-
-    scope: ClassVar[str] = "global"
-
-
-@register_strategy("layer-activation-magnitude")
-@dataclass(frozen=True)
-class LayerActivationMagnitude(_Wanda):
-    """Prune the smallest |w| x ||input|| (Wanda-style) within each layer."""
-
-
-def _hidden(target: Target, what: str) -> str:
-    return (
-        f"the {what} of {target.fqn} are internal to its {target.module_type} module, where "
-        "activation statistics cannot see them; prune it with a weight-only strategy"
-    )
+_preset(
+    "global-magnitude",
+    Magnitude,
+    "Prune the smallest |w| across the whole model (one ranking for all layers).",
+    scope="global",
+)
+_preset(
+    "layer-magnitude",
+    Magnitude,
+    "Prune the smallest |w| within each layer, the same fraction everywhere.",
+    scope="layer",
+)
+_preset(
+    "global-magnitude-gradient",
+    MagnitudeGradient,
+    "Prune the smallest |w x grad| (first-order Taylor) across the whole model.",
+    scope="global",
+)
+_preset(
+    "layer-magnitude-gradient",
+    MagnitudeGradient,
+    "Prune the smallest |w x grad| (first-order Taylor) within each layer.",
+    scope="layer",
+)
+_preset(
+    "global-activation-magnitude",
+    ActivationMagnitude,
+    "Prune the smallest |w| x ||input|| (Wanda-style) across the whole model.",
+    scope="global",
+)
+_preset(
+    "layer-activation-magnitude",
+    ActivationMagnitude,
+    "Prune the smallest |w| x ||input|| (Wanda-style) within each layer.",
+    scope="layer",
+)
 
 
 def _channel_dim(granularity: Granularity, target: Target) -> int | None:
@@ -623,7 +531,7 @@ class WeightNormChannel(ScoredStrategy):
     """
 
     granularity: Granularity | str = "channel"
-    p: float = 1
+    p: float = field(default=1, metadata={"option": Option("Norm", choices=(1, 2), format="L{}")})
 
     def scores(self, layer: Layer) -> torch.Tensor:
         dim = _channel_dim(self.granularity, layer.target)
@@ -661,15 +569,17 @@ class ActivationNormChannel(ScoredStrategy):
         )
 
 
-@register_strategy("threshold")
-@dataclass(frozen=True)
-class ThresholdStrategy(GlobalMagnitude):
-    """Prune every weight with |w| at or below an absolute threshold."""
+_preset(
+    "threshold",
+    Magnitude,
+    "Prune every weight with |w| at or below an absolute threshold.",
+    scope="global",
+)
 
 
 @register_strategy("n:m")
 @dataclass(frozen=True)
-class NMStrategy(_Magnitude):
+class NMStrategy(Magnitude):
     """Keep the n largest |w| in every group of m consecutive weights (2:4 by default).
 
     Args:
@@ -678,9 +588,13 @@ class NMStrategy(_Magnitude):
     """
 
     by_threshold: ClassVar[bool] = False
-    n: int = 2
-    m: int = 4
-    granularity: Granularity | str = field(default="", repr=False)
+    n: int = field(default=2, metadata=HIDDEN)  # chosen through the pattern (granularity)
+    m: int = field(default=4, metadata=HIDDEN)
+    granularity: Granularity | str = field(
+        default="", repr=False, metadata={"option": Option("N:M pattern", choices=NM_PATTERNS)}
+    )
+    # each group of m keeps n: the same in a layer or across layers
+    scope: str = field(default="layer", kw_only=True, metadata=HIDDEN)
 
     def __post_init__(self) -> None:
         pattern = self.granularity or f"{self.n}:{self.m}"
@@ -689,3 +603,4 @@ class NMStrategy(_Magnitude):
             raise ValueError(f"n:m needs an N:M granularity, got {self.granularity}")
         object.__setattr__(self, "n", self.granularity.n)
         object.__setattr__(self, "m", self.granularity.m)
+        super().__post_init__()

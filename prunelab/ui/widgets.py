@@ -1,4 +1,8 @@
-"""Widgets shared by several pages: strategy choice, layer choice, explanations."""
+"""Widgets shared by several pages: strategy choice, layer choice, explanations.
+
+A strategy's controls come from the strategy (:func:`prunelab.core.strategies.strategy_options`),
+not from its name: a strategy a user registers gets its menus, boxes and checkboxes too.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,22 @@ from dataclasses import dataclass, replace
 import streamlit as st
 
 from ..core.granularity import Channel
+from ..core.options import Option
 from ..core.pruner import left_out
-from ..core.strategies import ScoredStrategy, WeightNormChannel, get_strategy, strategy_table
+from ..core.strategies import Strategy, get_strategy, strategy_options, strategy_table
 from ..core.targets import resolve_targets
 from .engine import Choice
 from .fmt import HELP
 from .state import Keys
 
-GRANULARITIES = ("unstructured", "channel", "input-channel", "2:4", "1:4", "4:8")
+__all__ = [
+    "StrategyChoice",
+    "explain",
+    "layer_picker",
+    "option_control",
+    "outputs_option",
+    "strategy_picker",
+]
 
 
 @dataclass(frozen=True)
@@ -30,14 +42,51 @@ class StrategyChoice:
         extra = ", ".join(f"{k}={v}" for k, v in self.options)
         return f"{self.name} ({extra})" if extra else self.name
 
+    def build(self) -> Strategy:
+        """The strategy these choices make."""
+        return get_strategy(self.name, **dict(self.options))
+
 
 def explain(text: str) -> None:
     """One paragraph under a figure, for learners."""
     st.caption(text)
 
 
+def option_control(option: Option, *, key: str) -> object:
+    """The control for one option of a strategy, drawn from its description: a radio for two
+    choices, a menu for more, a checkbox for a bool, a number box, or a text box."""
+    help_text = option.help or None
+    if option.choices:
+        choices = list(option.choices)
+        if option.default not in choices:
+            choices.insert(0, option.default)
+        index = choices.index(option.default)
+        common = {"index": index, "key": key, "format_func": option.show, "help": help_text}
+        if len(choices) <= 2:
+            return st.radio(option.label, choices, horizontal=True, **common)
+        return st.selectbox(option.label, choices, **common)
+    if isinstance(option.default, bool):
+        return st.checkbox(option.label, value=option.default, key=key, help=help_text)
+    if isinstance(option.default, (int, float)):
+        # one numeric type throughout: streamlit refuses an int value with float bounds
+        kind = type(option.default)
+        bounds = (option.low, option.high, option.step)
+        low, high, step = (None if v is None else kind(v) for v in bounds)
+        return st.number_input(
+            option.label,
+            min_value=low,
+            max_value=high,
+            value=option.default,
+            step=step,
+            key=key,
+            help=help_text,
+        )
+    return st.text_input(option.label, value=str(option.default), key=key, help=help_text)
+
+
 def strategy_picker(*, key: str = Keys.strategy, label: str = "Strategy") -> StrategyChoice:
-    """Strategy from the registry (with its description) and the options it takes."""
+    """Strategy from the registry (with its description) and a control for each option it
+    leaves to choose; only the options that differ from the default are passed on."""
     table = strategy_table().set_index("name")
     names = list(table.index)
     name = st.selectbox(
@@ -49,38 +98,25 @@ def strategy_picker(*, key: str = Keys.strategy, label: str = "Strategy") -> Str
         f"{HELP['Taylor']} {HELP['Wanda']}",
     )
     row = table.loc[name]
-    # the description goes below the menu, where it wraps, not into it (cut off in the sidebar)
-    st.caption(
-        f"{row['description']} (scope **{row['scope']}**, granularity **{row['granularity']}**"
-        + (f", needs **{row['needs']}** from the data" if row["needs"] != "-" else "")
-        + ")"
-    )
-    default = get_strategy(name)
+    offered = strategy_options(name)
+    chosen = {o.name for o in offered}
+    # what the options do not offer is fixed: said below the menu, where it wraps (a long
+    # description would be cut off inside the menu in the sidebar)
+    fixed = [f"{what} **{row[what]}**" for what in ("scope", "granularity") if what not in chosen]
+    if row["needs"] != "-":
+        fixed.append(f"needs **{row['needs']}** from the data")
+    st.caption(f"{row['description']}" + (f" ({', '.join(fixed)})" if fixed else ""))
     options: list[tuple[str, object]] = []
-    if name == "n:m":
-        pattern = st.selectbox("N:M pattern", ("2:4", "1:4", "4:8"), key=f"{key}_nm")
-        options.append(("granularity", pattern))
-    elif isinstance(default, ScoredStrategy):
-        current = str(default.granularity)
-        choices = list(dict.fromkeys((current, *GRANULARITIES)))
-        granularity = st.selectbox(
-            "Granularity",
-            choices,
-            key=f"{key}_{name}_granularity",
-            help="What is kept or pruned together: single weights, whole output channels, "
-            "whole input channels, or N of every M consecutive weights.",
-        )
-        if granularity != current:
-            options.append(("granularity", granularity))
-    if isinstance(default, WeightNormChannel):
-        p = st.radio("Norm", (1, 2), horizontal=True, key=f"{key}_p", format_func=lambda v: f"L{v}")
-        options.append(("p", p))
+    for option in offered:
+        value = option_control(option, key=f"{key}_{name}_{option.name}")
+        if value != option.default:
+            options.append((option.name, value))
     return StrategyChoice(name=name, options=tuple(options))
 
 
 def layer_picker(choice: Choice, strategy: StrategyChoice) -> tuple[str, ...]:
     """Which target tensors to prune (all that the strategy can prune, by default)."""
-    chosen_strategy = get_strategy(strategy.name, **dict(strategy.options))
+    chosen_strategy = strategy.build()
     all_targets = choice.loaded.prunable
     reasons = {t.fqn: chosen_strategy.unsupported(t) for t in all_targets}
     fitting = [fqn for fqn, reason in reasons.items() if reason is None]
@@ -111,7 +147,7 @@ def outputs_option(
 ) -> StrategyChoice:
     """For output-channel strategies: one line naming the output layer that is left out and
     why, and a box to prune it too (the strategy's ``prune_outputs`` option)."""
-    chosen = get_strategy(strategy.name, **dict(strategy.options))
+    chosen = strategy.build()
     if not isinstance(chosen.granularity, Channel):
         return strategy
     include = bool(st.session_state.get(key, False))
