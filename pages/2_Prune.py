@@ -3,8 +3,8 @@
 import streamlit as st
 
 from prunelab import figures, list_strategies
-from prunelab.ui import engine
-from prunelab.ui.errors import error_boundary
+from prunelab.ui import cache
+from prunelab.ui.errors import error_boundary, failing_as
 from prunelab.ui.fmt import HELP, count, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -177,7 +177,7 @@ with error_boundary():
         )
         if picked == "layers":
             st.plotly_chart(
-                engine.layer_sparsity_figure(choice.model_key, masks), key="layer_sparsity_chart"
+                cache.layer_sparsity_figure(choice.model_key, masks), key="layer_sparsity_chart"
             )
             explain(
                 "Each bar is one layer's sparsity, the dashed line the overall sparsity. A global "
@@ -225,29 +225,26 @@ with error_boundary():
     def _compare(masks, fqn):
         names = [n for n in list_strategies() if n != strategy.name]
         other = st.selectbox("Compare with", names, key=Keys.compare)
-        try:
+        with error_boundary(), failing_as(f"Cannot compare with {other}"):
             other_masks = view.compare_masks(choice, settings, other, masks.sparsity())
-        except (ValueError, TypeError) as exc:
-            st.error(f"Cannot compare with {other}: {exc}")
-            return
-        st.plotly_chart(
-            figures.mask_overlap(masks, other_masks, fqn, names=(strategy.name, other)),
-            key="overlap",
-            height=HEIGHT,
-        )
-        st.dataframe(
-            masks.overlap(other_masks),
-            hide_index=True,
-            column_config={
-                "fqn": st.column_config.TextColumn("layer", help=HELP["fqn"]),
-                "iou": st.column_config.NumberColumn("IoU", help=HELP["IoU"]),
-            },
-        )
-        explain(
-            "Where two strategies agree and disagree on this layer at the same sparsity. IoU is "
-            "the overlap of the kept sets: 1 means identical masks; two random masks at 50% "
-            "sparsity overlap about 0.33."
-        )
+            st.plotly_chart(
+                figures.mask_overlap(masks, other_masks, fqn, names=(strategy.name, other)),
+                key="overlap",
+                height=HEIGHT,
+            )
+            st.dataframe(
+                masks.overlap(other_masks),
+                hide_index=True,
+                column_config={
+                    "fqn": st.column_config.TextColumn("layer", help=HELP["fqn"]),
+                    "iou": st.column_config.NumberColumn("IoU", help=HELP["IoU"]),
+                },
+            )
+            explain(
+                "Where two strategies agree and disagree on this layer at the same sparsity. IoU "
+                "is the overlap of the kept sets: 1 means identical masks; two random masks at "
+                "50% sparsity overlap about 0.33."
+            )
 
     results()
     if choice.data is not None:

@@ -32,7 +32,7 @@ _PIPELINE = {
     "ScoredStrategy": ".core.strategies",
     "LayerwiseStrategy": ".core.strategies",
     "GlobalStrategy": ".core.strategies",
-    "Layer": ".core.strategies",
+    "Layer": ".core.selection",
     "get_strategy": ".core.strategies",
     "list_strategies": ".core.strategies",
     "register_strategy": ".core.strategies",

@@ -8,7 +8,6 @@ are in :mod:`prunelab.ui.cache`.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import warnings
 from collections import OrderedDict
@@ -172,29 +171,3 @@ def progress_bar(label: str):
         bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {message}")
 
     return bar, report
-
-
-# The caches moved to prunelab.ui.cache. The Prune page, moved to prunelab.ui.views.prune by
-# another change at the same time, still reaches these through this module: they are served
-# from their one home until it imports prunelab.ui.cache itself (then delete this).
-_MOVED_TO_CACHE = frozenset(
-    {
-        "MAX_MODELS",
-        "MAX_PRUNERS",
-        "dense_metrics",
-        "evaluate_masks",
-        "figure",
-        "flop_table",
-        "layer_sparsity_figure",
-        "pruner",
-        "recipe_masks",
-        "remember",
-        "remembered",
-    }
-)
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED_TO_CACHE:
-        return getattr(importlib.import_module(".cache", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -94,8 +94,7 @@ def _handlers(path) -> list[ast.ExceptHandler]:
 def test_pages_catch_nothing_and_the_ui_names_no_tuple_of_user_errors():
     # which exceptions are the user's is decided once, by prunelab.errors.user_message (through
     # the boundary); page logic says what it was doing (failing_as) instead of catching
-    pages = [p for p in PAGES if p != "pages/2_Prune.py"]  # moved to views/prune.py meanwhile
-    assert {p: len(_handlers(ROOT / p)) for p in pages} == dict.fromkeys(pages, 0)
+    assert {p: len(_handlers(ROOT / p)) for p in PAGES} == dict.fromkeys(PAGES, 0)
     tuples = {
         f"{path.relative_to(ROOT)}:{handler.lineno}": ast.unparse(handler.type)
         for path in sorted((ROOT / "prunelab/ui").rglob("*.py"))

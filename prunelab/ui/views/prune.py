@@ -18,8 +18,9 @@ from ...core.granularity import Unstructured
 from ...core.masks import Masks
 from ...core.pruner import Pruner
 from ...io.recipes import Provenance, Recipe
-from .. import engine
+from .. import cache, engine
 from ..engine import Choice
+from ..errors import failing_as
 from ..state import Keys
 from ..widgets import StrategyChoice, layer_picker, outputs_option, strategy_picker
 
@@ -68,9 +69,9 @@ def controls(choice: Choice) -> Settings:
 
 
 def prepare(choice: Choice, settings: Settings) -> Pruner:
-    """The prepared (cached) Pruner; says why and stops the page when it cannot be made."""
-    try:
-        return engine.pruner(
+    """The prepared (cached) Pruner; the page's error boundary says why when it cannot be made."""
+    with failing_as("This strategy cannot prune these layers"):
+        return cache.pruner(
             choice.model_key,
             choice.data_spec,
             settings.strategy.name,
@@ -79,10 +80,6 @@ def prepare(choice: Choice, settings: Settings) -> Pruner:
             settings.seed,
             _choice=choice,
         )
-    except (ValueError, TypeError) as exc:
-        st.error(f"This strategy cannot prune these layers: {exc}")
-        st.stop()
-        raise  # st.stop() raises; this line is for readers and type checkers
 
 
 def implied_threshold(pruner: Pruner, sparsity: float) -> str | None:
@@ -132,7 +129,7 @@ class Summary:
 
 def summary(choice: Choice, masks: Masks) -> Summary:
     """Sparsity, kept weights and FLOPs of ``masks`` (the FLOP table is counted once per model)."""
-    flops = engine.flop_table(choice.model_key, _choice=choice)
+    flops = cache.flop_table(choice.model_key, _choice=choice)
     dense_flops, effective = engine.effective_flops(flops, masks)
     kept, total = sum(masks.kept_counts().values()), sum(masks[f].numel() for f in masks)
     return Summary(masks.sparsity(), kept, total, dense_flops, effective)
@@ -146,8 +143,8 @@ def evaluates_at_once(choice: Choice) -> bool:
 def metrics(choice: Choice, masks: Masks) -> tuple[dict[str, float], dict[str, float]]:
     """(pruned, dense) metrics on the chosen data: accuracy and loss with labels, agreement and
     KL divergence always (both cached)."""
-    dense = engine.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    return engine.evaluate_masks(choice, masks), dense
+    dense = cache.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
+    return cache.evaluate_masks(choice, masks), dense
 
 
 def magnitude_cut(pruner: Pruner, fqn: str) -> float | None:
@@ -186,21 +183,21 @@ def layer_figure(
         weight, mask = weight.movedim(1, 0), mask.movedim(1, 0)
     key = (choice.model_key, fqn, engine.digest(mask))
     if view == "weights":
-        return engine.figure(
+        return cache.figure(
             ("heatmap", layout, *key),
             _build=lambda: figures.weight_heatmap(weight, mask, layout=layout),
         )
     if view == "mask":
-        return engine.figure(("mask", *key), _build=lambda: figures.mask_pattern(mask))
+        return cache.figure(("mask", *key), _build=lambda: figures.mask_pattern(mask))
     if view == "histogram":
         cut = magnitude_cut(pruner, fqn)
-        return engine.figure(
+        return cache.figure(
             ("histogram", choice.model_key, fqn, cut),
             _build=lambda: figures.weight_histogram(weight, threshold=cut),
         )
     if view == "channels":
         values, _ = channel_values(choice, pruner, fqn)
-        return engine.figure(
+        return cache.figure(
             ("channels", choice.model_key, fqn, engine.digest(values, mask)),
             _build=lambda: figures.channel_magnitudes(values, mask),
         )
@@ -210,7 +207,7 @@ def layer_figure(
 def compare_masks(choice: Choice, settings: Settings, other: str, sparsity: float) -> Masks:
     """Masks of strategy ``other`` (its defaults) on the same layers at ``sparsity`` (or at the
     sparsity its pattern fixes)."""
-    other_pruner = engine.pruner(
+    other_pruner = cache.pruner(
         choice.model_key, choice.data_spec, other, (), settings.layers, 0, _choice=choice
     )
     if other_pruner.strategy.fixed_sparsity is not None:
