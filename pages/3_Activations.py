@@ -4,7 +4,7 @@ import streamlit as st
 from torch.utils.data import Subset
 
 from prunelab import evaluate, figures
-from prunelab.activations.stats import (
+from prunelab.activations import (
     AGGREGATE_FNS,
     INPUT_SUFFIX,
     MASK_FNS,

@@ -37,7 +37,7 @@ _STATS_NAMES = ("before", "after")
 
 
 def _layer_stats(value: object, *, what: str):
-    from ..activations.stats import LayerStats
+    from ..activations.results import LayerStats
 
     if not isinstance(value, LayerStats):
         raise TypeError(

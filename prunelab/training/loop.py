@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from ..activations.stats import activation_threshold
+from ..activations.thresholding import activation_threshold
 from ..core.apply import bake
 from ..core.calibration import Calibration
 from ..core.granularity import Unstructured
