@@ -1,10 +1,9 @@
 """Which values of a batch the streaming statistics read: every one, or an even sample.
 
-Reading every value of an activation once costs about a tenth of the forward pass that made it
-on a CPU, and a per-channel histogram of every value about half of it (measured in
-``benchmarks/bench_activations.py``). A sample of at most :data:`SAMPLE` values per channel and
-batch keeps the statistics within 15% of a forward pass on models where a forward pass takes
-50 ms or more (ResNet-18, batch 16); ``sample=None`` reads every value.
+Statistics of every value take several times a forward pass on a CPU (ResNet-18, batch 16:
+4.8x), while a sample of at most :data:`SAMPLE` values per channel and batch keeps them within
+the goal of 15% on models whose forward pass takes 50 ms or more (1.05x there; both measured
+by ``benchmarks/bench_activations.py``). ``sample=None`` reads every value.
 
 The sample takes as many inputs as possible (every k-th of the batch) and on each input
 positions from a low-discrepancy sequence, other positions for each input and each batch, so
