@@ -14,9 +14,12 @@ from prunelab.activations import (
     LayerStats,
     activation_layers,
     activation_stats,
+    activation_threshold,
     channels,
     sampling,
 )
+from prunelab.activations import stats as stats_module
+from prunelab.runtime.functional import structural_copy
 from prunelab.runtime.hooks import forward_hooks
 from tests.conftest import assert_unchanged, make_cnn, make_lstm, snapshot
 
@@ -165,6 +168,48 @@ def test_hooks_are_removed_after_success_and_after_an_exception(cnn_data):
         assert len(model[0]._forward_hooks) == 1 and len(model[3]._forward_pre_hooks) == 1
         raise KeyError("inside the block")
     assert_unchanged(model, before)
+
+
+class _Broken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("layer broke")
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_hooks_are_removed_when_the_forward_pass_raises(monkeypatch):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Broken())
+    x = torch.randn(2, 3)
+    seen = []
+
+    def keep(*args: object) -> None:
+        seen.append(len(args))
+
+    with (
+        pytest.raises(RuntimeError, match="layer broke"),
+        forward_hooks(model, {"0": keep, "1": keep}, pre_hooks={"2": keep}),
+    ):
+        model(x)
+    assert seen == [3, 3, 2] and _hooks(model) == 0  # the hooks ran, then were removed
+
+    copies = []  # activation_stats hooks a structural copy: that copy is left clean too
+
+    def copy(module: nn.Module) -> nn.Module:
+        copies.append(structural_copy(module))
+        return copies[-1]
+
+    monkeypatch.setattr(stats_module, "structural_copy", copy)
+    with pytest.raises(RuntimeError, match="layer broke"):
+        activation_stats(model, x, layers=["0", "1", "2:input"])
+    assert len(copies) == 1 and _hooks(copies[0]) == 0 and _hooks(model) == 0
+    with (
+        pytest.raises(RuntimeError, match="layer broke"),
+        activation_threshold(model, ["0", "2:input"], 0.1) as run,
+    ):
+        run.model(x)
+    assert _hooks(run.model) == 0 and _hooks(model) == 0
 
 
 def test_weight_masks_shift_the_statistics_without_touching_the_model(cnn_data):
