@@ -3,7 +3,8 @@
 :func:`activation_threshold` zeroes ``|value| < threshold`` in named layers of a copy of the
 model for a ``with`` block and counts the sparsity it makes; :class:`ThresholdActivation`
 builds the same into a model for export; :func:`activation_sparsity_effect` measures what a
-threshold does to the outputs, counted as every evaluation counts (:mod:`prunelab.runtime.metrics`).
+threshold does to the outputs, counted as every evaluation counts them
+(:mod:`prunelab.runtime.metrics`).
 """
 
 from __future__ import annotations
