@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prunelab import figures
-from prunelab.activations.stats import AGGREGATE_FNS, MASK_FNS, REDUCE_FNS
+from prunelab.activations import AGGREGATE_FNS, MASK_FNS, REDUCE_FNS
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar

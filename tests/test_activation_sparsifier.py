@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.activations.stats import (
+from prunelab.activations import (
     AGGREGATE_FNS,
     MASK_FNS,
     REDUCE_FNS,

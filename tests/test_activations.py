@@ -8,14 +8,19 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab.activations import stats as activations
-from prunelab.activations.stats import (
+from prunelab.activations import (
     SAMPLE,
     ChannelStats,
+    LayerStats,
     activation_layers,
     activation_stats,
-    forward_hooks,
+    activation_threshold,
+    channels,
+    sampling,
 )
+from prunelab.activations import stats as stats_module
+from prunelab.runtime.functional import structural_copy
+from prunelab.runtime.hooks import forward_hooks
 from tests.conftest import assert_unchanged, make_cnn, make_lstm, snapshot
 
 CNN_LAYERS = ["0", "2", "3", "4", "5", "7"]  # conv, relu, conv, relu, pool, linear
@@ -165,6 +170,48 @@ def test_hooks_are_removed_after_success_and_after_an_exception(cnn_data):
     assert_unchanged(model, before)
 
 
+class _Broken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("layer broke")
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_hooks_are_removed_when_the_forward_pass_raises(monkeypatch):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Broken())
+    x = torch.randn(2, 3)
+    seen = []
+
+    def keep(*args: object) -> None:
+        seen.append(len(args))
+
+    with (
+        pytest.raises(RuntimeError, match="layer broke"),
+        forward_hooks(model, {"0": keep, "1": keep}, pre_hooks={"2": keep}),
+    ):
+        model(x)
+    assert seen == [3, 3, 2] and _hooks(model) == 0  # the hooks ran, then were removed
+
+    copies = []  # activation_stats hooks a structural copy: that copy is left clean too
+
+    def copy(module: nn.Module) -> nn.Module:
+        copies.append(structural_copy(module))
+        return copies[-1]
+
+    monkeypatch.setattr(stats_module, "structural_copy", copy)
+    with pytest.raises(RuntimeError, match="layer broke"):
+        activation_stats(model, x, layers=["0", "1", "2:input"])
+    assert len(copies) == 1 and _hooks(copies[0]) == 0 and _hooks(model) == 0
+    with (
+        pytest.raises(RuntimeError, match="layer broke"),
+        activation_threshold(model, ["0", "2:input"], 0.1) as run,
+    ):
+        run.model(x)
+    assert _hooks(run.model) == 0 and _hooks(model) == 0
+
+
 def test_weight_masks_shift_the_statistics_without_touching_the_model(cnn_data):
     model = make_cnn().eval()
     x = cnn_data[0]
@@ -299,22 +346,22 @@ def test_samples_reduced_as_the_buffer_fills_give_the_same_statistics(monkeypatc
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(30, 6, 5, 5, generator=gen).relu()
     reductions = []
-    reduce = activations._reduce
+    reduce = channels._reduce
 
     def counted(accumulators: list[ChannelStats], values) -> None:
         reductions.append(values.shape[1])
         reduce(accumulators, values)
 
-    monkeypatch.setattr(activations, "_reduce", counted)
+    monkeypatch.setattr(channels, "_reduce", counted)
 
-    def stats(**options: object) -> activations.LayerStats:
+    def stats(**options: object) -> LayerStats:
         acc = ChannelStats(bins=12, **options)
         for batch in _batches(x, 1):  # 25 values per channel and batch: none left out
             acc.update(batch, axis=1)
         return acc.result("x")
 
     at_once = stats(sample=6 * 64)
-    monkeypatch.setattr(activations, "_STAGED", 6 * 60)  # the buffer holds 2 batches
+    monkeypatch.setattr(channels, "_STAGED", 6 * 60)  # the buffer holds 2 batches
     in_steps = stats(sample=6 * 64)
     each = stats(sample=None)  # no buffer: every batch on its own
     assert reductions == [750] + [50] * 15 + [25] * 30
@@ -352,7 +399,7 @@ def test_layers_finished_together_match_each_finished_alone():
         for _ in range(3):
             accumulators[name].update(torch.randn(shape, generator=gen), axis=axis)
     items = [(acc, name, "T", shapes[name][1]) for name, acc in accumulators.items()]
-    together = activations._results(items)  # "c" has other bins: finished on its own
+    together = channels._results(items)  # "c" has other bins: finished on its own
     for stats, (acc, name, _, axis) in zip(together, items, strict=True):
         alone = acc.result(name, module_type="T", axis=axis)
         assert stats.layer == name and stats.channel_axis == axis
@@ -377,7 +424,7 @@ def test_tensors_numpy_cannot_read_give_the_same_statistics():
     batches = [torch.randn(48, 5, 6, 6, generator=gen).relu() for _ in range(3)]
     batches.append(torch.randn(7, 5, 6, 6, generator=gen))  # a short last batch
 
-    def stats(tensors: list[torch.Tensor]) -> activations.LayerStats:
+    def stats(tensors: list[torch.Tensor]) -> LayerStats:
         acc = ChannelStats(bins=20, sample=100)
         for tensor in tensors:
             acc.update(tensor, axis=1)
@@ -399,11 +446,11 @@ def test_sample_indices_too_large_to_cache_pick_the_same_values(monkeypatch):
     x = torch.rand(24, 4, 10, 10, generator=torch.Generator().manual_seed(11))
     batches = _batches(x, 10)  # 10, 10 and 4 inputs: three plans, other phases
 
-    def stats() -> activations.LayerStats:
+    def stats() -> LayerStats:
         return activation_stats(nn.Sequential(nn.Identity()), batches, layers="0", sample=30)["0"]
 
     cached = stats()
-    monkeypatch.setattr(activations, "_INDEX_CACHED", 0)  # every index built anew
+    monkeypatch.setattr(sampling, "_INDEX_CACHED", 0)  # every index built anew
     built = stats()
     assert cached.sampled == built.sampled == 30 + 30 + 28
     for name in ("mean", "std", "min", "max", "zero_fraction", "histogram"):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab.activations.stats import forward_hooks
+from prunelab.runtime.hooks import forward_hooks
 from tests.conftest import make_cnn, make_lstm, make_mlp
 
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..activations.stats import ChannelMoments, _first_tensor, channel_axis, forward_hooks
 from ..runtime.batches import Batch, iter_batches
 from ..runtime.functional import check_device, functional_forward, structural_copy
+from ..runtime.hooks import ChannelMoments, channel_axis, first_tensor, forward_hooks
 from ..runtime.metrics import check_labels, model_input_errors
 from .targets import Target, get_parameter, targets
 
@@ -116,7 +116,7 @@ class Calibration:
             with torch.enable_grad():
                 with model_input_errors(batch.inputs):
                     out = functional_forward(self.model, leaves, batch.inputs, device=self.device)
-                logits = _first_tensor(out)
+                logits = first_tensor(out)
                 if logits is None:
                     raise TypeError("the model's output is not a tensor; cannot compute a loss")
                 labels = batch.labels
@@ -178,9 +178,9 @@ class Calibration:
         axis = channel_axis(module)
 
         def record(mod: nn.Module, args: tuple, output: object) -> None:
-            if (x := _first_tensor(args)) is not None:
+            if (x := first_tensor(args)) is not None:
                 ins.update(x, axis=axis)
-            if not isinstance(mod, nn.RNNBase) and (y := _first_tensor(output)) is not None:
+            if not isinstance(mod, nn.RNNBase) and (y := first_tensor(output)) is not None:
                 outs.update(y, axis=axis)
 
         return record

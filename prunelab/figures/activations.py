@@ -36,11 +36,11 @@ _STATS_NAMES = ("before", "after")
 
 
 def _layer_stats(value: object, *, what: str):
-    from ..activations.stats import LayerStats
+    from ..activations.results import LayerStats
 
     if not isinstance(value, LayerStats):
         raise TypeError(
-            f"{what} must be a prunelab.activations.stats.LayerStats (one layer of "
+            f"{what} must be a prunelab.activations.LayerStats (one layer of "
             f"activation_stats(...)), got {type(value).__name__}"
         )
     return value
@@ -85,7 +85,7 @@ def activation_histogram(
     negative).
 
     Args:
-        stats: One layer's :class:`prunelab.activations.stats.LayerStats`.
+        stats: One layer's :class:`prunelab.activations.LayerStats`.
         after: The same layer's statistics after a change (e.g. with weight masks).
         channel: Draw one channel instead of the whole layer.
         threshold: Shade the band zeroed by this activation threshold.
@@ -100,7 +100,7 @@ def activation_histogram(
         ValueError: A channel out of range, layers of different widths, a negative threshold.
 
     >>> import torch
-    >>> from prunelab.activations.stats import activation_stats
+    >>> from prunelab.activations import activation_stats
     >>> net = torch.nn.ReLU()
     >>> stats = activation_stats(torch.nn.Sequential(net), torch.randn(50, 3))["0"]
     >>> [t.name for t in activation_histogram(stats, threshold=0.5).data]
@@ -177,7 +177,7 @@ def channel_apoz(
         A Figure with one Bar trace per set of statistics ("activations" or ``names``).
 
     >>> import torch
-    >>> from prunelab.activations.stats import activation_stats
+    >>> from prunelab.activations import activation_stats
     >>> stats = activation_stats(torch.nn.Sequential(torch.nn.ReLU()), -torch.rand(4, 2))["0"]
     >>> fig = channel_apoz(stats)
     >>> fig.data[0].y.tolist(), "2 dead" in fig.layout.title.text
@@ -230,7 +230,7 @@ def channel_ranges(
         A Figure with one Box trace per set of statistics ("activations" or ``names``).
 
     >>> import torch
-    >>> from prunelab.activations.stats import activation_stats
+    >>> from prunelab.activations import activation_stats
     >>> net = torch.nn.Sequential(torch.nn.Identity())
     >>> stats = activation_stats(net, torch.randn(80, 3), layers="0")
     >>> fig = channel_ranges(stats["0"])

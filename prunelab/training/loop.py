@@ -18,7 +18,7 @@ their masks. Coupled masks (biases of pruned channels, ``Masks.all()``) are kept
   magnitude as in RigL).
 * :func:`freeze` / :func:`unfreeze` and ``TrainConfig(frozen=...)`` keep layers fixed.
 * ``TrainConfig(activation_layers=..., activation_threshold=...)`` trains with activations
-  below a threshold zeroed (:func:`prunelab.activations.stats.activation_threshold`): no gradient
+  below a threshold zeroed (:func:`prunelab.activations.activation_threshold`): no gradient
   flows through a zeroed activation.
 * :func:`fake_quantize` and :func:`evaluate_quantized` show what k-bit kept weights cost.
 
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from ..activations.stats import activation_threshold
+from ..activations.thresholding import activation_threshold
 from ..core.apply import bake
 from ..core.calibration import Calibration
 from ..core.granularity import Unstructured
@@ -140,7 +140,7 @@ class TrainConfig:
         frozen: Module or parameter names (glob patterns allowed, e.g. ``"fc1"`` or
             ``"features.*"``) whose parameters are not trained; checked bit-identical after.
         activation_layers: Layers whose activations are thresholded during training (names
-            as in :func:`prunelab.activations.stats.activation_threshold`).
+            as in :func:`prunelab.activations.activation_threshold`).
         activation_threshold: Activations with a smaller magnitude are zeroed there.
 
     >>> TrainConfig(epochs=2, optimizer="sgd", lr=0.05).momentum

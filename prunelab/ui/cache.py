@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from .. import activations as act
 from .. import figures, shrinking, sweeps
-from ..activations import stats as act
 from ..analysis.evaluation import evaluate
 from ..analysis.flops import flops_by_layer
 from ..analysis.layer_stats import weight_stats

@@ -10,7 +10,7 @@ import pytest
 import streamlit
 import torch
 
-from prunelab.activations import stats
+from prunelab import activations
 from prunelab.io import zoo
 from prunelab.ui import cache
 from prunelab.ui.state import Keys
@@ -108,7 +108,7 @@ def test_a_panel_error_leaves_the_rest_of_the_page(monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("the threshold broke")
 
-    monkeypatch.setattr(stats, "activation_sparsity_effect", broken)
+    monkeypatch.setattr(activations, "activation_sparsity_effect", broken)
     cache.threshold_effect.clear()
     at = page("pages/3_Activations.py").run()
     assert not at.exception

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ... import figures
-from ...activations.stats import INPUT_SUFFIX, LayerStats, activation_layers
+from ...activations import INPUT_SUFFIX, LayerStats, activation_layers
 from ...core.masks import Masks
 from .. import cache, engine
 from ..engine import Choice
