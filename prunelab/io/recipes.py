@@ -321,10 +321,8 @@ class Recipe:
         except UnicodeDecodeError:
             # torch.save writes a zip archive: masks (`prunelab prune --out`) or weights
             what = "a torch.save file (masks or weights)" if raw[:2] == b"PK" else "binary data"
-            raise ValueError(
-                f"{path.name} is not a recipe: it is {what}, not text; {_RECIPE_SOURCES}"
-            ) from None
-        return cls.loads(text, name=path.name)
+            raise ValueError(f"{path} is not a recipe but {what}; {_RECIPE_SOURCES}") from None
+        return cls.loads(text, name=str(path))  # the path as given: a command can repeat it
 
     @classmethod
     def loads(cls, text: str, *, name: str = "recipe") -> Recipe:
@@ -347,8 +345,8 @@ class Recipe:
             table = shlex.quote(file or "TABLE.csv")
             solve = f"prunelab solve {table} --target-sparsity 0.8 --out recipe.yaml"
             raise ValueError(
-                f"{file or 'this'} is not a recipe: it reads as {what}, not as a mapping (format, "
-                "strategy, layers, ...); "
+                f"{file or 'this'} is not a recipe (a mapping: format, strategy, layers, ...) but "
+                f"{what}; "
                 + (f"for a sensitivity table, run `{solve}`" if "," in header else _RECIPE_SOURCES)
             )
         return cls.from_dict(payload)
