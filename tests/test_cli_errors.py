@@ -7,6 +7,7 @@ The cases run ``prunelab.cli.commands.main`` in-process; one subprocess proves t
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import shlex
@@ -503,3 +504,20 @@ def test_long_commands_report_progress(argv, steps, tmp_path, monkeypatch, capsy
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) or argv[0] == "apply"  # apply's save has its own bar
     assert all(0 <= f <= 1 for f in fractions)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_bar_is_cleared_before_the_error_line(monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["prune", CNN, "--strategy", "layer-magnitude", "--sparsity", "0.5"]
+    assert main([*argv, "--data", "sample:sentiment", "--limit", "20"]) == 2
+    shown = terminal.getvalue()
+    assert "prune:" in shown and "evaluating the dense model" in shown  # the bar was drawn
+    drawn, _, last = shown.rpartition("\r")
+    assert drawn.rpartition("\r")[2].strip() == ""  # then overwritten with blanks
+    assert last.startswith("prunelab prune: error: ") and last.count("\n") == 1, last

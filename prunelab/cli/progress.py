@@ -12,8 +12,9 @@ class Bar:
 
     It is fed either by the engine's ``progress(fraction, message)`` callbacks (pass the bar
     itself) or by a command's own steps (:meth:`step`, given ``steps`` up front). The bar
-    shows only on a terminal and only after half a second, so quick runs, pipes and logs see
-    none; it is cleared when it closes, so an error after it still reads as one line.
+    shows only on a terminal, so pipes and logs see none, and it is cleared when it closes,
+    so an error after it still reads as one line. (No ``delay``: tqdm would then draw the
+    bar on each report without ever clearing it, leaving it in front of the error.)
     """
 
     def __init__(self, what: str, *, steps: int = 0) -> None:
@@ -31,7 +32,6 @@ class Bar:
                 desc=self._what,
                 file=sys.stderr,
                 leave=False,
-                delay=0.5,
                 disable=None,  # not on a pipe or a log file
                 bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}",
             )
