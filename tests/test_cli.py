@@ -8,12 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import prunelab
-from prunelab.cli.commands import CHECKPOINT_SUFFIX, main
+from prunelab.cli.args import CHECKPOINT_SUFFIX
+from prunelab.cli.commands import main
+from prunelab.cli.runs import command_prefix
 from prunelab.sweeps import curves as sweeps
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_strategies_lists_every_registered_strategy(capsys):
@@ -118,12 +123,30 @@ def test_ctrl_c_says_how_to_resume_and_that_command_finishes_the_run(tmp_path, m
     saved = f"{out}{CHECKPOINT_SUFFIX}"
     assert message == (
         f"interrupted: 2 of 6 rows are saved in {saved}; to go on, run: "
-        + shlex.join(["prunelab", *SENSITIVITY, "--csv", str(out), "--resume"])
+        + shlex.join([*command_prefix(), *SENSITIVITY, "--csv", str(out), "--resume"])
     )
-    command = shlex.split(message.split("to go on, run: ")[1])
-    assert main(command[1:]) == 0
+    # pasted into a shell where the README's setup runs it (`uv run prunelab` under uv)
+    done = subprocess.run(
+        message.split("to go on, run: ")[1],
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
     assert out.read_bytes() == expected.read_bytes()
-    assert capsys.readouterr().err.endswith(f"resumed from {saved}: 2 of 6 rows read from it\n")
+    assert f"resumed from {saved}: 2 of 6 rows read from it\n" in done.stderr
+
+
+def test_the_resume_command_starts_prunelab_as_the_user_can(monkeypatch, tmp_path):
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")  # under `uv run`, .venv is not on PATH
+    assert command_prefix() == ["uv", "run", "prunelab"]
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # an activated environment
+    assert command_prefix() == ["prunelab"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no prunelab on PATH: this Python runs it
+    assert command_prefix() == [sys.executable, "-m", "prunelab.cli"]
 
 
 def test_an_explicit_checkpoint_is_kept_and_resuming_it_reads_the_table(

@@ -7,8 +7,10 @@ The cases run ``prunelab.cli.commands.main`` in-process; one subprocess proves t
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -335,3 +337,187 @@ def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("prunelab prune: error: labels must be class indices"), lines
+
+
+# -- issue 17: the edges a new user meets, each one line with exit 2 or a quiet end -----------
+
+CNN = "sample:digits-cnn"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", CNN, "--strategy", "layer-magnitude", "--sparsity", "0.5"],
+        ["sweep", CNN, "--strategies", "random", "--sparsities", "0.5"],
+    ],
+    ids=["prune", "sweep"],
+)
+def test_data_of_another_model_says_what_the_model_expects(argv, capsys):
+    line = _one_line(capsys, [*argv, "--data", "sample:sentiment", "--limit", "20"])
+    assert "cannot run on this data (inputs of 16 int64)" in line
+    assert line.endswith(
+        "the data does not fit digits-cnn, which expects inputs of 1x8x8 float32 "
+        "(its own data, used without --data: sample:digits)"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", ["sweep", "sensitivity", "speed"])
+def test_cuda_without_it_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(zoo, "load", _no_work)
+    argv = {
+        "sweep": ["sweep", MLP],
+        "sensitivity": ["sensitivity", MLP],
+        "speed": ["speed", MLP, "--recipe", _recipe(tmp_path)],
+    }[command]
+    assert "device 'cuda' is not available here" in _one_line(capsys, [*argv, "--device", "cuda"])
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the work started before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (lambda t: ["solve", str(t), "--target-sparsity", "0.5", "--out", "r.yaml"], "table"),
+        (lambda t: ["export", MLP, "--recipe", str(t)], "recipe"),
+        (lambda t: ["speed", MLP, "--recipe", str(t)], "recipe"),
+        (lambda t: ["export", MLP, "--recipe", _recipe(t), "--out", str(t)], "cannot write"),
+        (lambda t: ["sweep", MLP, "--checkpoint", str(t)], "cannot write"),
+    ],
+    ids=["table", "export recipe", "speed recipe", "export --out", "--checkpoint"],
+)
+def test_a_directory_where_a_file_goes(argv, expect, tmp_path, capsys):
+    line = _one_line(capsys, argv(tmp_path))
+    assert expect in line and "directory" in line, line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*PRUNE, "--out", "{tmp}/nodir/masks.pt"],
+        ["sweep", MLP, "--csv", "{tmp}/nodir/t.csv"],
+        ["apply", "{recipe}", MLP, "--out", "{tmp}/nodir/w.pt"],
+        ["export", MLP, "--recipe", "{recipe}", "--out", "{tmp}/nodir/m.pt"],
+    ],
+    ids=["prune --out", "sweep --csv", "apply --out", "export --out"],
+)
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(
+    argv, tmp_path, capsys, monkeypatch
+):
+    recipe = _recipe(tmp_path)
+    monkeypatch.setattr(zoo, "load", _no_work)
+    line = _one_line(capsys, [a.format(tmp=tmp_path, recipe=recipe) for a in argv])
+    assert f"directory {tmp_path / 'nodir'} does not exist" in line
+
+
+def test_a_masks_file_as_a_recipe_says_what_it_is(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*PRUNE, "--out", "masks.pt"]) == 0
+    capsys.readouterr()
+    line = _one_line(capsys, ["apply", "masks.pt", MLP])
+    assert "masks.pt is not a recipe but a torch.save file (masks or weights)" in line
+    assert "`prunelab solve --out`" in line and "codec" not in line
+
+
+def test_a_table_as_a_recipe_says_how_to_make_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sensitivity", MLP, "--limit", "20", "--sparsities", "0.5,0.9", "--csv", "my sens.csv"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    line = _one_line(capsys, ["apply", "my sens.csv", MLP])
+    assert (
+        "my sens.csv is not a recipe (a mapping: format, strategy, layers, ...) but plain" in line
+    )
+    solve = "prunelab solve 'my sens.csv' --target-sparsity 0.8 --out recipe.yaml"
+    assert line.endswith(f"run `{solve}`")
+    assert main(shlex.split(solve)[1:]) == 0  # the command runs as printed
+
+
+def test_a_pt2_without_trust_says_that_arch_names_the_architecture(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    program = Path("model.pt2")
+    assert (
+        main(
+            ["export", MLP, "--recipe", _recipe(tmp_path), "--format", "pt2", "--out", str(program)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    line = _one_line(capsys, ["layers", f"file:{program}"])
+    assert "--trust" in line and "add ?arch= naming its architecture" in line
+    assert f"file:{program}?arch=sample:digits-cnn" in line
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "?arch=sample:digits-mlp"])
+def test_a_directory_as_a_model_file_says_so(suffix, tmp_path, capsys):
+    line = _one_line(capsys, ["layers", f"file:{tmp_path}{suffix}"])
+    assert "is a directory" in line and "give a regular file" in line
+    assert "does not exist" not in line
+
+
+@pytest.mark.parametrize("argv", [["models"], ["--help"], ["strategies"]])
+def test_a_reader_that_has_gone_ends_it_quietly(argv):
+    # as `prunelab models | head -1`: the reader closes the pipe; every write fails (EPIPE)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "prunelab.cli", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.stderr == "", done.stderr
+    # 141: as a program killed by SIGPIPE; argparse ignores a failed write of --help itself
+    assert done.returncode == (0 if argv == ["--help"] else 141)
+
+
+@pytest.mark.parametrize(
+    ("argv", "steps"),
+    [
+        (PRUNE, ["loading the model", "loading the data", "pruning with layer-magnitude"]),
+        (["apply", "{recipe}", MLP, "--limit", "20", "--out", "{tmp}/w.pt"], ["applying"]),
+        (["export", MLP, "--recipe", "{recipe}", "--out", "{tmp}/m.pt"], ["writing state_dict"]),
+        (
+            ["speed", MLP, "--recipe", "{recipe}", "--repeats", "2", "--batch-sizes", "1"],
+            ["timing"],
+        ),
+    ],
+    ids=["prune", "apply", "export", "speed"],
+)
+def test_long_commands_report_progress(argv, steps, tmp_path, monkeypatch, capsys):
+    from prunelab.cli.progress import Bar
+
+    reports: list[tuple[float, str]] = []
+    monkeypatch.setattr(Bar, "__call__", lambda self, f, message: reports.append((f, message)))
+    recipe = _recipe(tmp_path)
+    assert main([a.format(tmp=tmp_path, recipe=recipe) for a in argv]) == 0
+    said = " | ".join(message for _, message in reports)
+    assert all(step in said for step in steps), said
+    if argv[0] in ("prune", "apply"):
+        assert "evaluating the dense model" in said and "evaluating the pruned model" in said
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) or argv[0] == "apply"  # apply's save has its own bar
+    assert all(0 <= f <= 1 for f in fractions)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_bar_is_cleared_before_the_error_line(monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["prune", CNN, "--strategy", "layer-magnitude", "--sparsity", "0.5"]
+    assert main([*argv, "--data", "sample:sentiment", "--limit", "20"]) == 2
+    shown = terminal.getvalue()
+    assert "prune:" in shown and "evaluating the dense model" in shown  # the bar was drawn
+    drawn, _, last = shown.rpartition("\r")
+    assert drawn.rpartition("\r")[2].strip() == ""  # then overwritten with blanks
+    assert last.startswith("prunelab prune: error: ") and last.count("\n") == 1, last

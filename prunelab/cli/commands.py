@@ -1,27 +1,34 @@
-"""The ``prunelab`` command line."""
+"""The ``prunelab`` command line: the parser, :func:`main`, and the commands on one model.
+
+The long runs (``sweep``, ``sensitivity``, ``solve``) are in :mod:`.runs`; what every command
+reads from its arguments is in :mod:`.inputs`. Nothing heavy is imported before a command
+runs, so that ``prunelab --help`` starts at once: each command imports its engine modules.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .._version import __version__
 from ..errors import user_message
 from ..runtime.files import check_writable
 from .args import (
-    CHECKPOINT_SUFFIX,
     CliError,
     Parser,
     add_model_options,
     add_outputs_option,
     add_resume_options,
     finite_float,
-    levels,
     positive_int,
     seed_type,
 )
+from .inputs import calibration_for, evaluation_data, expected_inputs, load_model, strategy_for
+from .progress import Bar
+from .runs import interrupted, run_sensitivity, run_solve, run_sweep
 
 __all__ = ["main"]
 
@@ -63,9 +70,8 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..core.targets import targets
-    from ..io.zoo import load
 
-    bundle = load(args.spec, trust=args.trust)
+    bundle = load_model(args)
     found = targets(bundle.model)
     prunable = sum(t.numel for t in found)
     total = sum(p.numel() for p in bundle.model.parameters())
@@ -110,44 +116,19 @@ def _prune_table(dense: dict, pruned: dict) -> str:
     return pd.DataFrame(table).T.to_string()
 
 
-def _evaluation_data(bundle, args: argparse.Namespace):
-    """(data, calibration data, description, data spec) for a loaded model and the CLI args."""
-    from ..io import data as datasets
-
-    data_spec = args.data or bundle.default_data
-    if data_spec is None:
-        # no labelled data: fidelity to the dense model on random inputs still means something
-        inputs = bundle.example_input(batch_size=64, seed=0)
-        return inputs, inputs, "64 random inputs (no --data and no default data)", None
-    evaluation = datasets.load(data_spec, split="test", limit=args.limit)
-    described = f"{data_spec}, test split, {len(evaluation):,} samples"
-    return (
-        evaluation,
-        lambda: datasets.load(data_spec, split="train", limit=args.limit),
-        described,
-        data_spec,
-    )
-
-
-def _calibration(model, strategy, calibration_data, device):
-    from ..core.calibration import Calibration
-
-    if not strategy.needs:
-        return None
-    data = calibration_data() if callable(calibration_data) else calibration_data
-    return Calibration(model, data, device=device)
-
-
-def _before_after(bundle, evaluation, masks, device) -> str:
+def _before_after(bundle, evaluation, masks, device, bar: Bar) -> str:
+    """The dense and the masked model side by side: metrics on the data, sizes, FLOPs."""
     from ..analysis.evaluation import evaluate
     from ..analysis.flops import model_stats
 
     example = bundle.example_input(batch_size=1)
     model = bundle.model
+    bar.step("evaluating the dense model")
     dense = {
         **evaluate(model, evaluation, device=device),
         **model_stats(model, example_input=example),
     }
+    bar.step("evaluating the pruned model")
     pruned = {
         **evaluate(model, evaluation, masks=masks, device=device),
         **model_stats(model, masks, example_input=example),
@@ -155,233 +136,30 @@ def _before_after(bundle, evaluation, masks, device) -> str:
     return _prune_table(dense, pruned)
 
 
-def _strategy(name: str, args: argparse.Namespace):
-    from ..core.strategies import get_strategy
-
-    # the model's output layers are left out of channel pruning unless asked for
-    return get_strategy(name, prune_outputs=True) if args.prune_outputs else get_strategy(name)
-
-
 def _cmd_prune(args: argparse.Namespace) -> int:
     from ..core.pruner import Pruner
-    from ..io.zoo import load
 
-    strategy = _strategy(args.strategy, args)
-    bundle = load(args.spec, trust=args.trust)
-    evaluation, calibration_data, described, _ = _evaluation_data(bundle, args)
-    calibration = _calibration(bundle.model, strategy, calibration_data, args.device)
-    pruner = Pruner(bundle.model, strategy, calibration=calibration, seed=args.seed)
-    masks = pruner.masks(sparsity=args.sparsity, threshold=args.threshold)
+    strategy = strategy_for(args.strategy, args)
+    with Bar("prune", steps=5) as bar:
+        bar.step("loading the model")
+        bundle = load_model(args)
+        bar.step("loading the data")
+        evaluation, calibration_data, described, _ = evaluation_data(bundle, args)
+        bar.step(f"pruning with {strategy.name}")
+        calibration = calibration_for(bundle.model, strategy, calibration_data, args.device)
+        pruner = Pruner(bundle.model, strategy, calibration=calibration, seed=args.seed)
+        masks = pruner.masks(sparsity=args.sparsity, threshold=args.threshold)
+        table = _before_after(bundle, evaluation, masks, args.device, bar)
     if pruner.left_out.fqns:
         print(pruner.left_out.message("--prune-outputs"))
     print(
         f"{bundle.name} pruned with {strategy.name}: sparsity {masks.sparsity():.4f} of "
         f"{sum(m.numel() for m in masks.values()):,} prunable weights; data: {described}"
     )
-    print(_before_after(bundle, evaluation, masks, args.device))
+    print(table)
     if args.out is not None:
         masks.save(args.out)
         print(f"masks saved to {args.out}")
-    return 0
-
-
-class _Bar:
-    """A tqdm progress bar fed by the engine's progress(fraction, message) callbacks.
-
-    The bar appears with the first report, so errors found up front print as one clean line.
-    """
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._bar = None
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=1000,
-                desc=self._what,
-                file=sys.stderr,
-                leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}",
-            )
-        self._bar.n = round(fraction * 1000)
-        self._bar.set_postfix_str(message, refresh=True)
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _save_csv(table, path: str | None) -> None:
-    if path is not None:
-        from ..sweeps.curves import save_table
-
-        save_table(table, path)
-        print(f"table saved to {path}")
-
-
-def _checkpoint(args: argparse.Namespace, *, evaluates: bool = True) -> str | None:
-    """The run's checkpoint file: --checkpoint, else beside --csv; checked before any work.
-
-    A checkpoint beside the CSV is a by-product: removed once the CSV is saved. One named
-    with --checkpoint is kept (resuming a finished one prints its table at once).
-    """
-    from ..sweeps.checkpoints import checkpoint_status
-
-    path = args.checkpoint
-    if path is None and args.csv is not None and evaluates:
-        path = args.csv + CHECKPOINT_SUFFIX
-    if path is None:
-        if args.resume:
-            raise CliError(
-                "--resume needs the run's checkpoint: give --checkpoint PATH, or the --csv PATH "
-                f"of the interrupted run (its checkpoint is PATH{CHECKPOINT_SUFFIX})"
-            )
-        return None
-    if args.csv is not None and Path(path).resolve() == Path(args.csv).resolve():
-        raise CliError("--checkpoint and --csv must be different files")
-    state = checkpoint_status(path)
-    if state is not None and not args.resume:
-        if state.finished:
-            raise CliError(
-                f"{path} holds a finished {state.kind} run: add --resume to print its table, "
-                "or delete the file to run again"
-            )
-        raise CliError(
-            f"{path} holds {state.done} of {state.total} rows of an earlier {state.kind} run: "
-            "add --resume to continue it, or delete the file to start over"
-        )
-    args.active_checkpoint = path  # for the message after Ctrl-C
-    args.resumed = state  # None for a new run
-    return path
-
-
-def _after_run(args: argparse.Namespace, path: str | None) -> None:
-    """Say what came from the checkpoint; drop one made for --csv now that the CSV is saved."""
-    state = getattr(args, "resumed", None)
-    if state is not None:
-        what = "all" if state.finished else f"{state.done} of {state.total}"
-        print(f"resumed from {path}: {what} rows read from it", file=sys.stderr)
-    if path is not None and args.checkpoint is None:
-        Path(path).unlink(missing_ok=True)
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ..io.zoo import load
-    from ..sweeps.curves import sweep
-
-    checkpoint = _checkpoint(args)
-    bundle = load(args.spec, trust=args.trust)
-    evaluation, _, described, data_spec = _evaluation_data(bundle, args)
-    names = [_strategy(n.strip(), args) for n in args.strategies.split(",") if n.strip()]
-    with _Bar("sweep") as bar:
-        table = sweep(
-            bundle.model,
-            evaluation,
-            strategies=names,
-            sparsities=levels(args.sparsities),
-            device=args.device,
-            progress=bar,
-            seed=args.seed,
-            checkpoint=checkpoint,
-            resume=args.resume,
-        )
-    table.attrs.update(model=args.spec, data=data_spec)
-    print(f"{bundle.name}; data: {described}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    _save_csv(table, args.csv)
-    _after_run(args, checkpoint)
-    return 0
-
-
-def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from ..io.zoo import load
-    from ..sweeps.curves import sensitivity
-
-    if args.method == "magnitude" and args.resume:
-        raise CliError(
-            "--resume: the magnitude method evaluates nothing; there is no run to resume"
-        )
-    checkpoint = _checkpoint(args, evaluates=args.method == "evaluate")
-    bundle = load(args.spec, trust=args.trust)
-    strategy = _strategy(args.strategy, args)
-    if args.method == "magnitude":
-        evaluation, calibration, described, data_spec = None, None, "none (magnitude proxy)", None
-    else:
-        evaluation, calibration_data, described, data_spec = _evaluation_data(bundle, args)
-        calibration = _calibration(bundle.model, strategy, calibration_data, args.device)
-    metric = args.metric or ("accuracy" if data_spec is not None else "agreement")
-    with _Bar("sensitivity") as bar:
-        table = sensitivity(
-            bundle.model,
-            evaluation,
-            layers=args.layers,
-            sparsities=levels(args.sparsities),
-            strategy=strategy,
-            method=args.method,
-            metric=metric,
-            early_stop=args.early_stop,
-            subset=args.subset,
-            calibration=calibration,
-            device=args.device,
-            progress=bar,
-            checkpoint=checkpoint,
-            resume=args.resume,
-        )
-    table.attrs.update(model=args.spec, data=data_spec)
-    print(f"{bundle.name} with {strategy.name}; data: {described}")
-    if table.attrs.get("left_out"):
-        print(f"{table.attrs['left_out_reason']}; prune them too with --prune-outputs.")
-    pivot = table.pivot(index="layer", columns="sparsity", values="drop")
-    pivot = pivot.reindex(table["layer"].unique())
-    print(f"drop in {table.attrs['metric']} (baseline {table.attrs['baseline']:.4f}):")
-    print(pivot.to_string(float_format=lambda v: f"{v:+.4f}"))
-    _save_csv(table, args.csv)
-    _after_run(args, checkpoint)
-    return 0
-
-
-def _cmd_solve(args: argparse.Namespace) -> int:
-    from ..sweeps.curves import load_table, solve
-
-    table = load_table(args.table)
-    model = data = None
-    spec, data_spec = table.attrs.get("model"), table.attrs.get("data")
-    if args.measure and spec:
-        from ..io import data as datasets
-        from ..io.zoo import load
-
-        # the specs come from the table file: they cannot grant trust, download or make folders
-        model = load(spec, trust=args.trust, untrusted=True).model
-        data = datasets.load(data_spec, split="test", untrusted=True) if data_spec else None
-    recipe = solve(
-        table,
-        target_sparsity=args.target_sparsity,
-        max_drop=args.max_drop,
-        min_sparsity=args.min_sparsity,
-        max_sparsity=args.max_sparsity,
-        model=model,
-        data=data,
-    )
-    from dataclasses import replace
-
-    recipe = replace(recipe, provenance=replace(recipe.provenance, model=spec, data=data_spec))
-    recipe.save(args.out)
-    p = recipe.provenance
-    print(f"recipe for {spec or 'the model'}: {len(recipe.layers)} layers -> {args.out}")
-    for layer, value in recipe.layers.items():
-        print(f"  {layer:<40} {value:7.2%}")
-    if p.metric is not None and p.baseline is not None:
-        measured = "not measured (--measure)" if p.measured is None else f"{p.measured:.4f}"
-        print(
-            f"{p.metric}: baseline {p.baseline:.4f}, predicted {p.predicted:.4f}, "
-            f"measured {measured}"
-        )
     return 0
 
 
@@ -390,23 +168,30 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
     from ..core.apply import bake
     from ..io.recipes import Recipe
-    from ..io.zoo import load
     from ..runtime.files import atomic_write
 
-    recipe = Recipe.load(args.recipe)
-    bundle = load(args.spec, trust=args.trust)
-    evaluation, calibration_data, described, _ = _evaluation_data(bundle, args)
-    calibration = _calibration(bundle.model, recipe.build_strategy(), calibration_data, args.device)
-    masks = recipe.masks(bundle.model, calibration)
+    with Bar("apply", steps=5) as bar:
+        bar.step("loading the model")
+        recipe = Recipe.load(args.recipe)
+        bundle = load_model(args)
+        bar.step("loading the data")
+        evaluation, calibration_data, described, _ = evaluation_data(bundle, args)
+        bar.step("applying the recipe")
+        strategy = recipe.build_strategy()
+        calibration = calibration_for(bundle.model, strategy, calibration_data, args.device)
+        masks = recipe.masks(bundle.model, calibration)
+        table = _before_after(bundle, evaluation, masks, args.device, bar)
     print(
         f"{bundle.name} with recipe {args.recipe}: sparsity {masks.sparsity():.4f}; "
         f"data: {described}"
     )
-    print(_before_after(bundle, evaluation, masks, args.device))
+    print(table)
     if args.out is not None:
-        baked = bake(recipe.apply(bundle.model, calibration))
-        with atomic_write(args.out) as handle:
-            torch.save(baked.state_dict(), handle)
+        with Bar("apply", steps=1) as bar:
+            bar.step(f"writing {args.out}")
+            baked = bake(recipe.apply(bundle.model, calibration))
+            with atomic_write(args.out) as handle:
+                torch.save(baked.state_dict(), handle)
         print(
             f"pruned weights (a state_dict, zeros written in) saved to {args.out}; load with "
             f"prunelab.io.zoo.load('file:{args.out}?arch={args.spec}')"
@@ -414,19 +199,19 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_masks(args: argparse.Namespace):
-    """(bundle, masks, example input) for a model spec and a recipe, from the CLI args."""
+def _recipe_masks(args: argparse.Namespace, bar: Bar):
+    """(bundle, masks, example input) for a model spec and a recipe; two of ``bar``'s steps."""
     from ..io.recipes import Recipe
-    from ..io.zoo import load
 
+    bar.step("loading the model")
     recipe = Recipe.load(args.recipe)
-    bundle = load(args.spec, trust=args.trust)
+    bundle = load_model(args)
+    bar.step("applying the recipe")
+    strategy = recipe.build_strategy()
     calibration = None
-    if recipe.build_strategy().needs:
-        _, calibration_data, _, _ = _evaluation_data(bundle, args)
-        calibration = _calibration(
-            bundle.model, recipe.build_strategy(), calibration_data, args.device
-        )
+    if strategy.needs:
+        _, calibration_data, _, _ = evaluation_data(bundle, args)
+        calibration = calibration_for(bundle.model, strategy, calibration_data, args.device)
     return bundle, recipe.masks(bundle.model, calibration), bundle.example_input(batch_size=1)
 
 
@@ -435,9 +220,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from ..io.exports import SUFFIXES, export, load_snippet
 
-    bundle, masks, example = _recipe_masks(args)
-    out = Path(args.out or f"{bundle.name}-pruned{SUFFIXES[args.format]}")
-    result = export(bundle.model, masks, out, format=args.format, example_input=example)
+    with Bar("export", steps=3) as bar:
+        bundle, masks, example = _recipe_masks(args, bar)
+        out = Path(args.out or f"{bundle.name}-pruned{SUFFIXES[args.format]}")
+        bar.step(f"writing {args.format} to {out}")
+        result = export(bundle.model, masks, out, format=args.format, example_input=example)
     print(
         f"{bundle.name} with recipe {args.recipe}: sparsity {masks.sparsity():.4f}; wrote "
         f"{result.format} of the {result.model} model to {out} ({result.size:,} bytes)"
@@ -454,21 +241,23 @@ def _cmd_speed(args: argparse.Namespace) -> int:
 
     from ..analysis.speed import speed_report
 
-    bundle, masks, example = _recipe_masks(args)
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError:
         raise CliError(
             f"--batch-sizes must be integers joined by commas, got {args.batch_sizes!r}"
         ) from None
-    report = speed_report(
-        bundle.model,
-        masks,
-        example_input=example,
-        batch_sizes=sizes,
-        device=args.device,
-        repeats=args.repeats,
-    )
+    with Bar("speed", steps=3) as bar:
+        bundle, masks, example = _recipe_masks(args, bar)
+        bar.step(f"timing batch sizes {','.join(map(str, sizes))}, {args.repeats} rounds each")
+        report = speed_report(
+            bundle.model,
+            masks,
+            example_input=example,
+            batch_sizes=sizes,
+            device=args.device,
+            repeats=args.repeats,
+        )
     print(f"{bundle.name} with recipe {args.recipe} on {report.attrs['device']}:")
     print(
         report.drop(columns="why").to_string(
@@ -536,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--csv", help="save the table to this CSV file")
     add_resume_options(sweep)
     add_outputs_option(sweep)
-    sweep.set_defaults(func=_cmd_sweep)
+    sweep.set_defaults(func=run_sweep)
 
     sens = sub.add_parser("sensitivity", help="prune one layer at a time: how much does it hurt?")
     add_model_options(sens)
@@ -561,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
     add_resume_options(sens)
     add_outputs_option(sens)
-    sens.set_defaults(func=_cmd_sensitivity)
+    sens.set_defaults(func=run_sensitivity)
 
     solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")
     solve.add_argument("table", help="CSV written by `prunelab sensitivity --csv`")
@@ -577,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--trust", action="store_true", help="allow loading a pickled module")
     solve.add_argument("--out", required=True, help="recipe file (.yaml or .json)")
-    solve.set_defaults(func=_cmd_solve)
+    solve.set_defaults(func=run_solve)
 
     apply = sub.add_parser("apply", help="apply a recipe to a model and save the pruned weights")
     apply.add_argument("recipe", help="recipe file (.yaml or .json)")
@@ -607,30 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
-    """What Ctrl-C leaves behind, and the exact command that goes on from there."""
-    import shlex
-
-    from ..sweeps.checkpoints import CheckpointError, checkpoint_status
-
-    path = getattr(args, "active_checkpoint", None)
-    if path is None:
-        if hasattr(args, "resume"):
-            return "interrupted; nothing saved (with --csv or --checkpoint a run can be resumed)"
-        return "interrupted"
-    try:
-        state = checkpoint_status(path)
-    except CheckpointError:
-        state = None
-    if state is None or not state.done:
-        return "interrupted before the first row was finished; nothing to resume"
-    again = ["prunelab", *argv, *([] if "--resume" in argv else ["--resume"])]
-    return (
-        f"interrupted: {state.done} of {state.total} rows are saved in {path}; to go on, run: "
-        + shlex.join(again)
-    )
-
-
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written before any work starts."""
     for option in ("out", "csv", "checkpoint"):
@@ -638,9 +403,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_writable(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -650,14 +413,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_outputs(args)
         return args.func(args)
     except KeyboardInterrupt:
-        print(_interrupted(args, argv), file=sys.stderr)
+        print(interrupted(args, argv), file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # not the user's mistake: main ends quietly
     except Exception as exc:
         message = user_message(exc)
         if message is None:
             raise  # a bug, not the user's input: its traceback is what a report needs
+        message += expected_inputs(args, exc)
         print(f"prunelab {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # the reader has gone (`prunelab models | head -1`): what it did not read is not
+        # wanted, so say nothing; stdout goes to /dev/null so that Python's last flush is
+        # quiet too. 141 is what a program killed by SIGPIPE gives the shell.
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # no file behind stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

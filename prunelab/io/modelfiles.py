@@ -292,10 +292,10 @@ def _load_program(spec: Spec, path: Path, *, trust: bool, limit: str | int | Non
         return _bundle_for(model, spec, path, arch)
     if not trust:
         raise TrustRequired(
-            f"{path} is a torch.export program, and torch.export.load runs code from the file "
-            "(it unpickles parts of it); run it only if you trust the file: trust=True (CLI "
-            "--trust, spec ?trust=1), or give arch=... to read only its weights, which runs "
-            "nothing",
+            f"{path.name} is a torch.export program, and loading it runs code from the file: "
+            "give --trust (spec ?trust=1, trust=True) only if you trust it; to read only its "
+            "weights, which runs nothing, add ?arch= naming its architecture "
+            f"(file:{spec.target}?arch=sample:digits-cnn or ?arch=torchvision:resnet18)",
             kind="program",
         )
     _torchfiles.check_archive(path, "model file", limit=limit)

@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import math
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -34,6 +35,10 @@ __all__ = ["Provenance", "Recipe"]
 FORMAT = "prunelab.recipe/1"
 MAX_BYTES = 1_000_000  # a recipe is a few KB; anything this large is not one
 MAX_DEPTH = 32  # nesting of YAML lists and mappings; a recipe is three levels deep
+# what to give instead, said whenever a file is not a recipe at all
+_RECIPE_SOURCES = (
+    "recipes are the YAML or JSON files `prunelab solve --out`, Recipe.save and the app write"
+)
 
 
 @dataclass(frozen=True)
@@ -313,9 +318,11 @@ class Recipe:
         raw = read_bounded(path, "recipe", MAX_BYTES, note="a recipe is a few KB")
         try:
             text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"recipe {path.name} is not UTF-8 text: {one_line(exc)}") from None
-        return cls.loads(text, name=path.name)
+        except UnicodeDecodeError:
+            # torch.save writes a zip archive: masks (`prunelab prune --out`) or weights
+            what = "a torch.save file (masks or weights)" if raw[:2] == b"PK" else "binary data"
+            raise ValueError(f"{path} is not a recipe but {what}; {_RECIPE_SOURCES}") from None
+        return cls.loads(text, name=str(path))  # the path as given: a command can repeat it
 
     @classmethod
     def loads(cls, text: str, *, name: str = "recipe") -> Recipe:
@@ -330,6 +337,18 @@ class Recipe:
             raise ValueError(
                 f"{name} is not valid YAML/JSON (safe loading only, no custom tags): {where}"
             ) from exc
+        if not isinstance(payload, Mapping):
+            # a CSV table reads as one YAML string: say how a sensitivity table becomes a recipe
+            what = "plain text" if isinstance(payload, str) else f"a {type(payload).__name__}"
+            header = next((ln for ln in text.splitlines() if ln and ln[0] != "#"), "")
+            file = None if name == "recipe" else name  # pasted text has no file name
+            table = shlex.quote(file or "TABLE.csv")
+            solve = f"prunelab solve {table} --target-sparsity 0.8 --out recipe.yaml"
+            raise ValueError(
+                f"{file or 'this'} is not a recipe (a mapping: format, strategy, layers, ...) but "
+                f"{what}; "
+                + (f"for a sensitivity table, run `{solve}`" if "," in header else _RECIPE_SOURCES)
+            )
         return cls.from_dict(payload)
 
 
