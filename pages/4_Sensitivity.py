@@ -11,6 +11,8 @@ from prunelab import figures, list_strategies
 from prunelab.core.strategies import get_strategy
 from prunelab.core.targets import targets
 from prunelab.sweeps import (
+    RunOptions,
+    SensitivityConfig,
     estimate_sensitivity,
     estimate_sweep,
     predict_drop,
@@ -127,6 +129,9 @@ with error_boundary():
         early_stop,
         metric,
     )
+    config = SensitivityConfig(
+        layers=layers, method=method, metric=metric, early_stop=early_stop, subset=subset
+    )
 
     def analyse(checkpoint, report):
         cal = None
@@ -135,28 +140,24 @@ with error_boundary():
         return sensitivity(
             choice.model,
             choice.data,
-            layers=layers,
-            sparsities=levels,
             strategy=get_strategy(strategy, **dict(options)),
-            method=method,
-            metric=metric,
-            early_stop=early_stop,
-            subset=subset,
-            calibration=cal,
-            progress=report,
+            sparsities=levels,
+            config=replace(config, calibration=cal),
             # the data-free proxy finishes at once: nothing to checkpoint
-            checkpoint=checkpoint if method == "evaluate" else None,
-            resume=True,
+            run=RunOptions(
+                progress=report,
+                checkpoint=checkpoint if method == "evaluate" else None,
+                resume=True,
+            ),
         )
 
     def estimate_analysis():
         return estimate_sensitivity(
             choice.model,
             choice.data,
-            layers=layers,
-            sparsities=levels,
-            subset=subset,
             strategy=get_strategy(strategy, **dict(options)),
+            sparsities=levels,
+            config=config,
         )
 
     table = computed(
@@ -227,9 +228,7 @@ with error_boundary():
                 choice.data,
                 strategies=compare,
                 sparsities=grid,
-                progress=report,
-                checkpoint=checkpoint,
-                resume=True,
+                run=RunOptions(progress=report, checkpoint=checkpoint, resume=True),
             )
 
         curves = None

@@ -13,7 +13,7 @@ import pytest
 
 import prunelab
 from prunelab.cli.commands import CHECKPOINT_SUFFIX, main
-from prunelab.sweeps import curves as sweeps
+from prunelab.sweeps import runner
 
 
 def test_strategies_lists_every_registered_strategy(capsys):
@@ -70,7 +70,7 @@ def _rows_in(path) -> int:
 def interrupted_on_point(number: int, monkeypatch):
     """Ctrl-C arrives while the sensitivity run evaluates its ``number``-th point."""
     calls = []
-    real = sweeps._Runner.masked_metrics
+    real = runner._Runner.masked_metrics
 
     def interrupt(self, *args, **kwargs):
         calls.append(1)
@@ -79,7 +79,7 @@ def interrupted_on_point(number: int, monkeypatch):
         return real(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(sweeps._Runner, "masked_metrics", interrupt)
+        patch.setattr(runner._Runner, "masked_metrics", interrupt)
         yield
 
 
@@ -133,7 +133,7 @@ def test_an_explicit_checkpoint_is_kept_and_resuming_it_reads_the_table(
     assert main([*SENSITIVITY, "--checkpoint", str(checkpoint)]) == 0
     first = capsys.readouterr().out
     assert checkpoint.exists()
-    monkeypatch.setattr(sweeps._Runner, "masked_metrics", None)  # nothing may be evaluated
+    monkeypatch.setattr(runner._Runner, "masked_metrics", None)  # nothing may be evaluated
     assert main([*SENSITIVITY, "--checkpoint", str(checkpoint), "--resume"]) == 0
     again = capsys.readouterr()
     assert again.out == first

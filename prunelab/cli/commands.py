@@ -218,7 +218,7 @@ class _Bar:
 
 def _save_csv(table, path: str | None) -> None:
     if path is not None:
-        from ..sweeps.curves import save_table
+        from ..sweeps.tables import save_table
 
         save_table(table, path)
         print(f"table saved to {path}")
@@ -272,6 +272,7 @@ def _after_run(args: argparse.Namespace, path: str | None) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from ..io.zoo import load
+    from ..sweeps.config import RunOptions, SweepConfig
     from ..sweeps.curves import sweep
 
     checkpoint = _checkpoint(args)
@@ -284,11 +285,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             evaluation,
             strategies=names,
             sparsities=levels(args.sparsities),
-            device=args.device,
-            progress=bar,
-            seed=args.seed,
-            checkpoint=checkpoint,
-            resume=args.resume,
+            config=SweepConfig(seed=args.seed),
+            run=RunOptions(
+                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
+            ),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name}; data: {described}")
@@ -300,7 +300,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
     from ..io.zoo import load
-    from ..sweeps.curves import sensitivity
+    from ..sweeps.config import RunOptions, SensitivityConfig
+    from ..sweeps.layers import sensitivity
 
     if args.method == "magnitude" and args.resume:
         raise CliError(
@@ -319,18 +320,19 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
         table = sensitivity(
             bundle.model,
             evaluation,
-            layers=args.layers,
-            sparsities=levels(args.sparsities),
             strategy=strategy,
-            method=args.method,
-            metric=metric,
-            early_stop=args.early_stop,
-            subset=args.subset,
-            calibration=calibration,
-            device=args.device,
-            progress=bar,
-            checkpoint=checkpoint,
-            resume=args.resume,
+            sparsities=levels(args.sparsities),
+            config=SensitivityConfig(
+                layers=args.layers,
+                method=args.method,
+                metric=metric,
+                early_stop=args.early_stop,
+                subset=args.subset,
+                calibration=calibration,
+            ),
+            run=RunOptions(
+                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
+            ),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name} with {strategy.name}; data: {described}")
@@ -346,7 +348,8 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from ..sweeps.curves import load_table, solve
+    from ..sweeps.solver import solve
+    from ..sweeps.tables import load_table
 
     table = load_table(args.table)
     model = data = None

@@ -22,7 +22,7 @@ import streamlit as st
 
 from ..runtime.files import one_line
 from ..sweeps.checkpoints import CheckpointError, CheckpointStatus, checkpoint_status
-from ..sweeps.curves import Estimate, format_duration
+from ..sweeps.estimates import Estimate, format_duration
 from .engine import progress_bar
 from .state import Keys
 
