@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..runtime.files import atomic_write, one_line, read_bounded
 
-__all__ = ["MAX_TABLE_BYTES", "load_table", "save_table"]
+__all__ = ["load_table", "save_table"]
 
 _TABLE_TAG = "# prunelab table: "
 MAX_TABLE_BYTES = 64 * 2**20  # a sensitivity table of 100 layers x 99 levels is ~1 MB
