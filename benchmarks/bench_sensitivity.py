@@ -30,8 +30,8 @@ from prunelab.analysis import evaluate
 from prunelab.io import data as data_lib
 from prunelab.io import zoo
 from prunelab.runtime.batches import iter_batches
-from prunelab.sweeps.checkpoints import RowLog, tensor_digest
-from prunelab.sweeps.curves import _data_digest, sensitivity
+from prunelab.sweeps import RunOptions, SensitivityConfig, sensitivity
+from prunelab.sweeps.checkpoints import RowLog, data_digest, tensor_digest
 
 
 def naive(model, data, levels, metric):
@@ -71,7 +71,7 @@ def checkpoint_cost(model, data, table, path) -> float:
     start = time.perf_counter()
     fingerprint = {
         "model": tensor_digest(model.state_dict().items()),
-        "data": _data_digest(iter_batches(data, batch_size=256))[0],
+        "data": data_digest(iter_batches(data, batch_size=256))[0],
     }
     keys = [{}] * len(table)
     with RowLog.open(path, kind="sensitivity", keys=keys, fingerprint=fingerprint) as log:
@@ -89,9 +89,11 @@ def timed(fn):
 
 def compare(label, model, data, levels, metric):
     naive(model, data, levels[:1], metric)  # warm-up: kernels, caches, dense outputs
-    sensitivity(model, data, sparsities=levels[:1], metric=metric)
+    sensitivity(model, data, sparsities=levels[:1], config=SensitivityConfig(metric=metric))
     expected, t_naive = timed(lambda: naive(model, data, levels, metric))
-    table, t_ours = timed(lambda: sensitivity(model, data, sparsities=levels, metric=metric))
+    table, t_ours = timed(
+        lambda: sensitivity(model, data, sparsities=levels, config=SensitivityConfig(metric=metric))
+    )
     same = np.allclose(table[metric].to_numpy(), expected, atol=1e-9)
     print(
         f"{label:<26} full grid:   {t_naive / t_ours:5.1f}x faster than the naive loop "
@@ -103,10 +105,20 @@ def compare(label, model, data, levels, metric):
         # the forward passes are the same code with or without a checkpoint (and on a busy
         # machine their time varies more than the checkpoint costs): time its own work
         t_bookkeeping = checkpoint_cost(model, data, table, Path(folder) / "alone.jsonl")
-        saved = sensitivity(model, data, sparsities=levels, metric=metric, checkpoint=path)
+        saved = sensitivity(
+            model,
+            data,
+            sparsities=levels,
+            config=SensitivityConfig(metric=metric),
+            run=RunOptions(checkpoint=path),
+        )
         again, t_again = timed(
             lambda: sensitivity(
-                model, data, sparsities=levels, metric=metric, checkpoint=path, resume=True
+                model,
+                data,
+                sparsities=levels,
+                config=SensitivityConfig(metric=metric),
+                run=RunOptions(checkpoint=path, resume=True),
             )
         )
     print(
@@ -118,7 +130,10 @@ def compare(label, model, data, levels, metric):
     )
     quick, t_quick = timed(
         lambda: sensitivity(
-            model, data, sparsities=levels, metric=metric, subset=64, early_stop=0.1
+            model,
+            data,
+            sparsities=levels,
+            config=SensitivityConfig(metric=metric, subset=64, early_stop=0.1),
         )
     )
     print(
@@ -128,7 +143,9 @@ def compare(label, model, data, levels, metric):
         flush=True,
     )
     many = [i / 100 for i in range(1, 101)]
-    _, t_proxy = timed(lambda: sensitivity(model, sparsities=many, method="magnitude"))
+    _, t_proxy = timed(
+        lambda: sensitivity(model, sparsities=many, config=SensitivityConfig(method="magnitude"))
+    )
     layers = len(prunelab.targets(model))
     print(
         f"{label:<26} magnitude proxy, {layers} layers x 100 levels: {t_proxy * 1e3:.0f} ms, "

@@ -66,7 +66,7 @@ from prunelab.analysis.evaluation import evaluate  # noqa: E402
 from prunelab.core.targets import targets  # noqa: E402
 from prunelab.io import data, zoo  # noqa: E402
 from prunelab.runtime import memory  # noqa: E402
-from prunelab.sweeps.curves import sensitivity  # noqa: E402
+from prunelab.sweeps import SensitivityConfig, sensitivity  # noqa: E402
 from prunelab.ui import fmt  # noqa: E402
 from prunelab.ui.state import Keys  # noqa: E402
 from tests.browser._serve import streamlit_app  # noqa: E402
@@ -150,12 +150,14 @@ def expectations(plans: list[Plan], *, prune_only: list[Plan]) -> dict[str, Expe
         table = sensitivity(
             model,
             test,
-            layers=[t.fqn for t in targets(model)],
             sparsities=LEVELS,
             strategy=SENSITIVITY_STRATEGY,
-            method="evaluate",
-            metric="accuracy",
-            subset=plan.subset,
+            config=SensitivityConfig(
+                layers=[t.fqn for t in targets(model)],
+                method="evaluate",
+                metric="accuracy",
+                subset=plan.subset,
+            ),
         )
         expected.heatmap[plan.subset] = np.asarray(
             figures.sensitivity_heatmap(table).data[0].z, dtype=float

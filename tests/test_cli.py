@@ -16,7 +16,7 @@ import prunelab
 from prunelab.cli.args import CHECKPOINT_SUFFIX
 from prunelab.cli.commands import main
 from prunelab.cli.runs import command_prefix
-from prunelab.sweeps import curves as sweeps
+from prunelab.sweeps import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def _rows_in(path) -> int:
 def interrupted_on_point(number: int, monkeypatch):
     """Ctrl-C arrives while the sensitivity run evaluates its ``number``-th point."""
     calls = []
-    real = sweeps._Runner.masked_metrics
+    real = runner._Runner.masked_metrics
 
     def interrupt(self, *args, **kwargs):
         calls.append(1)
@@ -84,7 +84,7 @@ def interrupted_on_point(number: int, monkeypatch):
         return real(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(sweeps._Runner, "masked_metrics", interrupt)
+        patch.setattr(runner._Runner, "masked_metrics", interrupt)
         yield
 
 
@@ -156,7 +156,7 @@ def test_an_explicit_checkpoint_is_kept_and_resuming_it_reads_the_table(
     assert main([*SENSITIVITY, "--checkpoint", str(checkpoint)]) == 0
     first = capsys.readouterr().out
     assert checkpoint.exists()
-    monkeypatch.setattr(sweeps._Runner, "masked_metrics", None)  # nothing may be evaluated
+    monkeypatch.setattr(runner._Runner, "masked_metrics", None)  # nothing may be evaluated
     assert main([*SENSITIVITY, "--checkpoint", str(checkpoint), "--resume"]) == 0
     again = capsys.readouterr()
     assert again.out == first

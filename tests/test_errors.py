@@ -12,6 +12,7 @@ from torch import nn
 import prunelab
 from prunelab.errors import DataError, DeviceError, ShrinkError, user_message
 from prunelab.runtime.files import atomic_write
+from prunelab.sweeps import SensitivityConfig
 from tests.conftest import make_cnn, make_mlp
 
 
@@ -195,7 +196,9 @@ def test_data_the_model_cannot_run_on_is_a_data_error(x):
     with pytest.raises(DataError, match="cannot run on this data"):
         prunelab.sweep(model, x, strategies=["random"], sparsities=[0.5])
     with pytest.raises(DataError, match="cannot run on this data"):
-        prunelab.sensitivity(model, x, sparsities=[0.5], metric="agreement")
+        prunelab.sensitivity(
+            model, x, sparsities=[0.5], config=SensitivityConfig(metric="agreement")
+        )
     with pytest.raises(DataError, match="cannot run on this data"):
         prunelab.evaluate(model, x, masks=masks)
 

@@ -507,9 +507,11 @@ def test_sensitivity_heatmap_grid_and_blank_skipped_points():
 
 
 def test_data_free_sensitivity_figures_use_words_not_column_names():
-    from prunelab.sweeps import sensitivity
+    from prunelab.sweeps import SensitivityConfig, sensitivity
 
-    table = sensitivity(make_cnn(), method="magnitude", sparsities=(0.5, 0.9))
+    table = sensitivity(
+        make_cnn(), sparsities=(0.5, 0.9), config=SensitivityConfig(method="magnitude")
+    )
     assert table.attrs["metric"] == "energy_removed"
     for fig in (
         figures.sensitivity_heatmap(table),

@@ -17,7 +17,8 @@ from prunelab.runtime.files import (
     bounded_repr,
     remove_stale_temporaries,
 )
-from prunelab.sweeps.curves import MAX_LEVELS, check_levels
+from prunelab.sweeps import RunOptions
+from prunelab.sweeps.config import MAX_LEVELS, check_levels
 from tests.conftest import make_mlp
 
 ARCH = "sample:digits-mlp"
@@ -31,10 +32,10 @@ def test_a_repeated_level_is_refused_before_any_work_or_checkpoint(tmp_path, mlp
             mlp_data,
             strategies=["random"],
             sparsities=[0.5, 0.5],
-            checkpoint=checkpoint,
+            run=RunOptions(checkpoint=checkpoint),
         ),
         lambda: prunelab.sensitivity(
-            make_mlp(), mlp_data, sparsities=[0.2, 0.5, 0.5], checkpoint=checkpoint
+            make_mlp(), mlp_data, sparsities=[0.2, 0.5, 0.5], run=RunOptions(checkpoint=checkpoint)
         ),
     ):
         with pytest.raises(ValueError, match=r"give 0\.5 twice"):

@@ -28,7 +28,7 @@ from prunelab.io import data as data_lib
 from prunelab.io import zoo
 from prunelab.io.recipes import Recipe
 from prunelab.runtime import memory
-from prunelab.sweeps import save_table
+from prunelab.sweeps import SensitivityConfig, save_table
 from tests import hostile_corpus as corpus
 from tests.hostile_corpus import ARCH, MARKER
 from tests.hostile_corpus import one_line_error as _one_line_error
@@ -121,7 +121,9 @@ def test_solve_measure_never_trusts_the_spec_a_table_names(tmp_path, capsys):
     evil = _write(tmp_path, "evil.pt2", corpus.pt2_opaque_constant(tmp_path))
     pickle_file = _write(tmp_path, "whole.pt", corpus.saved(corpus.RunsCode(tmp_path / MARKER)))
     created = tmp_path / "created" / "by" / "web"
-    table = prunelab.sensitivity(zoo.load(ARCH).model, method="magnitude", sparsities=[0.5])
+    table = prunelab.sensitivity(
+        zoo.load(ARCH).model, sparsities=[0.5], config=SensitivityConfig(method="magnitude")
+    )
     argv = ["solve", str(tmp_path / "t.csv"), "--target-sparsity", "0.2", "--measure"]
     argv += ["--out", str(tmp_path / "r.yaml")]
     for model, data, expect in [
@@ -183,7 +185,7 @@ def test_only_regular_files_are_read(reader, tmp_path):
             if reader == "recipe":
                 Recipe.load(path)
             elif reader == "table":
-                prunelab.sweeps.curves.load_table(path)
+                prunelab.sweeps.load_table(path)
             elif reader == "checkpoint":
                 prunelab.sweeps.checkpoints.checkpoint_status(path)
             elif reader == "model":
@@ -226,7 +228,7 @@ _CAPPED = textwrap.dedent(
     import prunelab.cli.commands, torch
     # what the commands import lazily, loaded before the cap: the cap is for the files, not for code
     import prunelab.analysis.evaluation, prunelab.io.recipes, prunelab.io.zoo
-    import prunelab.sweeps.curves
+    import prunelab.sweeps.tables
 
     def vm():
         status = open("/proc/self/status").read().splitlines()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import prunelab
+from prunelab.sweeps import SensitivityConfig
 from tests.conftest import assert_unchanged, make_cnn, snapshot
 
 
@@ -68,7 +69,9 @@ def _calls(tmp_path):
             m, d, strategies=["layer-magnitude"], sparsities=[0.0, 0.5]
         ),
         "sensitivity+solve": sensitivity_and_solve,
-        "sensitivity (magnitude)": lambda m, d: prunelab.sensitivity(m, method="magnitude"),
+        "sensitivity (magnitude)": lambda m, d: prunelab.sensitivity(
+            m, config=SensitivityConfig(method="magnitude")
+        ),
         "estimate_sweep": lambda m, d: estimate_sweep(
             m, d, strategies=["random"], sparsities=[0.5]
         ),

@@ -11,7 +11,7 @@ from prunelab.core.pruner import left_out
 from prunelab.core.targets import output_layers
 from prunelab.io import data, zoo
 from prunelab.io.recipes import Recipe
-from prunelab.sweeps import estimate_sensitivity, sensitivity, solve
+from prunelab.sweeps import SensitivityConfig, estimate_sensitivity, sensitivity, solve
 
 
 class _Residual(nn.Module):
@@ -162,7 +162,12 @@ def test_sensitivity_and_solve_leave_the_outputs_out():
     assert set(table["layer"]) == {"0.weight", "2.weight", "4.weight"}
     assert table.attrs["left_out"] == [] and solve(table, target_sparsity=0.2).prune_outputs
     with pytest.raises(ValueError, match="no layer to analyse"):
-        sensitivity(model, labelled, layers=["4.weight"], strategy="weight-norm-channel")
+        sensitivity(
+            model,
+            labelled,
+            strategy="weight-norm-channel",
+            config=SensitivityConfig(layers=["4.weight"]),
+        )
 
 
 def test_cli_leaves_the_classifier_out_and_includes_it_on_request(capsys):

@@ -8,7 +8,17 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from prunelab.sweeps import Estimate, estimate_sensitivity, estimate_sweep, sensitivity, sweep
+from prunelab.sweeps import (
+    Estimate,
+    RunOptions,
+    SensitivityConfig,
+    SweepConfig,
+    estimate_sensitivity,
+    estimate_sweep,
+    runner,
+    sensitivity,
+    sweep,
+)
 from prunelab.sweeps import curves as sweeps
 from prunelab.sweeps.checkpoints import CheckpointError, CheckpointStatus, checkpoint_status
 from tests.conftest import make_cnn, make_mlp
@@ -49,15 +59,19 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(tmp_path, mlp_data, monk
     path = tmp_path / "sweep.jsonl"
     expected = sweep(model, mlp_data, **SWEEP)
     with pytest.raises(KeyboardInterrupt):
-        sweep(model, mlp_data, **SWEEP, checkpoint=path, progress=interrupt_after(6))
+        sweep(
+            model, mlp_data, **SWEEP, run=RunOptions(checkpoint=path, progress=interrupt_after(6))
+        )
     assert checkpoint_status(path) == CheckpointStatus("sweep", 6, 12, False)
     evaluations = count_calls(monkeypatch, sweeps, "evaluate")
-    resumed = sweep(model, mlp_data, **SWEEP, checkpoint=path, resume=True)
+    resumed = sweep(model, mlp_data, **SWEEP, run=RunOptions(checkpoint=path, resume=True))
     assert len(evaluations) == 6  # the six finished rows were read back, not evaluated
     assert_frame_equal(resumed, expected)
     assert checkpoint_status(path).finished  # kept: resuming again just reads the table
     evaluations.clear()
-    assert_frame_equal(sweep(model, mlp_data, **SWEEP, checkpoint=path, resume=True), expected)
+    assert_frame_equal(
+        sweep(model, mlp_data, **SWEEP, run=RunOptions(checkpoint=path, resume=True)), expected
+    )
     assert not evaluations
 
 
@@ -75,21 +89,29 @@ def test_an_interrupted_sensitivity_run_resumes_to_the_same_table(
 ):
     model, data = make().eval(), request.getfixturevalue(data)
     path = tmp_path / "sens.jsonl"
-    options = {"sparsities": LEVELS, "early_stop": early_stop, "subset": 30}
+    options = {
+        "sparsities": LEVELS,
+        "config": SensitivityConfig(early_stop=early_stop, subset=30),
+    }
     expected = sensitivity(model, data, **options)
     with pytest.raises(KeyboardInterrupt):
-        sensitivity(model, data, **options, checkpoint=path, progress=interrupt_after(stop_at))
+        sensitivity(
+            model,
+            data,
+            **options,
+            run=RunOptions(checkpoint=path, progress=interrupt_after(stop_at)),
+        )
     total = len(expected)
     assert checkpoint_status(path) == CheckpointStatus("sensitivity", stop_at, total, False)
-    points = count_calls(monkeypatch, sweeps._Runner, "masked_metrics")
-    resumed = sensitivity(model, data, **options, checkpoint=path, resume=True)
+    points = count_calls(monkeypatch, runner._Runner, "masked_metrics")
+    resumed = sensitivity(model, data, **options, run=RunOptions(checkpoint=path, resume=True))
     assert_frame_equal(resumed, expected)
     assert resumed.attrs == expected.attrs
     assert len(points) == int(expected["evaluated"].sum()) - int(
         expected["evaluated"].iloc[:stop_at].sum()
     )
     points.clear()
-    finished = sensitivity(model, data, **options, checkpoint=path, resume=True)
+    finished = sensitivity(model, data, **options, run=RunOptions(checkpoint=path, resume=True))
     assert_frame_equal(finished, expected)
     assert finished.attrs == expected.attrs and not points
 
@@ -99,26 +121,41 @@ def test_a_checkpoint_from_other_settings_is_refused(tmp_path, mlp_data):
     path = tmp_path / "run.jsonl"
     with pytest.raises(KeyboardInterrupt):
         sensitivity(
-            model, mlp_data, sparsities=LEVELS, checkpoint=path, progress=interrupt_after(1)
+            model,
+            mlp_data,
+            sparsities=LEVELS,
+            run=RunOptions(checkpoint=path, progress=interrupt_after(1)),
         )
     before = path.read_bytes()
     with pytest.raises(CheckpointError, match=r"what differs: sparsities \(checkpoint: \[0.2, 0.5"):
-        sensitivity(model, mlp_data, sparsities=[0.2, 0.5], checkpoint=path, resume=True)
+        sensitivity(
+            model, mlp_data, sparsities=[0.2, 0.5], run=RunOptions(checkpoint=path, resume=True)
+        )
     with pytest.raises(CheckpointError, match=r"^checkpoint .* model \(different contents"):
         sensitivity(
-            make_mlp(seed=1).eval(), mlp_data, sparsities=LEVELS, checkpoint=path, resume=True
+            make_mlp(seed=1).eval(),
+            mlp_data,
+            sparsities=LEVELS,
+            run=RunOptions(checkpoint=path, resume=True),
         )
     other = (mlp_data[0] + 1, mlp_data[1])
     with pytest.raises(CheckpointError, match=r"data \(different contents\)"):
-        sensitivity(model, other, sparsities=LEVELS, checkpoint=path, resume=True)
+        sensitivity(model, other, sparsities=LEVELS, run=RunOptions(checkpoint=path, resume=True))
     with pytest.raises(
         CheckpointError, match=r"metric \(checkpoint: \"accuracy\"; now: \"loss\"\)"
     ):
-        sensitivity(model, mlp_data, sparsities=LEVELS, metric="loss", checkpoint=path, resume=True)
+        sensitivity(
+            model,
+            mlp_data,
+            sparsities=LEVELS,
+            config=SensitivityConfig(metric="loss"),
+            run=RunOptions(checkpoint=path, resume=True),
+        )
     with pytest.raises(CheckpointError, match="from a sensitivity run, not a sweep run"):
-        sweep(model, mlp_data, **SWEEP, checkpoint=path, resume=True)
+        sweep(model, mlp_data, **SWEEP, run=RunOptions(checkpoint=path, resume=True))
     with pytest.raises(CheckpointError, match=r"already holds 1 of 9 rows .* delete the file"):
-        sensitivity(model, mlp_data, sparsities=LEVELS, checkpoint=path)  # no resume: no overwrite
+        # no resume: no overwrite
+        sensitivity(model, mlp_data, sparsities=LEVELS, run=RunOptions(checkpoint=path))
     assert path.read_bytes() == before  # nothing was mixed in
 
 
@@ -126,16 +163,26 @@ def test_the_sweep_seed_is_part_of_the_settings(tmp_path, mlp_data):
     model = make_mlp().eval()
     path = tmp_path / "run.jsonl"
     options = {"strategies": ["random"], "sparsities": [0.5]}
-    sweep(model, mlp_data, **options, checkpoint=path)
+    sweep(model, mlp_data, **options, run=RunOptions(checkpoint=path))
     with pytest.raises(CheckpointError, match=r"what differs: seed \(checkpoint: 0; now: 1\)"):
-        sweep(model, mlp_data, **options, seed=1, checkpoint=path, resume=True)
+        sweep(
+            model,
+            mlp_data,
+            **options,
+            config=SweepConfig(seed=1),
+            run=RunOptions(checkpoint=path, resume=True),
+        )
 
 
 def test_resume_without_a_checkpoint_file_starts_the_run(tmp_path, mlp_data):
     model = make_mlp().eval()
     path = tmp_path / "new.jsonl"
     table = sweep(
-        model, mlp_data, strategies=["random"], sparsities=[0.5], checkpoint=path, resume=True
+        model,
+        mlp_data,
+        strategies=["random"],
+        sparsities=[0.5],
+        run=RunOptions(checkpoint=path, resume=True),
     )
     assert checkpoint_status(path) == CheckpointStatus("sweep", 1, 1, True)
     assert_frame_equal(table, sweep(model, mlp_data, strategies=["random"], sparsities=[0.5]))
@@ -147,13 +194,18 @@ def test_a_line_cut_short_by_a_kill_is_dropped_and_recomputed(tmp_path, mlp_data
     expected = sensitivity(model, mlp_data, sparsities=LEVELS)
     with pytest.raises(KeyboardInterrupt):
         sensitivity(
-            model, mlp_data, sparsities=LEVELS, checkpoint=path, progress=interrupt_after(2)
+            model,
+            mlp_data,
+            sparsities=LEVELS,
+            run=RunOptions(checkpoint=path, progress=interrupt_after(2)),
         )
     lines = path.read_bytes().splitlines(keepends=True)
     torn = b'{"row":2,"values":{"layer":"2.weight","elem'
     path.write_bytes(b"".join(lines) + torn)
     assert checkpoint_status(path).done == 2
-    resumed = sensitivity(model, mlp_data, sparsities=LEVELS, checkpoint=path, resume=True)
+    resumed = sensitivity(
+        model, mlp_data, sparsities=LEVELS, run=RunOptions(checkpoint=path, resume=True)
+    )
     assert_frame_equal(resumed, expected)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r.get("row") for r in records[1:-1]] == list(range(len(expected)))
@@ -177,30 +229,49 @@ def test_a_damaged_checkpoint_is_a_clear_error(damage, message, tmp_path, mlp_da
     path = tmp_path / "run.jsonl"
     with pytest.raises(KeyboardInterrupt):
         sensitivity(
-            model, mlp_data, sparsities=LEVELS, checkpoint=path, progress=interrupt_after(2)
+            model,
+            mlp_data,
+            sparsities=LEVELS,
+            run=RunOptions(checkpoint=path, progress=interrupt_after(2)),
         )
     path.write_bytes(b"".join(damage(path.read_bytes().splitlines(keepends=True))))
     with pytest.raises(CheckpointError, match=message):
-        sensitivity(model, mlp_data, sparsities=LEVELS, checkpoint=path, resume=True)
+        sensitivity(
+            model, mlp_data, sparsities=LEVELS, run=RunOptions(checkpoint=path, resume=True)
+        )
 
 
 def test_the_magnitude_proxy_takes_no_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="takes no checkpoint"):
-        sensitivity(make_mlp(), method="magnitude", checkpoint=tmp_path / "x.jsonl")
+        sensitivity(
+            make_mlp(),
+            config=SensitivityConfig(method="magnitude"),
+            run=RunOptions(checkpoint=tmp_path / "x.jsonl"),
+        )
     assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_errors_found_before_the_first_row_leave_no_checkpoint(tmp_path, mlp_data):
     path = tmp_path / "run.jsonl"
     with pytest.raises(ValueError, match="needs labelled data"):
-        sensitivity(make_mlp(), mlp_data[0], metric="accuracy", checkpoint=path)
+        sensitivity(
+            make_mlp(),
+            mlp_data[0],
+            config=SensitivityConfig(metric="accuracy"),
+            run=RunOptions(checkpoint=path),
+        )
     assert not path.exists()
 
 
 def test_a_checkpoint_in_a_missing_folder_fails_before_any_work(tmp_path, mlp_data, monkeypatch):
     evaluations = count_calls(monkeypatch, sweeps, "evaluate")
     with pytest.raises(FileNotFoundError, match=r"checkpoint folder .*nowhere does not exist"):
-        sweep(make_mlp(), mlp_data, **SWEEP, checkpoint=tmp_path / "nowhere" / "run.jsonl")
+        sweep(
+            make_mlp(),
+            mlp_data,
+            **SWEEP,
+            run=RunOptions(checkpoint=tmp_path / "nowhere" / "run.jsonl"),
+        )
     assert not evaluations
 
 
@@ -208,7 +279,9 @@ def test_estimates_count_evaluations_and_time_one(mlp_data):
     model = make_mlp().eval()
     plan = estimate_sweep(model, mlp_data, **SWEEP)
     assert plan.evaluations == 12 and 0 < plan.seconds_per_evaluation < 1
-    plan = estimate_sensitivity(model, mlp_data, sparsities=LEVELS, layers=["0.*"], subset=10)
+    plan = estimate_sensitivity(
+        model, mlp_data, sparsities=LEVELS, config=SensitivityConfig(layers=["0.*"], subset=10)
+    )
     assert plan.evaluations == 3 and plan.seconds == pytest.approx(3 * plan.seconds_per_evaluation)
     assert plan.remaining(2).evaluations == 1
     assert str(Estimate(90, 2.0)) == "90 evaluations x 2.00 s = about 3 min 0 s"
@@ -217,7 +290,11 @@ def test_estimates_count_evaluations_and_time_one(mlp_data):
 def test_checkpointed_rows_hold_plain_numbers(tmp_path, mlp_data):
     path = tmp_path / "run.jsonl"
     table = sweep(
-        make_mlp().eval(), mlp_data, strategies=["random"], sparsities=[0.5], checkpoint=path
+        make_mlp().eval(),
+        mlp_data,
+        strategies=["random"],
+        sparsities=[0.5],
+        run=RunOptions(checkpoint=path),
     )
     back = pd.DataFrame(
         [json.loads(line)["values"] for line in path.read_text().splitlines()[1:-1]]

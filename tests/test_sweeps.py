@@ -13,7 +13,7 @@ from torch.nn.utils import prune as torch_prune
 
 import prunelab
 from prunelab.analysis import evaluate
-from prunelab.sweeps import sensitivity, sweep
+from prunelab.sweeps import RunOptions, SensitivityConfig, sensitivity, sweep
 from prunelab.sweeps.prefix import PrefixPlan
 from tests.conftest import assert_unchanged, snapshot
 
@@ -94,7 +94,10 @@ def test_sensitivity_subset_and_early_stop(data):
     model = Residual().eval()
     # by loss: this random-weight net's accuracy does not move at all (every drop would be 0)
     table = sensitivity(
-        model, data, sparsities=[0.3, 0.6, 0.9, 1.0], subset=20, early_stop=0.0, metric="loss"
+        model,
+        data,
+        sparsities=[0.3, 0.6, 0.9, 1.0],
+        config=SensitivityConfig(subset=20, early_stop=0.0, metric="loss"),
     )
     assert table.attrs["samples"] == 20
     stopped = 0
@@ -114,7 +117,13 @@ def test_sensitivity_subset_and_early_stop(data):
 def test_sensitivity_with_a_channel_strategy_and_fidelity_metric(data):
     model = Residual().eval()
     strategy = prunelab.get_strategy("weight-norm-channel", p=2)
-    table = sensitivity(model, data[0], sparsities=[0.5], strategy=strategy, metric="agreement")
+    table = sensitivity(
+        model,
+        data[0],
+        sparsities=[0.5],
+        strategy=strategy,
+        config=SensitivityConfig(metric="agreement"),
+    )
     assert np.allclose(table["drop"], 1.0 - table["agreement"])  # dense agrees with itself
     # this random-weight net predicts one class for every input, so agreement stays 1; the
     # output distributions do move, which KL shows
@@ -125,7 +134,7 @@ def test_sensitivity_with_a_channel_strategy_and_fidelity_metric(data):
 def test_magnitude_proxy_needs_no_data_and_is_monotone():
     model = Residual()
     levels = [i / 100 for i in range(0, 101)]
-    table = sensitivity(model, sparsities=levels, method="magnitude")
+    table = sensitivity(model, sparsities=levels, config=SensitivityConfig(method="magnitude"))
     for _, rows in table.groupby("layer"):
         drops = rows["drop"].to_numpy()
         assert drops[0] == 0 and drops[-1] == pytest.approx(1.0)
@@ -142,13 +151,13 @@ def test_sensitivity_bad_input(data):
     with pytest.raises(ValueError, match="needs data"):
         sensitivity(model)
     with pytest.raises(ValueError, match="accepted: evaluate, magnitude"):
-        sensitivity(model, data, method="hessian")
+        sensitivity(model, data, config=SensitivityConfig(method="hessian"))
     with pytest.raises(ValueError, match="unknown metric"):
-        sensitivity(model, data, metric="f1")
+        sensitivity(model, data, config=SensitivityConfig(metric="f1"))
     with pytest.raises(ValueError, match="matches no prunable tensor"):
-        sensitivity(model, data, layers=["nothing.*"])
+        sensitivity(model, data, config=SensitivityConfig(layers=["nothing.*"]))
     with pytest.raises(ValueError, match="needs labelled data"):
-        sensitivity(model, data[0], metric="accuracy")
+        sensitivity(model, data[0], config=SensitivityConfig(metric="accuracy"))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         sensitivity(model, data, sparsities=[1.5])
 
@@ -161,7 +170,7 @@ def test_sweep_curves_and_progress(data):
         data,
         strategies=["global-magnitude", "random"],
         sparsities=[0.0, 0.5, 0.9],
-        progress=lambda f, m: calls.append(f),
+        run=RunOptions(progress=lambda f, m: calls.append(f)),
     )
     assert table["strategy"].tolist() == ["global-magnitude"] * 3 + ["random"] * 3
     assert calls[-1] == 1.0 and len(calls) == 6
@@ -178,6 +187,6 @@ def test_recording_all_cuts_at_once_equals_one_prefix_per_cut(data, monkeypatch)
     model = Residual().eval()
     levels = [0.3, 0.8]
     recorded = sensitivity(model, data, sparsities=levels)
-    monkeypatch.setattr("prunelab.sweeps.curves._RECORD_BYTES", 0)  # too big: one prefix per cut
+    monkeypatch.setattr("prunelab.sweeps.runner._RECORD_BYTES", 0)  # too big: one prefix per cut
     per_cut = sensitivity(model, data, sparsities=levels)
     assert np.array_equal(recorded["loss"].to_numpy(), per_cut["loss"].to_numpy())

@@ -94,7 +94,7 @@ def levels(text: str) -> list[float]:
     """``0:0.95:0.05`` (start:stop:step, stop included) or ``0.1,0.5,0.9``."""
     import math
 
-    from ..sweeps.curves import MAX_LEVELS
+    from ..sweeps.config import MAX_LEVELS
 
     try:
         if ":" in text:

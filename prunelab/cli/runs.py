@@ -78,7 +78,7 @@ def _after_run(args: argparse.Namespace, path: str | None) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``prunelab sweep``: accuracy-vs-sparsity curves of several strategies."""
-    from ..sweeps import sweep
+    from ..sweeps import RunOptions, SweepConfig, sweep
 
     checkpoint = _checkpoint(args)
     bundle = load_model(args)
@@ -90,11 +90,10 @@ def run_sweep(args: argparse.Namespace) -> int:
             evaluation,
             strategies=names,
             sparsities=levels(args.sparsities),
-            device=args.device,
-            progress=bar,
-            seed=args.seed,
-            checkpoint=checkpoint,
-            resume=args.resume,
+            config=SweepConfig(seed=args.seed),
+            run=RunOptions(
+                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
+            ),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name}; data: {described}")
@@ -106,7 +105,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     """``prunelab sensitivity``: prune one layer at a time and measure the drop."""
-    from ..sweeps import sensitivity
+    from ..sweeps import RunOptions, SensitivityConfig, sensitivity
 
     if args.method == "magnitude" and args.resume:
         raise CliError(
@@ -125,18 +124,19 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         table = sensitivity(
             bundle.model,
             evaluation,
-            layers=args.layers,
-            sparsities=levels(args.sparsities),
             strategy=strategy,
-            method=args.method,
-            metric=metric,
-            early_stop=args.early_stop,
-            subset=args.subset,
-            calibration=calibration,
-            device=args.device,
-            progress=bar,
-            checkpoint=checkpoint,
-            resume=args.resume,
+            sparsities=levels(args.sparsities),
+            config=SensitivityConfig(
+                layers=args.layers,
+                method=args.method,
+                metric=metric,
+                early_stop=args.early_stop,
+                subset=args.subset,
+                calibration=calibration,
+            ),
+            run=RunOptions(
+                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
+            ),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name} with {strategy.name}; data: {described}")

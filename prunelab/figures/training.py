@@ -138,7 +138,7 @@ def schedule_plot(schedule: object, *, steps: int, title: str | None = None) -> 
         steps: Plot steps 0 to ``steps``.
         title: Main title.
 
-    >>> from prunelab.training.loop import Gradual
+    >>> from prunelab.training.schedules import Gradual
     >>> fig = schedule_plot(Gradual(0.0, 0.9, start=0, end=10), steps=20)
     >>> fig.data[0].y[0], fig.data[0].y[-1]
     (0.0, 90.0)

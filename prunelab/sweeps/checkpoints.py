@@ -28,19 +28,34 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .._version import __version__
 from ..errors import InputError
 from ..runtime.files import atomic_write, bounded_repr, read_bounded
 
-__all__ = ["CheckpointError", "CheckpointStatus", "RowLog", "checkpoint_status", "tensor_digest"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..core.calibration import Calibration
+    from ..core.strategies import Strategy
+    from ..runtime.batches import Batch
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointStatus",
+    "RowLog",
+    "checkpoint_status",
+    "data_digest",
+    "tensor_digest",
+]
 
 _FORMAT = "prunelab.rows/1"
 MAX_BYTES = 256 * 2**20  # a row is ~200 bytes: a million rows; beyond is not a checkpoint
@@ -78,6 +93,25 @@ def tensor_digest(tensors: Iterable[tuple[str, torch.Tensor | None]]) -> str:
         raw = tensor.cpu().contiguous().reshape(-1).view(torch.uint8)
         digest.update(raw.numpy().tobytes())
     return digest.hexdigest()
+
+
+def data_digest(batches: Iterable[Batch]) -> tuple[str, int]:
+    """(hash of every input and label, number of samples).
+
+    >>> from prunelab.runtime.batches import iter_batches
+    >>> data_digest(iter_batches(torch.zeros(5, 2), batch_size=2))[1]
+    5
+    """
+    samples = 0
+
+    def named():
+        nonlocal samples
+        for i, batch in enumerate(batches):
+            samples += batch.inputs.shape[0]
+            yield f"inputs {i}", batch.inputs
+            yield f"labels {i}", batch.labels
+
+    return tensor_digest(named()), samples
 
 
 def _plain(value: object) -> object:
@@ -344,3 +378,40 @@ class RowLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- what a checkpointed run depends on -----------------------------------------------------
+
+
+def _fingerprint(model: nn.Module, device: torch.device, batches: Iterable[Batch]) -> dict:
+    """What every checkpointed run depends on: code, weights, kind of device and data."""
+    # results are only reproducible with the same code, weights and kind of device
+    digest, samples = data_digest(batches)
+    return {
+        "prunelab": __version__,
+        "model": tensor_digest(model.state_dict().items()),
+        "device": device.type,
+        "data": digest,
+        "samples": samples,
+    }
+
+
+def _strategy_id(strategy: Strategy) -> str:
+    # a frozen dataclass's repr names every option; a strategy's repr may hold an address
+    shown = repr(strategy) if is_dataclass(strategy) else type(strategy).__qualname__
+    return f"{strategy.name}: {shown}"
+
+
+def _calibration_id(
+    chosen: Sequence[Strategy], calibration: Calibration | None, built: bool
+) -> str | None:
+    if calibration is None or not any(s.needs for s in chosen):
+        return None
+    if built:
+        return "the evaluation data"
+    return data_digest(calibration.batches())[0]
+
+
+def _report_resumed(log: RowLog, progress: Callable[[float, str], None] | None) -> None:
+    if log.done and progress is not None:
+        progress(len(log.done) / log.total, f"resumed: {len(log.done)} of {log.total} done")

@@ -1,30 +1,29 @@
 """Training: fine-tune with masks kept, prune on a schedule, freeze layers.
 
-``finetune`` recovers accuracy with zeros kept; ``prune_while_training`` follows a schedule
-(``OneShot``, ``Iterative``, ``Gradual``, ``DynamicSparse``); options are grouped in
-``TrainConfig``; ``fake_quantize`` and ``evaluate_quantized`` show what k-bit weights cost.
+``finetune`` recovers accuracy with zeros kept and ``prune_while_training`` follows a schedule
+(:mod:`.loop`); the schedules are ``OneShot``, ``Iterative``, ``Gradual`` and ``DynamicSparse``
+(:mod:`.schedules`); options are grouped in ``TrainConfig`` (:mod:`.config`); ``freeze`` and
+``unfreeze`` keep layers fixed (:mod:`.freezing`); ``fake_quantize`` and
+``evaluate_quantized`` show what k-bit weights cost (:mod:`.quantize`).
 """
 
 from .._lazy import lazy_names
 
 _NAMES = {
-    name: ".loop"
-    for name in (
-        "DynamicSparse",
-        "Gradual",
-        "Iterative",
-        "OneShot",
-        "Schedule",
-        "TrainConfig",
-        "TrainProgress",
-        "evaluate_quantized",
-        "fake_quantize",
-        "finetune",
-        "freeze",
-        "prune_while_training",
-        "steps_per_epoch",
-        "unfreeze",
-    )
+    "TrainConfig": ".config",
+    "TrainProgress": ".config",
+    "freeze": ".freezing",
+    "unfreeze": ".freezing",
+    "finetune": ".loop",
+    "prune_while_training": ".loop",
+    "steps_per_epoch": ".loop",
+    "evaluate_quantized": ".quantize",
+    "fake_quantize": ".quantize",
+    "DynamicSparse": ".schedules",
+    "Gradual": ".schedules",
+    "Iterative": ".schedules",
+    "OneShot": ".schedules",
+    "Schedule": ".schedules",
 }
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = list(_NAMES)

@@ -23,7 +23,7 @@ import streamlit as st
 from ..errors import user_message
 from ..runtime.files import one_line
 from ..sweeps.checkpoints import CheckpointError, CheckpointStatus, checkpoint_status
-from ..sweeps.curves import Estimate, format_duration
+from ..sweeps.estimates import Estimate, format_duration
 from .cache import session_store
 from .engine import progress_bar
 from .errors import error_boundary, failing_as

@@ -13,7 +13,7 @@ import prunelab
 from prunelab import sweeps
 from prunelab.io import zoo
 from prunelab.io.recipes import Recipe
-from prunelab.sweeps import Estimate, curves
+from prunelab.sweeps import Estimate, runner
 from prunelab.ui import cache
 from prunelab.ui.state import Keys
 from tests.app.conftest import ROOT, assert_clean, metric, page
@@ -97,13 +97,13 @@ def _checkpoints(at) -> list[Path]:
 def points(monkeypatch):
     """Counts the evaluated (layer, sparsity) points."""
     calls = []
-    real = curves._Runner.masked_metrics
+    real = runner._Runner.masked_metrics
 
     def counted(self, *args, **kwargs):
         calls.append(1)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(curves._Runner, "masked_metrics", counted)
+    monkeypatch.setattr(runner._Runner, "masked_metrics", counted)
     return calls
 
 
@@ -211,7 +211,7 @@ def test_an_error_during_the_run_is_shown_not_raised(monkeypatch):
     def broken(self, *args, **kwargs):
         raise ValueError("the data gave 3 samples on one pass and 2 on the next")
 
-    monkeypatch.setattr(curves._Runner, "masked_metrics", broken)
+    monkeypatch.setattr(runner._Runner, "masked_metrics", broken)
     at = _configured(112)
     at.button(key=Keys.sens_run).click().run()
     assert not at.exception

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import prunelab.training.loop
+import prunelab.training.quantize
 from prunelab import Masks, prune
 from prunelab.io import zoo
 from prunelab.ui.state import Keys
@@ -76,7 +76,7 @@ def test_prune_page_masks_for_another_model_are_refused():
 
 def test_the_chosen_bits_and_schedule_window_reach_the_engine(monkeypatch):
     asked = []
-    original = prunelab.training.loop.evaluate_quantized
+    original = prunelab.training.quantize.evaluate_quantized
 
     def recording(model, data, *, bits, **kwargs):
         asked.append(bits)

@@ -129,18 +129,22 @@ class Analysis:
         return sweeps.sensitivity(
             choice.model,
             choice.data,
-            layers=list(self.layers),
-            sparsities=self.levels,
             strategy=strategy,
-            method=self.method,
-            metric=self.metric,
-            early_stop=self.early_stop,
-            subset=self.subset,
-            calibration=cal,
-            progress=report,
+            sparsities=self.levels,
+            config=sweeps.SensitivityConfig(
+                layers=list(self.layers),
+                method=self.method,
+                metric=self.metric,
+                early_stop=self.early_stop,
+                subset=self.subset,
+                calibration=cal,
+            ),
             # the data-free proxy finishes at once: nothing to checkpoint
-            checkpoint=checkpoint if self.method == "evaluate" else None,
-            resume=True,
+            run=sweeps.RunOptions(
+                progress=report,
+                checkpoint=checkpoint if self.method == "evaluate" else None,
+                resume=True,
+            ),
         )
 
     def estimate(self):
@@ -148,10 +152,9 @@ class Analysis:
         return sweeps.estimate_sensitivity(
             self.choice.model,
             self.choice.data,
-            layers=list(self.layers),
-            sparsities=self.levels,
-            subset=self.subset,
             strategy=get_strategy(self.strategy, **dict(self.options)),
+            sparsities=self.levels,
+            config=sweeps.SensitivityConfig(layers=list(self.layers), subset=self.subset),
         )
 
     def table(self) -> pd.DataFrame | None:
@@ -219,9 +222,7 @@ class Comparison:
             self.choice.data,
             strategies=list(self.strategies),
             sparsities=self.grid,
-            progress=report,
-            checkpoint=checkpoint,
-            resume=True,
+            run=sweeps.RunOptions(progress=report, checkpoint=checkpoint, resume=True),
         )
 
     def estimate(self):
