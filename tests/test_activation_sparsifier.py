@@ -211,5 +211,5 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="batches must all have the same shape"):
         uneven.model(torch.randn(3, 12))
     assert threshold_mask(torch.tensor([1.0]), threshold=0.5).tolist() == [True]
-    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         sparsity_mask(torch.ones(3), sparsity_level=2)

@@ -330,13 +330,13 @@ def test_eight_and_four_bits_differ_in_loss_and_agreement_even_at_equal_accuracy
         (lambda: Iterative(steps=(0, 5), sparsities=(0.8, 0.5)), "must not decrease"),
         (lambda: Iterative(steps=(5, 5), sparsities=(0.5, 0.6)), "increase strictly"),
         (lambda: Iterative(steps=(0,), sparsities=(0.5, 0.6)), "one sparsity per step"),
-        (lambda: TrainConfig(epochs=0), "epochs must be a whole number > 0"),
+        (lambda: TrainConfig(epochs=0), "epochs must be at least 1"),
         (lambda: TrainConfig(epochs=-1), "epochs must be"),
         (lambda: TrainConfig(lr=0), "lr must be a finite number > 0"),
         (lambda: TrainConfig(optimizer="rmsprop"), "accepted: sgd, adam"),
         (lambda: DynamicSparse(0.5, regrow="magic"), "accepted: random, gradient"),
-        (lambda: fake_quantize(torch.ones(3), 1), r"bits must lie in 2\.\.16"),
-        (lambda: fake_quantize(torch.ones(3), 17), r"bits must lie in 2\.\.16"),
+        (lambda: fake_quantize(torch.ones(3), 1), r"bits must be an integer from 2 to 16"),
+        (lambda: fake_quantize(torch.ones(3), 17), r"bits must be an integer from 2 to 16"),
     ],
 )
 def test_bad_input_gives_a_clear_error(make, message):

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..core.apply import copy_model
 from ..runtime.batches import iter_batches
+from ..runtime.checks import check_fraction, check_number
 from ..runtime.hooks import PreHook, first_tensor
-from .thresholding import _check_threshold
 
 __all__ = [
     "AGGREGATE_FNS",
@@ -61,7 +61,7 @@ def threshold_mask(tensor: torch.Tensor, *, threshold: float = 0.0) -> torch.Ten
     >>> threshold_mask(torch.tensor([0.1, -2.0, 0.5]), threshold=0.5).tolist()
     [False, True, True]
     """
-    return tensor.abs() >= _check_threshold(threshold)
+    return tensor.abs() >= check_number(threshold, what="threshold", minimum=0)
 
 
 def sparsity_mask(tensor: torch.Tensor, *, sparsity_level: float = 0.5) -> torch.Tensor:
@@ -72,10 +72,7 @@ def sparsity_mask(tensor: torch.Tensor, *, sparsity_level: float = 0.5) -> torch
     >>> sparsity_mask(torch.tensor([0.1, -2.0, 0.5, 0.3]), sparsity_level=0.5).tolist()
     [False, True, True, False]
     """
-    if isinstance(sparsity_level, bool) or not isinstance(sparsity_level, (int, float)):
-        raise TypeError(f"sparsity_level must be a number in [0, 1], got {sparsity_level!r}")
-    if not 0 <= sparsity_level <= 1:
-        raise ValueError(f"sparsity_level must lie in [0, 1], got {sparsity_level!r}")
+    sparsity_level = check_fraction(sparsity_level, what="sparsity_level")
     flat = tensor.detach().abs().flatten()
     keep = flat.numel() - round(sparsity_level * flat.numel())
     order = torch.argsort(flat, descending=True, stable=True)[:keep]

@@ -9,7 +9,6 @@ threshold does to the outputs, counted as every evaluation counts them
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -21,6 +20,7 @@ from torch import nn
 from ..core.apply import copy_model, masked_weights
 from ..core.masks import Masks, check_masks
 from ..runtime.batches import iter_batches
+from ..runtime.checks import check_number
 from ..runtime.functional import run_device, tensors_on
 from ..runtime.hooks import first_tensor, forward_hooks, replace_first
 from ..runtime.metrics import MetricTotals, accumulate, batch_logits, summarize
@@ -34,15 +34,6 @@ __all__ = [
 ]
 
 _METRICS = ("accuracy", "agreement", "kl")  # what the thresholded outputs are compared by
-
-
-def _check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number >= 0, got {threshold!r}")
-    value = float(threshold)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
-    return value
 
 
 def _zero_below(tensor: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -71,7 +62,7 @@ class ThresholdActivation(nn.Module):
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
         self.module = module
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_number(threshold, what="threshold", minimum=0)
 
     def forward(self, *args: object, **kwargs: object) -> object:
         output = self.module(*args, **kwargs)
@@ -162,7 +153,7 @@ def activation_threshold(
     >>> out.tolist()[:4], run.sparsity()
     ([0.0, 0.0, 0.0, 3.0], 0.3)
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_number(threshold, what="threshold", minimum=0)
     if layers is None:
         raise ValueError("name the layers to threshold, e.g. activation_layers(model)")
     points = _points(model, layers)

@@ -5,35 +5,15 @@ The argument checks here are shared by the schedules and the freezing helpers of
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..runtime.checks import check_count, check_number
+
 __all__ = ["OPTIMIZERS", "TrainConfig", "TrainProgress"]
 
 OPTIMIZERS = ("sgd", "adam")
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a whole number > 0, got {value!r}")
-    return int(value)
-
-
-def _step(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a training step (a whole number >= 0), got {value!r}")
-    return int(value)
-
-
-def _fraction(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1] (fraction of weights zeroed), got {value}")
-    return value
 
 
 def _names(value: object, name: str) -> tuple[str, ...]:
@@ -81,14 +61,10 @@ class TrainConfig:
     activation_threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive_int(self.epochs, "epochs")
-        _positive_int(self.batch_size, "batch_size")
+        check_count(self.epochs, what="epochs")
+        check_count(self.batch_size, what="batch_size")
         for name in ("lr", "momentum", "weight_decay", "activation_threshold"):
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                needs = "> 0" if name == "lr" else ">= 0"
-                raise ValueError(f"{name} must be a finite number {needs}, got {value!r}")
+            check_number(getattr(self, name), what=name, minimum=0, strict=name == "lr")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; accepted: {', '.join(OPTIMIZERS)}"

@@ -60,7 +60,7 @@ from ..core.pruner import Pruner
 from ..core.strategies import Strategy, get_strategy
 from ..core.targets import get_parameter
 from ..runtime.batches import iter_batches
-from ..runtime.functional import model_device
+from ..runtime.functional import run_device
 from ..runtime.metrics import MetricTotals, accumulate, batch_logits, logits_of, summarize
 from .config import Callback, TrainConfig, TrainProgress, _train_config
 from .freezing import _changed, _frozen_modules, _frozen_parameters
@@ -338,7 +338,7 @@ def _train(
     updates = controller.updates(total)
     start = bake(model)  # a plain copy; the zeros of a model from apply() written in
     frozen = _frozen_parameters(start, config.frozen) if config.frozen else set()
-    run_on = torch.device(device) if device is not None else model_device(start)
+    run_on = run_device(start, device)
     rows: list[dict] = []
     with _thresholded(start.to(run_on), config) as net:
         run = _Run(net, controller, config, run_on, updates)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
 from ..core.apply import bake
 from ..core.masks import Masks, check_masks
 from ..core.targets import get_parameter
-from ..runtime.functional import model_device
+from ..runtime.checks import check_count
+from ..runtime.functional import run_device
 from .loop import _enforce, _measure
 
 __all__ = ["evaluate_quantized", "fake_quantize"]
@@ -27,10 +26,7 @@ def fake_quantize(weights: torch.Tensor, bits: int) -> torch.Tensor:
     >>> fake_quantize(torch.tensor([0.0, 0.2, -0.6, 1.0]), 2).tolist()
     [0.0, 0.0, -1.0, 1.0]
     """
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise TypeError(f"bits must be an int in {BITS[0]}..{BITS[1]}, got {bits!r}")
-    if not BITS[0] <= bits <= BITS[1]:
-        raise ValueError(f"bits must lie in {BITS[0]}..{BITS[1]}, got {bits}")
+    bits = check_count(bits, what="bits", minimum=BITS[0], maximum=BITS[1])
     if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
         raise TypeError("weights must be a floating-point tensor")
     levels = 2 ** (int(bits) - 1) - 1
@@ -78,7 +74,7 @@ def evaluate_quantized(
         for fqn in names:
             param = get_parameter(copied, fqn)
             param.copy_(fake_quantize(param, bits))
-    run_on = torch.device(device) if device is not None else model_device(copied)
+    run_on = run_device(copied, device)
     copied.to(run_on).eval()
     reference.to(run_on).eval()
     return _measure(copied, data, run_on, reference=reference)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from .config import _fraction, _positive_int, _step
+from ..runtime.checks import check_count, check_fraction, check_sparsity
 
 __all__ = ["DynamicSparse", "Gradual", "Iterative", "OneShot", "Schedule"]
 
@@ -47,7 +47,7 @@ class Schedule:
 
     def table(self, total: int) -> pd.DataFrame:
         """``step`` and ``sparsity`` for every step in ``range(total + 1)`` (for plotting)."""
-        total = _positive_int(total, "total")
+        total = check_count(total, what="total")
         steps = list(range(total + 1))
         return pd.DataFrame({"step": steps, "sparsity": [self.sparsity_at(s) for s in steps]})
 
@@ -66,10 +66,10 @@ class OneShot(Schedule):
     sparsity: float
 
     def __post_init__(self) -> None:
-        _fraction(self.sparsity, "sparsity")
+        check_sparsity(self.sparsity, what="sparsity")
 
     def sparsity_at(self, step: int) -> float:
-        _step(step, "step")
+        check_count(step, what="step", minimum=0)
         return float(self.sparsity)
 
     def update_steps(self, total: int) -> list[int]:
@@ -102,8 +102,8 @@ class Iterative(Schedule):
     sparsities: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        steps = tuple(_step(s, "each of steps") for s in self.steps)
-        levels = tuple(_fraction(s, "each of sparsities") for s in self.sparsities)
+        steps = tuple(check_count(s, what="each of steps", minimum=0) for s in self.steps)
+        levels = tuple(check_sparsity(s, what="each of sparsities") for s in self.sparsities)
         if not steps or len(steps) != len(levels):
             raise ValueError(
                 f"give one sparsity per step: {len(steps)} steps, {len(levels)} sparsities"
@@ -118,7 +118,7 @@ class Iterative(Schedule):
         object.__setattr__(self, "sparsities", levels)
 
     def sparsity_at(self, step: int) -> float:
-        step = _step(step, "step")
+        step = check_count(step, what="step", minimum=0)
         current = 0.0
         for at, level in zip(self.steps, self.sparsities, strict=True):
             if at <= step:
@@ -174,12 +174,20 @@ class Gradual(Schedule):
         kind: str = "cubic",
         every: int = 1,
     ) -> None:
-        object.__setattr__(self, "initial", _fraction(initial, "initial sparsity"))
-        object.__setattr__(self, "final_sparsity", _fraction(final, "final sparsity"))
-        object.__setattr__(self, "start", _step(start, "start"))
-        object.__setattr__(self, "end", _step(end, "end"))
+        object.__setattr__(
+            self,
+            "initial",
+            check_sparsity(initial, what="initial sparsity"),
+        )
+        object.__setattr__(
+            self,
+            "final_sparsity",
+            check_sparsity(final, what="final sparsity"),
+        )
+        object.__setattr__(self, "start", check_count(start, what="start", minimum=0))
+        object.__setattr__(self, "end", check_count(end, what="end", minimum=0))
         object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "every", _positive_int(every, "every"))
+        object.__setattr__(self, "every", check_count(every, what="every"))
         if self.final_sparsity < self.initial:
             raise ValueError(
                 f"final sparsity {self.final_sparsity} is below the initial sparsity "
@@ -202,7 +210,7 @@ class Gradual(Schedule):
         return self.final_sparsity + span * (1.0 - progress) ** 3
 
     def sparsity_at(self, step: int) -> float:
-        step = _step(step, "step")
+        step = check_count(step, what="step", minimum=0)
         if step < self.start:
             return 0.0
         if step >= self.end:
@@ -258,16 +266,26 @@ class DynamicSparse(Schedule):
         fraction: float = 0.3,
         stop: int | None = None,
     ) -> None:
-        object.__setattr__(self, "sparsity", _fraction(sparsity, "sparsity"))
+        object.__setattr__(
+            self,
+            "sparsity",
+            check_sparsity(sparsity, what="sparsity"),
+        )
         if regrow not in REGROW:
             raise ValueError(f"unknown regrow {regrow!r}; accepted: {', '.join(REGROW)}")
         object.__setattr__(self, "regrow", regrow)
-        object.__setattr__(self, "update_every", _positive_int(update_every, "update_every"))
-        object.__setattr__(self, "fraction", _fraction(fraction, "fraction"))
-        object.__setattr__(self, "stop", None if stop is None else _step(stop, "stop"))
+        object.__setattr__(self, "update_every", check_count(update_every, what="update_every"))
+        object.__setattr__(
+            self,
+            "fraction",
+            check_fraction(fraction, what="fraction"),
+        )
+        object.__setattr__(
+            self, "stop", None if stop is None else check_count(stop, what="stop", minimum=0)
+        )
 
     def sparsity_at(self, step: int) -> float:
-        _step(step, "step")
+        check_count(step, what="step", minimum=0)
         return self.sparsity
 
     def update_steps(self, total: int) -> list[int]:
