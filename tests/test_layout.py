@@ -175,3 +175,15 @@ def test_top_level_functions_stay_functions_after_old_module_imports():
         assert callable(getattr(prunelab, name)) and not isinstance(
             getattr(prunelab, name), type(prunelab)
         )
+
+
+def test_readme_examples_use_each_name_from_its_home():
+    # the earlier top-level names keep working for old scripts; README teaches the homes
+    import re
+
+    import prunelab
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", readme, flags=re.S))
+    old = sorted(set(re.findall(r"\bprunelab\.(\w+)", code)) & set(prunelab._EARLIER))
+    assert not old, f"README uses earlier top-level names: {old}"
