@@ -11,6 +11,7 @@ in place; the others catch up when their tab is opened.
 from __future__ import annotations
 
 import contextlib
+import html
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..io import data as data_lib
 from ..io import zoo
 from ..io.recipes import Provenance, Recipe
 from ..runtime.batches import iter_batches
-from .live import cards_html, metric_cards
+from .live import cards_html, metric_cards, note
 from .options import Option, build_strategy, strategy_options
 from .views import Shown, Views
 
@@ -39,6 +40,7 @@ __all__ = ["Explorer", "Setup", "explore"]
 CALIBRATION_BATCHES = 4  # batches of 64 for data-driven scores, as in the app
 MAX_PRUNERS = 8  # prepared strategies kept: switching back to one does not sort again
 MAX_EVALUATIONS = 256  # metrics per (strategy, layers, setting): a slider moved back is free
+LABEL_WIDTH, CONTROL_WIDTH = "96px", "350px"  # the controls' column, beside the outputs
 
 
 @dataclass(frozen=True)
@@ -212,15 +214,16 @@ class Explorer:
     # -- the widgets ---------------------------------------------------------------------------
 
     def _build_widgets(self) -> None:
-        wide = {"description_width": "72px"}
-        full = widgets.Layout(width="330px")
+        wide = {"description_width": LABEL_WIDTH}
+        full = _control_layout
+
         names = list_strategies()
         start = self._setup.strategy if self._setup.strategy in names else names[0]
         self._table = strategy_table().set_index("name")
         self.strategy_menu = widgets.Dropdown(
-            options=names, value=start, description="Strategy", style=wide, layout=full
+            options=names, value=start, description="Strategy", style=wide, layout=full()
         )
-        self.about = widgets.HTML(layout=full)
+        self.about = widgets.HTML(layout=full())
         self.options_box = widgets.VBox()
         self.option_widgets: dict[str, widgets.ValueWidget] = {}
         self.outputs_box = widgets.Checkbox(
@@ -231,7 +234,7 @@ class Explorer:
             description="Layers",
             rows=min(6, len(self._targets)),
             style=wide,
-            layout=full,
+            layout=full(),
         )
         self.drive = widgets.ToggleButtons(
             options=["sparsity", "threshold"],
@@ -247,17 +250,17 @@ class Explorer:
             readout_format=".2f",
             continuous_update=False,  # one update per release, as the app's slider
             style=wide,
-            layout=full,
+            layout=full(),
         )
         self.threshold_slider = widgets.FloatSlider(
             description="Threshold",
             readout_format=".4g",
             continuous_update=False,
             style=wide,
-            layout=full,
+            layout=full(),
         )
-        self.implied = widgets.HTML(layout=full)
-        self.cards = widgets.HTML(layout=widgets.Layout(width="360px", margin="0 12px 0 0"))
+        self.implied = widgets.HTML(layout=full())
+        self.cards = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.status = widgets.HTML()
         self.views = Views(self._model, self._targets)
         self.focus_menu = self.views.focus_menu
@@ -277,11 +280,12 @@ class Explorer:
                 self.threshold_slider,
                 self.implied,
             ],
-            layout=widgets.Layout(width="350px", margin="0 16px 0 0"),
+            layout=widgets.Layout(flex="0 0 360px", margin="0 16px 0 0"),
         )
         view = widgets.VBox(
             [
-                widgets.HBox([self.cards, self.status]),
+                self.cards,
+                self.status,
                 self.views.widget,
             ],
             layout=widgets.Layout(flex="1 1 auto", min_width="480px"),
@@ -310,9 +314,7 @@ class Explorer:
         name = self.strategy_menu.value
         row = self._table.loc[name]
         needs = f"; needs {row['needs']} from the data" if row["needs"] != "-" else ""
-        self.about.value = (
-            f"<small>{row['description']} (scope <b>{row['scope']}</b>{needs})</small>"
-        )
+        self.about.value = note(f"{row['description']} (scope <b>{row['scope']}</b>{needs})")
         self.option_widgets = {o.name: _option_widget(o) for o in strategy_options(name)}
         for control in self.option_widgets.values():
             control.observe(self._on_option, "value")
@@ -383,7 +385,7 @@ class Explorer:
         notes = [pruner.left_out.why + "." if pruner.left_out.fqns else ""]
         if skipped:
             notes.append(f"Not offered by this strategy: {', '.join(skipped)}.")
-        self.status.value = "<small>" + " ".join(n for n in notes if n) + "</small>"
+        self.status.value = note(html.escape(" ".join(n for n in notes if n)))
         with self._quiet():
             self._set_drive(pruner)
             self.views.set_layers([t.fqn for t in pruner.targets])
@@ -442,7 +444,7 @@ class Explorer:
     def _fail(self, message: str) -> None:
         self._pruner = self._masks = self._key = None
         self._metrics = {}
-        self.status.value = f'<span style="color:#cf222e">{message}</span>'
+        self.status.value = note(html.escape(message), colour="#cf222e")
         self.cards.value = ""
         self.implied.value = ""
 
@@ -457,14 +459,14 @@ class Explorer:
         if pruner.strategy.fixed_sparsity is not None:
             self._setting = ("fixed",)
             masks = pruner.masks()
-            self.implied.value = (
-                f"<small>Sparsity fixed by the pattern: {pruner.strategy.fixed_sparsity:.0%} "
-                "of each pruned layer.</small>"
+            self.implied.value = note(
+                f"Sparsity fixed by the pattern: {pruner.strategy.fixed_sparsity:.0%} "
+                "of each pruned layer."
             )
         elif threshold:
             self._setting = ("threshold", float(self.threshold_slider.value))
             masks = pruner.masks(threshold=self._setting[1])
-            self.implied.value = f"<small>Implied sparsity: {masks.sparsity():.2%}</small>"
+            self.implied.value = note(f"Implied sparsity: {masks.sparsity():.2%}")
         else:
             self._setting = ("sparsity", float(self.sparsity_slider.value))
             masks = pruner.masks(sparsity=self._setting[1])
@@ -490,16 +492,25 @@ class Explorer:
 
 def _option_widget(option: Option) -> widgets.ValueWidget:
     label = option.name.replace("_", " ").capitalize()
-    style = {"description_width": "72px"}
+    style, layout = {"description_width": LABEL_WIDTH}, _control_layout()
     if option.kind == "bool":
         return widgets.Checkbox(value=bool(option.default), description=label, indent=False)
     if option.kind == "int":
-        return widgets.IntText(value=int(option.default), description=label, style=style)
+        return widgets.IntText(option.default, description=label, style=style, layout=layout)
     if option.kind == "float":
-        return widgets.FloatText(value=float(option.default), description=label, style=style)
+        return widgets.FloatText(option.default, description=label, style=style, layout=layout)
     return widgets.Dropdown(
-        options=list(option.choices), value=option.default, description=label, style=style
+        options=list(option.choices),
+        value=option.default,
+        description=label,
+        style=style,
+        layout=layout,
     )
+
+
+def _control_layout() -> widgets.Layout:
+    # one each: hiding one widget (display none) must not hide the others
+    return widgets.Layout(width=CONTROL_WIDTH)
 
 
 def _implied_text(cuts: dict[str, float]) -> str:
@@ -507,4 +518,4 @@ def _implied_text(cuts: dict[str, float]) -> str:
         return ""
     values = sorted(set(cuts.values()))
     text = f"{values[0]:.4g}" if len(values) == 1 else f"{values[0]:.4g} to {values[-1]:.4g}"
-    return f"<small>Implied threshold: {text}{' (per layer)' if len(values) > 1 else ''}</small>"
+    return note(f"Implied threshold: {text}{' (per layer)' if len(values) > 1 else ''}")

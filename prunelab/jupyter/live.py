@@ -11,6 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -18,7 +19,7 @@ from ..analysis.evaluation import with_masks
 from ..core.masks import Masks
 from ..runtime.memory import format_count
 
-__all__ = ["Card", "cards_html", "metric_cards", "refresh"]
+__all__ = ["Card", "cards_html", "metric_cards", "note", "refresh"]
 
 
 def _signature(data: Sequence) -> list[tuple[str, tuple[str, ...]]]:
@@ -27,6 +28,25 @@ def _signature(data: Sequence) -> list[tuple[str, tuple[str, ...]]]:
         (trace.type, tuple(sorted(k for k in trace.to_plotly_json() if k != "uid")))
         for trace in data
     ]
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with NaN and inf in grids written as None (JSON null).
+
+    A FigureWidget sends 1-D arrays as binary buffers, but grids (a heatmap's z) as JSON, where
+    NaN is not allowed: the browser would drop the message. Plotly draws null as a gap, as NaN.
+    """
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim > 1 and value.dtype.kind == "f":
+        finite = np.isfinite(value)
+        if not finite.all():
+            return np.where(finite, value, None).tolist()
+    return value
+
+
+def _trace_json(trace: object) -> dict:
+    return _json_safe(trace.to_plotly_json())
 
 
 def refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
@@ -39,11 +59,11 @@ def refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
     if _signature(widget.data) == _signature(figure.data):
         with widget.batch_update():
             for old, new in zip(widget.data, figure.data, strict=True):
-                old.update(new.to_plotly_json(), overwrite=True)
+                old.update(_trace_json(new), overwrite=True)
             widget.layout = figure.layout
         return
     widget.data = ()
-    widget.add_traces(list(figure.data))
+    widget.add_traces([_trace_json(trace) for trace in figure.data])
     widget.layout = figure.layout
 
 
@@ -66,11 +86,16 @@ class Card:
     help: str = ""
 
 
+def note(text: str, *, colour: str = "#57606a") -> str:
+    """A short paragraph of HTML (``text`` is HTML) in the small grey type of captions."""
+    return f'<div style="font-size:12px;line-height:1.35;color:{colour}">{text}</div>'
+
+
 _TONES = {"good": "#1a7f37", "bad": "#cf222e", "plain": "#6e7781"}
 
 
 def cards_html(cards: Sequence[Card]) -> str:
-    """The cards as one HTML block, two to a row, each as tall as one with a change."""
+    """The cards as one HTML block, four to a row, each as tall as one with a change."""
     boxes = []
     for card in cards:
         change = html.escape(card.change) or "&nbsp;"
@@ -84,8 +109,10 @@ def cards_html(cards: Sequence[Card]) -> str:
             f"{change}</div></div>"
         )
     return (
-        '<div class="prunelab-cards" style="display:grid;'
-        'grid-template-columns:repeat(2,minmax(0,1fr));gap:6px 10px">' + "".join(boxes) + "</div>"
+        '<div class="prunelab-cards" style="display:grid;width:100%;'
+        'grid-template-columns:repeat(4,minmax(110px,1fr));gap:6px 10px">'
+        + "".join(boxes)
+        + "</div>"
     )
 
 

@@ -20,7 +20,7 @@ from .. import figures
 from ..core.masks import Masks
 from ..core.pruner import Pruner
 from ..core.targets import Target
-from .live import refresh
+from .live import note, refresh
 
 __all__ = ["EXPLAIN", "FIGURE_HEIGHT", "VIEWS", "Shown", "Views"]
 
@@ -77,7 +77,7 @@ class Views:
         }
         self.tabs = widgets.Tab(
             children=[
-                widgets.VBox([self.figure_widgets[v], widgets.HTML(f"<small>{EXPLAIN[v]}</small>")])
+                widgets.VBox([self.figure_widgets[v], widgets.HTML(note(EXPLAIN[v]))])
                 for v in VIEWS
             ],
             titles=list(VIEWS.values()),
