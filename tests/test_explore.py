@@ -3,6 +3,7 @@ the figures, and what it hands over (masks, recipe) is what the engine gives at 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,19 @@ def test_a_slider_move_changes_the_metrics_and_the_figures(lab):
     lab.tabs.selected_index = list(lab.figure_widgets).index("layers")
     bars = lab.figure_widgets["layers"].data[0]
     assert max(bars.x) > 50  # percent, from the masks at 90%
+
+
+def test_only_the_figure_on_view_is_rebuilt_and_grids_travel_as_json(lab):
+    lab.tabs.selected_index = list(lab.figure_widgets).index("histogram")
+    histogram = lab.figure_widgets["histogram"].to_dict()
+    lab.tabs.selected_index = list(lab.figure_widgets).index("mask")
+    lab.sparsity_slider.value = 0.8
+    assert lab.figure_widgets["histogram"].to_dict() == histogram  # hidden: not redrawn yet
+    lab.tabs.selected_index = list(lab.figure_widgets).index("histogram")
+    assert lab.figure_widgets["histogram"].to_dict() != histogram  # caught up when opened
+    lab.tabs.selected_index = list(lab.figure_widgets).index("weights")
+    for trace in lab.figure_widgets["weights"].data:  # pruned cells are gaps: null, not NaN
+        json.dumps(np.asarray(trace.z, dtype=object).tolist(), allow_nan=False)
 
 
 def test_dense_deltas_are_shown(lab):

@@ -11,6 +11,7 @@ from .._lazy import lazy_names
 
 _NAMES = {
     "Explorer": ".explorer",
+    "Setup": ".explorer",
     "explore": ".explorer",
     "Option": ".options",
     "strategy_options": ".options",
