@@ -47,6 +47,7 @@ _PIPELINE = {
     "shrink": ".shrinking",
     "evaluate": ".analysis.evaluation",
     "Recipe": ".io.recipes",
+    "explore": ".jupyter.explorer",
 }
 _NAMESPACES = {
     name: f".{name}:"

@@ -36,6 +36,7 @@ LAYER = {
     "figures": 3,
     "cli": 4,
     "ui": 4,
+    "jupyter": 4,
     "__init__": 5,  # the top level offers names from every layer (lazily)
 }
 SHARED = {"_lazy", "_compat", "_version", "__version__"}  # root plumbing every layer may use
