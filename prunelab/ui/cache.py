@@ -65,6 +65,7 @@ __all__ = [
     "figure",
     "flop_table",
     "layer_sparsity_figure",
+    "lesson_result",
     "load_data",
     "load_model",
     "load_upload",
@@ -447,3 +448,9 @@ def remembered(key: tuple) -> object | None:
 def remember(key: tuple, value: T) -> T:
     """Keep ``value``, a finished result, for every session under ``key``."""
     return _results().put(key, value)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def lesson_result(key: tuple, _build: Callable[[], object]) -> object:
+    """A Learn lesson's computation, kept per key (the lesson's inputs), shared by sessions."""
+    return _build()
