@@ -20,7 +20,8 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from ..analysis.evaluation import evaluate, flops_by_layer
+from ..analysis.evaluation import evaluate
+from ..analysis.flops import flops_by_layer
 from ..core.calibration import Calibration
 from ..core.granularity import Channel
 from ..core.masks import Masks

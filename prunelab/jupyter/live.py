@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..analysis.evaluation import with_masks
+from ..analysis.flops import with_masks
 from ..core.masks import Masks
 from ..runtime.memory import format_count
 
