@@ -424,6 +424,39 @@ def test_a_user_strategy_describes_its_own_options(registry_sandbox):
     assert prunelab.get_strategy("power", scope="global").name == "power"
 
 
+def test_menus_offer_only_the_values_a_strategy_is_built_with(registry_sandbox):
+    @dataclass(frozen=True)
+    class Channels(prunelab.ScoredStrategy):
+        """Whole channels: refuses the other granularities when built."""
+
+        granularity: str = "channel"
+        p: float = 1  # a float written as an int: a float box, not an int one
+        allowed = ("channel", "input-channel")
+
+        def __post_init__(self):
+            super().__post_init__()
+            if str(self.granularity) not in self.allowed:
+                raise ValueError(f"channels only, got {self.granularity}")
+
+        def scores(self, layer):
+            return layer.weight.abs() ** self.p
+
+    prunelab.register_strategy("channels")(Channels)
+    options = {o.name: o for o in strategy_options("channels")}
+    assert options["granularity"].choices == ("channel", "input-channel")
+    assert options["p"].default == 1.0 and isinstance(options["p"].default, float)
+
+    @prunelab.register_strategy("outputs")
+    @dataclass(frozen=True)
+    class Outputs(Channels):
+        """Output channels only: a menu of one value is no choice, the option is fixed."""
+
+        allowed = ("channel",)
+
+    assert [o.name for o in strategy_options("outputs")] == ["scope", "p"]
+    assert prunelab.strategy_table().set_index("name").loc["outputs", "granularity"] == "channel"
+
+
 def test_strategies_without_dataclass_fields_have_no_options(registry_sandbox):
     @prunelab.register_strategy("plain")
     class Plain(prunelab.LayerwiseStrategy):

@@ -9,7 +9,7 @@ name, so that a strategy a user registers gets its controls in the app too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, Field, dataclass, fields, is_dataclass, replace
 from typing import TYPE_CHECKING
 
 from .granularity import Granularity
@@ -82,6 +82,26 @@ class Option:
         """``value`` as the control shows it."""
         return self.format.format(value)
 
+    def offered(self) -> tuple:
+        """The values a menu offers: the choices, led by the default when it is not one.
+
+        >>> Option("Norm", choices=(1, 2), default=3).offered()
+        (3, 1, 2)
+        """
+        if self.default in self.choices:
+            return self.choices
+        return (self.default, *self.choices)
+
+    def bounds(self) -> tuple:
+        """``(low, high, step)`` in the default's number type (None where unset): a number
+        control refuses an int value between float bounds.
+
+        >>> Option("Shift", low=0, high=1.5, default=0.5).bounds()
+        (0.0, 1.5, None)
+        """
+        kind = type(self.default)
+        return tuple(None if v is None else kind(v) for v in (self.low, self.high, self.step))
+
 
 def _plain(value: object) -> object:
     # a granularity object is offered and chosen by its name ("channel", "2:4")
@@ -97,7 +117,8 @@ def _declared(cls: type, name: str) -> object:
     return MISSING
 
 
-def _described(cls: type, name: str, default: object) -> Option | None:
+def _described(cls: type, item: Field, default: object) -> Option | None:
+    name = item.name
     spec = _declared(cls, name)
     if spec is None:
         return None
@@ -107,13 +128,41 @@ def _described(cls: type, name: str, default: object) -> Option | None:
         spec = Option(name.replace("_", " ").capitalize())
     if not isinstance(spec, Option):
         raise TypeError(f"field {name!r}: metadata 'option' must be an Option or None")
+    if _float_field(item, default) and not spec.choices:
+        default = float(default)  # ``p: float = 1`` takes 1.5 too: a float box, not an int one
     return replace(spec, name=name, default=default)
+
+
+def _float_field(item: Field, default: object) -> bool:
+    # annotations are text under ``from __future__ import annotations``
+    typed = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", "")
+    return typed == "float" and isinstance(default, int) and not isinstance(default, bool)
+
+
+def _accepted(cls: type, fixed: Mapping[str, object], spec: Option) -> Option | None:
+    """``spec`` with only the choices ``cls`` builds with (``n:m`` refuses ``"channel"``), or
+    None when that leaves one value: nothing to choose."""
+    kept = []
+    for choice in spec.choices:
+        try:
+            cls(**{**fixed, spec.name: choice})
+        except (TypeError, ValueError):
+            continue
+        kept.append(choice)
+    spec = replace(spec, choices=tuple(kept))
+    return spec if len(spec.offered()) > 1 else None
 
 
 def options_of(
     cls: type[Strategy], *, fixed: Mapping[str, object] | None = None
 ) -> tuple[Option, ...]:
-    """The options of strategy class ``cls`` left to choose (the ``fixed`` ones are not)."""
+    """The options of strategy class ``cls`` left to choose (the ``fixed`` ones are not).
+
+    A menu offers only the values ``cls`` is built with (a strategy that refuses a
+    granularity in ``__post_init__`` is not offered it), and a menu left with one value is not
+    offered at all: that option is fixed. An option another one overrides (``n`` and ``m`` of
+    ``n:m`` follow its pattern) is declared ``metadata=HIDDEN``.
+    """
     if not is_dataclass(cls):
         return ()
     fixed = fixed or {}
@@ -131,7 +180,9 @@ def options_of(
             default = item.default
         else:
             continue  # no default to start the control from
-        spec = _described(cls, item.name, _plain(default))
+        spec = _described(cls, item, _plain(default))
+        if spec is not None and spec.choices and made is not None:
+            spec = _accepted(cls, fixed, spec)
         if spec is not None:
             out.append(spec)
     return tuple(out)

@@ -57,9 +57,7 @@ def option_control(option: Option, *, key: str) -> object:
     choices, a menu for more, a checkbox for a bool, a number box, or a text box."""
     help_text = option.help or None
     if option.choices:
-        choices = list(option.choices)
-        if option.default not in choices:
-            choices.insert(0, option.default)
+        choices = list(option.offered())
         index = choices.index(option.default)
         common = {"index": index, "key": key, "format_func": option.show, "help": help_text}
         if len(choices) <= 2:
@@ -68,10 +66,7 @@ def option_control(option: Option, *, key: str) -> object:
     if isinstance(option.default, bool):
         return st.checkbox(option.label, value=option.default, key=key, help=help_text)
     if isinstance(option.default, (int, float)):
-        # one numeric type throughout: streamlit refuses an int value with float bounds
-        kind = type(option.default)
-        bounds = (option.low, option.high, option.step)
-        low, high, step = (None if v is None else kind(v) for v in bounds)
+        low, high, step = option.bounds()
         return st.number_input(
             option.label,
             min_value=low,
