@@ -4,7 +4,7 @@ the figures, and what it hands over (masks, recipe) is what the engine gives at 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import prunelab
-from prunelab.core.strategies import _REGISTRY, ScoredStrategy, register_strategy
-from prunelab.jupyter import strategy_options
+from prunelab.core.options import Option
+from prunelab.core.strategies import _REGISTRY, ScoredStrategy, register_strategy, strategy_options
 from tests.conftest import make_cnn, make_mlp
 
 
@@ -102,7 +102,10 @@ def test_threshold_drive_matches_prune_by_threshold(lab, mlp_and_data):
 def test_options_come_from_the_strategy_and_change_the_masks(mlp_and_data):
     model, data = mlp_and_data
     lab = prunelab.explore(model, data, strategy="weight-norm-channel", sparsity=0.5)
-    assert set(lab.option_widgets) == {"granularity", "p"}
+    assert set(lab.option_widgets) == {"granularity", "scope", "p"}
+    norm = lab.option_widgets["p"]  # drawn as the app draws it: its label, its values' names
+    assert norm.description == "Norm" and norm.options == (("L1", 1), ("L2", 2))
+    assert lab.option_widgets["scope"].tooltip == strategy_options("weight-norm-channel")[1].help
     assert lab.masks.per_layer()["sparsity"].iloc[-1] == 0.0  # the classifier is left out
     assert "Left out" in lab.status.value
     lab.outputs_box.value = True
@@ -117,7 +120,9 @@ def test_options_come_from_the_strategy_and_change_the_masks(mlp_and_data):
 def test_a_fixed_pattern_disables_the_slider():
     model = make_cnn().eval()
     lab = prunelab.explore(model, example_input=torch.randn(1, 3, 8, 8), strategy="n:m")
-    assert lab.option_widgets["granularity"].options == ("2:4", "1:4", "4:8")
+    patterns = lab.option_widgets["granularity"]
+    assert [value for _, value in patterns.options] == ["2:4", "1:4", "4:8"]
+    assert patterns.description == "N:M pattern" and "scope" not in lab.option_widgets
     assert lab.sparsity_slider.disabled and lab.drive.options == ("sparsity",)
     lab.option_widgets["granularity"].value = "1:4"
     nm = prunelab.get_strategy("n:m", granularity="1:4")
@@ -166,18 +171,25 @@ def test_a_registered_strategy_gets_its_controls(registry, mlp_and_data):
     class Powered(ScoredStrategy):
         """|w| to a power, within each layer."""
 
-        power: float = 1.0
+        power: float = field(
+            default=1.0,
+            metadata={"option": Option("Power", low=0.5, high=4, help="Exponent of |w|.")},
+        )
 
         def scores(self, layer):
             return layer.weight.abs() ** self.power
 
     assert [o.name for o in strategy_options("test-powered-magnitude")] == [
         "granularity",
+        "scope",
         "power",
     ]
     model, data = mlp_and_data
     lab = prunelab.explore(model, data, strategy="test-powered-magnitude", sparsity=0.5)
     assert "test-powered-magnitude" in lab.strategy_menu.options
+    box = lab.option_widgets["power"]  # the app's label, range and help
+    assert (box.description, box.min, box.max) == ("Power", 0.5, 4.0)
+    assert box.tooltip == "Exponent of |w|."
     lab.option_widgets["power"].value = 3.0
     assert lab.strategy.power == 3.0
 

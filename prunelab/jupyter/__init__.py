@@ -13,8 +13,6 @@ _NAMES = {
     "Explorer": ".explorer",
     "Setup": ".explorer",
     "explore": ".explorer",
-    "Option": ".options",
-    "strategy_options": ".options",
 }
 
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)

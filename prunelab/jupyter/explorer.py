@@ -25,15 +25,21 @@ from ..analysis.flops import flops_by_layer
 from ..core.calibration import Calibration
 from ..core.granularity import Channel
 from ..core.masks import Masks
+from ..core.options import Option
 from ..core.pruner import Pruner
-from ..core.strategies import Strategy, list_strategies, strategy_table
+from ..core.strategies import (
+    Strategy,
+    get_strategy,
+    list_strategies,
+    strategy_options,
+    strategy_table,
+)
 from ..core.targets import targets
 from ..io import data as data_lib
 from ..io import zoo
 from ..io.recipes import Provenance, Recipe
 from ..runtime.batches import iter_batches
 from .live import cards_html, metric_cards, note
-from .options import Option, build_strategy, strategy_options
 from .views import Shown, Views
 
 __all__ = ["Explorer", "Setup", "explore"]
@@ -314,9 +320,16 @@ class Explorer:
         """The current strategy's description and option controls."""
         name = self.strategy_menu.value
         row = self._table.loc[name]
-        needs = f"; needs {row['needs']} from the data" if row["needs"] != "-" else ""
-        self.about.value = note(f"{row['description']} (scope <b>{row['scope']}</b>{needs})")
-        self.option_widgets = {o.name: _option_widget(o) for o in strategy_options(name)}
+        offered = strategy_options(name)
+        # as the app's caption: what the controls do not offer is fixed, and said so
+        chosen = {o.name for o in offered}
+        fixed = [
+            f"{what} <b>{row[what]}</b>" for what in ("scope", "granularity") if what not in chosen
+        ]
+        if row["needs"] != "-":
+            fixed.append(f"needs <b>{row['needs']}</b> from the data")
+        self.about.value = note(row["description"] + (f" ({', '.join(fixed)})" if fixed else ""))
+        self.option_widgets = {o.name: _option_widget(o) for o in offered}
         for control in self.option_widgets.values():
             control.observe(self._on_option, "value")
         self.options_box.children = list(self.option_widgets.values())
@@ -327,7 +340,7 @@ class Explorer:
     def _reset_layers(self) -> None:
         """Every layer the strategy (with its options) can prune, as the app's default."""
         try:
-            strategy = build_strategy(self.strategy_menu.value, self._chosen_options())
+            strategy = get_strategy(self.strategy_menu.value, **self._chosen_options())
         except (ValueError, TypeError):
             self.layers_menu.value = tuple(self._targets)
             return
@@ -364,7 +377,7 @@ class Explorer:
         """A Pruner for the chosen strategy, options and layers (kept), then the masks."""
         options = self._chosen_options()
         try:
-            strategy = build_strategy(self.strategy_menu.value, options)
+            strategy = get_strategy(self.strategy_menu.value, **options)
             channel = isinstance(strategy.granularity, Channel)
             self.outputs_box.layout.display = "" if channel else "none"
             if channel and self.outputs_box.value:
@@ -397,7 +410,7 @@ class Explorer:
             self._pruners.move_to_end(key)
             return self._pruners[key]
         name, options, layers = key
-        strategy = build_strategy(name, dict(options))
+        strategy = get_strategy(name, **dict(options))
         calibration = None
         if strategy.needs:
             if self._data is None:
@@ -492,21 +505,36 @@ class Explorer:
 
 
 def _option_widget(option: Option) -> widgets.ValueWidget:
-    label = option.name.replace("_", " ").capitalize()
-    style, layout = {"description_width": LABEL_WIDTH}, _control_layout()
-    if option.kind == "bool":
-        return widgets.Checkbox(value=bool(option.default), description=label, indent=False)
-    if option.kind == "int":
-        return widgets.IntText(option.default, description=label, style=style, layout=layout)
-    if option.kind == "float":
-        return widgets.FloatText(option.default, description=label, style=style, layout=layout)
-    return widgets.Dropdown(
-        options=list(option.choices),
-        value=option.default,
-        description=label,
-        style=style,
-        layout=layout,
-    )
+    """The control for one option, as the app draws it (``prunelab.ui.widgets.option_control``):
+    the option's label, help, choices, bounds; toggle buttons for two choices, a menu for more,
+    a checkbox for a bool, a number box, or a text box."""
+    common = {
+        "description": option.label,
+        "tooltip": option.help or None,
+        "style": {"description_width": LABEL_WIDTH},
+        "layout": _control_layout(),
+    }
+    if option.choices:
+        labelled = [(option.show(c), c) for c in option.offered()]
+        if len(labelled) <= 2:
+            return widgets.ToggleButtons(options=labelled, value=option.default, **common)
+        return widgets.Dropdown(options=labelled, value=option.default, **common)
+    if isinstance(option.default, bool):
+        return widgets.Checkbox(value=option.default, indent=False, **common)
+    if isinstance(option.default, (int, float)):
+        low, high, step = option.bounds()
+        whole = isinstance(option.default, int)
+        if step is not None:
+            common["step"] = step
+        if low is None and high is None:
+            box = widgets.IntText if whole else widgets.FloatText
+            return box(value=option.default, **common)
+        # a bounded box has both bounds; a side left open is the widest number JSON carries
+        widest = 2**53 if whole else 1e300
+        low, high = (-widest if low is None else low), (widest if high is None else high)
+        box = widgets.BoundedIntText if whole else widgets.BoundedFloatText
+        return box(value=option.default, min=low, max=high, **common)
+    return widgets.Text(value=str(option.default), **common)
 
 
 def _control_layout() -> widgets.Layout:
