@@ -90,6 +90,7 @@ def test_every_cache_of_the_app_is_in_one_module_and_bounded():
         "sparsifier_mask",
         "figure",
         "_evaluated",
+        "lesson_result",
         "_results",
     }
     for name, decorator in cached.items():
