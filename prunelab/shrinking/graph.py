@@ -99,7 +99,13 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
     in train mode (:func:`train_mode`), so that their channels are removed with the rest and
     the shrunk model still trains; Torch-Pruning itself traces in eval mode only."""
     graph, outputs, calls = _trace(work, example_input, train=False)
-    idle = [n for n, m in work.named_modules() if n and m._parameters and n not in calls]
+    # a module neither called nor inside a called one (whose forward may use a child's
+    # weights directly, as MultiheadAttention its out_proj's) runs in training only
+    idle = [
+        n
+        for n, m in work.named_modules()
+        if n and m._parameters and n not in calls and n.rpartition(".")[0] not in calls
+    ]
     if not idle:
         return graph, outputs, calls, False
     if example_input.ndim and len(example_input) == 1:  # batch statistics need two samples
