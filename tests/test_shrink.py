@@ -166,18 +166,19 @@ def _fully_convolutional() -> nn.Module:
     ).eval()
 
 
-# (model, example input, the input the check must run on)
+# (model, example input, the input the check must run on: the crop or the example input, with
+# a variant of it in the same batch)
 CHECK_CASES = {
     "adaptive pooling: one sample, cropped": (
         lambda: make_cnn().eval(),
         (2, 3, 80, 72),
-        (1, 3, 64, 64),
+        (2, 3, 64, 64),
     ),
-    "flatten to linear: the example input": (_flatten_cnn, (1, 3, 72, 72), (1, 3, 72, 72)),
+    "flatten to linear: the example input": (_flatten_cnn, (1, 3, 72, 72), (2, 3, 72, 72)),
     "output follows the input's size: the example input": (
         _fully_convolutional,
         (2, 3, 72, 72),
-        (2, 3, 72, 72),
+        (4, 3, 72, 72),
     ),
 }
 

@@ -20,10 +20,19 @@ Semantics (what "masked" and "shrunk" mean, so that the two agree):
   channels (a depthwise convolution, a norm or a residual add on the input itself), cannot
   lose channels; their pruned rows stay in as zeros.
 
+* A grouped convolution keeps its groups: a channel goes only at a position that every group
+  loses (as Torch-Pruning prunes them), so the union above is taken per position.
+* A norm whose statistics span channels counts a zeroed channel, but not a removed one: a
+  LayerNorm over channels (ConvNeXt) keeps all of its channels (pruned ones stay as zeros), a
+  GroupNorm loses whole norm groups only (a group any channel of which is kept stays whole).
+* Branches that run in training only (auxiliary classifiers) are traced in train mode and
+  lose their channels too, so the shrunk model runs in train and eval mode.
+
 :func:`shrink` checks that the shrunk model's output equals the masked (extended) model's and
-raises with the largest difference if not. It checks on one sample of the example input,
-centre-cropped where the model's output allows it (see :func:`shrink`), because two forward
-passes at full size were a large part of the time it takes.
+raises with the largest difference if not; relative to scale, on two inputs, with the output
+layers' inputs too, and never vacuously (:mod:`.check`). It checks on one sample of the
+example input and a variant of it, centre-cropped where the model's output allows it (see
+:func:`shrink`), because forward passes at full size were a large part of the time it takes.
 
 The work is done in :mod:`.graph` (Torch-Pruning's dependency graph and the coupled groups),
 :mod:`.plan` (what the masks remove, and the extended masks), :mod:`.check` (the output check)

@@ -3,7 +3,8 @@ same channels (:func:`coupled_groups`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,9 +14,12 @@ from torch import nn
 from ..core.apply import copy_model
 from ..core.targets import CONV, CONV_TRANSPOSE
 
-__all__ = ["coupled_groups"]
+__all__ = ["coupled_groups", "train_mode"]
 
 _LAYERS = (nn.Linear, *CONV, *CONV_TRANSPOSE)
+# norms whose statistics span the channels they normalise: a zeroed channel still counts in
+# them, a removed one does not (GroupNorm is handled per norm group in .plan)
+_CHANNEL_NORMS = (nn.LayerNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
 
 
 @dataclass
@@ -23,8 +27,48 @@ class _Group:
     group: object  # a torch_pruning Group built with every channel of its root
     channels: int
     layers: list[str]
-    outputs: bool  # the channels reach the model output (or come from its input): they stay
+    outputs: bool  # the channels are the model's outputs (no layer reads them): they stay
+    inputs: bool = False  # the channels are the model input's: they stay
+    norm: str | None = None  # a LayerNorm over these channels: they stay (see .plan)
     keep: torch.Tensor | None = None
+
+    @property
+    def fixed(self) -> bool:
+        """Whether no channel of the group can be removed (pruned ones stay as zero rows)."""
+        return self.outputs or self.inputs or self.norm is not None
+
+
+def grouped(module: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (whose inputs are its outputs)."""
+    groups = getattr(module, "groups", 1)
+    return groups > 1 and not module.in_channels == module.out_channels == groups
+
+
+@contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in train mode as far as it is deterministic, its buffers restored after.
+
+    The model and every module with tensors of its own (norms: batch statistics) train;
+    modules without tensors (dropout, and wrappers such as torchvision's auxiliary heads that
+    call ``F.dropout(training=self.training)``) are in eval mode, since their training flag
+    only makes the output random, and two random outputs cannot be compared. Running
+    statistics are put back, so the check leaves the model as it found it.
+    """
+    flags = {m: m.training for m in model.modules()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    model.train()
+    for module in model.modules():
+        if module is not model and not module._parameters and not module._buffers:
+            module.training = False
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for buffer, value in buffers:
+                if buffer.shape == value.shape:
+                    buffer.copy_(value)
+        for module, flag in flags.items():
+            module.training = flag
 
 
 def _tp():
@@ -46,9 +90,32 @@ def _check_input(example_input: object) -> torch.Tensor:
 
 
 def _graph(work: nn.Module, example_input: torch.Tensor):
-    """Torch-Pruning's dependency graph of ``work`` (a private copy), traced in eval mode, the
-    shapes of the outputs of that trace (see :func:`_shapes`), and how many times each module
-    (by name) was called in it."""
+    """Torch-Pruning's dependency graph of ``work`` (a private copy), the shapes of the outputs
+    of the model in eval mode (see :func:`_shapes`), how many times each module (by name) was
+    called in the trace, and whether the model has branches that run in training only.
+
+    The graph is traced in eval mode. Where that leaves modules with parameters uncalled (the
+    auxiliary classifiers of GoogLeNet and Inception run in training only), it is traced again
+    in train mode (:func:`train_mode`), so that their channels are removed with the rest and
+    the shrunk model still trains; Torch-Pruning itself traces in eval mode only."""
+    graph, outputs, calls = _trace(work, example_input, train=False)
+    # a module neither called nor inside a called one (whose forward may use a child's
+    # weights directly, as MultiheadAttention its out_proj's) runs in training only
+    idle = [
+        n
+        for n, m in work.named_modules()
+        if n and m._parameters and n not in calls and n.rpartition(".")[0] not in calls
+    ]
+    if not idle:
+        return graph, outputs, calls, False
+    if example_input.ndim and len(example_input) == 1:  # batch statistics need two samples
+        example_input = torch.cat([example_input, example_input])
+    graph, _, calls = _trace(work, example_input, train=True)
+    return graph, outputs, calls, True
+
+
+def _trace(work: nn.Module, example_input: torch.Tensor, *, train: bool):
+    """One trace of :func:`_graph`: the graph, the output shapes and the calls per module."""
     tp = _tp()
     training = work.training
     flags = [p.requires_grad for p in work.parameters()]
@@ -69,7 +136,11 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
         # wasted partial forward
         if inputs.is_floating_point():  # the trace then shows which ops read the input itself
             inputs = inputs.detach().requires_grad_()
-        out = module(inputs)
+        if not train:
+            out = module(inputs)
+        else:  # Torch-Pruning puts the model in eval mode before calling this
+            with train_mode(module):
+                out = module(inputs)
         outputs.append(_shapes(out))
         return out
 
@@ -123,21 +194,23 @@ def _groups(graph) -> list[_Group]:
     names = graph._module2name
     found = []
     for group in graph.get_all_groups():
-        layers, outputs, inputs = [], True, False
+        layers, outputs, inputs, norm = [], True, False, None
         for dep, _ in group:
             module = dep.target.module
             kind = _handler_kind(dep)
             # Torch-Pruning does not track the model input: channels an op passes through
             # (norms, adds, depthwise convolutions) or a layer's input channels, read straight
             # from it, cannot be removed
-            grouped = getattr(module, "groups", 1) > 1
-            passes = kind == "in" or not isinstance(module, _LAYERS) or grouped
+            several = getattr(module, "groups", 1) > 1
+            passes = kind == "in" or not isinstance(module, _LAYERS) or several
             inputs = inputs or (passes and _reads_input(dep.target))
+            if isinstance(module, _CHANNEL_NORMS) and module in names:
+                norm = norm or names[module]
             if isinstance(module, nn.Module) and module in names:
                 layers.append(f"{names[module]} ({kind})")
                 if kind == "in" and isinstance(module, _LAYERS):
                     outputs = False  # another layer reads these channels
-        found.append(_Group(group, len(group[0].idxs), layers, outputs or inputs))
+        found.append(_Group(group, len(group[0].idxs), layers, outputs, inputs, norm))
     return found
 
 
@@ -152,7 +225,8 @@ def coupled_groups(model: nn.Module, example_input: torch.Tensor) -> pd.DataFram
         A DataFrame with ``group`` (number), ``root`` (the layer the group is named after),
         ``channels``, ``layers`` (module names, ``(out)`` where output channels go and
         ``(in)`` where input channels go), ``size`` (number of modules) and ``removable``
-        (False where the channels are the model's outputs, or its input's).
+        (False where the channels are the model's outputs, or its input's, or a LayerNorm
+        normalises over them).
 
     >>> import torch
     >>> from torch import nn
@@ -177,7 +251,7 @@ def _group_table(groups: list[_Group], work: nn.Module, *, with_removed: bool) -
             "channels": item.channels,
             "layers": ", ".join(item.layers),
             "size": len(item.layers),
-            "removable": not item.outputs,
+            "removable": not item.fixed,
         }
         if with_removed:
             kept = item.channels if item.keep is None else int(item.keep.sum())

@@ -19,6 +19,7 @@ from ..core.masks import Masks, check_masks
 from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, targets
 from ..errors import ShrinkError
 from ..runtime.files import one_line
+from .check import Head
 from .graph import (
     _LAYERS,
     _check_input,
@@ -27,6 +28,7 @@ from .graph import (
     _group_table,
     _groups,
     _handler_kind,
+    grouped,
 )
 
 __all__ = ["ShrinkPlan", "extend_channel_masks", "plan_shrink"]
@@ -129,6 +131,49 @@ def _group_keep(item: _Group, channels: Mapping[nn.Module, torch.Tensor]) -> tor
     return keep if masked_any else torch.ones(item.channels, dtype=torch.bool)
 
 
+def _blocks(module: nn.Module, kind: str) -> tuple[int, bool] | None:
+    """How ``module`` constrains which of its channels may go: (block size, by position).
+
+    A grouped convolution keeps its groups: every group must lose the same positions (its
+    weight holds one slice of input channels for all groups, and Torch-Pruning takes the
+    same input columns from each), so channel ``i`` stands for position ``i % size`` in every
+    group. A GroupNorm's statistics are per norm group: only a whole norm group can go (its
+    other groups' statistics then do not change), so channel ``i`` stands for block
+    ``i // size``. None for modules that take any channels."""
+    if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+        return module.num_channels // module.num_groups, False
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels, False  # one group: all channels or none
+    if isinstance(module, _LAYERS) and grouped(module):
+        channels = module.out_channels if kind == "out" else module.in_channels
+        return channels // module.groups, True
+    return None
+
+
+def _round_to_blocks(item: _Group, keep: torch.Tensor) -> torch.Tensor:
+    """``keep`` grown until it removes whole blocks (see :func:`_blocks`) of every coupled
+    grouped convolution and GroupNorm: a block any kept channel belongs to stays whole, the
+    union rule of the module docstring."""
+    changed = True
+    while changed:  # keep only grows, so this ends
+        changed = False
+        for gi in item.group:
+            blocks = _blocks(gi.dep.target.module, _handler_kind(gi.dep))
+            if blocks is None:
+                continue
+            size, by_position = blocks
+            local = torch.as_tensor(list(gi.idxs), dtype=torch.long)
+            roots = torch.as_tensor(list(gi.root_idxs), dtype=torch.long)
+            block = local % size if by_position else local // size
+            kept_blocks = torch.zeros(int(block.max()) + 1, dtype=torch.bool)
+            kept_blocks[block[keep[roots]]] = True
+            grown = keep[roots] | kept_blocks[block]
+            if not torch.equal(grown, keep[roots]):
+                keep[roots] = grown
+                changed = True
+    return keep
+
+
 def _local(gi, removed_roots: set[int]) -> list[int]:
     return [i for i, r in zip(gi.idxs, gi.root_idxs, strict=True) if r in removed_roots]
 
@@ -163,30 +208,24 @@ def _extend(
             kind = _handler_kind(dep)
             if isinstance(module, _LAYERS):
                 transposed = isinstance(module, CONV_TRANSPOSE)
-                groups_ = getattr(module, "groups", 1)
-                if (
-                    kind == "out"
-                    and groups_ > 1
-                    and not module.in_channels == module.out_channels == groups_
-                ):
-                    # Torch-Pruning drops the rows and keeps `groups`, which then no longer
-                    # divides them (or takes groups == out_channels for depthwise)
-                    raise ValueError(
-                        f"shrink cannot remove output channels of the grouped convolution "
-                        f"{names[module]} (groups={groups_}); leave it unpruned"
+                if transposed and grouped(module):
+                    # Torch-Pruning slices a grouped transposed convolution's weight as if it
+                    # had one group
+                    raise ShrinkError(
+                        f"shrink cannot remove channels of the grouped transposed convolution "
+                        f"{names[module]} (groups={module.groups}); leave it and the layers "
+                        "feeding it unpruned"
                     )
                 if kind == "out":  # depthwise convs come here too: their inputs are their outputs
                     zero(prefix + "weight", module.weight, 1 if transposed else 0, idxs)
                     if module.bias is not None:
                         zero(prefix + "bias", module.bias, 0, idxs)
                     removed[names[module]] = removed.get(names[module], 0) + len(idxs)
-                elif groups_ == 1:
-                    zero(prefix + "weight", module.weight, 0 if transposed else 1, idxs)
+                elif grouped(module):  # whole positions of every group (see _blocks)
+                    size = module.in_channels // module.groups
+                    zero(prefix + "weight", module.weight, 1, sorted({i % size for i in idxs}))
                 else:
-                    raise ValueError(
-                        f"shrink cannot remove input channels of the grouped convolution "
-                        f"{names[module]} (groups={groups_}); leave its producers unpruned"
-                    )
+                    zero(prefix + "weight", module.weight, 0 if transposed else 1, idxs)
                 continue
             params = dict(module.named_parameters(recurse=False))
             if not params:
@@ -240,6 +279,39 @@ class _Planned:
     groups: list[_Group]
     zeros: dict[str, dict[int, set[int]]]  # {fqn: {dim: indices}} the extended masks zero
     outputs: object  # the shapes of the model's outputs on the example input (_shapes)
+    heads: dict[str, Head]  # the output layers whose inputs the check compares
+    train_only: bool  # the model has branches that run in training only: check both modes
+
+
+def _heads(
+    work: nn.Module, groups: list[_Group], cut: Mapping[str, Mapping[int, set[int]]], calls
+) -> dict[str, Head]:
+    """The layers whose outputs are the model's (called once), with the input channels that
+    stay: the check compares their inputs (see :mod:`.check`)."""
+    names = {m: n for n, m in work.named_modules()}
+    heads = {}
+    for item in groups:
+        if not item.outputs or item.inputs:  # an input-reading layer's input proves nothing
+            continue
+        for gi in item.group:
+            module = gi.dep.target.module
+            name = names.get(module)
+            if (
+                name is None
+                or _handler_kind(gi.dep) != "out"
+                or not isinstance(module, _LAYERS)
+                or getattr(module, "groups", 1) > 1
+                or calls.get(name, 1) != 1
+            ):
+                continue
+            weight_dim = 0 if isinstance(module, CONV_TRANSPOSE) else 1
+            gone = cut.get(f"{name}.weight" if name else "weight", {}).get(weight_dim, set())
+            width = module.weight.shape[weight_dim]
+            kept = None
+            if gone:
+                kept = torch.tensor([i for i in range(width) if i not in gone], dtype=torch.long)
+            heads[name] = Head(-1 if isinstance(module, nn.Linear) else 1, kept)
+    return heads
 
 
 def _refuse_reused(work: nn.Module, cut: Mapping[str, object], calls: Mapping[str, int]) -> None:
@@ -279,7 +351,7 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
     example_input = _check_input(example_input)
     by_fqn = {t.fqn: t for t in targets(work)}
     channels, zero_rows = _masked_channels(work, masks, by_fqn)
-    graph, outputs, calls = _graph(work, example_input)
+    graph, outputs, calls, train_only = _graph(work, example_input)
     try:
         groups = _groups(graph)
     except (IndexError, KeyError) as exc:  # Torch-Pruning's grouping fails on some graphs
@@ -289,9 +361,9 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
             "model (prunelab.apply) instead"
         ) from exc
     for item in groups:
-        keep = _group_keep(item, channels)
+        keep = _round_to_blocks(item, _group_keep(item, channels))
         if not bool(keep.any()):
-            if item.outputs:
+            if item.fixed:
                 keep = torch.ones_like(keep)  # output channels stay, as zero rows
             else:
                 layers = [n for n in item.layers if n.endswith("(out)")]
@@ -300,7 +372,7 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
                     f"{', '.join(layers)}: a layer needs at least one channel; lower the "
                     "sparsity of these layers (a recipe can set it per layer)"
                 )
-        item.keep = torch.ones_like(keep) if item.outputs else keep
+        item.keep = torch.ones_like(keep) if item.fixed else keep
     removed, cut, shapes = _extend(work, groups)
     _refuse_reused(work, cut, calls)
     _refuse_tied(work, cut)
@@ -317,7 +389,8 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
     for fqn, dims in cut.items():
         for dim, idxs in dims.items():
             zero_rows.setdefault(fqn, {}).setdefault(dim, set()).update(idxs)
-    return _Planned(plan, graph, groups, zero_rows, outputs)
+    heads = _heads(work, groups, cut, calls)
+    return _Planned(plan, graph, groups, zero_rows, outputs, heads, train_only)
 
 
 def plan_shrink(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> ShrinkPlan:

@@ -11,8 +11,8 @@ from torch import nn
 from ..core.apply import copy_model
 from ..core.masks import Masks
 from ..core.targets import get_parameter
-from .check import _check_outputs, _reference
-from .graph import _Group
+from .check import _forward, compare, probe_and_reference
+from .graph import _Group, train_mode
 from .plan import ShrinkPlan, _all, _plan
 
 __all__ = ["shrink", "shrink_with_plan"]
@@ -42,6 +42,21 @@ def _zero(work: nn.Module, zeros: Mapping[str, Mapping[int, set[int]]], masks: M
             param.masked_fill_(~mask.to(param.device), 0)
 
 
+def _is_gn(module: nn.Module) -> bool:
+    return isinstance(module, nn.GroupNorm)
+
+
+def _train_reference(masked: nn.Module, probe, heads):
+    """The masked model's results in train mode, for a model with training-only branches; None
+    where the model cannot run the probe in train mode (one sample where batch statistics need
+    two), which then is checked in eval mode only."""
+    try:
+        with train_mode(masked):
+            return _forward(masked, probe, heads, select=True)
+    except Exception:
+        return None
+
+
 def shrink(
     model: nn.Module, masks: Masks, *, example_input: torch.Tensor, check: bool = True
 ) -> nn.Module:
@@ -57,12 +72,16 @@ def shrink(
         masks: Channel masks (whole output channels kept or pruned), e.g. from
             ``prunelab.prune(model, "weight-norm-channel", sparsity=0.5)``.
         example_input: One input batch, used to trace the graph and to check the result.
-        check: Run the masked and the shrunk model (in eval mode) and raise if their outputs
-            differ (default True). The check costs two forward passes, so it runs on the
-            smallest input that tests the same thing: the first sample of ``example_input``
-            with the dimensions after its channels centre-cropped to at most
-            :data:`.check.CHECK_SIDE`, when the model's output for that crop has the shape it has
-            for one sample of ``example_input`` (convolutional classifiers with adaptive or
+        check: Run the masked and the shrunk model and raise if they differ (default True).
+            The comparison is relative to each tensor's scale, on two inputs (the example
+            input and a variant of it), and covers the outputs and the inputs of the output
+            layers; it raises :class:`~prunelab.errors.ShrinkError` rather than pass when
+            nothing compared depends on the input (see :mod:`.check`). Models with branches
+            that run in training only are compared in train mode too. To cost little, it runs
+            on the smallest input that tests the same thing: the first sample of
+            ``example_input`` with the dimensions after its channels centre-cropped to at most
+            :data:`.check.CHECK_SIDE`, when the model's output for that crop has the shape it
+            has per sample of ``example_input`` (convolutional classifiers with adaptive or
             global pooling, such as torchvision's); otherwise ``example_input`` itself. Which
             channels go where does not depend on the input's size or on the sample, so a
             channel removed or misplaced wrongly changes the output on the crop as on the
@@ -76,6 +95,8 @@ def shrink(
         ValueError: For unstructured masks (scattered zeros cannot remove a row or a column),
             masks that would remove every channel of a layer, or a shrunk model whose output
             differs from the masked model's (with the largest difference).
+        ShrinkError: (a ValueError) For a model the check cannot tell anything about (its
+            outputs do not depend on the input), and structures shrink cannot remove from.
 
     >>> import torch
     >>> from torch import nn
@@ -101,16 +122,27 @@ def shrink_with_plan(
     planned = _plan(work, masks, example_input)
     training = work.training
     work.eval()
+    heads = planned.heads
+    trained = None
     with torch.no_grad():
         # the zeros go into the private copy in place: it is then the masked model itself
         _zero(work, planned.zeros, masks)
         if check:
-            probe, reference = _reference(work, example_input, planned.outputs)
+            probe, reference = probe_and_reference(work, example_input, planned.outputs, heads)
+            if planned.train_only:
+                trained = _train_reference(work, probe, heads)
+    # Torch-Pruning keeps a GroupNorm's number of groups; whole norm groups go (see .plan)
+    norm_groups = {m: m.num_channels // m.num_groups for m in work.modules() if _is_gn(m)}
     _remove(planned.graph, planned.groups)
+    for norm, size in norm_groups.items():
+        norm.num_groups = norm.num_channels // size
     if check:
         with torch.no_grad():
-            result = work(probe)
-        _check_outputs(reference, result)
+            compare(reference, _forward(work, probe, heads, select=False), mode="eval")
+            if trained is not None:
+                with train_mode(work):
+                    result = _forward(work, probe, heads, select=False)
+                compare(trained, result, mode="train")
     plan = planned.plan
     got = sum(p.numel() for p in work.parameters())
     if got != plan.parameters:
