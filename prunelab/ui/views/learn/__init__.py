@@ -19,9 +19,20 @@ from types import ModuleType
 
 import streamlit as st
 
+from ....teach.criteria import at_sparsity
 from ...engine import AUTO_EVALUATE_PARAMS, Choice
+from ...fmt import metric_value, points
 
-__all__ = ["LESSONS", "chosen", "curves_allowed", "lesson_modules", "sparsity_slider", "use"]
+__all__ = [
+    "LESSONS",
+    "chosen",
+    "curves_allowed",
+    "lesson_columns",
+    "lesson_modules",
+    "numbers_at",
+    "sparsity_slider",
+    "use",
+]
 
 _LESSON = re.compile(r"lesson(\d+)")
 _CHOICE = "learn_choice"  # the sidebar's choice for this run (session state, not a widget)
@@ -39,6 +50,25 @@ def chosen() -> Choice:
     if not isinstance(choice, Choice):
         raise RuntimeError("the Learn page calls learn.use(sidebar()) before its lessons")
     return choice
+
+
+def lesson_columns(paragraph: str) -> list:
+    """The lesson's paragraph across the page (read first), then its (controls, figure)
+    columns side by side, so that every control sits beside what it changes."""
+    st.markdown(paragraph)
+    return st.columns([1, 3], gap="medium")
+
+
+def numbers_at(where, table, metric: str, sparsity: float) -> None:
+    """Each curve's ``metric`` at ``sparsity`` as a metric in ``where`` (a column), with its
+    change from the dense model (the curve at 0%) in points."""
+    dense = at_sparsity(table, metric, 0.0)
+    for name, value in at_sparsity(table, metric, sparsity).items():
+        where.metric(
+            f"{name}: {metric} at {sparsity:.0%}",
+            metric_value(metric, value),
+            points(value - dense[name]),
+        )
 
 
 def sparsity_slider(key: str, label: str = "Sparsity (share of weights zeroed)", **kw) -> float:

@@ -8,7 +8,7 @@ from .... import figures
 from ....teach import masks as teach
 from ... import cache
 from ...fmt import metric_value, points
-from . import chosen, curves_allowed, sparsity_slider
+from . import chosen, curves_allowed, lesson_columns, sparsity_slider
 
 __all__ = ["TITLE", "render"]
 
@@ -42,8 +42,7 @@ def _gains(choice) -> object:
 def render() -> None:
     """The toy layer's mask, and what pruning the chosen model buys and costs."""
     choice = chosen()
-    st.markdown(PARAGRAPH)  # read first, across the page; then the controls beside the figure
-    controls, figure = st.columns([1, 3], gap="medium")
+    controls, figure = lesson_columns(PARAGRAPH)
     with controls:
         sparsity = sparsity_slider("learn1_sparsity")
     layer = cache.lesson_result(("learn-toy-layer",), _build=teach.toy_layer)

@@ -9,7 +9,7 @@ from ....teach import masks as teach_masks
 from ....teach import patterns as teach
 from ... import cache
 from ...fmt import metric_value
-from . import chosen, curves_allowed, sparsity_slider
+from . import chosen, curves_allowed, lesson_columns, sparsity_slider
 
 __all__ = ["TITLE", "render"]
 
@@ -39,8 +39,7 @@ def _curves(choice, m: int) -> object:
 def render() -> None:
     """Three masks of the toy layer at one sparsity, and the three patterns on the model."""
     choice = chosen()
-    st.markdown(PARAGRAPH)  # read first, across the page; then the controls beside the figure
-    controls, figure = st.columns([1, 3], gap="medium")
+    controls, figure = lesson_columns(PARAGRAPH)
     with controls:
         sparsity = sparsity_slider("learn2_sparsity", "Sparsity asked of every pattern")
         m = st.radio(

@@ -7,12 +7,10 @@ import streamlit as st
 from .... import figures
 from ....core.pruner import chosen_layers
 from ....core.strategies import get_strategy
-from ....teach import criteria as teach_criteria
 from ....teach import masks as teach_masks
 from ....teach import scope as teach
 from ... import cache
-from ...fmt import metric_value, points
-from . import chosen, curves_allowed, sparsity_slider
+from . import chosen, curves_allowed, lesson_columns, numbers_at, sparsity_slider
 
 __all__ = ["TITLE", "render"]
 
@@ -33,8 +31,7 @@ PARAGRAPH = (
 def render() -> None:
     """Per-layer sparsity of both scopes at one sparsity, and both scopes' curves."""
     choice = chosen()
-    st.markdown(PARAGRAPH)  # read first, across the page; then the controls beside the figure
-    controls, figure = st.columns([1, 3], gap="medium")
+    controls, figure = lesson_columns(PARAGRAPH)
     with controls:
         sparsity = sparsity_slider("learn3_sparsity", "Sparsity of the whole model")
     with figure:
@@ -72,10 +69,4 @@ def render() -> None:
         )
         teach_masks.mark_sparsity(chart, sparsity)
         st.plotly_chart(chart.update_layout(height=CURVE_HEIGHT), key="learn3_curves")
-    dense = teach_criteria.at_sparsity(table, metric, 0.0)
-    for name, value in teach_criteria.at_sparsity(table, metric, sparsity).items():
-        controls.metric(  # the numbers at the slider's sparsity, under the slider
-            f"{name}: {metric} at {sparsity:.0%}",
-            metric_value(metric, value),
-            points(value - dense[name]),
-        )
+    numbers_at(controls, table, metric, sparsity)  # under the slider

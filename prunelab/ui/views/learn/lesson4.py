@@ -9,8 +9,7 @@ from .... import figures
 from ....teach import criteria as teach
 from ....teach import masks as teach_masks
 from ... import cache
-from ...fmt import metric_value, points
-from . import chosen, curves_allowed, sparsity_slider
+from . import chosen, curves_allowed, lesson_columns, numbers_at, sparsity_slider
 
 __all__ = ["TITLE", "render"]
 
@@ -51,8 +50,7 @@ def _curve(choice, criterion: str) -> pd.DataFrame:
 def render() -> None:
     """The picked criteria's curves with the student's sparsity marked, and their numbers."""
     choice = chosen()
-    st.markdown(PARAGRAPH)  # read first, across the page; then the controls beside the figure
-    controls, figure = st.columns([1, 3], gap="medium")
+    controls, figure = lesson_columns(PARAGRAPH)
     with controls:
         st.markdown("Criteria to compare")
         # one checkbox each: all four names stay readable in a narrow column
@@ -80,10 +78,4 @@ def render() -> None:
         )
         teach_masks.mark_sparsity(chart, sparsity)
         st.plotly_chart(chart.update_layout(height=HEIGHT), key="learn4_curves")
-    dense = teach.at_sparsity(table, metric, 0.0)
-    for name, value in teach.at_sparsity(table, metric, sparsity).items():
-        numbers.metric(
-            f"{name}: {metric} at {sparsity:.0%}",
-            metric_value(metric, value),
-            points(value - dense[name]),
-        )
+    numbers_at(numbers, table, metric, sparsity)  # under the slider
