@@ -34,6 +34,7 @@ LAYER = {
     "sweeps": 3,
     "training": 3,
     "figures": 3,
+    "teach": 3,  # the Learn lessons' computations, for the app and the concept notebooks
     "cli": 4,
     "ui": 4,
     "jupyter": 4,
@@ -48,6 +49,8 @@ SIDEWAYS = {
     "sweeps": {"analysis", "io"},  # curves are evaluations; a solved recipe is an io.Recipe
     "training": {"activations", "analysis"},
     "figures": {"analysis", "activations", "sweeps", "training"},
+    # a lesson shows what the other features compute; no feature imports teach
+    "teach": {"activations", "analysis", "figures", "io", "shrinking", "sweeps", "training"},
 }
 
 

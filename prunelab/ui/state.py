@@ -91,13 +91,6 @@ class Keys:
     # model page
     model_focus = "model_focus_layer"
 
-    # learn page: each lesson has its own controls
-    learn_sparsity = "learn_sparsity"  # lesson 1: magnitude pruning of a toy layer
-    learn_pattern_sparsity = "learn_pattern_sparsity"  # lesson 2: patterns compared
-    learn_layer_sparsity = "learn_scope_sparsity"  # lesson 3: layerwise vs global
-    learn_curve_marker = "learn_curve_marker"  # lesson 4: the sparsity marked on the curves
-    learn_flops_sparsity = "learn_flops_sparsity"  # lesson 5: effective FLOPs
-
     # train page: chosen bits, gradual schedule window, the run as a job (cancel)
     train_bits = "train_bits"
     train_window = "train_window"

@@ -148,37 +148,6 @@ def test_layer_choice_follows_the_model():
     assert set(at.session_state[Keys.masks]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
 
 
-def _charts(at) -> dict[str, str]:
-    """Each chart's spec by its key (an element id ends with the user's key)."""
-    return {c.proto.id.split("-", 2)[2]: c.proto.spec for c in at.get("plotly_chart")}
-
-
-def test_each_learn_lesson_has_its_own_control_and_reacts_to_it():
-    import json
-
-    lessons = {  # a lesson's control -> (a value to move to, the charts it drives)
-        Keys.learn_sparsity: (0.8, {"l1"}),
-        Keys.learn_pattern_sparsity: (0.8, {"l2unstructured", "l2channel"}),
-        Keys.learn_layer_sparsity: (0.8, {"l3layer-magnitude", "l3global-magnitude"}),
-        Keys.learn_curve_marker: (0.8, {"l4"}),
-    }
-    at = page("pages/7_Learn.py").run()
-    assert_clean(at)
-    flops = metric(at, "Effective FLOPs")
-    for key, (value, charts) in lessons.items():
-        before = _charts(at)
-        control = at.select_slider if key == Keys.learn_curve_marker else at.slider
-        control(key=key).set_value(value).run()
-        assert_clean(at)
-        after = _charts(at)
-        assert {k for k in after if after[k] != before[k]} == charts, key
-    marked = json.loads(_charts(at)["l4"])
-    assert [s["x0"] for s in marked["layout"]["shapes"]] == [80.0]
-    assert metric(at, "random (accuracy)").endswith("%")
-    at.slider(key=Keys.learn_flops_sparsity).set_value(0.9).run()
-    assert metric(at, "Effective FLOPs") != flops
-
-
 @pytest.mark.parametrize(
     ("strategy", "kept"),
     [

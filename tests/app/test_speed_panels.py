@@ -1,25 +1,10 @@
-"""Learn lesson 5 and the Export page time honestly: spread shown, no made-up speed-ups."""
+"""The Export page times honestly: spread shown, no made-up speed-ups."""
 
 from __future__ import annotations
 
 from prunelab.analysis.speed import NO_DIFFERENCE
 from prunelab.ui.state import Keys
 from tests.app.conftest import assert_clean, page
-
-
-def test_learn_lesson_five_reports_no_measurable_difference():
-    at = page("pages/7_Learn.py").run()
-    assert_clean(at)
-    at.button(key="learn_latency").click().run()
-    assert_clean(at)
-    verdicts = [box.value for box in at.info if "measurable difference" in box.value]
-    assert verdicts and verdicts[0].startswith("No measurable difference"), [
-        w.value for w in at.warning
-    ]
-    labels = {m.label: m for m in at.metric}
-    assert labels["Dense forward"].value.endswith(" ms")
-    assert "middle half" in labels["Masked forward"].proto.help
-    assert not labels["Masked forward"].delta  # no percentage made of noise
 
 
 def test_export_speed_panel_shows_spread_and_verdicts():
