@@ -1,0 +1,1 @@
+"""Teaching: the computations behind the Learn page's lessons and the concept notebooks."""
