@@ -25,12 +25,10 @@ from typing import TypeVar
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-import torch
-from torch import nn
 from torch.utils.data import Subset
 
 from .. import activations as act
-from .. import figures, shrinking, sweeps
+from .. import figures, shrinking
 from ..analysis.evaluation import evaluate
 from ..analysis.flops import flops_by_layer
 from ..analysis.layer_stats import weight_stats
@@ -78,9 +76,7 @@ __all__ = [
     "shrink_plan",
     "sparsifier_mask",
     "storage_sizes",
-    "strategy_curves",
     "threshold_effect",
-    "toy_layer",
     "train_split",
     "weight_table",
 ]
@@ -331,22 +327,6 @@ def storage_sizes(model_key: str, digest: str, bits: int | None, _choice: Choice
     return storage_table(_choice.model, _masks, bits=bits), compression(
         _choice.model, _masks, bits=bits
     )
-
-
-@st.cache_data(max_entries=8, show_spinner="Evaluating both strategies at ten sparsities...")
-def strategy_curves(
-    model_key: str, data_spec: str, strategies: tuple[str, ...], _choice: Choice
-) -> pd.DataFrame:
-    """Whole-model sweeps of ``strategies`` at ten sparsities (0 to 90%)."""
-    levels = [i / 20 for i in range(0, 20, 2)]
-    return sweeps.sweep(_choice.model, _choice.data, strategies=list(strategies), sparsities=levels)
-
-
-@st.cache_resource(max_entries=1)
-def toy_layer() -> nn.Module:
-    """One small seeded Linear layer (16 x 32) for the lessons, shared by all sessions."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(32, 16))
 
 
 # -- activations -------------------------------------------------------------------------------

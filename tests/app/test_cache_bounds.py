@@ -83,8 +83,6 @@ def test_every_cache_of_the_app_is_in_one_module_and_bounded():
         "coupled_groups",
         "shrink_plan",
         "storage_sizes",
-        "strategy_curves",
-        "toy_layer",
         "activations_of",
         "threshold_effect",
         "sparsifier_mask",

@@ -19,7 +19,7 @@ from tests.browser._serve import CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa:
 SHOTS = {  # file: (page, text to wait for, button to press first, charts to wait for)
     "prune.png": ("Prune", "Drive the masks by", None, 1),
     "sensitivity.png": ("Sensitivity", "Run the analysis", "Run the analysis", 3),
-    "learn.png": ("Learn", "Magnitude beats random", None, 4),
+    "learn.png": ("Learn", "Which weights matter", None, 4),
 }
 
 
