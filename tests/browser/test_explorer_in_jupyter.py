@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser._serve import ROOT, _free_port
+from tests.browser._serve import ROOT, _free_port, stop
 
 pytestmark = pytest.mark.browser
 
@@ -89,11 +89,7 @@ def jupyter_lab(root: Path) -> Iterator[str]:
                 time.sleep(0.5)
         yield url, token
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def _wait_for_kernel(url: str, token: str, timeout: float = 120) -> None:
