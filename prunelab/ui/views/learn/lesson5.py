@@ -6,7 +6,7 @@ import streamlit as st
 
 from ....teach import sensitivity as lesson
 from ... import cache
-from ...widgets import explain
+from . import lesson_columns
 
 __all__ = ["TITLE", "render"]
 
@@ -22,7 +22,19 @@ def render() -> None:
         ("learn5", lesson.SAMPLE_MODEL, lesson.LEVELS),
         _build=lambda: lesson.layer_sensitivity(bundle.model, test),
     )
-    controls, figure = st.columns([1, 3], gap="medium")
+    layers = table["layer"].nunique()
+    paragraph = (
+        f"Layers do not matter equally. Here each of the {layers} *layers* (weight "
+        f"tensors) of {bundle.name}, a small residual network for 8x8 images of digits, is "
+        "pruned **alone** to the chosen sparsity (the share of its weights set to zero, "
+        "smallest first) while the rest stays dense, and the test accuracy is measured. "
+        "The loss, in *points* of accuracy (98% to 90% is 8 points), is that layer's "
+        "*sensitivity*. Small layers that every signal passes through, such as the first "
+        "convolution (stem) and the classifier (fc), break first; large layers full of "
+        "redundant weights barely notice. Good recipes prune sensitive layers less: the "
+        "Sensitivity page builds one."
+    )
+    controls, figure = lesson_columns(paragraph)
     with controls:
         sparsity = st.select_slider(
             "Sparsity of the one layer pruned",
@@ -41,17 +53,6 @@ def render() -> None:
         rows = lesson.broken_layers(table, sparsity, tolerance=tolerance / 100)
         broken = rows[rows["broken"]]
         st.metric("Layers that break", f"{len(broken)} of {len(rows)}")
-        explain(
-            f"Layers do not matter equally. Here each of the {len(rows)} *layers* (weight "
-            f"tensors) of {bundle.name}, a small residual network for 8x8 images of digits, is "
-            "pruned **alone** to the chosen sparsity (the share of its weights set to zero, "
-            "smallest first) while the rest stays dense, and the test accuracy is measured. "
-            "The loss, in *points* of accuracy (98% to 90% is 8 points), is that layer's "
-            "*sensitivity*. Small layers that every signal passes through, such as the first "
-            "convolution (stem) and the classifier (fc), break first; large layers full of "
-            "redundant weights barely notice. Good recipes prune sensitive layers less: the "
-            "Sensitivity page builds one."
-        )
     with figure:
         chart = lesson.sensitivity_figure(table, sparsity, tolerance=tolerance / 100)
         st.plotly_chart(chart.update_layout(height=420), key="learn5_chart")

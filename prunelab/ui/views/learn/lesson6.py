@@ -9,7 +9,7 @@ from ....analysis import evaluate
 from ....teach import recovery as lesson
 from ... import cache
 from ...fmt import percent
-from ...widgets import explain
+from . import lesson_columns
 
 __all__ = ["TITLE", "render"]
 
@@ -25,7 +25,16 @@ def render() -> None:
     bundle = cache.load_model(lesson.SAMPLE_MODEL).bundle
     spec = bundle.default_data
     test = cache.load_data(spec)
-    controls, figure = st.columns([1, 3], gap="medium")
+    paragraph = (
+        f"Pruning in one go removes weights the network was using, so accuracy falls "
+        "(*one-shot*). *Fine-tuning* then trains the pruned network a little more, with "
+        "the pruned weights held at zero, so the kept ones learn to do the missing work; "
+        f"an *epoch* is one pass over the {len(cache.train_split(spec)):,} training "
+        "images. *Gradual* pruning instead trains while it prunes a little more at each "
+        "step, from dense to the target, so the network adapts as it goes. Both get the "
+        f"same steps. Here {bundle.name}, a three-layer network for 8x8 images of digits."
+    )
+    controls, figure = lesson_columns(paragraph)
     with controls:
         sparsity = st.select_slider(
             "Sparsity (global magnitude)",
@@ -39,15 +48,6 @@ def render() -> None:
         ran = st.session_state.setdefault(RAN, set())
         if st.button("Train both ways (under a second)", key="learn6_train"):
             ran.add(key)
-        explain(
-            f"Pruning in one go removes weights the network was using, so accuracy falls "
-            "(*one-shot*). *Fine-tuning* then trains the pruned network a little more, with "
-            "the pruned weights held at zero, so the kept ones learn to do the missing work; "
-            f"an *epoch* is one pass over the {len(cache.train_split(spec)):,} training "
-            "images. *Gradual* pruning instead trains while it prunes a little more at each "
-            "step, from dense to the target, so the network adapts as it goes. Both get the "
-            f"same steps. Here {bundle.name}, a three-layer network for 8x8 images of digits."
-        )
     _, one_shot = cache.lesson_result(
         ("learn6-one-shot", lesson.SAMPLE_MODEL, sparsity),
         _build=lambda: lesson.one_shot(bundle.model, test, sparsity=sparsity),

@@ -7,7 +7,7 @@ import streamlit as st
 from ....teach import activations as lesson
 from ... import cache
 from ...fmt import percent, points
-from ...widgets import explain
+from . import lesson_columns
 
 __all__ = ["TITLE", "render"]
 
@@ -19,7 +19,18 @@ def render() -> None:
     activations entering the same layer, and what both cost in accuracy."""
     bundle = cache.load_model(lesson.SAMPLE_MODEL).bundle
     test = cache.load_data(bundle.default_data)
-    controls, figure = st.columns([1, 3], gap="medium")
+    paragraph = (
+        "*Weights* are the numbers a model learned; *activations* are the numbers that flow "
+        "from one layer to the next while it runs on an input. Weight pruning zeros weights "
+        "once, so every input meets the same zeros (left, black). Activation pruning zeros "
+        "activations on the fly: one smaller than the *threshold* (in size) becomes 0, so "
+        "each input gets its own zeros (right: one row per test image). *ReLU*, the "
+        "function after each layer that turns negative values into 0, already makes many "
+        "for free. A zero activation means the next layer could skip a whole column of its "
+        "weights for that input, but only kernels that look for zeros as they run can "
+        f"skip it. Here {bundle.name}, a three-layer network for 8x8 images of digits."
+    )
+    controls, figure = lesson_columns(paragraph)
     with controls:
         weight_sparsity = st.slider(
             "Weight sparsity (global magnitude)", 0.0, 0.95, 0.5, 0.05, key="learn7_weights"
@@ -54,14 +65,3 @@ def render() -> None:
     with figure:
         chart = lesson.contrast_figure(seen)
         st.plotly_chart(chart.update_layout(height=420), key="learn7_chart")
-        explain(
-            "*Weights* are the numbers a model learned; *activations* are the numbers that flow "
-            "from one layer to the next while it runs on an input. Weight pruning zeros weights "
-            "once, so every input meets the same zeros (left, black). Activation pruning zeros "
-            "activations on the fly: one smaller than the *threshold* (in size) becomes 0, so "
-            "each input gets its own zeros (right: one row per test image). *ReLU*, the "
-            "function after each layer that turns negative values into 0, already makes many "
-            "for free. A zero activation means the next layer could skip a whole column of its "
-            "weights for that input, but only kernels that look for zeros as they run can "
-            f"skip it. Here {bundle.name}, a three-layer network for 8x8 images of digits."
-        )

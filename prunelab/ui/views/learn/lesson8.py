@@ -7,7 +7,7 @@ import streamlit as st
 from ....teach import speed as lesson
 from ... import cache
 from ...fmt import count
-from ...widgets import explain
+from . import lesson_columns
 
 __all__ = ["TITLE", "render"]
 
@@ -19,7 +19,19 @@ ROUND = "learn8_round"  # this session's measurement round: "Measure again" star
 def render() -> None:
     """A slider for the channels removed; bytes of each form and measured times beside it."""
     bundle = cache.load_model(lesson.SAMPLE_MODEL).bundle
-    controls, figure = st.columns([1, 3], gap="medium")
+    paragraph = (
+        "A pruned weight is still stored and still multiplied, just by zero: *dense "
+        "kernels* (the ordinary matrix routines) do the same work whatever the values, so "
+        "the masked model is as big and as slow as the dense one. Three things do gain. "
+        "Removing whole output *channels* leaves a smaller dense model with fewer *FLOPs* "
+        "(multiplies and adds per input): smaller and faster. *Sparse formats* store only "
+        "the kept weights and where they are (bitmask: one bit per weight; CSR, COO: an "
+        "index per kept weight): smaller files, not faster ones, and at low sparsity the "
+        "indices cost more than the zeros save. *2:4* sparsity (2 of every 4 weights kept) "
+        "runs faster only on GPUs with sparse tensor cores. Times are medians of "
+        "interleaved rounds; a difference counts only outside the measured spread."
+    )
+    controls, figure = lesson_columns(paragraph)
     with controls:
         sparsity = st.slider(
             "Channels removed (share of each layer's outputs)",
@@ -46,18 +58,6 @@ def render() -> None:
                 delta_color="inverse",
                 help=f"Of {count(params['dense'])} in the dense model.",
             )
-        explain(
-            "A pruned weight is still stored and still multiplied, just by zero: *dense "
-            "kernels* (the ordinary matrix routines) do the same work whatever the values, so "
-            "the masked model is as big and as slow as the dense one. Three things do gain. "
-            "Removing whole output *channels* leaves a smaller dense model with fewer *FLOPs* "
-            "(multiplies and adds per input): smaller and faster. *Sparse formats* store only "
-            "the kept weights and where they are (bitmask: one bit per weight; CSR, COO: an "
-            "index per kept weight): smaller files, not faster ones, and at low sparsity the "
-            "indices cost more than the zeros save. *2:4* sparsity (2 of every 4 weights kept) "
-            "runs faster only on GPUs with sparse tensor cores. Times are medians of "
-            "interleaved rounds; a difference counts only outside the measured spread."
-        )
     with figure:
         sizes, times = st.columns(2)
         with sizes:
