@@ -267,8 +267,20 @@ class Pruner:
         return self.masks(threshold=threshold).sparsity()
 
     def scores(self) -> dict[str, torch.Tensor]:
-        """Per layer, the group scores the strategy ranks (per element or per channel)."""
-        return self._selection.scores()
+        """Per layer, the group scores the strategy ranks (per element or per channel).
+
+        A grouped convolution's channels are ranked by position (see
+        :class:`~prunelab.core.granularity.Channel`): each output channel shows its position's
+        score, so there is still one score per output channel.
+        """
+        scores = self._selection.scores()
+        granularity = self.strategy.granularity
+        if not isinstance(granularity, Channel):
+            return scores
+        return {
+            fqn: granularity.per_channel(value, self._by_fqn[fqn]) if value.ndim == 1 else value
+            for fqn, value in scores.items()
+        }
 
     def score_range(self) -> tuple[float, float] | None:
         """Smallest and largest score (the useful range of a threshold), or None."""
