@@ -116,6 +116,15 @@ def test_channel_strategy_prunes_grouped_positions_and_shrink_removes_them():
         torch.testing.assert_close(small(x), masked_forward(model, masks, x))
 
 
+def test_the_layer_a_grouped_convolution_reads_is_pruned_by_position_too():
+    model, x = _wide_grouped(), torch.randn(2, 3, 8, 8)
+    masks = prunelab.Pruner(model, "weight-norm-channel").masks(sparsity=0.5)
+    producer = masks["0.weight"].flatten(1).any(dim=1).reshape(4, 4)  # (group, position)
+    assert (producer == producer[0]).all() and int(producer[0].sum()) == 2
+    small = _agrees(model, masks, x)
+    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (8, 8, 4)
+
+
 # -- channel-normalised layers ----------------------------------------------------------------
 
 
