@@ -124,3 +124,15 @@ def test_interrupted_save_leaves_no_file(tmp_path, monkeypatch):
 def test_masks_are_bool_only():
     with pytest.raises(TypeError, match="bool tensor"):
         prunelab.Masks({"w": torch.ones(3)})
+
+
+def test_grouped_readers_follow_norms_and_activations_not_reshapes():
+    from prunelab.core.targets import grouped_readers, targets
+
+    grouped = nn.Conv2d(8, 8, 3, groups=4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), grouped)
+    assert grouped_readers(model, targets(model)) == {"0.weight": 4}
+    shuffled = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Flatten(0, 1), nn.Unflatten(0, (1, 8)), grouped)
+    assert grouped_readers(shuffled, targets(shuffled)) == {}
+    depthwise = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8))
+    assert grouped_readers(depthwise, targets(depthwise)) == {}

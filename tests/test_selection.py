@@ -288,3 +288,27 @@ def test_argument_checks_name_the_argument_and_refuse_bools_nan_and_out_of_range
     from prunelab.core import select
 
     assert select.check_sparsity is checks.check_sparsity
+
+
+def test_grouped_convolution_ranks_positions_summed_over_groups():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 12, 3, groups=4)  # 4 groups of 3 positions
+    model = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(12, 2, 1))
+    pruner = prunelab.Pruner(model, "weight-norm-channel", targets=["0.weight"])
+    norms = conv.weight.detach().abs().sum(dim=(1, 2, 3))
+    position = norms.reshape(4, 3).sum(dim=0)
+    keep = pruner.masks(sparsity=1 / 3)["0.weight"].flatten(1).all(dim=1).reshape(4, 3)
+    assert (keep == (position > position.min())).all()  # the weakest position, in every group
+    # one score per output channel still: each channel shows its position's score
+    torch.testing.assert_close(pruner.scores()["0.weight"], position.repeat(4))
+
+
+def test_depthwise_and_transposed_convolutions_keep_per_channel_masks():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 6, 3, groups=6), nn.ConvTranspose2d(6, 4, 3, groups=2))
+    strategy = prunelab.get_strategy("weight-norm-channel", prune_outputs=True)
+    masks = prunelab.Pruner(model, strategy).masks(sparsity=0.5)
+    depthwise = masks["0.weight"].flatten(1).all(dim=1)
+    norms = model[0].weight.detach().abs().sum(dim=(1, 2, 3))
+    assert (depthwise == (norms > norms.median())).all()
+    assert masks["1.weight"].shape == (6, 2, 3, 3)

@@ -87,6 +87,44 @@ def test_grouped_convolution_keeps_a_position_any_group_keeps():
     assert small[3].in_channels == 8
 
 
+def _wide_grouped() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=4),  # 4 groups of 4 positions
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 6, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ).eval()
+
+
+def test_channel_strategy_prunes_grouped_positions_and_shrink_removes_them():
+    model, x = _wide_grouped(), torch.randn(2, 3, 8, 8)
+    masks = prunelab.Pruner(model, "weight-norm-channel", targets=["3.weight"]).masks(sparsity=0.5)
+    rows = masks["3.weight"].flatten(1).any(dim=1).reshape(4, 4)  # (group, position)
+    assert (rows == rows[0]).all() and int(rows[0].sum()) == 2  # the same 2 positions go
+    small = _agrees(model, masks, x)
+    kept = rows.reshape(-1)
+    assert (small[3].out_channels, small[3].groups) == (8, 4)
+    torch.testing.assert_close(small[3].weight, model[3].weight[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked_forward(model, masks, x))
+
+
+def test_the_layer_a_grouped_convolution_reads_is_pruned_by_position_too():
+    model, x = _wide_grouped(), torch.randn(2, 3, 8, 8)
+    masks = prunelab.Pruner(model, "weight-norm-channel").masks(sparsity=0.5)
+    producer = masks["0.weight"].flatten(1).any(dim=1).reshape(4, 4)  # (group, position)
+    assert (producer == producer[0]).all() and int(producer[0].sum()) == 2
+    small = _agrees(model, masks, x)
+    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (8, 8, 4)
+
+
 # -- channel-normalised layers ----------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ kept or pruned as a whole) and maps a group mask back to the full weight shape.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -85,12 +86,65 @@ class _AlongDim(Granularity):
 
 
 class Channel(_AlongDim):
-    """Output channels (rows of a Linear weight, filters of a conv)."""
+    """Output channels (rows of a Linear weight, filters of a conv).
+
+    A grouped convolution (not depthwise) is pruned by *position*: its output channel
+    ``g * P + p`` is position ``p`` of group ``g``, a position's score is the sum of its
+    channels' scores over the groups, and a position is kept or pruned in every group at
+    once. Only then can ``shrink`` remove what the mask prunes (the groups stay equal), as
+    Torch-Pruning prunes such a layer. A layer whose outputs a grouped convolution reads
+    (``Target.out_groups``, set by :class:`~prunelab.core.pruner.Pruner`) is pruned by
+    position for the same reason.
+    """
 
     name = "channel"
 
     def _dim(self, target: Target) -> int:
         return target.out_dim
+
+    @staticmethod
+    def positions(target: Target) -> int | None:
+        """Positions per group of a grouped (not depthwise) convolution, or of a layer that a
+        grouped convolution reads (``out_groups``); None for every other layer.
+
+        A transposed convolution's weight already holds one group's output channels
+        (its dimension 1), so a mask over them prunes positions as it is.
+        """
+        shape = target.shape
+        if target.out_dim != 0:
+            return None
+        own = target.groups > 1 and not (shape[1] == 1 and shape[0] == target.groups)
+        groups = math.lcm(target.groups if own else 1, target.out_groups)
+        if groups <= 1 or shape[0] % groups:
+            return None
+        return shape[0] // groups
+
+    def pool(self, channel_scores: torch.Tensor, target: Target) -> torch.Tensor:
+        """One score per output channel -> one per group (per position when grouped)."""
+        positions = self.positions(target)
+        if positions is None:
+            return channel_scores
+        return channel_scores.reshape(-1, positions).sum(dim=0)
+
+    def per_channel(self, group_scores: torch.Tensor, target: Target) -> torch.Tensor:
+        """Group scores -> one per output channel (a position's score in every group)."""
+        positions = self.positions(target)
+        if positions is None:
+            return group_scores
+        return group_scores.repeat(target.shape[0] // positions)
+
+    def reduce(self, scores: torch.Tensor, target: Target) -> torch.Tensor:
+        return self.pool(super().reduce(scores, target), target)
+
+    def expand(self, group_mask: torch.Tensor, target: Target) -> torch.Tensor:
+        positions = self.positions(target)
+        if positions is not None:
+            group_mask = group_mask.repeat(target.shape[0] // positions)
+        return super().expand(group_mask, target)
+
+    def group_size(self, target: Target) -> int:
+        positions = self.positions(target)
+        return target.numel // positions if positions else super().group_size(target)
 
 
 class InputChannel(_AlongDim):

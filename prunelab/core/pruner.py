@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -14,7 +14,13 @@ from .calibration import Calibration
 from .granularity import Channel
 from .masks import Masks
 from .strategies import Layer, Strategy, get_strategy, supported_targets
-from .targets import Target, get_parameter, output_layers, resolve_targets
+from .targets import (
+    Target,
+    get_parameter,
+    grouped_readers,
+    output_layers,
+    resolve_targets,
+)
 
 __all__ = ["LeftOut", "Pruner", "chosen_layers", "left_out", "prune"]
 
@@ -150,9 +156,19 @@ class Pruner:
         self.strategy = get_strategy(strategy)
         self.targets, self.left_out = chosen_layers(model, self.strategy, targets)
         self._check_calibration(model, calibration)
+        # a layer that a grouped convolution reads is pruned by position (see Channel)
+        readers = (
+            grouped_readers(model, self.targets)
+            if isinstance(self.strategy.granularity, Channel)
+            else {}
+        )
+        self._scored = {
+            t.fqn: replace(t, out_groups=readers[t.fqn]) if t.fqn in readers else t
+            for t in self.targets
+        }
         layers = [
             Layer(
-                target=t,
+                target=self._scored[t.fqn],
                 weight=_finite(_for_scoring(get_parameter(model, t.fqn)), t.fqn),
                 calibration=calibration,
                 seed=seed,
@@ -267,8 +283,20 @@ class Pruner:
         return self.masks(threshold=threshold).sparsity()
 
     def scores(self) -> dict[str, torch.Tensor]:
-        """Per layer, the group scores the strategy ranks (per element or per channel)."""
-        return self._selection.scores()
+        """Per layer, the group scores the strategy ranks (per element or per channel).
+
+        A grouped convolution's channels are ranked by position (see
+        :class:`~prunelab.core.granularity.Channel`): each output channel shows its position's
+        score, so there is still one score per output channel.
+        """
+        scores = self._selection.scores()
+        granularity = self.strategy.granularity
+        if not isinstance(granularity, Channel):
+            return scores
+        return {
+            fqn: granularity.per_channel(value, self._scored[fqn]) if value.ndim == 1 else value
+            for fqn, value in scores.items()
+        }
 
     def score_range(self) -> tuple[float, float] | None:
         """Smallest and largest score (the useful range of a threshold), or None."""

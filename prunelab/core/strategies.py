@@ -227,7 +227,13 @@ class ScoredStrategy(Strategy):
             if isinstance(granularity, NM):
                 return scores.detach()
             return granularity.reduce(scores.detach(), layer.target)
-        groups = layer.target.numel // granularity.group_size(layer.target)
+        target = layer.target
+        if isinstance(granularity, Channel) and tuple(scores.shape) == (
+            target.shape[target.out_dim],
+        ):
+            # one score per output channel: a grouped convolution ranks positions (see Channel)
+            return granularity.pool(scores.detach(), target)
+        groups = target.numel // granularity.group_size(target)
         if scores.ndim == 1 and scores.shape[0] == groups and not isinstance(granularity, NM):
             return scores.detach()
         raise ValueError(

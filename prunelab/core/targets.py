@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+import math
+import operator
 import re
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +16,15 @@ from torch import nn
 
 from ..runtime.functional import check_materialized
 
-__all__ = ["OutputLayers", "Target", "get_parameter", "output_layers", "resolve_targets", "targets"]
+__all__ = [
+    "OutputLayers",
+    "Target",
+    "get_parameter",
+    "grouped_readers",
+    "output_layers",
+    "resolve_targets",
+    "targets",
+]
 
 # the module types whose weights prunelab prunes, for isinstance checks (one home: FLOP
 # counting and shrinking ask the same questions)
@@ -40,6 +50,8 @@ class Target:
         in_dim: Dimension that indexes input channels/features.
         bias: fqn of the bias that belongs to the same output channels, if any.
         groups: Number of groups of a grouped convolution (1 otherwise).
+        out_groups: Number of groups of the grouped convolution that reads the output
+            channels (see :func:`grouped_readers`; 1 when none does or it is not known).
     """
 
     fqn: str
@@ -50,6 +62,7 @@ class Target:
     in_dim: int = 1
     bias: str | None = None
     groups: int = 1
+    out_groups: int = 1
 
     @property
     def module_fqn(self) -> str:
@@ -285,6 +298,17 @@ def output_layers(model: nn.Module) -> OutputLayers:
     return result
 
 
+def _trace(model: nn.Module, by_module: Mapping[str, list[str]]) -> torch.fx.Graph:
+    from torch import fx
+
+    class _Tracer(fx.Tracer):
+        # prunable modules stay whole, whatever their class (subclasses of nn.Linear, ...)
+        def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+            return qualified_name in by_module or super().is_leaf_module(module, qualified_name)
+
+    return _Tracer().trace(model)
+
+
 def _traced_outputs(model: nn.Module, found: list[Target]) -> tuple[str, ...]:
     from torch import fx
 
@@ -292,13 +316,7 @@ def _traced_outputs(model: nn.Module, found: list[Target]) -> tuple[str, ...]:
     for t in found:
         by_module.setdefault(t.module_fqn, []).append(t.fqn)
     fqns = {t.fqn for t in found}
-
-    class _Tracer(fx.Tracer):
-        # prunable modules stay whole, whatever their class (subclasses of nn.Linear, ...)
-        def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-            return qualified_name in by_module or super().is_leaf_module(module, qualified_name)
-
-    graph = _Tracer().trace(model)
+    graph = _trace(model, by_module)
     outputs = [node for node in graph.nodes if node.op == "output"]
     hits: list[str] = []
     seen: set[fx.Node] = set()
@@ -324,3 +342,88 @@ def _traced_outputs(model: nn.Module, found: list[Target]) -> tuple[str, ...]:
     if not hits:
         raise ValueError("no prunable layer reaches the outputs")
     return tuple(t.fqn for t in found if t.fqn in set(hits))
+
+
+# what may lie between a layer and the grouped convolution reading its channels without
+# moving them: normalisation, activations, dropout, and element-wise arithmetic
+_IN_PLACE_MODULES = (
+    "torch.nn.modules.activation",
+    "torch.nn.modules.batchnorm",
+    "torch.nn.modules.dropout",
+    "torch.nn.modules.linear",
+)
+_ELEMENTWISE = {
+    operator.add,
+    operator.iadd,
+    operator.mul,
+    operator.imul,
+    torch.add,
+    torch.mul,
+    torch.relu,
+    torch.sigmoid,
+    nn.functional.relu,
+    nn.functional.relu6,
+    nn.functional.gelu,
+    nn.functional.silu,
+    nn.functional.hardswish,
+}
+_ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "relu", "relu_", "sigmoid", "contiguous"}
+
+
+def _grouped(module: nn.Module) -> bool:
+    groups = getattr(module, "groups", 1)
+    return groups > 1 and not module.in_channels == module.out_channels == groups
+
+
+def grouped_readers(model: nn.Module, found: Sequence[Target]) -> dict[str, int]:
+    """Per convolution target, the groups of the grouped convolutions that read its outputs.
+
+    A grouped convolution (ResNeXt's, RegNet's) can lose an input channel only at a position
+    that every group loses, so the layer feeding it is best pruned by position too (see
+    :class:`prunelab.core.granularity.Channel`). The traced graph is followed from each
+    layer through normalisation, activations and element-wise arithmetic; anything that
+    moves channels (concatenation, reshapes) or a model that cannot be traced leaves the
+    layer out (it is then pruned channel by channel, as before).
+    """
+    by_module: dict[str, list[str]] = {}
+    for t in found:
+        by_module.setdefault(t.module_fqn, []).append(t.fqn)
+    try:
+        graph = _trace(model, by_module)
+    except Exception:  # untraceable: channel by channel, as before
+        return {}
+    modules = dict(model.named_modules())
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if module is None or node.target not in by_module or not isinstance(module, CONV):
+            continue
+        groups = _reader_groups(node, modules, by_module)
+        if groups > 1 and module.out_channels % groups == 0:
+            readers.update(dict.fromkeys(by_module[node.target], groups))
+    return readers
+
+
+def _reader_groups(start, modules: Mapping[str, nn.Module], by_module) -> int:
+    groups, seen, todo = 1, set(), list(start.users)
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if node.op == "output":
+            continue
+        if module is not None and node.target in by_module:
+            if isinstance(module, CONV) and _grouped(module):
+                groups = math.lcm(groups, module.groups)
+            continue  # a prunable layer: its own outputs are its own business
+        passes = (
+            (module is not None and type(module).__module__ in _IN_PLACE_MODULES)
+            or (node.op == "call_function" and node.target in _ELEMENTWISE)
+            or (node.op == "call_method" and node.target in _ELEMENTWISE_METHODS)
+        )
+        if not passes:
+            return 1
+        todo.extend(node.users)
+    return groups
