@@ -137,7 +137,7 @@ def _cell(result: dict | None) -> str:
         return "timed out"
     if "error" in result:
         return "FAIL " + result["error"]
-    return f"ok {result['kept']:.2f} {result['seconds']:.1f}s {result['runs']}"
+    return f"ok {result['kept']:.2f} {result['seconds']:.2f}s {result['runs']}"
 
 
 def main() -> None:
@@ -181,8 +181,8 @@ def main() -> None:
         ok_mine = mine is not None and "error" not in mine and mine["runs"] == "eval+train"
         ok_other = other is not None and "error" not in other and other["runs"] == "eval+train"
         ours, theirs = ours + ok_mine, theirs + ok_other
-        ratio = ""
-        if ok_mine and ok_other:
+        ratio = ""  # timed whenever both finished: a result that fails a mode still cost its time
+        if all(r is not None and "error" not in r for r in (mine, other)):
             ratios.append(mine["seconds"] / other["seconds"])
             ratio = f"{ratios[-1]:.2f}"
         print(f"| {name} | {_cell(mine)} | {_cell(other)} | {ratio} |", flush=True)
