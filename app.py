@@ -3,9 +3,9 @@
 import streamlit as st
 
 import prunelab
+from prunelab.figures.fmt import percent
 from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import percent
 from prunelab.ui.sidebar import sidebar
 
 st.set_page_config(page_title="prunelab", layout="wide")

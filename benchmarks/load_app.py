@@ -64,10 +64,10 @@ sys.path.insert(0, str(ROOT))
 from prunelab import Pruner, figures  # noqa: E402
 from prunelab.analysis.evaluation import evaluate  # noqa: E402
 from prunelab.core.targets import targets  # noqa: E402
+from prunelab.figures import fmt  # noqa: E402
 from prunelab.io import data, zoo  # noqa: E402
 from prunelab.runtime import memory  # noqa: E402
 from prunelab.sweeps import SensitivityConfig, sensitivity  # noqa: E402
-from prunelab.ui import fmt  # noqa: E402
 from prunelab.ui.state import Keys  # noqa: E402
 from tests.browser._serve import streamlit_app  # noqa: E402
 

@@ -3,10 +3,10 @@
 import streamlit as st
 
 from prunelab import figures
+from prunelab.figures.fmt import HELP, percent
 from prunelab.runtime import memory
 from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import HELP, percent
 from prunelab.ui.sidebar import data_name as sidebar_data_name
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys

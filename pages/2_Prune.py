@@ -3,9 +3,9 @@
 import streamlit as st
 
 from prunelab import figures, list_strategies
+from prunelab.figures.fmt import HELP, count, percent, points
 from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary, failing_as
-from prunelab.ui.fmt import HELP, count, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import prune as view

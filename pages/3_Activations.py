@@ -4,8 +4,8 @@ import streamlit as st
 
 from prunelab import figures
 from prunelab.activations import AGGREGATE_FNS, MASK_FNS, REDUCE_FNS
+from prunelab.figures.fmt import HELP, percent, points
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import HELP, percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import activations as view

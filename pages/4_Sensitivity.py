@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from prunelab.figures.fmt import HELP, metric_change, metric_value
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import HELP, metric_change, metric_value
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import sensitivity as view

@@ -4,10 +4,10 @@ import streamlit as st
 
 from prunelab import figures
 from prunelab.core.masks import Masks
+from prunelab.figures.fmt import percent, points
 from prunelab.training import OneShot, TrainConfig
 from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import train as view

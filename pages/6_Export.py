@@ -3,9 +3,9 @@
 import streamlit as st
 
 from prunelab import figures
+from prunelab.figures.fmt import percent, points
 from prunelab.io.exports import FORMATS, load_snippet
 from prunelab.ui.errors import error_boundary
-from prunelab.ui.fmt import percent, points
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import export as view

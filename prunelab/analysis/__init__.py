@@ -15,6 +15,8 @@ _NAMES = {
     "flops_by_layer": ".flops",
     "model_stats": ".flops",
     "with_masks": ".flops",
+    "MaskSummary": ".flops",
+    "mask_summary": ".flops",
     "Comparison": ".speed",
     "compare_latency": ".speed",
     "latency": ".speed",

@@ -14,6 +14,8 @@ its weight that is kept: a first-order estimate of what a sparse kernel would do
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ from ..runtime.functional import (
 )
 from ..runtime.memory import model_bytes
 
-__all__ = ["flops_by_layer", "model_stats", "with_masks"]
+__all__ = ["MaskSummary", "flops_by_layer", "mask_summary", "model_stats", "with_masks"]
 
 
 def _rnn_positions(module: nn.Module, args: tuple) -> int:
@@ -118,6 +120,51 @@ def with_masks(table: pd.DataFrame, masks: Masks | None) -> pd.DataFrame:
     out["kept"] = kept
     out["effective_flops"] = [round(f * k) for f, k in zip(out["flops"], kept, strict=True)]
     return out
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """What masks leave of the pruned layers: sparsity, kept weights, FLOPs dense and effective.
+
+    The numbers beside every sparsity control (the Prune page, the Jupyter explorer).
+    """
+
+    sparsity: float
+    kept: int
+    total: int
+    dense_flops: int
+    effective_flops: int
+
+    @property
+    def flops_change(self) -> float:
+        """Relative change of the FLOPs (-0.3: 30% fewer)."""
+        return (self.effective_flops - self.dense_flops) / max(self.dense_flops, 1)
+
+
+def mask_summary(masks: Masks, flops: pd.DataFrame | None) -> MaskSummary:
+    """:class:`MaskSummary` of ``masks``, given the dense FLOP table (:func:`flops_by_layer`,
+    counted once per model, so that a slider move costs no FLOP count); without a table
+    (None: no example input to count with) both FLOP counts are 0.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 4))
+    >>> masks = Masks({"0.weight": torch.arange(16).reshape(4, 4) % 2 == 0})
+    >>> summary = mask_summary(masks, flops_by_layer(net, example_input=torch.randn(1, 4)))
+    >>> summary.kept, summary.total, summary.flops_change
+    (8, 16, -0.5)
+    """
+    dense = effective = 0
+    if flops is not None:
+        scaled = with_masks(flops, masks)
+        dense, effective = int(scaled["flops"].sum()), int(scaled["effective_flops"].sum())
+    return MaskSummary(
+        sparsity=masks.sparsity(),
+        kept=sum(masks.kept_counts().values()),
+        total=sum(masks[fqn].numel() for fqn in masks),
+        dense_flops=dense,
+        effective_flops=effective,
+    )
 
 
 def flops_by_layer(

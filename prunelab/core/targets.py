@@ -385,6 +385,8 @@ def grouped_readers(model: nn.Module, found: Sequence[Target]) -> dict[str, int]
     moves channels (concatenation, reshapes) or a model that cannot be traced leaves the
     layer out (it is then pruned channel by channel, as before).
     """
+    if not any(isinstance(m, CONV) and _grouped(m) for m in model.modules()):
+        return {}  # nothing reads by position: no need to trace (every channel Pruner asks)
     by_module: dict[str, list[str]] = {}
     for t in found:
         by_module.setdefault(t.module_fqn, []).append(t.fqn)

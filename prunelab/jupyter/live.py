@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..analysis.flops import with_masks
+from ..analysis.flops import mask_summary
 from ..core.masks import Masks
-from ..runtime.memory import format_count
+from ..figures.fmt import HELP, count, percent, points
 
 __all__ = ["Card", "cards_html", "metric_cards", "note", "refresh"]
 
@@ -116,20 +116,6 @@ def cards_html(cards: Sequence[Card]) -> str:
     )
 
 
-_HELP = {
-    "sparsity": "Fraction of the pruned layers' weights that are zeroed.",
-    "nonzero": "Weights kept in the pruned layers, and how many fewer than dense.",
-    "flops": "Multiply-adds of one forward pass through the pruned layers that meet a kept "
-    "weight: what sparse kernels could save, not what dense ones do.",
-    "agreement": "Share of inputs where the pruned model predicts the dense model's class.",
-    "kl": "KL divergence of the pruned model's output distribution from the dense one's.",
-}
-
-
-def _count(n: int) -> str:
-    return f"{n:,}" if n < 1_000_000 else format_count(n)
-
-
 def metric_cards(
     masks: Masks,
     *,
@@ -145,28 +131,36 @@ def metric_cards(
         dense: :func:`prunelab.evaluate` of the dense model, or None without data.
         flops: The dense FLOP table (:func:`prunelab.analysis.flops_by_layer`), or None.
     """
-    kept = sum(masks.kept_counts().values())
-    total = sum(masks[fqn].numel() for fqn in masks)
+    counted = mask_summary(masks, flops)
+    kept, total = counted.kept, counted.total
     cards = [
-        Card("Sparsity", f"{masks.sparsity():.1%}", help=_HELP["sparsity"]),
-        Card("Nonzero weights", _count(kept), f"{kept - total:+,}", help=_HELP["nonzero"]),
+        Card("Sparsity", f"{counted.sparsity:.1%}"),
+        Card(
+            "Nonzero weights",
+            count(kept),
+            f"{kept - total:+,}",
+            help=f"{kept:,} of {total:,} weights in the pruned layers are kept.",
+        ),
     ]
     if flops is not None:
-        scaled = with_masks(flops, masks)
-        before, after = int(scaled["flops"].sum()), int(scaled["effective_flops"].sum())
-        change = f"{(after - before) / max(before, 1):+.1%}"
-        cards.append(Card("Effective FLOPs", _count(after), change, help=_HELP["flops"]))
+        cards.append(
+            Card(
+                "Effective FLOPs",
+                count(counted.effective_flops),
+                f"{counted.flops_change:+.1%}",
+                help=HELP["FLOPs"] + " Counted over the pruned layers.",
+            )
+        )
     if dense is None:
         cards.append(Card("Accuracy", "no data", "explore(model, data) measures it"))
         return cards
     if "accuracy" in metrics:
         drop = metrics["accuracy"] - dense["accuracy"]
         tone = "bad" if drop < 0 else "good"
-        text = f"{drop * 100:+.2f} points"
-        help_ = f"Dense: {dense['accuracy']:.2%}"
-        cards.append(Card("Accuracy", f"{metrics['accuracy']:.2%}", text, tone, help_))
-    cards.append(Card("Agreement", f"{metrics['agreement']:.2%}", help=_HELP["agreement"]))
-    cards.append(Card("KL divergence", f"{metrics['kl']:.4f}", help=_HELP["kl"]))
+        help_ = f"Dense: {percent(dense['accuracy'])}"
+        cards.append(Card("Accuracy", percent(metrics["accuracy"]), points(drop), tone, help_))
+    cards.append(Card("Agreement", percent(metrics["agreement"]), help=HELP["agreement"]))
+    cards.append(Card("KL divergence", f"{metrics['kl']:.4f}", help=HELP["KL"]))
     if "loss" in metrics:
         rise = metrics["loss"] - dense["loss"]
         tone = "bad" if rise > 0 else "good"

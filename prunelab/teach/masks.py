@@ -30,6 +30,7 @@ __all__ = [
     "gains",
     "gains_figure",
     "mark_sparsity",
+    "marked_curves",
     "shown_metric",
     "toy_layer",
     "toy_mask",
@@ -144,6 +145,14 @@ def gains_figure(table: pd.DataFrame, *, marked: float | None = None) -> go.Figu
     fig = sparsity_curves(long, metric="pct", by="what", title="What pruning buys, and costs")
     fig.update_yaxes(title_text="% of the dense model", range=[0, 105])
     return mark_sparsity(fig, marked)
+
+
+def marked_curves(table: pd.DataFrame, sparsity: float, *, title: str) -> tuple[go.Figure, str]:
+    """Each strategy's curve of ``table`` in the metric a lesson shows (:func:`shown_metric`),
+    with the student's ``sparsity`` marked; returns the figure and that metric."""
+    metric = shown_metric(table)
+    fig = sparsity_curves(table, metric=metric, title=title)
+    return mark_sparsity(fig, sparsity), metric
 
 
 def mark_sparsity(fig: go.Figure, sparsity: float | None) -> go.Figure:

@@ -14,11 +14,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import pandas as pd
 import streamlit as st
 import torch
 
-from ..analysis.flops import with_masks
 from ..core.masks import Masks
 from ..core.targets import Target, targets
 from ..io import zoo
@@ -31,7 +29,6 @@ __all__ = [
     "Loaded",
     "app_threads",
     "digest",
-    "effective_flops",
     "masks_digest",
     "masks_misfit",
     "out_dim",
@@ -119,12 +116,6 @@ class Choice:
 def upload_digest(payload: bytes) -> str:
     """A short digest of an uploaded file's bytes (its cache key)."""
     return hashlib.sha256(payload).hexdigest()[:16]
-
-
-def effective_flops(table: pd.DataFrame, masks: Masks) -> tuple[int, int]:
-    """(dense, effective) FLOPs of the prunable layers, from a dense table and the masks."""
-    scaled = with_masks(table, masks)
-    return int(scaled["flops"].sum()), int(scaled["effective_flops"].sum())
 
 
 def digest(*tensors: torch.Tensor) -> str:

@@ -16,8 +16,8 @@ from ..core.options import Option
 from ..core.pruner import left_out
 from ..core.strategies import Strategy, get_strategy, strategy_options, strategy_table
 from ..core.targets import resolve_targets
+from ..figures.fmt import HELP
 from .engine import Choice
-from .fmt import HELP
 from .state import Keys
 
 __all__ = [

@@ -14,6 +14,7 @@ import streamlit as st
 import torch
 
 from ... import figures
+from ...analysis.flops import MaskSummary, mask_summary
 from ...core.granularity import Unstructured
 from ...core.masks import Masks
 from ...core.pruner import Pruner
@@ -26,7 +27,6 @@ from ..widgets import StrategyChoice, layer_picker, outputs_option, strategy_pic
 
 __all__ = [
     "Settings",
-    "Summary",
     "channel_values",
     "compare_masks",
     "controls",
@@ -111,28 +111,9 @@ def recipe_builder(choice: Choice, pruner: Pruner, settings: Settings, masks: Ma
     return functools.partial(Recipe.from_masks, masks, pruner.strategy, provenance=provenance)
 
 
-@dataclass(frozen=True)
-class Summary:
-    """The counts beside the slider: sparsity, kept weights, FLOPs of the pruned layers."""
-
-    sparsity: float
-    kept: int
-    total: int
-    dense_flops: int
-    effective_flops: int
-
-    @property
-    def flops_change(self) -> float:
-        """Relative change of the FLOPs (-0.3: 30% fewer)."""
-        return (self.effective_flops - self.dense_flops) / max(self.dense_flops, 1)
-
-
-def summary(choice: Choice, masks: Masks) -> Summary:
+def summary(choice: Choice, masks: Masks) -> MaskSummary:
     """Sparsity, kept weights and FLOPs of ``masks`` (the FLOP table is counted once per model)."""
-    flops = cache.flop_table(choice.model_key, _choice=choice)
-    dense_flops, effective = engine.effective_flops(flops, masks)
-    kept, total = sum(masks.kept_counts().values()), sum(masks[f].numel() for f in masks)
-    return Summary(masks.sparsity(), kept, total, dense_flops, effective)
+    return mask_summary(masks, cache.flop_table(choice.model_key, _choice=choice))
 
 
 def evaluates_at_once(choice: Choice) -> bool:

@@ -12,10 +12,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ... import figures, list_strategies, sweeps
+from ...analysis.flops import mask_summary
 from ...core.strategies import get_strategy
 from ...core.targets import targets
 from ...io.recipes import Recipe
-from .. import cache, engine, jobs
+from .. import cache, jobs
 from ..engine import Choice
 from ..errors import failing_as
 from ..state import Keys
@@ -304,7 +305,7 @@ def draft(
     key = f"{analysis_id(analysis)}:{target}:{sorted(per_layer.items())}"
     masks = cache.recipe_masks(choice.model_key, key, choice, recipe)
     flops = cache.flop_table(choice.model_key, _choice=choice)
-    dense_flops, effective = engine.effective_flops(flops, masks)
+    counted = mask_summary(masks, flops)
     measured = None
     if analysis.method == "evaluate":
         measured = cache.evaluate_masks(choice, masks)[metric]
@@ -326,8 +327,8 @@ def draft(
         drop=drop,
         measured=measured,
         sparsity=recipe.overall_sparsity(choice.model),
-        dense_flops=dense_flops,
-        effective_flops=effective,
+        dense_flops=counted.dense_flops,
+        effective_flops=counted.effective_flops,
     )
 
 

@@ -14,12 +14,12 @@ from ...analysis import evaluate
 from ...core.masks import Masks
 from ...core.targets import targets
 from ...errors import InputError
+from ...figures.fmt import percent
 from ...io.recipes import Recipe
 from ...training import Gradual, TrainConfig
 from .. import cache, engine, jobs
 from ..engine import Choice
 from ..errors import failing_as
-from ..fmt import percent
 from ..state import Keys
 
 __all__ = [

@@ -19,9 +19,9 @@ from types import ModuleType
 
 import streamlit as st
 
+from ....figures.fmt import metric_value, points
 from ....teach.criteria import at_sparsity
 from ...engine import AUTO_EVALUATE_PARAMS, Choice
-from ...fmt import metric_value, points
 
 __all__ = [
     "LESSONS",

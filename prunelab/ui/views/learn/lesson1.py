@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from .... import figures
+from ....figures.fmt import metric_value, points
 from ....teach import masks as teach
 from ... import cache
-from ...fmt import metric_value, points
 from . import chosen, curves_allowed, lesson_columns, sparsity_slider
 
 __all__ = ["TITLE", "render"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from .... import figures
+from ....figures.fmt import metric_value
 from ....teach import masks as teach_masks
 from ....teach import patterns as teach
 from ... import cache
-from ...fmt import metric_value
 from . import chosen, curves_allowed, lesson_columns, sparsity_slider
 
 __all__ = ["TITLE", "render"]
@@ -73,11 +73,9 @@ def render() -> None:
         ):
             return
         table = _curves(choice, m)
-        metric = teach_masks.shown_metric(table)
-        chart = figures.sparsity_curves(
-            table, metric=metric, title=f"{choice.bundle.name}: each pattern at each sparsity"
+        chart, metric = teach_masks.marked_curves(
+            table, sparsity, title=f"{choice.bundle.name}: each pattern at each sparsity"
         )
-        teach_masks.mark_sparsity(chart, sparsity)
         st.plotly_chart(chart.update_layout(height=CURVE_HEIGHT), key="learn2_curves")
         nm = table[table["strategy"] == f"N:{m}"]
         nearest = nm.loc[(nm["requested"] - sparsity).abs().idxmin()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .... import figures
 from ....core.pruner import chosen_layers
 from ....core.strategies import get_strategy
 from ....teach import masks as teach_masks
@@ -63,10 +62,8 @@ def render() -> None:
             ("learn3-curves", choice.model_key, choice.data_spec),
             _build=lambda: teach.scope_curves(choice.model, choice.data),
         )
-        metric = teach_masks.shown_metric(table)
-        chart = figures.sparsity_curves(
-            table, metric=metric, title=f"{choice.bundle.name}: what each way costs"
+        chart, metric = teach_masks.marked_curves(
+            table, sparsity, title=f"{choice.bundle.name}: what each way costs"
         )
-        teach_masks.mark_sparsity(chart, sparsity)
         st.plotly_chart(chart.update_layout(height=CURVE_HEIGHT), key="learn3_curves")
     numbers_at(controls, table, metric, sparsity)  # under the slider

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from .... import figures
 from ....teach import criteria as teach
 from ....teach import masks as teach_masks
 from ... import cache
@@ -72,10 +71,8 @@ def render() -> None:
         if not curves_allowed(choice, key="learn4_compute", evaluations=evaluations):
             return
         table = pd.concat([_curve(choice, c) for c in picked], ignore_index=True)
-        metric = teach_masks.shown_metric(table)
-        chart = figures.sparsity_curves(
-            table, metric=metric, title=f"{choice.bundle.name}, pruned without retraining"
+        chart, metric = teach_masks.marked_curves(
+            table, sparsity, title=f"{choice.bundle.name}, pruned without retraining"
         )
-        teach_masks.mark_sparsity(chart, sparsity)
         st.plotly_chart(chart.update_layout(height=HEIGHT), key="learn4_curves")
     numbers_at(numbers, table, metric, sparsity)  # under the slider

@@ -6,9 +6,9 @@ import streamlit as st
 
 from .... import figures
 from ....analysis import evaluate
+from ....figures.fmt import percent
 from ....teach import recovery as lesson
 from ... import cache
-from ...fmt import percent
 from . import lesson_columns
 
 __all__ = ["TITLE", "render"]
@@ -46,7 +46,7 @@ def render() -> None:
         epochs = st.select_slider("Training epochs", [1, 2, 3, 4], value=2, key="learn6_epochs")
         key = ("learn6", lesson.SAMPLE_MODEL, sparsity, epochs)
         ran = st.session_state.setdefault(RAN, set())
-        if st.button("Train both ways (under a second)", key="learn6_train"):
+        if st.button("Train both ways (a few seconds at most)", key="learn6_train"):
             ran.add(key)
     _, one_shot = cache.lesson_result(
         ("learn6-one-shot", lesson.SAMPLE_MODEL, sparsity),

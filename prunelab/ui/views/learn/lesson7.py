@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ....figures.fmt import percent, points
 from ....teach import activations as lesson
 from ... import cache
-from ...fmt import percent, points
 from . import lesson_columns
 
 __all__ = ["TITLE", "render"]

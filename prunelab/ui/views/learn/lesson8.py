@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ....figures.fmt import count
 from ....teach import speed as lesson
 from ... import cache
-from ...fmt import count
 from . import lesson_columns
 
 __all__ = ["TITLE", "render"]

@@ -1,9 +1,13 @@
-"""One way to write numbers on every page: accuracy and other shares as percent."""
+"""One way to write numbers in every front end (app pages, the Jupyter explorer): shares as
+percent, their changes in points, counts short.
+
+No streamlit: the app and the notebook widgets read the same words and numbers.
+"""
 
 from __future__ import annotations
 
-from ..figures.curves import SHARE_METRICS
 from ..runtime.memory import format_count
+from .curves import SHARE_METRICS
 
 
 def percent(value: float) -> str:
