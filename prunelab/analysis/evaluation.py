@@ -5,8 +5,17 @@
 ``KL(p_dense || p_pruned)`` of their output distributions. It needs no labels, so a model
 without labelled data can still be judged.
 
+For a language model (outputs ``(batch, positions, vocab)``, labels the next tokens) every
+metric is per token and ``perplexity`` is reported too; see :mod:`prunelab.runtime.metrics`.
+
 The dense model's outputs are cached per (model, data, device), so evaluating many mask sets
-on the same data costs one forward pass each. The cache notices a changed model (any
+on the same data costs one forward pass each. The cache is bounded in bytes, not only in
+entries: a language model's outputs are ``sequences x positions x vocab`` floats (64
+sequences of 128 tokens over 50,257 GPT-2 tokens are 1.6 GiB), so outputs over
+:data:`CACHE_ENTRY_BYTES` are never stored (the dense model then runs beside the pruned one,
+batch by batch, and the numbers are the same), and the oldest entries go once all of them
+pass :data:`CACHE_BYTES`. They are kept in float32, exactly as computed: a lower precision
+would shift small KL divergences and flip near-tied top-1 agreements. The cache notices a changed model (any
 parameter or buffer modified in place, or a different model that reuses a freed object's id)
 and recomputes; :func:`clear_cache` empties it. It is safe to share between threads (the app's
 sessions): a lock guards every lookup, store and eviction, never a forward pass.
@@ -45,14 +54,17 @@ from ..runtime.metrics import (
     METRICS,
     MetricTotals,
     accumulate,
+    accumulate_batch,
     batch_logits,
     check_metrics,
     summarize,
 )
 
-__all__ = ["clear_cache", "evaluate"]
+__all__ = ["CACHE_BYTES", "CACHE_ENTRY_BYTES", "clear_cache", "evaluate"]
 
 _CACHE_SIZE = 8
+CACHE_BYTES = 512 * 2**20  # all cached dense outputs together, at most
+CACHE_ENTRY_BYTES = 256 * 2**20  # dense outputs of one (model, data, device), at most
 
 
 # -- dense-output cache ----------------------------------------------------------------------
@@ -134,11 +146,19 @@ def _store(
 ) -> None:
     key = _cache_key(model, data, device)
     entry = _Entry(weakref.ref(model), data, fingerprint, logits)
+    if _nbytes(logits) > CACHE_ENTRY_BYTES:
+        return
     with _lock:
         _cache[key] = entry
         _cache.move_to_end(key)
-        while len(_cache) > _CACHE_SIZE:
+        while len(_cache) > _CACHE_SIZE or (
+            len(_cache) > 1 and sum(_nbytes(e.logits) for e in _cache.values()) > CACHE_BYTES
+        ):
             _cache.popitem(last=False)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -157,23 +177,25 @@ def _check_rereadable(data: object) -> None:
         )
 
 
-def _denselogits_of(
-    model: nn.Module, data: object, device: torch.device, batch_size: int
-) -> torch.Tensor:
-    cached, fingerprint = _cached(model, data, device)
-    if cached is not None:
-        return cached
-    tensors = tensors_on(model, {}, device)
-    chunks = [
-        batch_logits(model, tensors, batch.inputs).cpu()
-        for batch in iter_batches(data, batch_size=batch_size, device=device)
-    ]
-    if not chunks:
-        raise ValueError("data is empty: nothing to evaluate")
-    logits = torch.cat(chunks)
-    if not isinstance(data, Iterator):
-        _store(model, data, device, fingerprint, logits)
-    return logits
+class _Chunks:
+    """Dense outputs gathered on the CPU while they stay under the cache's entry limit."""
+
+    def __init__(self) -> None:
+        self.chunks: list[torch.Tensor] | None = []
+        self.size = 0
+
+    def add(self, logits: torch.Tensor) -> None:
+        if self.chunks is None:
+            return
+        self.size += _nbytes(logits)
+        if self.size > CACHE_ENTRY_BYTES:
+            self.chunks = None  # too big to cache: stop holding them
+        else:
+            self.chunks.append(logits.cpu())
+
+    def store(self, model: nn.Module, data: object, device: torch.device, fingerprint) -> None:
+        if self.chunks and not isinstance(data, Iterator):
+            _store(model, data, device, fingerprint, torch.cat(self.chunks))
 
 
 def evaluate(
@@ -192,19 +214,24 @@ def evaluate(
     modified. It runs in the mode it is in, so pass a model in eval mode.
 
     Args:
-        model: The dense classification model (outputs ``(batch, classes)`` scores).
+        model: The dense model: a classifier (outputs ``(batch, classes)`` scores) or a
+            causal language model (``(batch, positions, vocab)``, a Hugging Face output's
+            ``.logits`` too) with labels holding the next token at each position.
         data: Anything :func:`prunelab.runtime.batches.iter_batches` reads: tensors, an
             ``(inputs, labels)`` pair, a Dataset (e.g. from :func:`prunelab.io.data.load`) or an
             unshuffled DataLoader.
         masks: Masks to evaluate; None evaluates the dense model (agreement 1, kl 0).
         device: Where to run (default: where the model is).
         metrics: Any of ``"accuracy"``, ``"loss"`` (mean cross-entropy), ``"agreement"``
-            (top-1 agreement with the dense model) and ``"kl"`` (mean KL(dense || pruned)).
+            (top-1 agreement with the dense model), ``"kl"`` (mean KL(dense || pruned)) and
+            ``"perplexity"`` (a language model's ``exp`` of the mean token loss, left out for
+            a classifier). For a language model each is per token (see
+            :mod:`prunelab.runtime.metrics`).
         batch_size: Batch size when ``data`` is not already batched.
 
     Returns:
-        The requested metrics plus ``"samples"``. ``accuracy`` and ``loss`` are present only
-        when the data has labels.
+        The requested metrics plus ``"samples"`` (sequences, for a language model).
+        ``accuracy``, ``loss`` and ``perplexity`` are present only when the data has labels.
 
     Raises:
         ValueError: For an unknown metric, empty data, a shuffling DataLoader, or a model that
@@ -225,23 +252,53 @@ def evaluate(
         if masks is None:
             _dense_pass(model, data, run_on, batch_size, totals, chosen)
         else:
-            dense = None
-            if any(m in chosen for m in FIDELITY):
-                _check_rereadable(data)
-                dense = _denselogits_of(model, data, run_on, batch_size)
-            overrides = tensors_on(model, masked_weights(model, masks), run_on)
-            for batch in iter_batches(data, batch_size=batch_size, device=run_on):
-                logits = batch_logits(model, overrides, batch.inputs)
-                accumulate(totals, logits, batch.labels, dense, chosen)
-            if dense is not None and dense.shape[0] != totals.samples:
-                raise ValueError(
-                    f"data gave {dense.shape[0]} samples on the dense pass and "
-                    f"{totals.samples} on the pruned pass; fidelity needs data that reads the "
-                    "same every time"
-                )
+            _masked_pass(model, data, masks, run_on, batch_size, totals, chosen)
     if totals.samples == 0:
         raise ValueError("data is empty: nothing to evaluate")
     return summarize(totals, chosen, dense=masks is None)
+
+
+def _masked_pass(
+    model: nn.Module,
+    data: object,
+    masks: Masks,
+    device: torch.device,
+    batch_size: int,
+    totals: MetricTotals,
+    chosen: tuple[str, ...],
+) -> None:
+    """Evaluate the masked model; for fidelity, the dense outputs come from the cache or from
+    the dense model run on each batch beside the masked one (filling the cache on the way)."""
+    cached, fingerprint, fresh = None, None, _Chunks()
+    fidelity = any(m in chosen for m in FIDELITY)
+    if fidelity:
+        _check_rereadable(data)
+        cached, fingerprint = _cached(model, data, device)
+    dense_tensors = tensors_on(model, {}, device) if fidelity and cached is None else None
+    overrides = tensors_on(model, masked_weights(model, masks), device)
+    for batch in iter_batches(data, batch_size=batch_size, device=device):
+        reference = None
+        if cached is not None:
+            n = batch.inputs.shape[0]
+            reference = cached[totals.samples : totals.samples + n]
+            if reference.shape[0] != n:
+                raise ValueError(
+                    f"data gave {cached.shape[0]} samples on the dense pass and more on the "
+                    "pruned pass; fidelity needs data that reads the same every time"
+                )
+        elif dense_tensors is not None:
+            reference = batch_logits(model, dense_tensors, batch.inputs)
+            fresh.add(reference)
+        logits = batch_logits(model, overrides, batch.inputs)
+        accumulate_batch(totals, logits, batch.labels, reference, chosen)
+    if cached is not None and cached.shape[0] != totals.samples:
+        raise ValueError(
+            f"data gave {cached.shape[0]} samples on the dense pass and "
+            f"{totals.samples} on the pruned pass; fidelity needs data that reads the "
+            "same every time"
+        )
+    if dense_tensors is not None:
+        fresh.store(model, data, device, fingerprint)
 
 
 def _dense_pass(
@@ -255,14 +312,14 @@ def _dense_pass(
     """Evaluate the dense model in one pass, filling the cache on the way."""
     cached, fingerprint = _cached(model, data, device)
     tensors = tensors_on(model, {}, device) if cached is None else {}
-    chunks = []
+    fresh = _Chunks()
     for batch in iter_batches(data, batch_size=batch_size, device=device):
         if cached is not None:
             n = batch.inputs.shape[0]
             logits = cached[totals.samples : totals.samples + n].to(device)
         else:
             logits = batch_logits(model, tensors, batch.inputs)
-            chunks.append(logits.cpu())
+            fresh.add(logits)
         accumulate(totals, logits, batch.labels, None, chosen)
-    if cached is None and chunks and not isinstance(data, Iterator):
-        _store(model, data, device, fingerprint, torch.cat(chunks))
+    if cached is None:
+        fresh.store(model, data, device, fingerprint)

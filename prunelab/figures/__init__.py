@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 from .activations import activation_histogram, activation_mask, channel_apoz, channel_ranges
+from .blocks import block_heatmap
 from .curves import sensitivity_heatmap, sparsity_curves
 from .export import size_bars, speed_bars
 from .training import compare_bars, schedule_plot, training_curves
@@ -29,6 +30,7 @@ from .weights import (
 __all__ = [
     "activation_histogram",
     "activation_mask",
+    "block_heatmap",
     "channel_apoz",
     "channel_magnitudes",
     "channel_ranges",

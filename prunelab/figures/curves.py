@@ -13,6 +13,7 @@ _METRIC_TITLES = {
     "loss": "mean loss",
     "agreement": "top-1 agreement with the dense model",
     "kl": "KL(dense || pruned)",
+    "perplexity": "perplexity",
     "energy_removed": "share of the weights' energy removed",
 }
 _MANY_CURVES = 10  # above this, curves take colours in model order and the legend moves below
@@ -27,6 +28,8 @@ def _metric_words(metric: str, table: object = None) -> str:
         base = getattr(table, "attrs", {}).get("metric")
         if base == "energy_removed":  # the data-free drop is the share removed itself
             return _METRIC_TITLES[base]
+        if base == "perplexity":  # lower is better: its drop is a rise
+            return "rise in perplexity"
         return f"drop in {_METRIC_TITLES.get(base, base)}" if base else "drop"
     return _METRIC_TITLES.get(metric, metric)
 

@@ -29,15 +29,26 @@ def points(change: float, *, sign: bool = True) -> str:
 
 
 def metric_value(metric: str, value: float) -> str:
-    """A metric as the app writes it: shares (accuracy, agreement) in percent."""
-    return percent(value) if metric in SHARE_METRICS else f"{value:.4f}"
+    """A metric as the app writes it: shares (accuracy, agreement) in percent, perplexity as
+    a plain number with two decimals (``metric_value("perplexity", 12.3456) == "12.35"``)."""
+    if metric in SHARE_METRICS:
+        return percent(value)
+    return f"{value:.2f}" if metric == "perplexity" else f"{value:.4f}"
 
 
 def metric_change(metric: str, change: float, *, sign: bool = True) -> str:
     """A change of a metric: shares in percentage points, others as plain numbers."""
     if metric in SHARE_METRICS:
         return points(change, sign=sign)
-    return f"{change:{'+' if sign else ''}.4f}"
+    digits = 2 if metric == "perplexity" else 4
+    return f"{change:{'+' if sign else ''}.{digits}f}"
+
+
+def metric_name(metric: str) -> str:
+    """A metric's name as a label: ``metric_name("kl") == "KL"``; perplexity says which way
+    is better, since every other headline number (accuracy) is better higher."""
+    names = {"kl": "KL", "perplexity": "perplexity (lower is better)"}
+    return names.get(metric, metric)
 
 
 # Short explanations shown on hover (``help=``) wherever the app uses these words.
@@ -46,6 +57,9 @@ HELP = {
     "PyTorch's model.named_parameters() lists it, e.g. conv1.weight.",
     "agreement": "Share of inputs on which the pruned model predicts the same class as the "
     "dense one. Needs no labels.",
+    "perplexity": "A language model's perplexity: exp of its mean cross-entropy per token on "
+    "the text, i.e. how many tokens it hesitates between on average. Lower is better; the "
+    "dense model's is the baseline.",
     "KL": "Kullback-Leibler divergence of the pruned model's output probabilities from the "
     "dense model's: 0 when they are identical, larger the more they differ. Needs no labels.",
     "FLOPs": "Floating-point operations (multiplies and adds) of one forward pass. Effective "

@@ -26,6 +26,11 @@ Specs:
   for either ``split``. Read with ``weights_only=True``; files over :data:`MAX_FILE_BYTES`
   are refused before they are read.
 
+* ``sample:pydoc-text``, ``text:<file>?tokenizer=...``, ``hfdata:<dir>?column=text&...`` --
+  token sequences for language models (inputs and next-token labels), read by
+  :mod:`prunelab.io.text`; options ``context=`` (tokens per sequence, default 128) and
+  ``limit=`` (sequences).
+
 A bare name (``digits``) means the sample set, a bare existing path means ``file:``.
 
 >>> data = load("sample:digits", limit=5)
@@ -52,6 +57,7 @@ from ..runtime import torchfiles as _torchfiles
 from ..runtime.files import bounded_repr, check_regular_file, one_line
 from .sentiment import decode, encode, sentiment_sentences, sentiment_vocabulary
 from .specs import MAX_CLASSES, Spec, check_split, parse_spec
+from .text import TEXT_SAMPLES, TEXT_SCHEMES, TokenData, load_text
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -59,6 +65,7 @@ __all__ = [
     "TORCHVISION_DATASETS",
     "Spec",
     "TensorData",
+    "TokenData",
     "TorchvisionUnavailable",
     "check_file_size",
     "class_names",
@@ -76,7 +83,7 @@ __all__ = [
 
 # the largest model or data file read from a ``file:`` spec (see prunelab._io)
 MAX_FILE_BYTES = _io.MAX_FILE_BYTES
-SAMPLE_DATASETS = ("digits", "sentiment")
+SAMPLE_DATASETS = ("digits", "sentiment", *TEXT_SAMPLES)
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10")
 DEFAULT_ROOT = "~/.cache/prunelab/data"
 DIGITS_TEST_SIZE = 0.25
@@ -415,21 +422,30 @@ def _check_data_payload(payload: object, path: Path) -> None:
 
 
 def load(
-    spec: str, *, split: str = "test", limit: int | None = None, untrusted: bool = False
+    spec: str,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    untrusted: bool = False,
+    tokenizer: object | None = None,
 ) -> Dataset:
     """Load a dataset by spec (see the module docstring for the accepted specs).
 
     Args:
-        spec: ``sample:digits``, ``sample:sentiment``, ``torchvision:<name>?root=<dir>`` or
-            ``file:<path>``.
+        spec: ``sample:digits``, ``sample:sentiment``, ``torchvision:<name>?root=<dir>``,
+            ``file:<path>``, or a text spec (``sample:pydoc-text``, ``text:<file>``,
+            ``hfdata:<dir>``).
         split: ``"train"`` or ``"test"``.
         limit: Keep only the first ``limit`` samples.
         untrusted: The spec comes from an untrusted place (a file's provenance, a web form):
             it may not download (``download=1`` is refused) nor create folders.
+        tokenizer: For text specs: a tokenizer object (a loaded model's), used instead of
+            the spec's ``tokenizer=`` option.
 
     Returns:
         A map-style Dataset yielding ``(input, label)`` pairs (``input`` alone for unlabelled
-        files): a :class:`TensorData` for sample and file specs, the torchvision dataset
+        files): a :class:`TensorData` for sample and file specs, a
+        :class:`~prunelab.io.text.TokenData` for text specs, the torchvision dataset
         (wrapped in a ``Subset`` when limited) otherwise. Every form works with
         :func:`prunelab.runtime.batches.iter_batches` and :func:`prunelab.evaluate`.
 
@@ -444,7 +460,11 @@ def load(
     split = check_split(split)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-    parsed = parse_spec(spec, schemes=("sample", "torchvision", "file"), samples=SAMPLE_DATASETS)
+    parsed = parse_spec(
+        spec, schemes=("sample", "torchvision", "file", *TEXT_SCHEMES), samples=SAMPLE_DATASETS
+    )
+    if parsed.scheme in TEXT_SCHEMES or (parsed.scheme, parsed.target) == ("sample", "pydoc-text"):
+        return load_text(parsed, split=split, limit=limit, tokenizer=tokenizer)
     if parsed.scheme == "sample":
         if parsed.target not in SAMPLE_DATASETS:
             raise ValueError(
@@ -466,8 +486,8 @@ def load(
 def list_datasets() -> list[str]:
     """Specs of the datasets prunelab knows by name.
 
-    >>> list_datasets()[:2]
-    ['sample:digits', 'sample:sentiment']
+    >>> list_datasets()[:3]
+    ['sample:digits', 'sample:sentiment', 'sample:pydoc-text']
     """
     return [f"sample:{n}" for n in SAMPLE_DATASETS] + [
         f"torchvision:{n}" for n in TORCHVISION_DATASETS

@@ -1,10 +1,31 @@
-"""Logits and metric totals: what every evaluation of a classifier adds up.
+"""Logits and metric totals: what every evaluation of a classifier or language model adds up.
 
 One batch of the user's data goes through :func:`batch_logits` (the model run on it, its errors
 said in the data's terms), and :func:`accumulate` adds the batch to a :class:`MetricTotals`:
 accuracy and loss against labels, agreement and KL against the dense model's outputs.
 :func:`summarize` turns the totals into the numbers users read. ``prunelab.evaluate``, the
 sweeps, training and activation thresholding all count the same way through here.
+
+Two kinds of output are scored:
+
+* a classifier's ``(batch, classes)`` scores, against labels ``(batch,)``: every metric is a
+  mean over samples;
+* a causal language model's ``(batch, positions, vocab)`` scores, against labels
+  ``(batch, positions)`` holding the *next* token at each position (``-100`` = ignore, as
+  Hugging Face does): every metric is a mean over scored tokens. ``loss`` is the mean token
+  cross-entropy, ``perplexity`` is ``exp`` of that mean over all tokens of the data (not a
+  mean of per-batch perplexities), ``accuracy`` is next-token accuracy, ``agreement`` and
+  ``kl`` compare next-token distributions with the dense model's, position by position
+  (positions whose label is -100 are left out of them too).
+
+``perplexity`` is a language-model metric: for a classifier it is left out of the results,
+as accuracy is for unlabelled data.
+
+>>> logits = torch.zeros(1, 3, 4)  # a uniform guess over 4 tokens, at 3 positions
+>>> totals = MetricTotals()
+>>> accumulate(totals, logits, torch.tensor([[1, 2, -100]]), None, METRICS)
+>>> round(summarize(totals, METRICS, dense=True)["perplexity"], 4)
+4.0
 """
 
 from __future__ import annotations
@@ -12,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -22,20 +45,71 @@ from .files import one_line
 from .functional import functional_forward
 
 __all__ = [
+    "CLASSIFIER_METRICS",
     "FIDELITY",
+    "IGNORE_INDEX",
+    "LANGUAGE_MODEL_METRICS",
+    "LOWER_IS_BETTER",
     "METRICS",
     "MetricTotals",
     "accumulate",
+    "accumulate_batch",
     "batch_logits",
     "check_labels",
+    "check_token_labels",
     "check_metrics",
+    "default_metrics",
+    "headline_metric",
+    "is_token_data",
     "logits_of",
     "model_input_errors",
     "summarize",
 ]
 
-METRICS = ("accuracy", "loss", "agreement", "kl")
+METRICS = ("accuracy", "loss", "agreement", "kl", "perplexity")
 FIDELITY = ("agreement", "kl")  # the metrics that compare with the dense model's outputs
+LOWER_IS_BETTER = ("loss", "kl", "perplexity")  # the metrics whose drop is a rise
+CLASSIFIER_METRICS = ("accuracy", "loss", "agreement", "kl")
+LANGUAGE_MODEL_METRICS = ("perplexity", "loss", "accuracy", "agreement", "kl")
+IGNORE_INDEX = -100  # a label that is not scored (padding), as in Hugging Face and torch
+
+
+def is_token_data(data: object) -> bool:
+    """Whether ``data`` holds token sequences for a language model (labels per position).
+
+    True for data loaded from a text spec (:mod:`prunelab.io.text`, ``kind == "tokens"``), and
+    for tensors or ``(inputs, labels)`` pairs whose labels are ``(batch, positions)``.
+
+    >>> is_token_data((torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long)))
+    True
+    >>> is_token_data((torch.zeros(2, 5), torch.zeros(2, dtype=torch.long)))
+    False
+    """
+    for _ in range(8):  # Subset of a Subset ...: unwrap a few levels, never loop forever
+        inner = getattr(data, "dataset", None)
+        if getattr(data, "kind", None) == "tokens" or inner is None:
+            break
+        data = inner
+    if getattr(data, "kind", None) == "tokens":
+        return True
+    labels = getattr(data, "labels", None)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        labels = data[1]
+    return isinstance(labels, torch.Tensor) and labels.ndim == 2
+
+
+def default_metrics(data: object) -> tuple[str, ...]:
+    """The metrics shown for ``data`` by default: perplexity first for token data.
+
+    >>> default_metrics(torch.zeros(3, 2))
+    ('accuracy', 'loss', 'agreement', 'kl')
+    """
+    return LANGUAGE_MODEL_METRICS if is_token_data(data) else CLASSIFIER_METRICS
+
+
+def headline_metric(data: object) -> str:
+    """The one metric that stands for quality: ``perplexity`` for token data, else accuracy."""
+    return default_metrics(data)[0]
 
 
 def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
@@ -50,15 +124,22 @@ def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
 
 
 def logits_of(output: object) -> torch.Tensor:
-    """The class scores in a model's output: a tensor, the first of a tuple, or ``["logits"]``."""
+    """The scores in a model's output: a tensor, the first of a tuple, or ``["logits"]``
+    (a Hugging Face ``ModelOutput`` too): ``(batch, classes)`` for a classifier,
+    ``(batch, positions, vocab)`` for a language model.
+
+    Raises:
+        ValueError: For any other output, naming what was found and what is accepted.
+    """
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         output = output[0]
     if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
         output = output["logits"]
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+    if not isinstance(output, torch.Tensor) or output.ndim not in (2, 3):
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(
-            f"evaluate expects class scores of shape (batch, classes) from the model, got {shape}"
+            "evaluate expects class scores of shape (batch, classes) or a language model's "
+            f"scores of shape (batch, positions, vocab) from the model, got {shape}"
         )
     return output.float()
 
@@ -117,7 +198,13 @@ def model_input_errors(inputs: torch.Tensor) -> Iterator[None]:
 
 @dataclass
 class MetricTotals:
-    """Running sums over batches; :func:`summarize` divides them out."""
+    """Running sums over batches; :func:`summarize` divides them out.
+
+    ``samples`` counts inputs (sequences, for a language model) and ``labelled`` the inputs of
+    labelled batches; ``scored`` counts what the label metrics average over (samples, or
+    tokens not labelled -100) and ``compared`` what fidelity averages over (samples, or
+    token positions). ``tokens`` stays 0 for a classifier.
+    """
 
     samples: int = 0
     labelled: int = 0
@@ -125,6 +212,9 @@ class MetricTotals:
     loss: float = 0.0
     agree: int = 0
     kl: float = 0.0
+    scored: int = 0
+    compared: int = 0
+    tokens: int = 0
 
 
 def accumulate(
@@ -134,15 +224,50 @@ def accumulate(
     dense: torch.Tensor | None,
     chosen: tuple[str, ...],
 ) -> None:
+    """Add one batch; ``dense`` holds the dense model's outputs of the whole run (or None),
+    read at this batch's offset."""
+    reference = None
+    if dense is not None and any(m in chosen for m in FIDELITY):
+        n = logits.shape[0]
+        reference = dense[totals.samples : totals.samples + n]
+    accumulate_batch(totals, logits, labels, reference, chosen)
+
+
+def accumulate_batch(
+    totals: MetricTotals,
+    logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    reference: torch.Tensor | None,
+    chosen: tuple[str, ...],
+) -> None:
+    """Add one batch, with ``reference`` the dense model's outputs on this very batch."""
     n = logits.shape[0]
+    keep = None  # for tokens: the positions scored (label not -100)
+    per_token = logits.ndim == 3
+    if per_token:
+        if labels is not None:
+            labels = check_token_labels(labels, logits)
+            keep = labels.reshape(-1) != IGNORE_INDEX
+            labels = labels.reshape(-1)[keep]
+        logits = logits.reshape(-1, logits.shape[-1])
+        if keep is not None:
+            logits = logits[keep]
     if labels is not None:
-        labels = check_labels(labels, logits)
+        if keep is None:
+            labels = check_labels(labels, logits)
         totals.correct += int((logits.argmax(dim=1) == labels).sum())
-        if "loss" in chosen:
+        if "loss" in chosen or "perplexity" in chosen:
             totals.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
         totals.labelled += n
-    if dense is not None and any(m in chosen for m in FIDELITY):
-        reference = dense[totals.samples : totals.samples + n].to(logits.device)
+        totals.scored += labels.shape[0]
+    if per_token:
+        totals.tokens += logits.shape[0]
+    if reference is not None and any(m in chosen for m in FIDELITY):
+        reference = reference.to(logits.device)
+        if reference.ndim == 3:
+            reference = reference.reshape(-1, reference.shape[-1])
+            if keep is not None and reference.shape[0] == keep.shape[0]:
+                reference = reference[keep]
         if reference.shape != logits.shape:
             raise ValueError(
                 "dense and pruned outputs differ in shape; fidelity needs data that reads the "
@@ -153,12 +278,39 @@ def accumulate(
             totals.kl += float(
                 F.kl_div(
                     F.log_softmax(logits, dim=1),
-                    F.log_softmax(reference, dim=1),
+                    F.log_softmax(reference.float(), dim=1),
                     log_target=True,
                     reduction="sum",
                 )
             )
+        totals.compared += logits.shape[0]
     totals.samples += n
+
+
+def check_token_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``labels`` as int64 next-token ids ``(batch, positions)`` matching language-model
+    ``logits`` ``(batch, positions, vocab)``; -100 marks a position that is not scored.
+
+    Raises:
+        DataError: Naming the shapes, or the vocabulary and the ids found.
+    """
+    batch, positions, vocab = logits.shape
+    if labels.shape != (batch, positions):
+        raise DataError(
+            f"a language model's labels must be next-token ids of shape (batch, positions) = "
+            f"({batch}, {positions}), matching its outputs; got {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point():
+        raise DataError(f"labels must be integer token ids, got {labels.dtype}")
+    labels = labels.long()
+    scored = labels[labels != IGNORE_INDEX]
+    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= vocab):
+        raise DataError(
+            f"labels must be token ids from 0 to {vocab - 1} (the model's vocabulary has "
+            f"{vocab} tokens) or {IGNORE_INDEX} (ignored); the data has ids from "
+            f"{int(scored.min())} to {int(scored.max())}"
+        )
+    return labels
 
 
 def check_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -182,15 +334,22 @@ def check_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def summarize(totals: MetricTotals, chosen: tuple[str, ...], dense: bool) -> dict[str, float]:
+    """The chosen metrics from ``totals``, plus ``samples`` (inputs: sequences for a language
+    model). ``dense=True``: the outputs are the dense model's own (agreement 1, kl 0)."""
     result: dict[str, float] = {}
-    labelled = totals.labelled == totals.samples
+    labelled = totals.labelled == totals.samples and totals.scored > 0
+    scored = max(totals.scored, 1)
+    compared = max(totals.compared, 1)
+    if "perplexity" in chosen and labelled and totals.tokens:
+        mean = totals.loss / scored
+        result["perplexity"] = math.exp(mean) if mean < 700 else math.inf
     if "accuracy" in chosen and labelled:
-        result["accuracy"] = totals.correct / totals.samples
+        result["accuracy"] = totals.correct / scored
     if "loss" in chosen and labelled:
-        result["loss"] = totals.loss / totals.samples
+        result["loss"] = totals.loss / scored
     if "agreement" in chosen:
-        result["agreement"] = 1.0 if dense else totals.agree / totals.samples
+        result["agreement"] = 1.0 if dense else totals.agree / compared
     if "kl" in chosen:
-        result["kl"] = 0.0 if dense else max(totals.kl / totals.samples, 0.0)
+        result["kl"] = 0.0 if dense else max(totals.kl / compared, 0.0)
     result["samples"] = totals.samples
     return result

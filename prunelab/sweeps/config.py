@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from ..runtime.checks import check_sparsity
-from ..runtime.metrics import METRICS
+from ..runtime.metrics import LOWER_IS_BETTER, METRICS  # noqa: F401 (its home is metrics)
 
 if TYPE_CHECKING:
     from ..core.calibration import Calibration
@@ -38,7 +38,7 @@ _T = TypeVar("_T")
 MAX_LEVELS = 1000  # sparsity levels of one sweep or sensitivity run (0.001 apart at most)
 DEFAULT_LEVELS = tuple(round(0.1 * i, 2) for i in range(1, 10))
 METHODS = ("evaluate", "magnitude")
-LOWER_IS_BETTER = ("loss", "kl")  # the metrics whose drop is a rise
+
 
 
 def check_levels(sparsities: Iterable[float], *, what: str = "sparsities") -> list[float]:
@@ -142,8 +142,10 @@ class SensitivityConfig:
             under ``left_out_reason``.
         method: ``"evaluate"`` (prune each layer and evaluate) or ``"magnitude"`` (a
             data-free proxy: the share of the layer's squared-weight energy removed).
-        metric: ``"accuracy"``, ``"loss"``, ``"agreement"`` or ``"kl"``; ``drop`` is how much
-            worse it gets than dense (positive = worse). The magnitude proxy ignores it.
+        metric: ``"accuracy"``, ``"loss"``, ``"agreement"``, ``"kl"`` or ``"perplexity"``;
+            ``drop`` is how much worse it gets than dense (positive = worse: a rise for loss,
+            kl and perplexity). None: ``"perplexity"`` for token data (a language model),
+            else ``"accuracy"``. The magnitude proxy ignores it.
         early_stop: Stop a layer's sweep once its drop exceeds this (remaining levels are
             reported with ``evaluated=False`` and NaN metrics).
         subset: Use only the first ``subset`` samples (a fixed subset: quick looks).
@@ -155,7 +157,7 @@ class SensitivityConfig:
 
     layers: Sequence[str | Target] | None = None
     method: str = "evaluate"
-    metric: str = "accuracy"
+    metric: str | None = None
     early_stop: float | None = None
     subset: int | None = None
     calibration: Calibration | None = None
@@ -166,7 +168,7 @@ class SensitivityConfig:
             object.__setattr__(self, "layers", layers)
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; accepted: {', '.join(METHODS)}")
-        if self.method == "evaluate" and self.metric not in METRICS:  # the proxy has its own
+        if self.method == "evaluate" and self.metric is not None and self.metric not in METRICS:  # the proxy has its own
             raise ValueError(f"unknown metric {self.metric!r}; accepted: {', '.join(METRICS)}")
         if self.early_stop is not None and (
             not isinstance(self.early_stop, numbers.Real) or self.early_stop < 0

@@ -1,4 +1,11 @@
-"""Per-layer sensitivity: prune one layer at a time at each sparsity and measure the damage."""
+"""Per-layer sensitivity: prune one layer at a time at each sparsity and measure the damage.
+
+For a transformer (a model with a repeated-block stack, see :mod:`prunelab.sweeps.blocks`)
+every row also names the layer's ``block`` (its number in the stack; -1 outside it) and
+``projection`` (``q``, ``k``, ``v``, ``qkv``, ``o``, ``up``, ``gate``, ``down``, or the layer's
+own name outside the stack), so the table pivots to a block x projection grid
+(:func:`prunelab.figures.block_heatmap`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ from ..core.pruner import LeftOut, Pruner, chosen_layers
 from ..core.strategies import Strategy, get_strategy
 from ..core.targets import Target, get_parameter, resolve_targets
 from ..runtime.functional import run_device
+from ..runtime.metrics import headline_metric
+from .blocks import block_stack, layer_group
 from .checkpoints import RowLog, _calibration_id, _fingerprint, _report_resumed, _strategy_id
 from .config import (
     DEFAULT_LEVELS,
@@ -85,13 +94,14 @@ def sensitivity(
             raise ValueError(
                 "method='magnitude' evaluates nothing and finishes at once: it takes no checkpoint"
             )
-        return _magnitude_proxy(model, chosen, levels)
+        return _magnitude_proxy(model, chosen, levels, _groups(model, chosen))
     if data is None:
         raise ValueError("method='evaluate' needs data; use method='magnitude' without data")
     run_on = run_device(model, run.device)
     strategy = get_strategy(strategy)
     chosen, skipped = chosen_layers(model, strategy, config.layers, nothing="no layer to analyse")
     chosen = [t for t in chosen if t.fqn not in skipped.fqns]
+    metric = config.metric or headline_metric(data)
     batches = _subset_batches(data, config.subset, _BATCH, run_on)
     calibration = config.calibration
     built = bool(strategy.needs) and calibration is None
@@ -105,7 +115,7 @@ def sensitivity(
             "layers": [t.fqn for t in chosen],
             "sparsities": levels,
             "strategy": _strategy_id(strategy),
-            "metric": config.metric,
+            "metric": metric,
             "early_stop": config.early_stop,
             "calibration": _calibration_id([strategy], calibration, built),
         }
@@ -115,8 +125,9 @@ def sensitivity(
     with log:
         if not log.finished:
             job = _Sensitivity(
-                model, strategy, calibration, levels, config.metric, config.early_stop
+                model, strategy, calibration, levels, metric, config.early_stop
             )
+            job.groups = _groups(model, chosen)
             job.measure(chosen, _Runner(model, batches, run_on), log, run.progress)
             log.finish(job.attrs(skipped))
     return log.table()
@@ -127,7 +138,22 @@ def _drop(metric: str, baseline: float, value: float) -> float:
     return value - baseline if metric in LOWER_IS_BETTER else baseline - value
 
 
-def _magnitude_proxy(model: nn.Module, layers: list[Target], levels: list[float]) -> pd.DataFrame:
+def _groups(model: nn.Module, layers: list[Target]) -> dict[str, dict]:
+    """Each layer's ``block`` and ``projection`` columns, for a model with a block stack."""
+    found = block_stack(model)
+    if found is None:
+        return {}
+    groups = {}
+    for target in layers:
+        group = layer_group(model, target.fqn, found[0])
+        block, projection = group if group else (-1, target.fqn.rsplit(".", 2)[-2])
+        groups[target.fqn] = {"block": block, "projection": projection}
+    return groups
+
+
+def _magnitude_proxy(
+    model: nn.Module, layers: list[Target], levels: list[float], groups: dict[str, dict]
+) -> pd.DataFrame:
     rows = []
     for target in layers:
         weight = get_parameter(model, target.fqn).detach().float().abs().flatten()
@@ -139,6 +165,7 @@ def _magnitude_proxy(model: nn.Module, layers: list[Target], levels: list[float]
             rows.append(
                 {
                     "layer": target.fqn,
+                    **groups.get(target.fqn, {}),
                     "elements": target.numel,
                     "sparsity": level,
                     "energy_removed": removed,
@@ -162,6 +189,7 @@ class _Sensitivity:
     metric: str
     early_stop: float | None
     baseline: dict | None = None  # the dense model's metrics, once measured
+    groups: dict[str, dict] | None = None  # block and projection per layer (transformers)
 
     def measure(self, chosen: list[Target], runner: _Runner, log: RowLog, progress) -> None:
         """Evaluate the points ``log`` does not hold yet, layers sharing a cut together."""
@@ -202,7 +230,12 @@ class _Sensitivity:
                 done = log.done[first + j]
                 stopped = not done["evaluated"] or self._past_bound(done["drop"])
                 continue
-            row = {"layer": target.fqn, "elements": target.numel, "sparsity": level}
+            row = {
+                "layer": target.fqn,
+                **(self.groups or {}).get(target.fqn, {}),
+                "elements": target.numel,
+                "sparsity": level,
+            }
             if stopped:
                 row.update({m: math.nan for m in self.baseline if m != "samples"})
                 row.update(drop=math.nan, evaluated=False)

@@ -7,7 +7,13 @@ every value still needed after the cut (residual inputs included), and a *suffix
 taking those values.
 The prefix runs once per cut; each pruned variant runs only the suffix. Both share the
 model's own submodules, so masked weights are swapped in with ``functional_call`` as
-everywhere else. Models that cannot be traced fall back to full forward passes.
+everywhere else.
+
+Models that cannot be traced (Hugging Face transformers: their forward branches on
+configuration and cache objects) are cut between blocks instead (:class:`BlockPlan`): the
+hidden state entering each block of the repeated-block stack is recorded once, and a layer in
+block ``i`` reruns only blocks ``i..`` and the head. Models with neither fall back to full
+forward passes.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..runtime.functional import functional_forward
+from ..runtime.functional import functional_forward, structural_copy
 
-__all__ = ["PrefixPlan"]
+__all__ = ["BlockPlan", "PrefixPlan"]
 
 
 class _Tracer(fx.Tracer):
@@ -82,8 +88,9 @@ class PrefixPlan:
         self._full: fx.GraphModule | None = None
 
     @classmethod
-    def for_model(cls, model: nn.Module, example: torch.Tensor) -> PrefixPlan | None:
-        """Trace ``model``; None if it cannot be traced or the trace disagrees with it."""
+    def for_model(cls, model: nn.Module, example: torch.Tensor) -> PrefixPlan | BlockPlan | None:
+        """Trace ``model``; where it cannot be traced (or the trace disagrees with it), a
+        :class:`BlockPlan` over its repeated-block stack; None without one either."""
         for tracer in (_Tracer(), _TopLevelTracer(model)):
             try:
                 graph = tracer.trace(model)
@@ -99,7 +106,7 @@ class PrefixPlan:
                 and torch.allclose(traced, direct, atol=1e-5)
             ):
                 return cls(model, graph)
-        return None
+        return BlockPlan.for_model(model, example)
 
     def cut_for(self, fqn: str) -> int | None:
         """Index of the node before which the tensor ``fqn`` is first used (None: no cut)."""
@@ -176,3 +183,137 @@ class PrefixPlan:
     ) -> object:
         """The model's output from the cached live values, with ``overrides`` swapped in."""
         return functional_forward(self._suffix_module(cut), overrides, *live)
+
+
+# -- blocks: prefix caching for models fx cannot trace (Hugging Face transformers) -------------
+
+
+class _Stop(Exception):
+    """Raised by a recording hook once every wanted block has run: the rest is not needed."""
+
+
+class _Replay(nn.Module):
+    """Stands in for the blocks before a cut: returns the recorded hidden state entering it.
+
+    The blocks it replaces never run; whatever the model passes them (masks, positions, a
+    cache) is ignored. Its output has the blocks' own form: a tensor, or a tuple led by one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arity: int | None = None  # None: the blocks return a tensor, else a tuple's length
+        self.value: torch.Tensor | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.arity is None:
+            return self.value
+        return (self.value,) + (None,) * (self.arity - 1)
+
+
+class BlockPlan:
+    """Prefix caching across the blocks of a repeated-block stack (a transformer's layers).
+
+    For a layer in block ``i``, the hidden state entering block ``i`` is recorded once from a
+    dense pass (a forward hook on block ``i - 1`` of a :func:`structural_copy`, stopping
+    there); each pruned variant then runs a copy of the model whose blocks before ``i`` are
+    replaced by one :class:`_Replay` returning that state, so only blocks ``i..`` and the
+    head run (the embeddings before the stack, a lookup, run again). The model itself is
+    never touched. A cut's live values are ``(inputs, hidden state)``; the interface is
+    :class:`PrefixPlan`'s, so the sensitivity runner uses either. :meth:`for_model` checks the
+    result against the model's own output and gives None where they differ.
+    """
+
+    def __init__(self, model: nn.Module, stack: str, blocks: int) -> None:
+        self._model = model
+        self._stack = stack
+        self._blocks = blocks
+        self._arity: int | None = None  # the blocks' output form, learnt when recording
+        self._views: dict[int, tuple[nn.Module, _Replay]] = {}
+
+    @classmethod
+    def for_model(cls, model: nn.Module, example: torch.Tensor) -> BlockPlan | None:
+        """A plan for ``model``'s block stack; None without one or if it disagrees."""
+        from ..runtime.metrics import logits_of
+        from .blocks import block_stack
+
+        found = block_stack(model)
+        if found is None:
+            return None
+        name, stack = found
+        sample = example[:2]
+        plan = cls(model, name, len(stack))
+        try:
+            with torch.no_grad():
+                cut = len(stack) - 1
+                replayed = logits_of(plan.suffix(cut, plan.prefix(cut, sample), {}))
+                direct = logits_of(model(sample))
+        except Exception:  # any failure: no caching, full forward passes
+            return None
+        if replayed.shape == direct.shape and torch.allclose(replayed, direct, atol=1e-5):
+            return plan
+        return None
+
+    def cut_for(self, fqn: str) -> int | None:
+        """The block of ``fqn`` (None outside the stack, or in block 0: nothing to skip)."""
+        head, _, rest = fqn.partition(self._stack + ".") if self._stack else ("", "", fqn)
+        index = rest.split(".")[0]
+        if head or not index.isdigit():
+            return None
+        return int(index) or None
+
+    def _blocks_of(self, view: nn.Module) -> nn.ModuleList:
+        return view.get_submodule(self._stack) if self._stack else view
+
+    def record(self, cuts: list[int], inputs: torch.Tensor) -> dict[int, tuple[torch.Tensor, ...]]:
+        """The hidden states entering the blocks ``cuts``, from one dense pass over ``inputs``."""
+        if self._model.training:
+            raise ValueError("record() needs the model in eval mode")
+        view = structural_copy(self._model)
+        blocks = self._blocks_of(view)
+        found: dict[int, tuple[torch.Tensor, ...]] = {}
+        last = max(cuts)
+
+        def hook(cut: int):
+            def keep(module: nn.Module, args: tuple, output: Any) -> None:
+                if isinstance(output, torch.Tensor):
+                    hidden, self._arity = output, None
+                else:
+                    hidden, self._arity = output[0], len(output)
+                found[cut] = (inputs, hidden)
+                if cut == last:
+                    raise _Stop
+
+            return keep
+
+        for cut in cuts:
+            blocks[cut - 1].register_forward_hook(hook(cut))
+        with torch.no_grad():
+            try:
+                view(inputs)
+            except _Stop:
+                pass
+        return found
+
+    def prefix(self, cut: int, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(inputs, hidden state entering block cut)`` for one batch (dense weights)."""
+        return self.record([cut], inputs)[cut]
+
+    def suffix(
+        self, cut: int, live: tuple[torch.Tensor, ...], overrides: dict[str, torch.Tensor]
+    ) -> object:
+        """The model's output from block ``cut`` on, with ``overrides`` swapped in."""
+        if cut not in self._views:
+            view = structural_copy(self._model)
+            replay = _Replay()
+            blocks = self._blocks_of(view)
+            for key in list(blocks._modules)[:cut]:
+                blocks._modules[key] = replay
+            self._views[cut] = (view, replay)
+        view, replay = self._views[cut]
+        inputs, replay.value = live
+        replay.arity = self._arity
+        try:
+            return functional_forward(view, overrides, inputs, private=True)
+        finally:
+            replay.value = None
+
