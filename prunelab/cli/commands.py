@@ -98,6 +98,7 @@ def _prune_table(dense: dict, pruned: dict) -> str:
     import pandas as pd
 
     rows = [
+        ("perplexity", "perplexity", lambda v: f"{v:.2f}", lambda d: f"{d:+.2f}"),
         ("accuracy", "accuracy", lambda v: f"{v:.2%}", lambda d: f"{d * 100:+.2f} pp"),
         ("loss", "loss", lambda v: f"{v:.4f}", lambda d: f"{d:+.4f}"),
         ("agreement", "agreement", lambda v: f"{v:.2%}", lambda d: f"{d * 100:+.2f} pp"),
@@ -334,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--sparsities", default="0.1:0.9:0.1", help="levels (default 0.1:0.9:0.1)")
     sens.add_argument(
         "--metric",
-        choices=("accuracy", "loss", "agreement", "kl"),
-        help="default: accuracy with labelled data, else agreement",
+        choices=("accuracy", "loss", "agreement", "kl", "perplexity"),
+        help="default: perplexity for token data, accuracy for other labelled data, else "
+        "agreement",
     )
     sens.add_argument(
         "--method",

@@ -38,11 +38,14 @@ def evaluation_data(bundle, args: argparse.Namespace):
         # no labelled data: fidelity to the dense model on random inputs still means something
         inputs = bundle.example_input(batch_size=64, seed=0)
         return inputs, inputs, "64 random inputs (no --data and no default data)", None
-    evaluation = datasets.load(data_spec, split="test", limit=args.limit)
-    described = f"{data_spec}, test split, {len(evaluation):,} samples"
+    # text specs are tokenized with the model's own tokenizer when it has one
+    tokenizer = getattr(bundle, "tokenizer", None)
+    evaluation = datasets.load(data_spec, split="test", limit=args.limit, tokenizer=tokenizer)
+    unit = "sequences" if getattr(evaluation, "kind", None) == "tokens" else "samples"
+    described = f"{data_spec}, test split, {len(evaluation):,} {unit}"
     return (
         evaluation,
-        lambda: datasets.load(data_spec, split="train", limit=args.limit),
+        lambda: datasets.load(data_spec, split="train", limit=args.limit, tokenizer=tokenizer),
         described,
         data_spec,
     )

@@ -105,6 +105,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     """``prunelab sensitivity``: prune one layer at a time and measure the drop."""
+    from ..runtime.metrics import LOWER_IS_BETTER
     from ..sweeps import RunOptions, SensitivityConfig, sensitivity
 
     if args.method == "magnitude" and args.resume:
@@ -119,7 +120,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     else:
         evaluation, calibration_data, described, data_spec = evaluation_data(bundle, args)
         calibration = calibration_for(bundle.model, strategy, calibration_data, args.device)
-    metric = args.metric or ("accuracy" if data_spec is not None else "agreement")
+    # with data, None lets sensitivity choose: perplexity for token data, else accuracy
+    metric = args.metric or (None if data_spec is not None else "agreement")
     with Bar("sensitivity") as bar:
         table = sensitivity(
             bundle.model,
@@ -144,7 +146,9 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         print(f"{table.attrs['left_out_reason']}; prune them too with --prune-outputs.")
     pivot = table.pivot(index="layer", columns="sparsity", values="drop")
     pivot = pivot.reindex(table["layer"].unique())
-    print(f"drop in {table.attrs['metric']} (baseline {table.attrs['baseline']:.4f}):")
+    measured = table.attrs["metric"]
+    change = "rise" if measured in LOWER_IS_BETTER else "drop"
+    print(f"{change} in {measured} (baseline {table.attrs['baseline']:.4f}):")
     print(pivot.to_string(float_format=lambda v: f"{v:+.4f}"))
     _save_csv(table, args.csv)
     _after_run(args, checkpoint)
