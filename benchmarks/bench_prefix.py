@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._timing import median_time, report  # noqa: E402
-from prunelab.io.data import load  # noqa: E402
-from prunelab.runtime.functional import functional_forward  # noqa: E402
-from prunelab.sweeps.prefix import BlockPlan, PrefixPlan  # noqa: E402
+from benchmarks._timing import median_time, report
+from prunelab.io.data import load
+from prunelab.runtime.functional import functional_forward
+from prunelab.sweeps.prefix import BlockPlan, PrefixPlan
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_models" / "pydoc-gpt"
 
@@ -68,14 +68,10 @@ def main() -> None:
         return [plan.record(cuts, b) for b in batches]
 
     def full():
-        return [
-            [functional_forward(model, overrides[c], b).logits for b in batches] for c in cuts
-        ]
+        return [[functional_forward(model, overrides[c], b).logits for b in batches] for c in cuts]
 
     def cached(recorded):
-        return [
-            [plan.suffix(c, r[c], overrides[c]).logits for r in recorded] for c in cuts
-        ]
+        return [[plan.suffix(c, r[c], overrides[c]).logits for r in recorded] for c in cuts]
 
     with torch.inference_mode():
         recorded = record()

@@ -85,7 +85,9 @@ def test_perplexity_is_exp_of_the_token_mean_over_all_batches(lm, text_data):
     result = prunelab.evaluate(lm, text_data, batch_size=5)  # uneven batches: 5, 5, 2
     with torch.no_grad():
         logits = lm(text_data.inputs)["logits"]
-    losses = F.cross_entropy(logits.reshape(-1, VOCAB), text_data.labels.reshape(-1), reduction="none")
+    losses = F.cross_entropy(
+        logits.reshape(-1, VOCAB), text_data.labels.reshape(-1), reduction="none"
+    )
     assert result["loss"] == pytest.approx(float(losses.mean()), rel=1e-5)
     assert result["perplexity"] == pytest.approx(math.exp(float(losses.mean())), rel=1e-5)
     accuracy = (logits.argmax(-1) == text_data.labels).float().mean()
@@ -110,16 +112,17 @@ def test_ignored_labels_and_fidelity_per_token(lm, text_data):
 def test_kl_and_agreement_match_a_direct_computation(lm, text_data):
     masks = prunelab.prune(lm, "layer-magnitude", sparsity=0.6)
     result = prunelab.evaluate(lm, text_data.inputs, masks=masks)  # unlabelled: fidelity only
-    from prunelab.runtime.functional import functional_forward
-
     from prunelab.core.apply import masked_weights
+    from prunelab.runtime.functional import functional_forward
 
     with torch.no_grad():
         pruned = functional_forward(lm, masked_weights(lm, masks), text_data.inputs)
         p, q = lm(text_data.inputs)["logits"], pruned["logits"]
     kl = F.kl_div(q.log_softmax(-1), p.log_softmax(-1), log_target=True, reduction="none")
     assert result["kl"] == pytest.approx(float(kl.sum(-1).mean()), rel=1e-4)
-    assert result["agreement"] == pytest.approx(float((p.argmax(-1) == q.argmax(-1)).float().mean()))
+    assert result["agreement"] == pytest.approx(
+        float((p.argmax(-1) == q.argmax(-1)).float().mean())
+    )
     assert "perplexity" not in result and "accuracy" not in result
 
 
@@ -142,7 +145,8 @@ def test_classifier_results_unchanged():
     assert sorted(result) == ["accuracy", "agreement", "kl", "loss", "samples"]
     assert default_metrics((x, y))[0] == "accuracy"
     totals = MetricTotals()
-    accumulate(totals, net(x), y, None, ("accuracy", "perplexity"))
+    with torch.no_grad():
+        accumulate(totals, net(x), y, None, ("accuracy", "perplexity"))
     assert "perplexity" not in summarize(totals, ("accuracy", "perplexity"), dense=True)
 
 
@@ -152,7 +156,9 @@ def test_logits_shapes_are_checked():
         logits_of(torch.zeros(2, 3, 4, 5))
     net = TinyLM(vocab=8)
     with pytest.raises(prunelab.errors.DataError, match="next-token ids of shape"):
-        prunelab.evaluate(net, (torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long)))
+        prunelab.evaluate(
+            net, (torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))
+        )
     with pytest.raises(prunelab.errors.DataError, match="token ids from 0 to 7"):
         prunelab.evaluate(net, (torch.zeros(2, 4, dtype=torch.long), torch.full((2, 4), 9)))
 
@@ -187,9 +193,9 @@ def _save_arrow_dataset(folder, texts):
     pa = pytest.importorskip("pyarrow")
     folder.mkdir(parents=True)
     table = pa.table({"text": texts, "id": list(range(len(texts)))})
-    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink:
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
+    arrow = str(folder / "data-00000-of-00001.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
     (folder / "state.json").write_text(
         json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]})
     )

@@ -8,8 +8,8 @@ from torch import nn
 
 from prunelab.figures import block_heatmap
 from prunelab.runtime.functional import functional_forward
-from prunelab.sweeps import sensitivity
 from prunelab.sweeps import prefix as prefix_module
+from prunelab.sweeps import sensitivity
 from prunelab.sweeps.blocks import block_stack, layer_group
 from prunelab.sweeps.prefix import BlockPlan, PrefixPlan
 
@@ -19,7 +19,12 @@ def gpt2():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        n_layer=3, n_embd=32, n_head=2, vocab_size=64, n_positions=16, bos_token_id=0,
+        n_layer=3,
+        n_embd=32,
+        n_head=2,
+        vocab_size=64,
+        n_positions=16,
+        bos_token_id=0,
         eos_token_id=0,
     )
     return transformers.GPT2LMHeadModel(config).eval()
@@ -112,9 +117,12 @@ def test_sensitivity_with_block_caching_equals_full_passes(monkeypatch):
     assert cached.attrs["metric"] == "perplexity"
     for column in ("perplexity", "agreement", "kl", "drop"):
         assert cached[column].to_numpy() == pytest.approx(full[column].to_numpy(), abs=1e-6)
-    row = cached.set_index("layer").loc["layers.1.v_proj.weight"].iloc[0]
-    assert (row["block"], row["projection"]) == (1, "v")
-    assert cached.set_index("layer").loc["head.weight"].iloc[0]["block"] == -1
+    rows = cached.set_index("layer")
+    assert (
+        rows.loc["layers.1.v_proj.weight", "block"],
+        rows.loc["layers.1.v_proj.weight", "projection"],
+    ) == (1, "v")
+    assert rows.loc["head.weight", "block"] == -1
     fig = block_heatmap(cached)
     assert list(fig.data[0].x) == ["q", "k", "v", "o", "up", "down"]
     assert len(fig.data[0].y) == 3 and "rise in perplexity" in fig.layout.title.text.lower()

@@ -15,10 +15,11 @@ sequences of 128 tokens over 50,257 GPT-2 tokens are 1.6 GiB), so outputs over
 :data:`CACHE_ENTRY_BYTES` are never stored (the dense model then runs beside the pruned one,
 batch by batch, and the numbers are the same), and the oldest entries go once all of them
 pass :data:`CACHE_BYTES`. They are kept in float32, exactly as computed: a lower precision
-would shift small KL divergences and flip near-tied top-1 agreements. The cache notices a changed model (any
-parameter or buffer modified in place, or a different model that reuses a freed object's id)
-and recomputes; :func:`clear_cache` empties it. It is safe to share between threads (the app's
-sessions): a lock guards every lookup, store and eviction, never a forward pass.
+would shift small KL divergences and flip near-tied top-1 agreements. The cache notices a
+changed model (any parameter or buffer modified in place, or a different model that reuses a
+freed object's id) and recomputes; :func:`clear_cache` empties it. It is safe to share
+between threads (the app's sessions): a lock guards every lookup, store and eviction, never a
+forward pass.
 
 >>> import torch
 >>> from torch import nn

@@ -336,8 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument(
         "--metric",
         choices=("accuracy", "loss", "agreement", "kl", "perplexity"),
-        help="default: perplexity for token data, accuracy for other labelled data, else "
-        "agreement",
+        help="default: perplexity for token data, accuracy for other labelled data, else agreement",
     )
     sens.add_argument(
         "--method",

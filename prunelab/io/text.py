@@ -166,7 +166,9 @@ def _tokenizer_from_dir(folder: str) -> object:
         try:
             return Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as exc:
-            raise ValueError(f"cannot read tokenizer {path / 'tokenizer.json'}: {one_line(exc)}")
+            raise ValueError(
+                f"cannot read tokenizer {path / 'tokenizer.json'}: {one_line(exc)}"
+            ) from exc
     try:
         from transformers import AutoTokenizer
 

@@ -30,11 +30,10 @@ as accuracy is for unlabelled data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +55,8 @@ __all__ = [
     "accumulate_batch",
     "batch_logits",
     "check_labels",
-    "check_token_labels",
     "check_metrics",
+    "check_token_labels",
     "default_metrics",
     "headline_metric",
     "is_token_data",

@@ -40,7 +40,6 @@ DEFAULT_LEVELS = tuple(round(0.1 * i, 2) for i in range(1, 10))
 METHODS = ("evaluate", "magnitude")
 
 
-
 def check_levels(sparsities: Iterable[float], *, what: str = "sparsities") -> list[float]:
     """Sparsity levels checked once for every run: each in [0, 1], none given twice (a
     repeated level would make two rows with one key, which a checkpoint cannot resume), at
@@ -168,7 +167,9 @@ class SensitivityConfig:
             object.__setattr__(self, "layers", layers)
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; accepted: {', '.join(METHODS)}")
-        if self.method == "evaluate" and self.metric is not None and self.metric not in METRICS:  # the proxy has its own
+        chosen = self.metric
+        if self.method == "evaluate" and chosen is not None and chosen not in METRICS:
+            # (the magnitude proxy has its own metric)
             raise ValueError(f"unknown metric {self.metric!r}; accepted: {', '.join(METRICS)}")
         if self.early_stop is not None and (
             not isinstance(self.early_stop, numbers.Real) or self.early_stop < 0

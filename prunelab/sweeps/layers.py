@@ -124,9 +124,7 @@ def sensitivity(
     )
     with log:
         if not log.finished:
-            job = _Sensitivity(
-                model, strategy, calibration, levels, metric, config.early_stop
-            )
+            job = _Sensitivity(model, strategy, calibration, levels, metric, config.early_stop)
             job.groups = _groups(model, chosen)
             job.measure(chosen, _Runner(model, batches, run_on), log, run.progress)
             log.finish(job.attrs(skipped))

@@ -18,6 +18,7 @@ forward passes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -287,11 +288,8 @@ class BlockPlan:
 
         for cut in cuts:
             blocks[cut - 1].register_forward_hook(hook(cut))
-        with torch.no_grad():
-            try:
-                view(inputs)
-            except _Stop:
-                pass
+        with torch.no_grad(), contextlib.suppress(_Stop):
+            view(inputs)
         return found
 
     def prefix(self, cut: int, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -316,4 +314,3 @@ class BlockPlan:
             return functional_forward(view, overrides, inputs, private=True)
         finally:
             replay.value = None
-
