@@ -233,3 +233,11 @@ def test_perplexity_is_written_as_a_number():
     assert metric_value("perplexity", 12.3456) == "12.35"
     assert metric_change("perplexity", 1.5) == "+1.50"
     assert metric_value("accuracy", 0.5) == "50.00%"
+
+
+def test_calibration_on_token_data(lm, text_data):
+    from prunelab.core.calibration import Calibration
+
+    for name in ("layer-activation-magnitude", "layer-magnitude-gradient"):
+        masks = prunelab.prune(lm, name, sparsity=0.5, calibration=Calibration(lm, text_data))
+        assert masks.sparsity() == pytest.approx(0.5, abs=0.01)

@@ -122,6 +122,8 @@ class Calibration:
                 labels = batch.labels
                 if self._loss_fn is F.cross_entropy and logits.ndim == 2:
                     labels = check_labels(labels, logits)
+                elif self._loss_fn is F.cross_entropy and logits.ndim == 3:  # a language model
+                    logits, labels = logits.flatten(0, 1), labels.reshape(-1)  # -100 ignored
                 loss = self._loss_fn(logits, labels)
                 grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
             for fqn, grad in zip(leaves, grads, strict=True):
