@@ -241,3 +241,10 @@ def test_calibration_on_token_data(lm, text_data):
     for name in ("layer-activation-magnitude", "layer-magnitude-gradient"):
         masks = prunelab.prune(lm, name, sparsity=0.5, calibration=Calibration(lm, text_data))
         assert masks.sparsity() == pytest.approx(0.5, abs=0.01)
+
+
+def test_perplexity_on_a_classifier_is_refused_clearly():
+    net = nn.Sequential(nn.Linear(4, 3)).eval()
+    data = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    with pytest.raises(ValueError, match="language model's"):
+        sensitivity(net, data, sparsities=[0.5], config=SensitivityConfig(metric="perplexity"))

@@ -117,6 +117,8 @@ class Calibration:
                 with model_input_errors(batch.inputs):
                     out = functional_forward(self.model, leaves, batch.inputs, device=self.device)
                 logits = first_tensor(out)
+                if logits is None and isinstance(out, dict):  # a Hugging Face ModelOutput
+                    logits = out.get("logits")
                 if logits is None:
                     raise TypeError("the model's output is not a tensor; cannot compute a loss")
                 labels = batch.labels

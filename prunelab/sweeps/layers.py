@@ -193,6 +193,11 @@ class _Sensitivity:
         """Evaluate the points ``log`` does not hold yet, layers sharing a cut together."""
         self.baseline = runner.dense_metrics()
         if self.metric not in self.baseline:
+            if self.metric == "perplexity" and "accuracy" in self.baseline:
+                raise ValueError(
+                    "metric 'perplexity' is a language model's: this model's outputs are "
+                    "(batch, classes), not per token; use accuracy, loss, agreement or kl"
+                )
             raise ValueError(f"metric {self.metric!r} needs labelled data; the data has no labels")
         _report_resumed(log, progress)
         position = {t.fqn: i * len(self.levels) for i, t in enumerate(chosen)}
