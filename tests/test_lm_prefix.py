@@ -126,3 +126,19 @@ def test_sensitivity_with_block_caching_equals_full_passes(monkeypatch):
     fig = block_heatmap(cached)
     assert list(fig.data[0].x) == ["q", "k", "v", "o", "up", "down"]
     assert len(fig.data[0].y) == 3 and "rise in perplexity" in fig.layout.title.text.lower()
+
+
+def test_figures_say_rise_for_perplexity():
+    import pandas as pd
+
+    from prunelab.figures import sensitivity_heatmap, sparsity_curves
+
+    table = pd.DataFrame(
+        {"layer": ["a", "a"], "sparsity": [0.5, 0.9], "perplexity": [20.0, 35.5], "drop": [1, 9]}
+    )
+    table.attrs["metric"] = "perplexity"
+    heat = sensitivity_heatmap(table)
+    assert heat.data[0].colorbar.title.text == "rise"
+    assert "rise in perplexity" in heat.layout.title.text
+    curve = sparsity_curves(table, metric="perplexity", by="layer")
+    assert "%" not in (curve.layout.yaxis.title.text or "")

@@ -154,7 +154,9 @@ def _frame(table: object, columns: Sequence[str]):
 def _colour_title(value: str, metric: str | None) -> str:
     if metric == "energy_removed" and value in ("drop", metric):
         return "removed"
-    return value if value == "drop" else _metric_words(value)
+    if value == "drop":
+        return "rise" if metric == "perplexity" else "drop"
+    return _metric_words(value)
 
 
 def sensitivity_heatmap(
