@@ -20,11 +20,13 @@ __all__ = [
     "Parser",
     "add_model_options",
     "add_outputs_option",
+    "add_ray_option",
     "add_resume_options",
     "device_type",
     "finite_float",
     "levels",
     "positive_int",
+    "ray_options",
     "seed_type",
 ]
 
@@ -152,3 +154,21 @@ def add_outputs_option(parser: argparse.ArgumentParser) -> None:
         help="channel strategies: prune the layers whose outputs are the model's outputs too "
         "(by default they are left out, so that no class is deleted)",
     )
+
+
+def add_ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="evaluate on a Ray cluster: its head HOST:PORT, or none for a local one (needs "
+        'pip install "prunelab[ray]"); same table and checkpoint as without',
+    )
+
+
+def ray_options(args: argparse.Namespace) -> dict:
+    """``RunOptions``' executor and address for ``--ray [ADDRESS]`` (none without it)."""
+    if getattr(args, "ray", None) is None:
+        return {}
+    return {"executor": "ray", "address": args.ray.strip() or None}

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .args import CHECKPOINT_SUFFIX, CliError, levels
+from .args import CHECKPOINT_SUFFIX, CliError, levels, ray_options
 from .inputs import calibration_for, evaluation_data, load_model, strategy_for
 from .progress import Bar
 
@@ -92,7 +92,11 @@ def run_sweep(args: argparse.Namespace) -> int:
             sparsities=levels(args.sparsities),
             config=SweepConfig(seed=args.seed),
             run=RunOptions(
-                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
+                device=args.device,
+                progress=bar,
+                checkpoint=checkpoint,
+                resume=args.resume,
+                **ray_options(args),
             ),
         )
     table.attrs.update(model=args.spec, data=data_spec)
@@ -135,7 +139,11 @@ def run_sensitivity(args: argparse.Namespace) -> int:
                 calibration=calibration,
             ),
             run=RunOptions(
-                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
+                device=args.device,
+                progress=bar,
+                checkpoint=checkpoint,
+                resume=args.resume,
+                **ray_options(args),
             ),
         )
     table.attrs.update(model=args.spec, data=data_spec)
