@@ -45,3 +45,16 @@ def test_cli_refuses_a_bad_address_in_one_line(capsys, monkeypatch, address, mes
     assert main([*argv, "--limit", "20", "--ray", address]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"prunelab sweep: error: {message}") and "\n" not in err
+
+
+def test_the_app_reads_a_ray_address_from_the_environment(monkeypatch):
+    from prunelab.ui import engine
+
+    monkeypatch.delenv(engine.RAY_ADDRESS_ENV, raising=False)
+    assert engine.sweep_executor() is None
+    monkeypatch.setenv(engine.RAY_ADDRESS_ENV, "10.0.0.5:6379")
+    cluster = engine.sweep_executor()
+    assert cluster.address == "10.0.0.5:6379"
+    assert engine.sweep_executor() is cluster  # its actors serve the next run too
+    monkeypatch.setenv(engine.RAY_ADDRESS_ENV, "local")
+    assert engine.sweep_executor().address is None
