@@ -242,6 +242,7 @@ class RayExecutor:
             max_task_retries=self.retries,
         )
         self._actors = [remote.remote(self.threads) for _ in range(count)]
+        ray.get([actor.pid.remote() for actor in self._actors])  # up: their start-up is timed
 
     def _hand_out(self, ray, job: tuple, units: list, emit: Emit) -> None:
         queue = deque(units)
