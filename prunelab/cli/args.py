@@ -26,7 +26,7 @@ __all__ = [
     "finite_float",
     "levels",
     "positive_int",
-    "ray_options",
+    "run_options",
     "seed_type",
 ]
 
@@ -167,8 +167,16 @@ def add_ray_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ray_options(args: argparse.Namespace) -> dict:
-    """``RunOptions``' executor and address for ``--ray [ADDRESS]`` (none without it)."""
-    if getattr(args, "ray", None) is None:
-        return {}
-    return {"executor": "ray", "address": args.ray.strip() or None}
+def run_options(args: argparse.Namespace, progress, checkpoint: str | None):
+    """A long run's ``RunOptions``: device, progress, checkpoint, resume and ``--ray``."""
+    from ..sweeps import RunOptions
+
+    ray = getattr(args, "ray", None)
+    return RunOptions(
+        device=args.device,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        executor=None if ray is None else "ray",
+        address=(ray or "").strip() or None,
+    )

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .args import CHECKPOINT_SUFFIX, CliError, levels, ray_options
+from .args import CHECKPOINT_SUFFIX, CliError, levels, run_options
 from .inputs import calibration_for, evaluation_data, load_model, strategy_for
 from .progress import Bar
 
@@ -78,7 +78,7 @@ def _after_run(args: argparse.Namespace, path: str | None) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``prunelab sweep``: accuracy-vs-sparsity curves of several strategies."""
-    from ..sweeps import RunOptions, SweepConfig, sweep
+    from ..sweeps import SweepConfig, sweep
 
     checkpoint = _checkpoint(args)
     bundle = load_model(args)
@@ -91,13 +91,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             strategies=names,
             sparsities=levels(args.sparsities),
             config=SweepConfig(seed=args.seed),
-            run=RunOptions(
-                device=args.device,
-                progress=bar,
-                checkpoint=checkpoint,
-                resume=args.resume,
-                **ray_options(args),
-            ),
+            run=run_options(args, bar, checkpoint),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name}; data: {described}")
@@ -109,7 +103,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     """``prunelab sensitivity``: prune one layer at a time and measure the drop."""
-    from ..sweeps import RunOptions, SensitivityConfig, sensitivity
+    from ..sweeps import SensitivityConfig, sensitivity
 
     if args.method == "magnitude" and args.resume:
         raise CliError(
@@ -138,13 +132,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
                 subset=args.subset,
                 calibration=calibration,
             ),
-            run=RunOptions(
-                device=args.device,
-                progress=bar,
-                checkpoint=checkpoint,
-                resume=args.resume,
-                **ray_options(args),
-            ),
+            run=run_options(args, bar, checkpoint),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name} with {strategy.name}; data: {described}")
