@@ -47,6 +47,16 @@ def test_cli_refuses_a_bad_address_in_one_line(capsys, monkeypatch, address, mes
     assert err.startswith(f"prunelab sweep: error: {message}") and "\n" not in err
 
 
+def test_ray_address_from_rays_own_variable_is_checked_too(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "nohostport")
+    not_connected = types.SimpleNamespace(is_initialized=lambda: False)
+    monkeypatch.setattr("prunelab.sweeps.executors.import_ray", lambda: not_connected)
+    net = nn.Linear(4, 2)
+    data = (torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    with pytest.raises(ClusterError, match="bad Ray address 'nohostport'"):
+        sweep(net, data, strategies=["random"], sparsities=[0.5], run=RunOptions(executor="ray"))
+
+
 def test_the_app_reads_a_ray_address_from_the_environment(monkeypatch):
     from prunelab.ui import engine
 

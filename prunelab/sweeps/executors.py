@@ -151,6 +151,8 @@ class RayExecutor:
         threads: torch's intra-op threads in each worker (one per worker's CPU).
         gpus: GPUs each worker holds (e.g. 1 to evaluate on ``cuda``).
         retries: How often a unit whose worker died is run again (Ray restarts the actor).
+        stay_connected: Keep a connection this executor made (and its actors) after a run,
+            for the next one (the app does); by default a run leaves as it found things.
 
     >>> RayExecutor(workers=2).threads
     1
@@ -161,6 +163,7 @@ class RayExecutor:
     threads: int = 1
     gpus: float = 0
     retries: int = 3
+    stay_connected: bool = False
     timings: dict[str, float] = field(default_factory=dict, repr=False)
     _actors: list = field(default_factory=list, repr=False)
     _runs: int = field(default=0, repr=False)
@@ -181,6 +184,8 @@ class RayExecutor:
     def run(self, work: Work, emit: Emit) -> None:
         ray = import_ray()
         self.timings.clear()
+        if not work.units:
+            return  # a resumed run with every row done: no cluster needed
         started = self._connect(ray)
         try:
             clock = time.perf_counter()
@@ -197,7 +202,7 @@ class RayExecutor:
             self._hand_out(ray, job, list(work.units), emit)
             self.timings["evaluate"] = time.perf_counter() - clock
         finally:
-            if started:
+            if started and not self.stay_connected:
                 self._actors = []
                 ray.shutdown()
 
@@ -214,15 +219,17 @@ class RayExecutor:
             "log_to_driver": False,
             "logging_level": logging.ERROR,
         }
-        if self.address is not None:
-            _check_reachable(self.address)
-            options["address"] = self.address
+        # RAY_ADDRESS is Ray's own way to name the cluster of the scripts run on it
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address is not None:
+            _check_reachable(address)
+            options["address"] = address
         else:
             options["num_cpus"] = self.workers or os.cpu_count() or 1
         try:
             ray.init(**options)
         except ConnectionError as exc:
-            raise ClusterError(f"cannot join the Ray cluster at {self.address}: {exc}") from None
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self.timings["start"] = time.perf_counter() - clock
         return True
 

@@ -61,7 +61,7 @@ RAY_ADDRESS_ENV = "PRUNELAB_RAY_ADDRESS"
 
 def sweep_executor():
     """The executor of the app's sensitivity runs: ``None`` (in the app's process) unless
-    ``PRUNELAB_RAY_ADDRESS`` names a Ray cluster (``"local"``: one started per run).
+    ``PRUNELAB_RAY_ADDRESS`` names a Ray cluster (``"local"``: one started by the first run).
 
     >>> RAY_ADDRESS_ENV
     'PRUNELAB_RAY_ADDRESS'
@@ -74,11 +74,11 @@ def sweep_executor():
 
 @functools.lru_cache(maxsize=4)
 def _ray_executor(address: str | None):
-    # one executor per address: its actors (each holding the model) serve the next run too
-    # while the app stays connected to the cluster
+    # one executor per address, staying connected: its actors serve the app's next run too
+    # (a worker process takes seconds to start: it imports torch)
     from ..sweeps.executors import RayExecutor
 
-    return RayExecutor(address=address)
+    return RayExecutor(address=address, stay_connected=True)
 
 
 def app_threads() -> int:
