@@ -20,11 +20,13 @@ __all__ = [
     "Parser",
     "add_model_options",
     "add_outputs_option",
+    "add_ray_option",
     "add_resume_options",
     "device_type",
     "finite_float",
     "levels",
     "positive_int",
+    "run_options",
     "seed_type",
 ]
 
@@ -151,4 +153,30 @@ def add_outputs_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="channel strategies: prune the layers whose outputs are the model's outputs too "
         "(by default they are left out, so that no class is deleted)",
+    )
+
+
+def add_ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="evaluate on a Ray cluster: its head HOST:PORT, or none for a local one (needs "
+        'pip install "prunelab[ray]"); same table and checkpoint as without',
+    )
+
+
+def run_options(args: argparse.Namespace, progress, checkpoint: str | None):
+    """A long run's ``RunOptions``: device, progress, checkpoint, resume and ``--ray``."""
+    from ..sweeps import RunOptions
+
+    ray = getattr(args, "ray", None)
+    return RunOptions(
+        device=args.device,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        executor=None if ray is None else "ray",
+        address=(ray or "").strip() or None,
     )

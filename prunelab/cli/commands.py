@@ -21,6 +21,7 @@ from .args import (
     Parser,
     add_model_options,
     add_outputs_option,
+    add_ray_option,
     add_resume_options,
     finite_float,
     positive_int,
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--csv", help="save the table to this CSV file")
     add_resume_options(sweep)
     add_outputs_option(sweep)
+    add_ray_option(sweep)
     sweep.set_defaults(func=run_sweep)
 
     sens = sub.add_parser("sensitivity", help="prune one layer at a time: how much does it hurt?")
@@ -351,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
     add_resume_options(sens)
     add_outputs_option(sens)
+    add_ray_option(sens)
     sens.set_defaults(func=run_sensitivity)
 
     solve = sub.add_parser("solve", help="turn a sensitivity table into a recipe under a budget")

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .args import CHECKPOINT_SUFFIX, CliError, levels
+from .args import CHECKPOINT_SUFFIX, CliError, levels, run_options
 from .inputs import calibration_for, evaluation_data, load_model, strategy_for
 from .progress import Bar
 
@@ -78,7 +78,7 @@ def _after_run(args: argparse.Namespace, path: str | None) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``prunelab sweep``: accuracy-vs-sparsity curves of several strategies."""
-    from ..sweeps import RunOptions, SweepConfig, sweep
+    from ..sweeps import SweepConfig, sweep
 
     checkpoint = _checkpoint(args)
     bundle = load_model(args)
@@ -91,9 +91,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             strategies=names,
             sparsities=levels(args.sparsities),
             config=SweepConfig(seed=args.seed),
-            run=RunOptions(
-                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
-            ),
+            run=run_options(args, bar, checkpoint),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name}; data: {described}")
@@ -106,7 +104,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 def run_sensitivity(args: argparse.Namespace) -> int:
     """``prunelab sensitivity``: prune one layer at a time and measure the drop."""
     from ..runtime.metrics import LOWER_IS_BETTER
-    from ..sweeps import RunOptions, SensitivityConfig, sensitivity
+    from ..sweeps import SensitivityConfig, sensitivity
 
     if args.method == "magnitude" and args.resume:
         raise CliError(
@@ -136,9 +134,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
                 subset=args.subset,
                 calibration=calibration,
             ),
-            run=RunOptions(
-                device=args.device, progress=bar, checkpoint=checkpoint, resume=args.resume
-            ),
+            run=run_options(args, bar, checkpoint),
         )
     table.attrs.update(model=args.spec, data=data_spec)
     print(f"{bundle.name} with {strategy.name}; data: {described}")

@@ -327,6 +327,19 @@ class RowLog:
         self.done[index] = dict(row)
         self._write({"row": index, "values": self.done[index]})
 
+    def receiver(
+        self, progress: Callable[[float, str], None] | None, describe: Callable[[dict], str]
+    ) -> Callable[[int, dict], None]:
+        """``emit(index, row)`` for an executor: records the row, then reports progress with
+        ``describe(row)``; rows may come in any order (a cluster run's do)."""
+
+        def emit(index: int, row: dict) -> None:
+            self.add(index, row)
+            if progress is not None:
+                progress(len(self.done) / self.total, describe(row))
+
+        return emit
+
     def finish(self, attrs: Mapping) -> None:
         """Mark the run complete; ``attrs`` are the table's attributes."""
         self.attrs = json.loads(_dumps(dict(attrs)))

@@ -22,6 +22,7 @@ from ..runtime.metrics import LOWER_IS_BETTER, METRICS  # noqa: F401 (its home i
 if TYPE_CHECKING:
     from ..core.calibration import Calibration
     from ..core.targets import Target
+    from .executors import Executor
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -90,17 +91,30 @@ class RunOptions:
         resume: Continue the run in ``checkpoint`` (refused, saying what differs, if it was
             written with other settings; a finished one just returns its table). Without it
             an existing checkpoint is refused rather than overwritten.
+        executor: Where the rows are evaluated: ``"in-process"`` (None, the default),
+            ``"ray"`` (a Ray cluster: ``pip install "prunelab[ray]"``), or an executor
+            object such as :class:`~prunelab.sweeps.executors.RayExecutor`. Either executor
+            gives the same table and checkpoint rows, so a run resumes with the other.
+        address: With ``executor="ray"``: the cluster's head (``HOST:6379``); None: a
+            local cluster, started for the run.
 
     >>> RunOptions(checkpoint="sens.jsonl", resume=True).resume
     True
+    >>> RunOptions(executor="ray", address="10.0.0.5:6379").address
+    '10.0.0.5:6379'
     """
 
     device: torch.device | str | None = None
     progress: Progress | None = None
     checkpoint: str | os.PathLike | None = None
     resume: bool = False
+    executor: str | Executor | None = None
+    address: str | None = None
 
     def __post_init__(self) -> None:
+        from .executors import get_executor  # checks the choice now, imports no Ray
+
+        get_executor(self.executor, address=self.address)
         if self.progress is not None and not callable(self.progress):
             raise TypeError(
                 f"progress must be a function of (fraction, message), got {self.progress!r}"

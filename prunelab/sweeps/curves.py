@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pandas as pd
 from torch import nn
@@ -16,6 +16,7 @@ from ..runtime.batches import iter_batches
 from ..runtime.functional import run_device
 from .checkpoints import RowLog, _calibration_id, _fingerprint, _report_resumed, _strategy_id
 from .config import RunOptions, SweepConfig, _options, check_levels
+from .executors import Work, get_executor
 
 __all__ = ["sweep"]
 
@@ -113,33 +114,64 @@ def _sweep_rows(
     config: SweepConfig,
     run: RunOptions,
 ) -> None:
-    for s_index, strategy in enumerate(chosen):
-        todo = [
-            (s_index * len(levels) + j, level)
-            for j, level in enumerate(levels)
-            if s_index * len(levels) + j not in log.done
-        ]
-        if not todo:
-            continue  # a resumed run does not even score a strategy it has finished
-        calibration = config.calibration if strategy.needs else None
-        pruner = Pruner(model, strategy, calibration=calibration, seed=config.seed)
-        for index, level in todo:
-            masks = (
-                pruner.masks()
-                if strategy.fixed_sparsity is not None
-                else pruner.masks(sparsity=level)
+    # one unit per row, strategy by strategy: a worker scores a strategy once, when it first
+    # meets it (a resumed run does not even score a strategy it has finished)
+    units = [
+        (s_index, s_index * len(levels) + j, level)
+        for s_index in range(len(chosen))
+        for j, level in enumerate(levels)
+        if s_index * len(levels) + j not in log.done
+    ]
+    shared = _SweepShared(model, data, chosen, config, run.device)
+    emit = log.receiver(run.progress, lambda row: f"{row['strategy']} at {row['requested']:.0%}")
+    executor = get_executor(run.executor, address=run.address)
+    executor.run(Work(shared=shared, start=_sweep_worker, units=units), emit)
+
+
+@dataclass
+class _SweepShared:
+    """What every worker of a sweep needs; sent to a cluster with the data as batches."""
+
+    model: nn.Module
+    data: object
+    chosen: list[Strategy]
+    config: SweepConfig
+    device: object
+
+    def __getstate__(self) -> dict:
+        # whatever form the data has (a DataLoader, a dataset), workers get the very batches
+        # evaluate() reads here (its default batch size), so the numbers are the same
+        batches = [(b.inputs, b.labels) for b in iter_batches(self.data, batch_size=128)]
+        return {**vars(self), "data": [b if b[1] is not None else b[:1] for b in batches]}
+
+
+def _sweep_worker(shared: _SweepShared):
+    pruners: dict[int, Pruner] = {}
+
+    def evaluate_row(unit: tuple, emit) -> None:
+        s_index, index, level = unit
+        strategy = shared.chosen[s_index]
+        if s_index not in pruners:
+            pruners.clear()  # one strategy's scores held at a time
+            calibration = shared.config.calibration if strategy.needs else None
+            pruners[s_index] = Pruner(
+                shared.model, strategy, calibration=calibration, seed=shared.config.seed
             )
-            metrics = evaluate(model, data, masks=masks, device=run.device)
-            kept = int(masks.per_layer()["kept"].sum())
-            log.add(
-                index,
-                {
-                    "strategy": strategy.name,
-                    "requested": level,
-                    "sparsity": masks.sparsity(),
-                    **{k: v for k, v in metrics.items() if k != "samples"},
-                    "nonzeros": kept,
-                },
-            )
-            if run.progress is not None:
-                run.progress(len(log.done) / log.total, f"{strategy.name} at {level:.0%}")
+        pruner = pruners[s_index]
+        masks = (
+            pruner.masks() if strategy.fixed_sparsity is not None else pruner.masks(sparsity=level)
+        )
+        metrics = evaluate(shared.model, shared.data, masks=masks, device=shared.device)
+        kept = int(masks.per_layer()["kept"].sum())
+        emit(
+            index,
+            {
+                "strategy": strategy.name,
+                "requested": level,
+                "sparsity": masks.sparsity(),
+                **{k: v for k, v in metrics.items() if k != "samples"},
+                "nonzeros": kept,
+            },
+        )
+
+    return evaluate_row

@@ -34,7 +34,8 @@ from .config import (
     _options,
     check_levels,
 )
-from .runner import _BATCH, _by_cut, _Runner, _subset_batches
+from .executors import get_executor
+from .runner import _BATCH, _by_cut, _Runner, _subset_batches, layer_work
 
 __all__ = ["sensitivity"]
 
@@ -126,9 +127,13 @@ def sensitivity(
         if not log.finished:
             job = _Sensitivity(model, strategy, calibration, levels, metric, config.early_stop)
             job.groups = _groups(model, chosen)
-            job.measure(chosen, _Runner(model, batches, run_on), log, run.progress)
+            job.measure(chosen, _Runner(model, batches, run_on), log, run)
             log.finish(job.attrs(skipped))
     return log.table()
+
+
+def _layer_rows(log: RowLog, first: int, levels: list[float]) -> dict[int, dict]:
+    return {i: log.done[i] for i in range(first, first + len(levels)) if i in log.done}
 
 
 def _drop(metric: str, baseline: float, value: float) -> float:
@@ -189,8 +194,10 @@ class _Sensitivity:
     baseline: dict | None = None  # the dense model's metrics, once measured
     groups: dict[str, dict] | None = None  # block and projection per layer (transformers)
 
-    def measure(self, chosen: list[Target], runner: _Runner, log: RowLog, progress) -> None:
-        """Evaluate the points ``log`` does not hold yet, layers sharing a cut together."""
+    def measure(self, chosen: list[Target], runner: _Runner, log: RowLog, run: RunOptions) -> None:
+        """Evaluate the points ``log`` does not hold yet, layers sharing a cut together, on
+        ``run``'s executor (a layer's levels go to one worker: its early stop is sequential)."""
+        progress = run.progress
         self.baseline = runner.dense_metrics()
         if self.metric not in self.baseline:
             if self.metric == "perplexity" and "accuracy" in self.baseline:
@@ -206,9 +213,11 @@ class _Sensitivity:
             for t in _by_cut(chosen, runner)
             if any(position[t.fqn] + j not in log.done for j in range(len(self.levels)))
         ]
-        runner.plan_cuts(sorted({c for t in todo if (c := runner.cut_for(t.fqn)) is not None}))
-        for target in todo:
-            self._layer(target, position[target.fqn], runner, log, progress)
+        cuts = sorted({c for t in todo if (c := runner.cut_for(t.fqn)) is not None})
+        units = [(t, position[t.fqn], _layer_rows(log, position[t.fqn], self.levels)) for t in todo]
+        executor = get_executor(run.executor, address=run.address)
+        emit = log.receiver(progress, lambda row: f"{row['layer']} at {row['sparsity']:.0%}")
+        executor.run(layer_work(self, runner, units, cuts), emit)
 
     def attrs(self, skipped: LeftOut) -> dict:
         """The finished table's attributes: how it was measured, and the dense baseline."""

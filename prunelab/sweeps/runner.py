@@ -7,6 +7,9 @@ are computed once per cut and only the rest of the network reruns for each varia
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,6 +18,7 @@ from ..core.targets import Target
 from ..runtime.batches import Batch, iter_batches
 from ..runtime.functional import functional_forward
 from ..runtime.metrics import METRICS, MetricTotals, accumulate, batch_logits, logits_of, summarize
+from .executors import Work
 from .prefix import PrefixPlan
 
 __all__: list[str] = []  # the package's own plumbing (sensitivity and its estimate)
@@ -48,7 +52,14 @@ def _by_cut(chosen: list[Target], runner: _Runner) -> list[Target]:
 class _Runner:
     """Evaluates masked variants on fixed batches, with prefix caching where possible."""
 
-    def __init__(self, model: nn.Module, batches: list[Batch], device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: list[Batch],
+        device: torch.device,
+        *,
+        dense: torch.Tensor | None = None,
+    ) -> None:
         self._model = model
         self._batches = batches
         self._device = device
@@ -58,8 +69,25 @@ class _Runner:
         self._cut: int | None = None
         self._live: list[tuple[torch.Tensor, ...]] = []
         self._recorded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
-        with torch.inference_mode():
-            self._dense = torch.cat([batch_logits(model, {}, b.inputs) for b in batches])
+        if dense is None:
+            with torch.inference_mode():
+                dense = torch.cat([batch_logits(model, {}, b.inputs) for b in batches])
+        self._dense = dense
+
+    # a worker of a cluster run receives the model, batches and dense outputs (computed once,
+    # by the caller), and traces the model itself; caches are not sent
+    def __getstate__(self) -> dict:
+        return {
+            "model": self._model,
+            "batches": [b.to("cpu") for b in self._batches],
+            "device": self._device,
+            "dense": self._dense.cpu(),
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        device = state["device"]
+        batches = [b.to(device) for b in state["batches"]]
+        self.__init__(state["model"], batches, device, dense=state["dense"].to(device))
 
     def cut_for(self, fqn: str) -> int | None:
         return self._plan.cut_for(fqn) if self._plan is not None else None
@@ -109,3 +137,38 @@ class _Runner:
                     self._cut = cut
                 outs = [logits_of(self._plan.suffix(cut, live, overrides)) for live in self._live]
         return self._score(outs, self._dense)
+
+
+class _UnitRows:
+    """What a sensitivity layer reads and writes of a run's log, for one unit of work: the
+    layer's rows already finished (a resumed run's early stop depends on them); new rows go
+    to ``emit``, whichever process evaluates them."""
+
+    def __init__(self, done: dict[int, dict], emit: Callable[[int, dict], None]) -> None:
+        self.done = dict(done)
+        self._emit = emit
+
+    def add(self, index: int, row: dict) -> None:
+        self.done[index] = row
+        self._emit(index, row)
+
+
+def layer_work(job: Any, runner: _Runner, units: list[tuple], cuts: list[int]) -> Work:
+    """A sensitivity run's layers as a :class:`~prunelab.sweeps.executors.Work`.
+
+    ``job`` is the run's ``_Sensitivity`` (its ``_layer`` evaluates one layer's levels);
+    each unit is ``(target, first row index, the layer's finished rows)``; ``cuts`` are
+    recorded in one dense pass by each worker when they fit, as in a run in this process.
+    """
+    return Work(shared=(job, runner, cuts), start=_layer_worker, units=units)
+
+
+def _layer_worker(shared: tuple) -> Callable[[tuple, Callable[[int, dict], None]], None]:
+    job, runner, cuts = shared
+    runner.plan_cuts(cuts)
+
+    def evaluate_layer(unit: tuple, emit: Callable[[int, dict], None]) -> None:
+        target, first, done = unit
+        job._layer(target, first, runner, _UnitRows(done, emit), None)
+
+    return evaluate_layer

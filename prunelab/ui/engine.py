@@ -7,6 +7,7 @@ are in :mod:`prunelab.ui.cache`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -25,6 +26,7 @@ from ..runtime import memory
 __all__ = [
     "APP_THREADS_ENV",
     "AUTO_EVALUATE_PARAMS",
+    "RAY_ADDRESS_ENV",
     "Choice",
     "Loaded",
     "app_threads",
@@ -33,6 +35,7 @@ __all__ = [
     "masks_misfit",
     "out_dim",
     "progress_bar",
+    "sweep_executor",
     "upload_digest",
 ]
 
@@ -47,6 +50,35 @@ AUTO_EVALUATE_PARAMS = 5_000_000
 # in every thread that starts torch work afterwards, so setting it once, when the app first
 # imports this module (before any page does torch work), covers every script run.
 APP_THREADS_ENV = "PRUNELAB_APP_THREADS"
+
+
+# -- where the app's long runs evaluate ------------------------------------------------------
+# A sensitivity analysis of a large model outgrows the app's machine: PRUNELAB_RAY_ADDRESS
+# (HOST:PORT of a Ray head, or "local") sends its rows to a Ray cluster; the table, the
+# checkpoint and the progress are the same as in the app's own process.
+RAY_ADDRESS_ENV = "PRUNELAB_RAY_ADDRESS"
+
+
+def sweep_executor():
+    """The executor of the app's sensitivity runs: ``None`` (in the app's process) unless
+    ``PRUNELAB_RAY_ADDRESS`` names a Ray cluster (``"local"``: one started by the first run).
+
+    >>> RAY_ADDRESS_ENV
+    'PRUNELAB_RAY_ADDRESS'
+    """
+    address = os.environ.get(RAY_ADDRESS_ENV, "").strip()
+    if not address:
+        return None
+    return _ray_executor(None if address == "local" else address)
+
+
+@functools.lru_cache(maxsize=4)
+def _ray_executor(address: str | None):
+    # one executor per address, staying connected: its actors serve the app's next run too
+    # (a worker process takes seconds to start: it imports torch)
+    from ..sweeps.executors import RayExecutor
+
+    return RayExecutor(address=address, stay_connected=True)
 
 
 def app_threads() -> int:

@@ -17,7 +17,7 @@ from ...core.strategies import get_strategy
 from ...core.targets import targets
 from ...io.recipes import Recipe
 from .. import cache, jobs
-from ..engine import Choice
+from ..engine import Choice, sweep_executor
 from ..errors import failing_as
 from ..state import Keys
 
@@ -145,6 +145,7 @@ class Analysis:
                 progress=report,
                 checkpoint=checkpoint if self.method == "evaluate" else None,
                 resume=True,
+                executor=sweep_executor(),  # a Ray cluster when PRUNELAB_RAY_ADDRESS names one
             ),
         )
 
