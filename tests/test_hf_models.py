@@ -15,7 +15,13 @@ from transformers.pytorch_utils import Conv1D  # noqa: E402
 
 def tiny_gpt2(seed: int = 0) -> nn.Module:
     config = transformers.GPT2Config(
-        vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=2, tie_word_embeddings=True
+        vocab_size=50,
+        n_positions=16,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(config).eval()
@@ -103,7 +109,14 @@ def test_gpt2_targets_skip_embeddings_and_the_tied_head():
 
 def test_an_untied_head_is_a_target():
     config = transformers.GPT2Config(
-        vocab_size=50, n_positions=16, n_embd=32, n_layer=1, n_head=2, tie_word_embeddings=False
+        vocab_size=50,
+        n_positions=16,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,
     )
     model = transformers.GPT2LMHeadModel(config)
     assert "lm_head.weight" in [t.fqn for t in targets(model)]
@@ -120,3 +133,119 @@ def test_apply_and_bake_keep_the_head_tied():
     torch.testing.assert_close(baked(ids).logits, prunelab.masked_forward(model, masks, ids).logits)
     assert model.lm_head.weight is model.transformer.wte.weight  # the model given, untouched
     assert not hasattr(model.transformer.h[0].attn.c_attn, "weight_mask")
+
+
+# -- hf: specs -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_gpt2(tmp_path_factory):
+    import shutil
+
+    from prunelab.io.zoo import sample_dir
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tiny_gpt2().save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the sample's, 1024 tokens
+        shutil.copy(sample_dir() / "pydoc-gpt" / name, folder / name)
+    return folder
+
+
+def test_hf_directory_loads_as_a_language_model(saved_gpt2):
+    from prunelab.io import zoo
+
+    bundle = zoo.load(f"hf:{saved_gpt2}")
+    assert bundle.task == "language-model" and bundle.input_dtype == torch.int64
+    assert bundle.input_shape == (16,)  # the model's 16 positions (under the default 128)
+    assert bundle.default_data is None and bundle.class_names is None
+    assert bundle.tokenizer is not None and bundle.tokenizer("def f():")["input_ids"]
+    assert bundle.model.lm_head.weight is bundle.model.transformer.wte.weight
+    ids = bundle.example_input(batch_size=3)
+    assert ids.shape == (3, 16) and int(ids.max()) < 50
+    torch.testing.assert_close(bundle.model(ids).logits, tiny_gpt2()(ids).logits)
+    assert "tokenizer" not in repr(bundle)
+    assert zoo.load(f"hf:{saved_gpt2}?context=8").input_shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("?context=99", "context=99 must be from 1"),
+        ("?task=translation", "unknown task='translation'"),
+        ("?colour=red", "colour"),
+    ],
+)
+def test_hf_options_are_checked(saved_gpt2, options, message):
+    from prunelab.io import zoo
+
+    with pytest.raises(ValueError, match=message):
+        zoo.load(f"hf:{saved_gpt2}{options}")
+
+
+def test_hf_remote_code_is_refused_from_an_untrusted_spec(saved_gpt2):
+    from prunelab.io import zoo
+
+    with pytest.raises(ValueError, match="untrusted"):
+        zoo.load(f"hf:{saved_gpt2}?trust_remote_code=1", untrusted=True)
+
+
+def test_hf_directory_without_a_model(tmp_path):
+    from prunelab.io import zoo
+
+    with pytest.raises(ValueError, match="no config.json"):
+        zoo.load(f"hf:{tmp_path}")
+
+
+def test_hf_hub_id_offline_is_one_clear_line(tmp_path, monkeypatch):
+    from prunelab.io import zoo
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache") as caught:
+        zoo.load("hf:someone/no-such-model")
+    assert "\n" not in str(caught.value) and "local directory" in str(caught.value)
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def test_hf_export_is_a_tied_save_pretrained_directory(saved_gpt2, tmp_path):
+    import io
+    import zipfile
+
+    from prunelab.io import exports, zoo
+
+    bundle = zoo.load(f"hf:{saved_gpt2}")
+    masks = prunelab.prune(bundle.model, "layer-magnitude", sparsity=0.5)
+    done = exports.export(
+        bundle.model, masks, tmp_path / "pruned", format="hf", tokenizer=bundle.tokenizer
+    )
+    assert done.path.is_dir() and (done.path / "tokenizer.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
+    again = zoo.load(f"hf:{done.path}")
+    assert again.model.lm_head.weight is again.model.transformer.wte.weight
+    ids = bundle.example_input(batch_size=2)
+    torch.testing.assert_close(
+        again.model(ids).logits, prunelab.masked_forward(bundle.model, masks, ids).logits
+    )
+    weight = again.model.transformer.h[0].attn.c_attn.weight
+    assert torch.equal(weight != 0, masks["transformer.h.0.attn.c_attn.weight"])
+    exports.export(bundle.model, masks, tmp_path / "pruned", format="hf")  # replaces it
+    data, info = exports.export_bytes(bundle.model, masks, format="hf")
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert "model.safetensors" in names and "config.json" in names and info.size == len(data)
+
+
+def test_hf_export_refuses_other_models_and_broken_ties(tmp_path):
+    from prunelab.io import exports
+    from prunelab.io.hf import check_ties
+
+    net = nn.Sequential(nn.Linear(4, 4))
+    masks = prunelab.prune(net, "layer-magnitude", sparsity=0.5)
+    with pytest.raises(ValueError, match="for Hugging Face models"):
+        exports.export(net, masks, tmp_path / "x", format="hf")
+    model = tiny_gpt2()
+    untied = tiny_gpt2()
+    untied.lm_head.weight = nn.Parameter(untied.lm_head.weight.detach().clone())
+    with pytest.raises(ValueError, match="no longer ties"):
+        check_ties(model, untied)
