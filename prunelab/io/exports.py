@@ -262,8 +262,12 @@ def load_snippet(path: str | os.PathLike, format: str, *, spec: str | None = Non
     name = str(path)
     arch = spec or "<the model's spec>"
     if format == "hf":
+        unzip = ""
+        if name.endswith(".zip"):  # the app's download: the directory, zipped
+            name = name.removesuffix(".zip")
+            unzip = f"# first: unzip {name}.zip -d {name}\n"
         return (
-            "import transformers\n\n"
+            f"{unzip}import transformers\n\n"
             f'model = transformers.AutoModelForCausalLM.from_pretrained("{name}")\n'
             f'tokenizer = transformers.AutoTokenizer.from_pretrained("{name}")  # if saved\n'
             f'# or, in prunelab: prunelab.io.zoo.load("hf:{name}").model'
