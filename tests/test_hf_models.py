@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -192,7 +195,7 @@ def test_hf_remote_code_is_refused_from_an_untrusted_spec(saved_gpt2):
 def test_hf_directory_without_a_model(tmp_path):
     from prunelab.io import zoo
 
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ValueError, match=r"no config\.json"):
         zoo.load(f"hf:{tmp_path}")
 
 
@@ -249,3 +252,68 @@ def test_hf_export_refuses_other_models_and_broken_ties(tmp_path):
     untied.lm_head.weight = nn.Parameter(untied.lm_head.weight.detach().clone())
     with pytest.raises(ValueError, match="no longer ties"):
         check_ties(model, untied)
+
+
+# -- the sample language model -------------------------------------------------------------
+
+
+def test_sample_language_model_loads_with_its_card_and_tokenizer():
+    from prunelab.io import zoo
+
+    bundle = zoo.load("sample:pydoc-gpt")
+    assert (bundle.spec, bundle.name, bundle.task) == (
+        "sample:pydoc-gpt",
+        "pydoc-gpt",
+        "language-model",
+    )
+    assert bundle.input_shape == (128,) and bundle.default_data == "sample:pydoc-text"
+    assert type(bundle.model).__name__ == "GPT2LMHeadModel"
+    assert bundle.model.lm_head.weight is bundle.model.transformer.wte.weight
+    assert len(bundle.tokenizer) == 1024 and int(bundle.example_input(4).max()) < 1024
+    card = bundle.card
+    assert card["task"] == "language-model" and card["tokenizer"]["vocab_size"] == 1024
+    assert card["test_perplexity"] < card["unigram_test_perplexity"] / 3
+    weights = zoo.sample_dir() / card["weights"]["file"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights"]["sha256"]
+    assert "sample:pydoc-gpt" in zoo.list_models(torchvision=False)
+    row = zoo.sample_table().set_index("spec").loc["sample:pydoc-gpt"]
+    assert row["test ppl"] == f"{card['test_perplexity']:.2f}" and row["test acc"] == "-"
+
+
+@pytest.mark.slow  # a forward pass over the whole test split
+def test_sample_language_model_perplexity_is_what_its_card_says():
+    from prunelab.io import zoo
+    from prunelab.io.corpus import pydoc_text
+
+    bundle = zoo.load("sample:pydoc-gpt")
+    ids = torch.tensor(bundle.tokenizer(pydoc_text("test"))["input_ids"])
+    windows = ids[: len(ids) // 128 * 128].reshape(-1, 128)
+    with torch.no_grad():
+        logits = bundle.model(windows).logits[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 1024), windows[:, 1:].reshape(-1))
+    assert math.exp(float(loss)) == pytest.approx(bundle.card["test_perplexity"], rel=1e-3)
+
+
+def test_cli_layers_lists_the_sample_language_models_projections(capsys):
+    from prunelab.cli import main
+
+    assert main(["layers", "sample:pydoc-gpt"]) == 0
+    out = capsys.readouterr().out
+    assert "transformer.h.0.attn.c_attn.weight" in out and "Conv1D" in out
+    assert "lm_head" not in out
+
+
+def test_next_tokens_dense_beside_pruned():
+    from prunelab.analysis.generation import compare_next_tokens, next_tokens
+    from prunelab.io import zoo
+
+    bundle = zoo.load("sample:pydoc-gpt")
+    text = "The for statement is used to iterate over the elements of a"
+    dense = next_tokens(bundle.model, bundle.tokenizer, text)
+    assert len(dense) == 5 and dense[0][1] >= dense[-1][1] and 0 < sum(p for _, p in dense) <= 1
+    masks = prunelab.prune(bundle.model, "layer-magnitude", sparsity=0.9)
+    table = compare_next_tokens(bundle.model, bundle.tokenizer, text, masks=masks)
+    assert list(table["dense p"]) == pytest.approx([p for _, p in dense])
+    assert list(table["pruned p"]) != list(table["dense p"])
+    assert next_tokens(bundle.model, bundle.tokenizer, "", top=2)  # empty text: start of text
+    assert not hasattr(bundle.model.transformer.h[0].attn.c_attn, "weight_mask")
