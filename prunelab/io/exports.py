@@ -6,7 +6,8 @@ Formats:
   same shapes), for ``model.load_state_dict`` or ``prunelab.zoo`` with ``arch=``.
 * ``pt2``: a ``torch.export`` program of the *shrunk* model when the masks are channel
   masks (else of the masked model), with a dynamic batch dimension; loads with
-  ``torch.export.load`` and with ``prunelab.io.zoo.load("file:model.pt2")``.
+  ``torch.export.load`` and with ``prunelab.io.zoo.load("file:model.pt2")``. A Hugging Face
+  model is exported as token ids -> logits (no key-value cache).
 * ``sparse``: the masked weights in the smallest of COO/CSR/bitmask overall
   (:func:`prunelab.analysis.save_sparse`), read back with :func:`prunelab.analysis.load_sparse`.
 * ``hf``: for Hugging Face models only, a ``save_pretrained`` *directory* of the model with
@@ -50,6 +51,7 @@ from ..core.apply import apply, bake
 from ..core.masks import Masks, check_masks
 from ..runtime.files import atomic_write
 from ..shrinking import shrink
+from .architectures import LANGUAGE_MODELS
 from .hf import check_ties, is_hf_model
 
 __all__ = ["FORMATS", "Exported", "export", "export_bytes", "load_snippet"]
@@ -133,7 +135,21 @@ def _zip_folder(model: nn.Module, masks: Masks, handle: IO[bytes], tokenizer: ob
                     archive.write(file, file.relative_to(scratch).as_posix())
 
 
+class _Logits(nn.Module):
+    """A Hugging Face model as token ids -> logits, without its key-value cache: what a
+    ``torch.export`` program can return (a cache object is no tensor)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(ids, use_cache=False).logits
+
+
 def _program(model: nn.Module, example_input: torch.Tensor):
+    if is_hf_model(model):
+        model = _Logits(model)
     one = example_input[:1]
     # export with a batch of 2: a batch of 1 would be specialised to a fixed size
     example = one.expand(2, *one.shape[1:]).contiguous()
@@ -280,11 +296,14 @@ def load_snippet(path: str | os.PathLike, format: str, *, spec: str | None = Non
             f'# or, in prunelab: prunelab.io.zoo.load("file:{name}", trust=True).model'
         ).replace("'", '"')
     if format == "state_dict":
+        known = spec is None or not (
+            spec.startswith("hf:") or spec.endswith(tuple(LANGUAGE_MODELS))
+        )
         return (
             "import torch\nimport prunelab\n\n"
             f'model = prunelab.io.zoo.load("{arch}").model  # the same architecture\n'
-            f'model.load_state_dict(torch.load("{name}", weights_only=True))\n'
-            f'# or: prunelab.io.zoo.load("file:{name}?arch={arch}").model'
+            f'model.load_state_dict(torch.load("{name}", weights_only=True))'
+            + (f'\n# or: prunelab.io.zoo.load("file:{name}?arch={arch}").model' if known else "")
         )
     return (
         "import prunelab\nfrom prunelab.analysis.storage import load_sparse\n\n"

@@ -159,8 +159,14 @@ def quality(choice: Choice, picked: Picked, shrink: ShrinkPlan | None) -> Qualit
 
 def groups(choice: Choice, shrink: ShrinkPlan | None) -> pd.DataFrame:
     """The coupled groups to show: the plan's when there is one, only groups of several."""
-    with failing_as("Could not trace the model"):
-        shown = cache.coupled_groups(choice.model_key, choice) if shrink is None else shrink.groups
+    if shrink is None:
+        try:
+            shown = cache.coupled_groups(choice.model_key, choice)
+        except ValueError as exc:  # untraceable (a Hugging Face LM): say so, the page goes on
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return pd.DataFrame({"coupled groups": [f"not known: {reason}"]})
+    else:
+        shown = shrink.groups
     return shown[shown["size"] > 1] if (shown["size"] > 1).any() else shown
 
 
