@@ -59,6 +59,7 @@ from .modelfiles import TrustRequired, arch_spec, load_file, load_state_dict
 from .specs import Spec, parse_spec
 
 __all__ = [
+    "SAMPLES",
     "ModelBundle",
     "TrustRequired",
     "estimate_memory",
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 SCHEMES = ("sample", "torchvision", "file", "hf")
-SAMPLES = (*ARCHITECTURES, *LANGUAGE_MODELS)
+SAMPLES = (*ARCHITECTURES, *LANGUAGE_MODELS)  # names of the sample models, listing order
 _SAMPLE_ENV = "PRUNELAB_SAMPLE_MODELS"
 
 
