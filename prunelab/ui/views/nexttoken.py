@@ -13,7 +13,7 @@ from ..widgets import explain
 
 __all__ = ["DEFAULT_TEXT", "next_token_box", "shows_next_tokens"]
 
-DEFAULT_TEXT = "The for statement is used to iterate over the elements of a"
+DEFAULT_TEXT = "A function definition defines a user-defined function"
 _KEY = "nexttoken_text"
 
 
