@@ -140,6 +140,14 @@ def bag_of_words_baseline() -> float:
     return float(classifier.score(counts(test_set.inputs).numpy(), test_set.labels.numpy()))
 
 
+def _training(recipe: Recipe | LMRecipe) -> dict:
+    return {
+        **asdict(recipe),
+        "deterministic": "torch.use_deterministic_algorithms(True), 1 thread, seeded",
+        "device": "cpu",
+    }
+
+
 def card(name: str, recipe: Recipe, model: nn.Module, results: dict, weights: bytes) -> dict:
     arch = ARCHITECTURES[name]
     return {
@@ -163,11 +171,7 @@ def card(name: str, recipe: Recipe, model: nn.Module, results: dict, weights: by
             "train_size": results["train_size"],
             "test_size": results["test_size"],
         },
-        "training": {
-            **asdict(recipe),
-            "deterministic": "torch.use_deterministic_algorithms(True), 1 thread, seeded",
-            "device": "cpu",
-        },
+        "training": _training(recipe),
         "test_accuracy": round(results["test_accuracy"], 6),
         "train_accuracy": round(results["train_accuracy"], 6),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -394,11 +398,7 @@ def build_language_model(name: str, *, out: Path, epochs: int | None = None) -> 
             "train_tokens": results["train_tokens"],
             "test_tokens": results["test_tokens"],
         },
-        "training": {
-            **asdict(recipe),
-            "deterministic": "torch.use_deterministic_algorithms(True), 1 thread, seeded",
-            "device": "cpu",
-        },
+        "training": _training(recipe),
         "test_perplexity": round(results["test_perplexity"], 4),
         "train_perplexity": round(results["train_perplexity"], 4),
         "unigram_test_perplexity": round(results["unigram_test_perplexity"], 4),

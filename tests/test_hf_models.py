@@ -16,16 +16,9 @@ transformers = pytest.importorskip("transformers")
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
 
-def tiny_gpt2(seed: int = 0) -> nn.Module:
-    config = transformers.GPT2Config(
-        vocab_size=50,
-        n_positions=16,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
+def tiny_gpt2(seed: int = 0, **changes) -> nn.Module:
+    sizes = {"vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 2}
+    config = transformers.GPT2Config(**sizes, bos_token_id=0, eos_token_id=0, **changes)
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -71,18 +64,15 @@ def test_conv1d_wanda_scores_use_input_norms_along_its_input_dim():
     conv, linear = conv1d_and_linear()
     inputs = torch.randn(64, 8) * torch.linspace(0.1, 3, 8)
     data = (inputs, torch.zeros(64, dtype=torch.long))
-    got = prunelab.prune(
-        conv,
-        "layer-activation-magnitude",
-        sparsity=0.5,
-        calibration=prunelab.Calibration(conv, data, batches=1, batch_size=64),
-    )["0.weight"]
-    want = prunelab.prune(
-        linear,
-        "layer-activation-magnitude",
-        sparsity=0.5,
-        calibration=prunelab.Calibration(linear, data, batches=1, batch_size=64),
-    )["0.weight"]
+
+    def wanda(model: nn.Module) -> torch.Tensor:
+        calibration = prunelab.Calibration(model, data, batches=1, batch_size=64)
+        masks = prunelab.prune(
+            model, "layer-activation-magnitude", sparsity=0.5, calibration=calibration
+        )
+        return masks["0.weight"]
+
+    got, want = wanda(conv), wanda(linear)
     assert torch.equal(got, want.T)
 
 
@@ -111,17 +101,7 @@ def test_gpt2_targets_skip_embeddings_and_the_tied_head():
 
 
 def test_an_untied_head_is_a_target():
-    config = transformers.GPT2Config(
-        vocab_size=50,
-        n_positions=16,
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=False,
-    )
-    model = transformers.GPT2LMHeadModel(config)
+    model = tiny_gpt2(tie_word_embeddings=False)
     assert "lm_head.weight" in [t.fqn for t in targets(model)]
 
 
