@@ -4,7 +4,7 @@ import streamlit as st
 
 from prunelab import figures
 from prunelab.figures.fmt import percent, points
-from prunelab.io.exports import FORMATS, load_snippet
+from prunelab.io.exports import load_snippet
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -184,8 +184,9 @@ with error_boundary():
         view.prepare_files(choice, picked)
     prepared = view.prepared_files(choice, picked)
     if prepared is not None:
-        cols = st.columns(len(FORMATS))
-        for col, fmt in zip(cols, FORMATS, strict=True):
+        shown = view.formats(choice)  # hf (save_pretrained) for Hugging Face models only
+        cols = st.columns(len(shown))
+        for col, fmt in zip(cols, shown, strict=True):
             entry = prepared[fmt]
             with col:
                 if isinstance(entry, str):
@@ -219,5 +220,7 @@ with error_boundary():
         "state_dict: the same architecture with zeros written in. pt2: a torch.export program of "
         "the shrunk model (of the masked one when the masks cannot shrink it), which runs without "
         "prunelab and loads with prunelab.io.zoo. sparse: the masked weights in their smallest "
-        "sparse layout, loaded back with prunelab.analysis.storage.load_sparse."
+        "sparse layout, loaded back with prunelab.analysis.storage.load_sparse. hf (Hugging "
+        "Face models): a save_pretrained directory, zipped, with the zeros written in, the "
+        "tokenizer, and tied weights kept tied."
     )

@@ -50,9 +50,10 @@ def test_loading_leaves_the_global_random_state_alone():
 
 def test_list_models_has_samples_then_torchvision():
     specs = zoo.list_models()
-    assert specs[:4] == [f"sample:{n}" for n in ARCHITECTURES]
+    samples = [f"sample:{n}" for n in zoo.SAMPLES]  # classifiers, then language models
+    assert specs[: len(samples)] == samples and "sample:pydoc-gpt" in samples
     assert "torchvision:resnet18" in specs
-    assert zoo.list_models(torchvision=False) == specs[:4]
+    assert zoo.list_models(torchvision=False) == samples
 
 
 def test_samples_are_found_where_a_wheel_puts_them(tmp_path, monkeypatch):
@@ -75,9 +76,10 @@ def test_unknown_sample_lists_the_available_ones():
     with pytest.raises(ValueError, match="available: sample:digits-mlp, sample:digits-cnn"):
         zoo.load("sample:lenet5")
     with pytest.raises(
-        ValueError, match=r"expected one of sample:\.\.\., torchvision:\.\.\., file:\.\.\."
+        ValueError,
+        match=r"expected one of sample:\.\.\., torchvision:\.\.\., file:\.\.\., hf:\.\.\.",
     ):
-        zoo.load("hf:bert")
+        zoo.load("onnx:bert")
     with pytest.raises(ValueError, match="unknown option"):
         zoo.load("sample:digits-mlp?weights=DEFAULT")
 
@@ -136,7 +138,7 @@ def test_pretrained_weights_when_cached(monkeypatch):
 def test_broken_torchvision_leaves_the_rest_working(broken_torchvision):
     with pytest.raises(ValueError, match=r"installed but cannot be imported.*nms"):
         zoo.load("torchvision:resnet18")
-    assert zoo.list_models() == [f"sample:{n}" for n in ARCHITECTURES]
+    assert zoo.list_models() == [f"sample:{n}" for n in zoo.SAMPLES]
     assert zoo.load("sample:digits-mlp").name == "digits-mlp"
 
 

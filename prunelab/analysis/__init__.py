@@ -4,7 +4,8 @@ Metrics against labels and against the dense model (``evaluate``, in :mod:`.eval
 parameter and FLOP counts (``model_stats``, ``flops_by_layer``, in :mod:`.flops`), measured
 speed (``latency``, ``compare_latency``, ``speed_report``, in :mod:`.speed`), real storage of
 sparse weights (``compression``, ``storage_table``, ``save_sparse``) and per-layer weight
-statistics (``weight_stats``).
+statistics (``weight_stats``), and a language model's next-token predictions dense beside
+pruned (``next_tokens``, ``compare_next_tokens``, in :mod:`.generation`).
 """
 
 from .._lazy import lazy_names
@@ -27,6 +28,8 @@ _NAMES = {
     "storage_table": ".storage",
     "to_sparse": ".storage",
     "weight_stats": ".layer_stats",
+    "next_tokens": ".generation",
+    "compare_next_tokens": ".generation",
 }
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = list(_NAMES)

@@ -21,9 +21,11 @@ __all__ = [
     "Target",
     "get_parameter",
     "grouped_readers",
+    "is_hf_conv1d",
     "output_layers",
     "resolve_targets",
     "targets",
+    "weight_dims",
 ]
 
 # the module types whose weights prunelab prunes, for isinstance checks (one home: FLOP
@@ -75,8 +77,36 @@ class Target:
         return self.fqn.rpartition(".")[2]
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is Hugging Face's ``Conv1D`` (GPT-2's projections), or a subclass.
+
+    Told by class name and module path so that transformers is never imported for it.
+    """
+    return any(
+        cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers.")
+        for cls in type(module).__mro__
+    )
+
+
+def weight_dims(module: nn.Module) -> tuple[int, int]:
+    """``(out_dim, in_dim)``: which dimensions of ``module``'s weight index its output and
+    input channels. The one place that knows each layout; every granularity, criterion and
+    reshape reads it from :class:`Target`.
+
+    Linear, convolutions and RNN weights are ``(out, in, ...)``. Transposed convolutions
+    store ``(in, out / groups, ...)``, and Hugging Face's ``Conv1D`` (GPT-2) stores
+    ``(in, out)``: it computes ``x @ W + b``, the transpose of a Linear of the same layer.
+
+    >>> weight_dims(nn.Linear(4, 3)), weight_dims(nn.ConvTranspose2d(4, 3, 2))
+    ((0, 1), (1, 0))
+    """
+    if isinstance(module, CONV_TRANSPOSE) or is_hf_conv1d(module):
+        return 1, 0
+    return 0, 1
+
+
 def _prunable(module: nn.Module, name: str) -> bool:
-    if isinstance(module, (nn.Linear, *CONV, *CONV_TRANSPOSE)):
+    if isinstance(module, (nn.Linear, *CONV, *CONV_TRANSPOSE)) or is_hf_conv1d(module):
         return name == "weight"
     if isinstance(module, RNN):
         return bool(_RNN_WEIGHT.match(name))
@@ -91,9 +121,22 @@ def _bias_of(module: nn.Module, module_fqn: str, name: str, out_size: int) -> st
     return f"{module_fqn}.{bias_name}" if module_fqn else bias_name
 
 
+def _tied_elsewhere(model: nn.Module) -> set[int]:
+    """ids of parameters that a module holds as something other than a prunable weight."""
+    return {
+        id(param)
+        for module in model.modules()
+        for name, param in module.named_parameters(recurse=False)
+        if not _prunable(module, name)
+    }
+
+
 def _all_targets(model: nn.Module) -> list[Target]:
     found = []
-    seen: set[int] = set()  # tied weights appear once, under their first name
+    # A weight tied to a non-prunable one (a language model's output head, which *is* its
+    # embedding table) is not a target: pruning it would prune the embeddings too, and
+    # torch's pruning would untie it (weight_orig/weight_mask), doubling the model's size.
+    seen: set[int] = _tied_elsewhere(model)
     for module_fqn, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if id(param) in seen or not _prunable(module, name) or param.ndim < 2:
@@ -106,7 +149,7 @@ def _all_targets(model: nn.Module) -> list[Target]:
                     f"{fqn} is {str(param.dtype).removeprefix('torch.')}; prunelab prunes "
                     f"weights of dtype {accepted} (convert the model, e.g. model.float())"
                 )
-            out_dim, in_dim = (1, 0) if isinstance(module, CONV_TRANSPOSE) else (0, 1)
+            out_dim, in_dim = weight_dims(module)
             found.append(
                 Target(
                     fqn=fqn,
@@ -150,9 +193,12 @@ def targets(
 ) -> list[Target]:
     """List the prunable weight tensors of ``model``.
 
-    Weights of Linear, Conv1d/2d/3d and ConvTranspose1d/2d/3d layers, and the input-hidden and
-    hidden-hidden weights of RNN/LSTM/GRU layers. Biases and normalisation layers are not
-    targets. A tensor shared by several modules (tied weights) is listed once.
+    Weights of Linear, Conv1d/2d/3d and ConvTranspose1d/2d/3d layers, Hugging Face's
+    ``Conv1D`` (GPT-2; its weight is stored transposed, see :func:`weight_dims`), and the
+    input-hidden and hidden-hidden weights of RNN/LSTM/GRU layers. Biases, normalisation
+    layers and embeddings are not targets. A tensor shared by several prunable modules is
+    listed once; one shared with an embedding (a language model's tied output head) is not
+    listed, since pruning it would prune the embedding table too.
 
     Args:
         model: The model to inspect; it is not modified.
@@ -184,7 +230,7 @@ def targets(
         )
         raise ValueError(
             f"{type(model).__name__} has no prunable tensors: prunelab prunes the weights of "
-            "Linear, Conv1d/2d/3d, ConvTranspose and RNN/LSTM/GRU layers"
+            "Linear, Conv1d/2d/3d, ConvTranspose, Hugging Face Conv1D and RNN/LSTM/GRU layers"
             + (hint if program else "")
         )
     if empty := [t for t in found if t.numel == 0]:

@@ -13,7 +13,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -21,11 +21,13 @@ from torch import nn
 
 __all__ = [
     "ARCHITECTURES",
+    "LANGUAGE_MODELS",
     "DigitsCNN",
     "DigitsMLP",
     "DigitsResNet",
     "ResidualBlock",
     "SampleArchitecture",
+    "SampleLanguageModel",
     "SentimentLSTM",
     "build",
     "sample_architecture_of",
@@ -228,6 +230,52 @@ ARCHITECTURES: dict[str, SampleArchitecture] = {
             "embedding + LSTM + linear on the synthetic sentiment set",
         ),
     )
+}
+
+
+@dataclass(frozen=True)
+class SampleLanguageModel:
+    """A sample causal language model: a Hugging Face GPT-2 saved as a directory.
+
+    Unlike the other samples it is stored the way Hugging Face stores models
+    (``sample_models/<name>/``: ``config.json``, ``model.safetensors`` and the tokenizer
+    files), so it loads through the same code as a user's ``hf:<directory>``.
+
+    Attributes:
+        name: Sample model name, e.g. ``"pydoc-gpt"``.
+        config: Keyword arguments of ``transformers.GPT2Config``.
+        data: Spec of the token data it was trained and is judged on.
+        description: One line for model listings.
+    """
+
+    name: str
+    config: Mapping[str, object]
+    data: str
+    description: str
+
+    @property
+    def context(self) -> int:
+        """Tokens per sequence (GPT-2's ``n_positions``)."""
+        return int(self.config["n_positions"])
+
+
+LANGUAGE_MODELS: dict[str, SampleLanguageModel] = {
+    "pydoc-gpt": SampleLanguageModel(
+        "pydoc-gpt",
+        # small enough to train on one CPU core in minutes and ship in a few MB
+        {
+            "vocab_size": 1024,
+            "n_positions": 128,
+            "n_embd": 128,
+            "n_layer": 4,
+            "n_head": 4,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "tie_word_embeddings": True,
+        },
+        "sample:pydoc-text",
+        "4-layer GPT-2 (Hugging Face, Conv1D, tied head) on CPython's help texts",
+    ),
 }
 
 

@@ -45,10 +45,13 @@ class ModelBundle:
         spec: The spec it was loaded from.
         input_shape: Shape of one input, without the batch dimension.
         input_dtype: Dtype of the input (int64 token ids for the sentiment LSTM).
-        task: What the model does; ``"classification"``.
+        task: What the model does: ``"classification"`` or ``"language-model"`` (a causal
+            LM: token ids in, next-token logits ``(batch, tokens, vocab)`` out).
         class_names: Names of the output classes, or None when unknown.
         default_data: Spec of the data to evaluate it on, or None.
         card: The model card (sample models), or None.
+        tokenizer: The Hugging Face tokenizer of an ``hf:`` model (text <-> token ids), or
+            None.
 
     >>> from prunelab.io.zoo import load
     >>> bundle = load("sample:digits-cnn")
@@ -65,12 +68,13 @@ class ModelBundle:
     class_names: tuple[str, ...] | None = None
     default_data: str | None = None
     card: Mapping[str, object] | None = field(default=None, repr=False, compare=False)
+    tokenizer: object | None = field(default=None, repr=False, compare=False)
 
     def example_input(self, batch_size: int = 1, *, seed: int = 0) -> torch.Tensor:
         """A seeded random input batch of the right shape and dtype.
 
-        Floats are uniform in [0, 1]; integer inputs are token ids below the size of the
-        model's first embedding.
+        Floats are uniform in [0, 1]; integer inputs are token ids below the vocabulary size
+        of a Hugging Face model's config, else below the size of the model's first embedding.
 
         >>> from prunelab.io.zoo import load
         >>> load("sample:sentiment-lstm").example_input(batch_size=3).dtype
@@ -82,8 +86,10 @@ class ModelBundle:
         shape = (batch_size, *self.input_shape)
         if self.input_dtype.is_floating_point:
             return torch.rand(shape, generator=generator).to(self.input_dtype)
-        embedding = next((m for m in self.model.modules() if isinstance(m, nn.Embedding)), None)
-        high = embedding.num_embeddings if embedding is not None else 2
+        high = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        if not isinstance(high, int):
+            embedding = next((m for m in self.model.modules() if isinstance(m, nn.Embedding)), None)
+            high = embedding.num_embeddings if embedding is not None else 2
         return torch.randint(0, high, shape, generator=generator, dtype=self.input_dtype)
 
 

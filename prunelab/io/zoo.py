@@ -24,6 +24,10 @@ Specs:
   inf weights load; pruning them fails with a clear error naming the layer.
   ``input=CxHxW`` sets the input shape where it cannot be known from the file.
 
+* ``hf:<directory>`` or ``hf:<hub id>`` -- a Hugging Face ``transformers`` model (see
+  :mod:`.hf`): a causal language model by default (``task=causal-lm``), its tokenizer in
+  :attr:`ModelBundle.tokenizer`.
+
 A bare sample name (``digits-cnn``) or an existing path is accepted as well.
 
 Every model is checked against the memory limit before it is built (:func:`estimate_memory`,
@@ -37,6 +41,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from functools import cache
@@ -46,13 +51,15 @@ import pandas as pd
 import torch
 
 from ..runtime import memory
-from .architectures import ARCHITECTURES
+from .architectures import ARCHITECTURES, LANGUAGE_MODELS
 from .builders import TORCHVISION_INPUT, ModelBundle, seeded, skeleton, torchvision_model
 from .data import digits_for, import_torchvision
+from .hf import estimate_hf, load_hf
 from .modelfiles import TrustRequired, arch_spec, load_file, load_state_dict
 from .specs import Spec, parse_spec
 
 __all__ = [
+    "SAMPLES",
     "ModelBundle",
     "TrustRequired",
     "estimate_memory",
@@ -62,7 +69,8 @@ __all__ = [
     "sample_table",
 ]
 
-SCHEMES = ("sample", "torchvision", "file")
+SCHEMES = ("sample", "torchvision", "file", "hf")
+SAMPLES = (*ARCHITECTURES, *LANGUAGE_MODELS)  # names of the sample models, listing order
 _SAMPLE_ENV = "PRUNELAB_SAMPLE_MODELS"
 
 
@@ -100,13 +108,33 @@ def _card(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _load_language_model(spec: Spec) -> ModelBundle:
+    sample = LANGUAGE_MODELS[spec.target]
+    folder = sample_dir() / sample.name
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"weights of sample:{sample.name} missing ({folder}); rebuild them with "
+            f"`python sample_models/build.py --only {sample.name}`"
+        )
+    # the same loading code as a user's hf:<directory>
+    bundle = load_hf(
+        parse_spec(f"hf:{folder}", schemes=("hf",)),
+        name=sample.name,
+        default_data=sample.data,
+        card=_card(sample.name) or None,
+    )
+    return dataclasses.replace(bundle, spec=f"sample:{sample.name}")
+
+
 def _load_sample(spec: Spec) -> ModelBundle:
     spec.check_options([])
+    if spec.target in LANGUAGE_MODELS:
+        return _load_language_model(spec)
     arch = ARCHITECTURES.get(spec.target)
     if arch is None:
         raise ValueError(
             f"unknown sample model {spec.target!r}; available: "
-            f"{', '.join('sample:' + n for n in ARCHITECTURES)}"
+            f"{', '.join('sample:' + n for n in SAMPLES)}"
         )
     path = sample_dir() / f"{arch.name}.pt"
     if not path.is_file():
@@ -130,7 +158,8 @@ def _load_sample(spec: Spec) -> ModelBundle:
 
 
 def sample_table() -> pd.DataFrame:
-    """One row per sample model: spec, input, parameters, test accuracy, description.
+    """One row per sample model: spec, input, parameters, test accuracy (classifiers) or
+    test perplexity (language models), data, description.
 
     Read from the model cards; no weights are loaded.
     """
@@ -145,8 +174,23 @@ def sample_table() -> pd.DataFrame:
                 "input": "x".join(map(str, arch.input_shape)) + f" {dtype}",
                 "params": card.get("parameters"),
                 "test acc": f"{accuracy:.2%}" if isinstance(accuracy, float) else "-",
+                "test ppl": "-",
                 "data": arch.data,
                 "description": arch.description,
+            }
+        )
+    for name, sample in LANGUAGE_MODELS.items():
+        card = _card(name)
+        perplexity = card.get("test_perplexity")
+        rows.append(
+            {
+                "spec": f"sample:{name}",
+                "input": f"{sample.context} int64",
+                "params": card.get("parameters"),
+                "test acc": "-",
+                "test ppl": f"{perplexity:.2f}" if isinstance(perplexity, float) else "-",
+                "data": sample.data,
+                "description": sample.description,
             }
         )
     return pd.DataFrame(rows)
@@ -187,6 +231,10 @@ def _estimate_built(spec: Spec, *, what: str) -> memory.MemoryEstimate | None:
 
 
 def _estimate(spec: Spec) -> memory.MemoryEstimate | None:
+    if spec.scheme == "hf":
+        return estimate_hf(spec)
+    if spec.scheme == "sample" and spec.target in LANGUAGE_MODELS:
+        return estimate_hf(parse_spec(f"hf:{sample_dir() / spec.target}", schemes=("hf",)))
     if spec.scheme != "file":
         return _estimate_built(spec, what=spec.text)
     path = Path(spec.target).expanduser()
@@ -218,7 +266,7 @@ def estimate_memory(spec: str) -> memory.MemoryEstimate | None:
     >>> need.elements, memory.format_bytes(need.working_bytes)
     (632045800, '11.8 GiB')
     """
-    return _estimate(parse_spec(spec, schemes=SCHEMES, samples=tuple(ARCHITECTURES)))
+    return _estimate(parse_spec(spec, schemes=SCHEMES, samples=SAMPLES))
 
 
 # -- entry points --------------------------------------------------------------------------
@@ -234,9 +282,11 @@ def load(
     """Load a model by spec (see the module docstring for the accepted specs).
 
     Args:
-        spec: ``sample:<name>``, ``torchvision:<arch>[?weights=DEFAULT&num_classes=N]`` or
-            ``file:<path>[?arch=...&trust=1&input=CxHxW]``.
-        trust: Allow unpickling a whole module from a file (runs code from the file).
+        spec: ``sample:<name>``, ``torchvision:<arch>[?weights=DEFAULT&num_classes=N]``,
+            ``file:<path>[?arch=...&trust=1&input=CxHxW]`` or
+            ``hf:<directory or hub id>[?task=causal-lm&context=N&trust_remote_code=1]``.
+        trust: Allow unpickling a whole module from a file, or a Hugging Face model's own
+            code (both run code from the files).
         memory_limit: Refuse models whose working set (:func:`estimate_memory`) is larger:
             bytes or a size such as ``"16GiB"``; default ``$PRUNELAB_MEMORY_LIMIT``, else the
             memory available now; ``"off"`` for no check.
@@ -256,7 +306,7 @@ def load(
     >>> load("sample:digits-resnet").input_shape
     (1, 8, 8)
     """
-    parsed = parse_spec(spec, schemes=SCHEMES, samples=tuple(ARCHITECTURES))
+    parsed = parse_spec(spec, schemes=SCHEMES, samples=SAMPLES)
     need = _estimate(parsed)
     if need is not None:
         memory.check_fits(need, limit=memory_limit)
@@ -264,6 +314,8 @@ def load(
         return _load_sample(parsed)
     if parsed.scheme == "torchvision":
         return _load_torchvision(parsed, untrusted=untrusted)
+    if parsed.scheme == "hf":
+        return load_hf(parsed, trust=trust, untrusted=untrusted)
     return load_file(parsed, trust=trust, untrusted=untrusted, limit=memory_limit)
 
 
@@ -276,7 +328,7 @@ def list_models(*, torchvision: bool = True) -> list[str]:
     >>> list_models(torchvision=False)[0]
     'sample:digits-mlp'
     """
-    specs = [f"sample:{name}" for name in ARCHITECTURES]
+    specs = [f"sample:{name}" for name in SAMPLES]
     if torchvision:
         try:
             tv = import_torchvision()

@@ -13,6 +13,7 @@ from ...analysis import speed_report
 from ...core.masks import Masks
 from ...core.targets import targets
 from ...io.exports import FORMATS, SUFFIXES, export_bytes
+from ...io.hf import is_hf_model
 from ...io.recipes import Recipe
 from ...shrinking import ShrinkPlan
 from .. import cache, engine
@@ -32,6 +33,7 @@ __all__ = [
     "auto_evaluate",
     "channel_masks",
     "download_name",
+    "formats",
     "groups",
     "mask_sources",
     "measure_speed",
@@ -157,8 +159,14 @@ def quality(choice: Choice, picked: Picked, shrink: ShrinkPlan | None) -> Qualit
 
 def groups(choice: Choice, shrink: ShrinkPlan | None) -> pd.DataFrame:
     """The coupled groups to show: the plan's when there is one, only groups of several."""
-    with failing_as("Could not trace the model"):
-        shown = cache.coupled_groups(choice.model_key, choice) if shrink is None else shrink.groups
+    if shrink is None:
+        try:
+            shown = cache.coupled_groups(choice.model_key, choice)
+        except ValueError as exc:  # untraceable (a Hugging Face LM): say so, the page goes on
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return pd.DataFrame({"coupled groups": [f"not known: {reason}"]})
+    else:
+        shown = shrink.groups
     return shown[shown["size"] > 1] if (shown["size"] > 1).any() else shown
 
 
@@ -213,6 +221,12 @@ def _files_store() -> cache.Bounded:
     return cache.session_store(Keys.export_files, limit=1)  # three models' bytes: keep one
 
 
+def formats(choice: Choice) -> tuple[str, ...]:
+    """The export formats for the chosen model: ``hf`` (a save_pretrained directory) only
+    for Hugging Face models."""
+    return tuple(f for f in FORMATS if f != "hf" or is_hf_model(choice.model))
+
+
 def prepare_files(choice: Choice, picked: Picked) -> None:
     """Export the model in every format (with a progress bar); kept for the session.
 
@@ -220,11 +234,16 @@ def prepare_files(choice: Choice, picked: Picked) -> None:
     """
     files: dict[str, object] = {}
     bar, report_progress = engine.progress_bar("Exporting")
-    for index, fmt in enumerate(FORMATS):
-        report_progress(index / len(FORMATS), fmt)
+    shown = formats(choice)
+    for index, fmt in enumerate(shown):
+        report_progress(index / len(shown), fmt)
         try:
             files[fmt] = export_bytes(
-                choice.model, picked.masks, format=fmt, example_input=choice.bundle.example_input()
+                choice.model,
+                picked.masks,
+                format=fmt,
+                example_input=choice.bundle.example_input(),
+                tokenizer=choice.bundle.tokenizer,
             )
         except ValueError as exc:  # this format cannot hold these masks: said in its column
             files[fmt] = str(exc)
@@ -238,5 +257,5 @@ def prepared_files(choice: Choice, picked: Picked) -> dict[str, object] | None:
 
 
 def download_name(choice: Choice, fmt: str) -> str:
-    """The file name a download of ``fmt`` gets."""
-    return f"{choice.bundle.name}-pruned{SUFFIXES[fmt]}"
+    """The file name a download of ``fmt`` gets (``hf``: the directory, zipped)."""
+    return f"{choice.bundle.name}-pruned{'.zip' if fmt == 'hf' else SUFFIXES[fmt]}"
