@@ -16,6 +16,7 @@ from __future__ import annotations
 from .activations import activation_histogram, activation_mask, channel_apoz, channel_ranges
 from .curves import sensitivity_heatmap, sparsity_curves
 from .export import size_bars, speed_bars
+from .planning import allocation_comparison, plan_steps
 from .training import compare_bars, schedule_plot, training_curves
 from .weights import (
     channel_magnitudes,
@@ -29,6 +30,7 @@ from .weights import (
 __all__ = [
     "activation_histogram",
     "activation_mask",
+    "allocation_comparison",
     "channel_apoz",
     "channel_magnitudes",
     "channel_ranges",
@@ -36,6 +38,7 @@ __all__ = [
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",
+    "plan_steps",
     "schedule_plot",
     "sensitivity_heatmap",
     "size_bars",

@@ -35,6 +35,7 @@ _NAMES = {
     "PlanStep": ".planner",
     "interplay_note": ".planner",
     "plan": ".planner",
+    "predict": ".planner",
     "predict_drop": ".solver",
     "solve": ".solver",
     "load_table": ".tables",

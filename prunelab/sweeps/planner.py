@@ -42,7 +42,7 @@ from .solver import (
     predict_drop,
 )
 
-__all__ = ["Plan", "PlanConfig", "PlanStep", "interplay_note", "plan"]
+__all__ = ["Plan", "PlanConfig", "PlanStep", "interplay_note", "plan", "predict"]
 
 _BLENDS = (0.0, 0.5, 0.25, 0.75, 1.0)  # towards uniform: the order they are tried in
 
@@ -148,6 +148,28 @@ class Plan:
     def note(self) -> str:
         """Why the summed and the joint drop differ, in words (see :func:`interplay_note`)."""
         return interplay_note(self.summed_drop, self.measured_drop, self.drop_model.metric)
+
+
+def predict(
+    table: pd.DataFrame, layers: Mapping[str, float], drop_model: DropModel | None = None
+) -> tuple[float, float]:
+    """(summed single-layer drop, predicted joint drop) of ``layers``: the joint drop from
+    ``drop_model`` (e.g. :attr:`Plan.drop_model`; None: additivity clamped to the metric's
+    range, chance unknown).
+
+    >>> table = pd.DataFrame({"layer": ["a", "a"], "elements": [10, 10],
+    ...                       "sparsity": [0.5, 1.0], "drop": [0.4, 0.9]})
+    >>> table.attrs.update(metric="accuracy", baseline=0.8)
+    >>> summed, joint = predict(table, {"a": 1.0})
+    >>> summed, round(joint, 3)  # the sum says 0.9; accuracy cannot fall below 0
+    (0.9, 0.54)
+    """
+    summed = predict_drop(table, layers)
+    if drop_model is None:
+        drop_model = DropModel.for_metric(table.attrs["metric"], float(table.attrs["baseline"]))
+    if drop_model.feature == "kl" and "kl" in table.columns:
+        return summed, drop_model(predict_drop(table, layers, column="kl"))
+    return summed, drop_model(summed)
 
 
 def interplay_note(summed: float, joint: float, metric: str) -> str:
