@@ -14,7 +14,8 @@ the test split, so the solver's allocation is not chosen on the data it is judge
   measurement, in accuracy points. Predicted and measured are on the same (calibration) data.
 * ``allocations``: uniform, global magnitude, LAMP, ERK, OWL and the solver's (the
   planner's chosen recipe), each with magnitude pruning inside every layer, one-shot and
-  after the same short fine-tune (``TrainConfig(epochs=--finetune-epochs)``, seed 0), at
+  after the same short fine-tune (``TrainConfig(epochs=--finetune-epochs)``, seed 0, on the
+  first ``--train`` train samples), at
   0.5, 0.7, 0.8 and 0.9. Test accuracy; the baseline is the dense model's, same run.
 
 Any model spec whose data is labelled classification works (``--models``); a language model
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=450)
     parser.add_argument("--evaluations", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--train", type=int, default=512, help="train samples to fine-tune on")
     parser.add_argument("--targets", default="0.5,0.7,0.8,0.9")
     args = parser.parse_args(argv)
     args.targets = [float(t) for t in args.targets.split(",")]
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         train = datasets.load(bundle.default_data, split="train")
         test = datasets.load(bundle.default_data, split="test")
         calib = _subset(train, args.calibration)
+        train = _subset(train, args.train)  # a short fine-tune: the same subsample for all
         table = sensitivity(model, calib, sparsities=LEVELS)
         if args.part in ("planner", "both"):
             targets = [round(0.1 * i, 1) for i in range(3, 10)]
@@ -114,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             compared += allocation_rows(spec, model, table, calib, train, test, args)
         print(f"# {spec}: {time.perf_counter() - start:.0f} s", flush=True)
     if planned:
-        print("\n| model | target | summed drop | predicted (before measuring) | held out "
-              "| measured | error | within 2 points |")
+        print(
+            "\n| model | target | summed drop | predicted (before measuring) | held out "
+            "| measured | error | within 2 points |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for spec, t, summed, pred, held, meas, _ in planned:
             err = pred - meas

@@ -236,7 +236,7 @@ def plan(
     metric, baseline = table.attrs.get("metric"), table.attrs.get("baseline")
     if metric is None or baseline is None or table.attrs.get("method", "evaluate") != "evaluate":
         raise ValueError("plan needs a table measured with method='evaluate' (metric, baseline)")
-    bounds = _check_bounds(table, config.min_sparsity, config.max_sparsity)
+    bounds = _check_bounds(table, config.min_sparsity, config.max_sparsity, budget)
     curves = Curves.of(table)
     costs, cap = costs_for(budget, curves, model=model, data=data, profile=config.profile)
     drop_model = config.drop_model or DropModel.for_metric(

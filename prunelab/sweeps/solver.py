@@ -125,7 +125,7 @@ def solve(
     {'a': 1.0, 'b': 0.0}
     """
     budget = _one_budget(target_sparsity, max_drop, budget)
-    low, high = _check_bounds(table, min_sparsity, max_sparsity)
+    low, high = _check_bounds(table, min_sparsity, max_sparsity, budget)
     curves = Curves.of(table)
     drop_model = DropModel.for_metric(
         str(table.attrs.get("metric")),
@@ -158,11 +158,20 @@ def _one_budget(
     return budget
 
 
-def _check_bounds(table: pd.DataFrame, min_sparsity: float, max_sparsity: float):
-    """The layers' sparsity bounds (low, high), once the table passes."""
+def _check_bounds(
+    table: pd.DataFrame, min_sparsity: float, max_sparsity: float, budget: Budget | None = None
+):
+    """The layers' sparsity bounds (low, high), once the table (and budget) pass."""
     missing = _COLUMNS - set(table.columns)
     if missing:
         raise ValueError(f"not a sensitivity table: missing column(s) {sorted(missing)}")
+    granularity = table.attrs.get("granularity", "unstructured")
+    if budget is not None and budget.kind in ("latency", "speedup") and granularity != "channel":
+        raise ValueError(
+            f"a {budget.kind} budget needs a channel recipe (zeros alone are multiplied like any "
+            f"other number, so they make nothing faster); this table is {granularity}: run "
+            "sensitivity with a channel strategy such as weight-norm-channel"
+        )
     low = check_sparsity(min_sparsity, what="min_sparsity")
     high = check_sparsity(max_sparsity, what="max_sparsity")
     if low > high:

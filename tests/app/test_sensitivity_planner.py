@@ -3,20 +3,11 @@ the allocations compared in one chart."""
 
 from __future__ import annotations
 
-import pytest
-
 from prunelab.ui.state import Keys
-from tests.app.conftest import assert_clean, metric, page
+from tests.app import test_sensitivity_page
+from tests.app.conftest import assert_clean, metric
 
-
-@pytest.fixture
-def analysed():
-    at = page("pages/4_Sensitivity.py").run()
-    at.select_slider(key=Keys.sens_levels).set_value(3)
-    at.number_input(key=Keys.sens_subset).set_value(160)
-    at.button(key=Keys.sens_run).click().run()
-    assert_clean(at)
-    return at
+analysed = test_sensitivity_page.analysed  # the page with an analysis run: one fixture
 
 
 def _steps(at):
