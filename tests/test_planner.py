@@ -185,7 +185,7 @@ def test_speedup_budget_is_one_call_and_meets_the_profiles_latency():
     table = _uniform_table(net)
     with pytest.raises(ValueError, match="needs a channel recipe"):
         plan(table, Budget("speedup", 1.5), model=net, data=data)
-    table.attrs["granularity"] = "channel"
+    table.attrs.update(granularity="channel", prune_outputs=True)
     result = plan(
         table,
         Budget("speedup", 1.5),
