@@ -195,3 +195,10 @@ def test_speedup_budget_is_one_call_and_meets_the_profiles_latency():
     )
     latency = 0.5 + sum(profile.layer_seconds(k, v) for k, v in result.recipe.layers.items())
     assert latency == pytest.approx(3.5 / 1.5, rel=1e-6)
+
+
+def test_drop_budget_is_spent_exactly():
+    net, _ = _seeded()
+    table = _uniform_table(net)
+    recipe = solve(table, max_drop=0.3, max_sparsity=1.0)
+    assert predict_drop(table, recipe.layers) == pytest.approx(0.3, abs=1e-6)

@@ -176,6 +176,10 @@ def _check_bounds(
     high = check_sparsity(max_sparsity, what="max_sparsity")
     if low > high:
         raise ValueError(f"min_sparsity {low} is above max_sparsity {high}")
+    if budget is not None and budget.kind == "sparsity" and budget.value > high + 1e-9:
+        raise ValueError(
+            f"target_sparsity {budget.value} is above max_sparsity {high}: unreachable"
+        )
     return low, high
 
 
@@ -242,7 +246,7 @@ def allocate(
         low, cap, allowance
     )
     reached = costs.total(current)
-    if reached > cap + 1e-9 * max(abs(cap), 1.0):
+    if math.isfinite(cap) and reached > cap + 1e-9 * max(abs(cap), 1.0):
         best = costs.total(dict.fromkeys(current, high))
         raise ValueError(
             f"cannot meet the {budget.kind} budget {budget.value:g}: the measured levels (up to "
@@ -276,7 +280,9 @@ class _Greedy:
         current = dict.fromkeys(self.curves.drop, low)
         spent = sum(_interp(self.spend[n], low) for n in current)
         total = costs.total(current)
-        while total > cap + 1e-12 * max(abs(cap), 1.0):
+        # a drop budget caps no cost (cap = -inf): it stops on the allowance alone
+        slack = 1e-12 * max(abs(cap), 1.0) if math.isfinite(cap) else 0.0
+        while total > cap + slack:
             best = self._cheapest(current)
             if best is None:
                 break
