@@ -265,6 +265,10 @@ def _uniform(curves, budget, costs, cap, bounds, drop_model) -> dict[str, float]
     return dict.fromkeys(names, b)
 
 
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return all(abs(a[k] - b[k]) < 1e-9 for k in a)
+
+
 @dataclass
 class _Loop:
     table: pd.DataFrame
@@ -324,6 +328,8 @@ class _Loop:
     def drop_budget(self, curves, budget: Budget, costs, cap, bounds) -> None:
         while self.left > 0:
             layers = allocate(curves, budget, costs, cap, bounds, self.drop_model)
+            if self.steps and _same(layers, self.steps[-1].layers):
+                break  # the refit changed nothing: measuring it again would tell nothing new
             step = self.evaluate(layers, 0.0, costs.total(layers))
             close = abs(step.predicted_drop - step.measured_drop) <= self.config.tolerance
             if close and step.measured_drop <= budget.value:
