@@ -23,6 +23,7 @@ from ..analysis.evaluation import evaluate
 from ..core.pruner import LeftOut
 from ..io.recipes import Provenance, Recipe
 from ..runtime.checks import check_sparsity
+from ..runtime.functional import functional_forward
 from ..runtime.metrics import METRICS, logits_of
 from .budgets import Budget, Costs
 from .interplay import DropModel
@@ -364,8 +365,8 @@ def _first_sample(data: object) -> torch.Tensor:
 def count_classes(model: nn.Module, data: object) -> int | None:
     """How many classes the model scores (None when its output is not class scores)."""
     try:
-        with torch.no_grad():
-            return int(logits_of(model(_first_sample(data))).shape[-1])
+        with torch.no_grad():  # functional: a model in training mode keeps its statistics
+            return int(logits_of(functional_forward(model, {}, _first_sample(data))).shape[-1])
     except (ValueError, RuntimeError, TypeError):
         return None
 
