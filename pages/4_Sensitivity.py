@@ -2,7 +2,9 @@
 
 import streamlit as st
 
+from prunelab import figures
 from prunelab.figures.fmt import HELP, metric_change, metric_value
+from prunelab.sweeps import interplay_note
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -100,6 +102,24 @@ with error_boundary():
         )
 
     if choice.data is not None:
+        st.subheader("Allocations compared")
+        allocations = view.Allocations(analysis)
+        compared = allocations.table(table)
+        if compared is None and st.button("Compare allocations", key=Keys.sens_allocations):
+            with st.spinner("Pruning with each allocation and evaluating..."):
+                compared = allocations.compute(table)
+        if compared is not None:
+            st.plotly_chart(
+                allocations.figure(compared, table.attrs["metric"]), key="sens_allocations_chart"
+            )
+            explain(
+                "The same overall sparsity spread over the layers in different ways, weights "
+                "chosen by magnitude inside each layer, no fine-tuning: uniform, one global "
+                "magnitude threshold, LAMP (Lee et al. 2021), ERK (Evci et al. 2020), OWL (Yin et "
+                "al. 2023, layers with more activation outliers keep more) and the solver's "
+                "(from the sensitivity table above)."
+            )
+
         st.subheader("Strategies compared on the whole model")
         compare = st.multiselect(
             "Strategies",
@@ -122,14 +142,32 @@ with error_boundary():
         # A move of the slider (or an edit of the table) reruns only the builder: the sidebar,
         # the analysis and the comparison above it stay as they are.
         st.subheader("Recipe builder")
-        target = st.slider(
-            "Overall sparsity of the analysed layers", 0.0, 0.95, 0.5, 0.05, key=Keys.sens_target
+        cols = st.columns([2, 1])
+        label = cols[0].radio(
+            "Budget", view.budget_kinds(table), horizontal=True, key=Keys.sens_budget
         )
+        kind = view.BUDGETS[label]
+        evaluations = 1
+        if analysis.method == "evaluate":
+            evaluations = int(
+                cols[1].number_input(
+                    "Joint evaluations",
+                    1,
+                    8,
+                    3,
+                    key=Keys.sens_evaluations,
+                    help="How many times the planner may prune all layers at once and measure: "
+                    "each measurement refits the prediction and lets it try another allocation.",
+                )
+            )
+        text, low, high, default, step = view.SLIDERS[kind]
+        key = Keys.sens_target if kind == "sparsity" else f"{Keys.sens_target}_{kind}"
+        value = st.slider(text, low, high, default, step, key=key)
         with error_boundary():  # an error here leaves the snippets below the builder in place
-            solution = view.solved(table, target)
+            solution = view.planned(analysis, table, kind, value, evaluations)
             edited = st.data_editor(
-                view.layer_frame(solution),
-                key=f"{Keys.sens_edit}_{view.analysis_id(analysis)}_{target}",
+                view.layer_frame(solution.recipe),
+                key=f"{Keys.sens_edit}_{view.analysis_id(analysis)}_{kind}_{value}_{evaluations}",
                 hide_index=True,
                 disabled=["layer"],
                 column_config={
@@ -141,32 +179,53 @@ with error_boundary():
                     )
                 },
             )
-            draft = view.draft(analysis, table, solution, edited, target)
+            draft = view.draft(analysis, table, solution, edited, (kind, value, evaluations))
             metric = draft.metric
-            cols = st.columns(4)
+            cols = st.columns(5)
             cols[0].metric("Sparsity (all prunable weights)", f"{draft.sparsity:.1%}")
-            cols[1].metric("Predicted drop", metric_change(metric, draft.drop, sign=False))
+            cols[1].metric(
+                "Sum of single-layer drops", metric_change(metric, draft.summed, sign=False)
+            )
+            cols[2].metric("Predicted drop", metric_change(metric, draft.drop, sign=False))
             if draft.measured is not None:
-                cols[2].metric(
+                cols[3].metric(
                     f"Measured {metric}",
                     metric_value(metric, draft.measured),
                     metric_change(metric, draft.measured - draft.baseline),
                 )
-            cols[3].metric(
+            cols[4].metric(
                 "Effective FLOPs",
                 f"{draft.effective_flops / 1e6:.2f} M",
                 f"{draft.effective_flops / max(draft.dense_flops, 1) - 1:.0%}",
                 delta_color="off",
                 help=HELP["FLOPs"],
             )
+            if draft.measured is not None:
+                joint = abs(draft.measured - draft.baseline)
+                st.info(interplay_note(draft.summed, joint, metric))
             st.plotly_chart(draft.figure(choice), key="sens_recipe")
             explain(
                 "The solver raises, step by step, the layer whose next level costs the least "
-                "predicted drop per removed weight, until the overall target is met. Edit any row "
-                "to override it. The predicted drop adds up single-layer drops; the measured value "
-                "prunes all layers at once, and the gap between them shows how much layers "
-                "interact."
+                "predicted drop per unit of the budget it saves, until the budget is met. Edit "
+                "any row to override it. The sum of single-layer drops is what pruning the "
+                "layers one at a time costs; the prediction maps that sum (of the layers' KL "
+                "divergences, once measured) to the joint drop, fitted to the planner's joint "
+                "measurements and kept between chance and the dense value."
             )
+            if solution.plan is not None:
+                with st.expander("Refinement steps: predicted, then measured", expanded=True):
+                    st.plotly_chart(
+                        figures.plan_steps(solution.plan.table(), metric=metric),
+                        key="sens_plan_steps",
+                    )
+                    st.dataframe(view.steps_frame(solution.plan), hide_index=True)
+                    explain(
+                        "Each step prunes all layers at once and measures. Its prediction is "
+                        "made before the measurement, from the steps before it; the "
+                        "measurement then refits the prediction. Steps after the first move the "
+                        "allocation part of the way towards uniform (blend), since single-layer "
+                        "measurements over-trust robust layers; the best measured is kept."
+                    )
             text = draft.recipe.dumps()
             st.download_button(
                 "Download recipe (YAML)",

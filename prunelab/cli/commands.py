@@ -361,12 +361,27 @@ def build_parser() -> argparse.ArgumentParser:
     budget = solve.add_mutually_exclusive_group(required=True)
     budget.add_argument("--target-sparsity", type=finite_float, help="overall fraction to zero")
     budget.add_argument("--max-drop", type=finite_float, help="largest acceptable predicted drop")
+    budget.add_argument("--params", type=finite_float, help="parameters left in the model, at most")
+    budget.add_argument("--flops", type=finite_float, help="effective FLOPs per input, at most")
+    budget.add_argument(
+        "--latency", type=finite_float, help="seconds per input on this machine (channel recipes)"
+    )
+    budget.add_argument(
+        "--speedup", type=finite_float, help="times faster than dense, e.g. 1.5 (channel recipes)"
+    )
     solve.add_argument("--min-sparsity", type=finite_float, default=0.0)
     solve.add_argument("--max-sparsity", type=finite_float, default=0.95)
     solve.add_argument(
         "--measure",
         action="store_true",
         help="evaluate the joint recipe on the table's model and data",
+    )
+    solve.add_argument(
+        "--evaluations",
+        type=positive_int,
+        default=1,
+        help="joint measurements for the planner: measure, refit the prediction, re-solve "
+        "(more than 1 implies --measure)",
     )
     solve.add_argument("--trust", action="store_true", help="allow loading a pickled module")
     solve.add_argument("--out", required=True, help="recipe file (.yaml or .json)")

@@ -151,39 +151,78 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+_BUDGETS = ("target_sparsity", "max_drop", "params", "flops", "latency", "speedup")
+
+
+def _budget(args: argparse.Namespace):
+    """The one budget option given, as a :class:`~prunelab.sweeps.Budget`."""
+    from ..sweeps import Budget
+
+    kinds = {"target_sparsity": "sparsity", "max_drop": "drop"}
+    for name in _BUDGETS:
+        value = getattr(args, name, None)
+        if value is not None:
+            return Budget(kinds.get(name, name), value)
+    raise ValueError("give one budget: --target-sparsity, --max-drop, --params, ...")
+
+
 def run_solve(args: argparse.Namespace) -> int:
-    """``prunelab solve``: a sensitivity table -> a recipe under a budget."""
+    """``prunelab solve``: a sensitivity table -> a recipe under a budget; with
+    ``--evaluations N`` the planner measures, refits and re-solves up to N times."""
     from dataclasses import replace
 
-    from ..sweeps import load_table, solve
+    from ..sweeps import PlanConfig, load_table, plan, solve
 
     table = load_table(args.table)
+    budget = _budget(args)
     model = data = None
     spec, data_spec = table.attrs.get("model"), table.attrs.get("data")
-    if args.measure and spec:
+    measure = args.measure or args.evaluations > 1
+    if (measure or budget.needs_model) and spec:
         from ..io import data as datasets
 
         # the specs come from the table file: they cannot grant trust, download or make folders
         model = load_model(args, spec, untrusted=True).model
         data = datasets.load(data_spec, split="test", untrusted=True) if data_spec else None
-    with Bar("solve", steps=1) as bar:
-        if model is not None:
-            bar.step("measuring the joint recipe")
-        recipe = solve(
-            table,
-            target_sparsity=args.target_sparsity,
-            max_drop=args.max_drop,
-            min_sparsity=args.min_sparsity,
-            max_sparsity=args.max_sparsity,
-            model=model,
-            data=data,
+    if (measure or budget.needs_model) and (model is None or data is None):
+        raise ValueError(
+            "this needs the table's model and data, and the table names none: write it with "
+            "`prunelab sensitivity --csv`"
         )
+    steps = None
+    with Bar("solve", steps=max(args.evaluations, 1)) as bar:
+        if measure:
+            bar.step("measuring the joint recipe")
+            config = PlanConfig(
+                evaluations=args.evaluations,
+                min_sparsity=args.min_sparsity,
+                max_sparsity=args.max_sparsity,
+            )
+            result = plan(table, budget, model=model, data=data, config=config)
+            recipe, steps = result.recipe, result
+        else:
+            recipe = solve(
+                table,
+                budget=budget,
+                min_sparsity=args.min_sparsity,
+                max_sparsity=args.max_sparsity,
+                model=model,
+                data=data if budget.needs_model else None,
+            )
     recipe = replace(recipe, provenance=replace(recipe.provenance, model=spec, data=data_spec))
     recipe.save(args.out)
     p = recipe.provenance
     print(f"recipe for {spec or 'the model'}: {len(recipe.layers)} layers -> {args.out}")
     for layer, value in recipe.layers.items():
         print(f"  {layer:<40} {value:7.2%}")
+    if steps is not None:
+        for row in steps.table().itertuples():
+            print(
+                f"  step {row.step}: summed drop {row.summed_drop:.4f}, predicted "
+                f"{row.predicted_drop:.4f}, measured {row.measured_drop:.4f}"
+                + (" (chosen)" if row.chosen else "")
+            )
+        print(steps.note())
     if p.metric is not None and p.baseline is not None:
         measured = "not measured (--measure)" if p.measured is None else f"{p.measured:.4f}"
         print(

@@ -17,6 +17,7 @@ from .activations import activation_histogram, activation_mask, channel_apoz, ch
 from .blocks import block_heatmap
 from .curves import sensitivity_heatmap, sparsity_curves
 from .export import size_bars, speed_bars
+from .planning import allocation_comparison, plan_steps
 from .training import compare_bars, schedule_plot, training_curves
 from .weights import (
     channel_magnitudes,
@@ -30,6 +31,7 @@ from .weights import (
 __all__ = [
     "activation_histogram",
     "activation_mask",
+    "allocation_comparison",
     "block_heatmap",
     "channel_apoz",
     "channel_magnitudes",
@@ -38,6 +40,7 @@ __all__ = [
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",
+    "plan_steps",
     "schedule_plot",
     "sensitivity_heatmap",
     "size_bars",

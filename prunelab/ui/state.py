@@ -67,6 +67,9 @@ class Keys:
     sens_target = "sens_target"
     sens_strategies = "sens_strategies"
     sens_edit = "sens_edit"
+    sens_budget = "sens_budget"
+    sens_evaluations = "sens_evaluations"
+    sens_allocations = "sens_allocations"
     # the page's two long jobs (prunelab.ui.jobs): their controls' keys are the prefix plus
     # _run, _resume, _restart, _confirm and _cancel
     sens_job = "sens"

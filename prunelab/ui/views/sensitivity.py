@@ -16,24 +16,32 @@ from ...analysis.flops import mask_summary
 from ...core.strategies import get_strategy
 from ...core.targets import targets
 from ...io.recipes import Recipe
+from ...sweeps.solver import Curves, costs_for, measure
 from .. import cache, jobs
 from ..engine import Choice, sweep_executor
 from ..errors import failing_as
 from ..state import Keys
 
 __all__ = [
+    "BUDGETS",
     "DECIMALS",
     "LEVELS",
+    "SLIDERS",
+    "Allocations",
     "Analysis",
     "Comparison",
     "Draft",
+    "Planned",
     "analysis_id",
+    "budget_kinds",
     "computed",
     "draft",
     "layer_frame",
     "layer_names",
+    "planned",
     "reapply_spec",
     "solved",
+    "steps_frame",
     "usable_strategies",
 ]
 
@@ -260,7 +268,155 @@ def solved(table: pd.DataFrame, target: float) -> Recipe:
     """The solver's recipe for ``target`` overall sparsity, its sparsities rounded."""
     with failing_as("The solver could not meet that target"):
         recipe = sweeps.solve(table, target_sparsity=target, max_sparsity=MAX_SPARSITY)
+    return _rounded(recipe)
+
+
+def _rounded(recipe: Recipe) -> Recipe:
     return replace(recipe, layers={k: round(v, DECIMALS) for k, v in recipe.layers.items()})
+
+
+# label -> budget kind; a slider's (low, high, default, step) per kind, in the slider's units
+BUDGETS = {
+    "Overall sparsity": "sparsity",
+    "Largest drop": "drop",
+    "Parameters": "params",
+    "FLOPs": "flops",
+    "Speed-up": "speedup",
+}
+SLIDERS = {
+    "sparsity": ("Overall sparsity of the analysed layers", 0.0, 0.95, 0.5, 0.05),
+    "drop": ("Largest drop of the metric", 0.0, 0.3, 0.02, 0.005),
+    "params": ("Parameters kept (share of the dense model's)", 0.05, 1.0, 0.5, 0.05),
+    "flops": ("FLOPs kept (share of the dense model's)", 0.05, 1.0, 0.5, 0.05),
+    "speedup": ("Times faster than dense (measured per layer on this machine)", 1.0, 3.0, 1.5, 0.1),
+}
+
+
+def budget_kinds(table: pd.DataFrame) -> list[str]:
+    """The budget labels this analysis supports: latency only shrinks with channel recipes
+    (zeros alone are multiplied like any other number), and a drop needs a measured metric."""
+    kinds = list(BUDGETS)
+    if table.attrs.get("granularity") != "channel":
+        kinds.remove("Speed-up")
+    if table.attrs.get("method") != "evaluate":
+        kinds.remove("Largest drop")
+    return kinds
+
+
+def _budget(analysis: Analysis, table: pd.DataFrame, kind: str, value: float) -> sweeps.Budget:
+    """The slider's value as a budget (shares of the dense parameters or FLOPs as counts,
+    counted once per analysis the way the solver counts them)."""
+    if kind not in ("params", "flops"):
+        return sweeps.Budget(kind, value)
+    key = (*analysis.settings, "dense", kind)
+    dense = cache.remembered(key)
+    if dense is None:
+        choice = analysis.choice
+        costs, _ = costs_for(
+            sweeps.Budget(kind, 0), Curves.of(table), model=choice.model, data=choice.data
+        )
+        dense = cache.remember(key, costs.total({}))
+    return sweeps.Budget(kind, value * dense)
+
+
+def _latency_profile(choice: Choice) -> sweeps.LatencyProfile:
+    """The model's per-layer latency table, measured once per model (a few seconds)."""
+    key = ("latency-profile", choice.model_key)
+    found = cache.remembered(key)
+    if found is None:
+        with st.spinner("Timing each layer once on this machine..."):
+            found = sweeps.LatencyProfile.measure(choice.model, choice.bundle.example_input())
+        cache.remember(key, found)
+    return found
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The recipe for a budget: solved, and with data, checked by the planner's loop."""
+
+    recipe: Recipe
+    plan: sweeps.Plan | None
+
+
+def planned(
+    analysis: Analysis, table: pd.DataFrame, kind: str, value: float, evaluations: int
+) -> Planned:
+    """The recipe for ``value`` of budget ``kind`` (remembered per analysis and budget): with
+    data, :func:`prunelab.sweeps.plan` measures, refits and re-solves ``evaluations`` times."""
+    key = (*analysis.settings, "plan", kind, value, evaluations)
+    found = cache.remembered(key)
+    if found is not None:
+        return found
+    choice = analysis.choice
+    budget = _budget(analysis, table, kind, value)
+    with failing_as(f"The planner could not meet that {kind} budget"):
+        if analysis.method != "evaluate":
+            recipe = sweeps.solve(
+                table, budget=budget, max_sparsity=MAX_SPARSITY, model=choice.model
+            )
+            return cache.remember(key, Planned(_rounded(recipe), None))
+        profile = None
+        if kind == "speedup":
+            profile = _latency_profile(choice)
+        config = sweeps.PlanConfig(
+            evaluations=evaluations, max_sparsity=MAX_SPARSITY, profile=profile
+        )
+        result = sweeps.plan(table, budget, model=choice.model, data=choice.data, config=config)
+    return cache.remember(key, Planned(_rounded(result.recipe), result))
+
+
+@dataclass(frozen=True)
+class Allocations:
+    """One-shot metric of the known allocations and the solver's at a few targets."""
+
+    analysis: Analysis
+    targets: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9)
+
+    @property
+    def settings(self) -> tuple:
+        return (*self.analysis.settings, "allocations", self.targets)
+
+    def table(self, table: pd.DataFrame) -> pd.DataFrame | None:
+        """The comparison, if computed (see :meth:`compute`)."""
+        return cache.remembered(self.settings)
+
+    def compute(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Prune with each allocation (magnitude within layers) and evaluate on the table's
+        samples; the solver's allocation is :func:`~prunelab.sweeps.solve` on the table."""
+        from ...sweeps.allocations import ALLOCATIONS, allocation, layer_weights
+
+        choice = self.analysis.choice
+        metric = table.attrs["metric"]
+        layers = list(dict.fromkeys(table["layer"]))
+        weights = layer_weights(choice.model, layers)
+        calibration = cache.calibration(choice.model_key, choice.data_spec, _choice=choice)
+        rows = []
+        for target in self.targets:
+            for name in ALLOCATIONS:
+                per_layer = allocation(name, weights, target, calibration=calibration, table=table)
+                recipe = Recipe(
+                    strategy="layer-magnitude",
+                    layers=per_layer,
+                    provenance=replace(Recipe().provenance, metric=metric),
+                )
+                value = measure(
+                    recipe, choice.model, choice.data, samples=table.attrs.get("samples")
+                )
+                rows.append({"allocation": name, "sparsity": target, metric: value})
+        return cache.remember(self.settings, pd.DataFrame(rows))
+
+    def figure(self, frame: pd.DataFrame, metric: str) -> go.Figure:
+        return figures.allocation_comparison(
+            frame, metric=metric, title="Allocations compared (one-shot, magnitude within layers)"
+        )
+
+
+def steps_frame(result: sweeps.Plan) -> pd.DataFrame:
+    """The planner's steps as the page's table: what was tried, predicted and measured."""
+    frame = result.table()
+    return frame[
+        ["step", "blend", "summed_drop", "predicted_drop", "measured_drop", "error", "chosen"]
+    ].round(4)
 
 
 def layer_frame(recipe: Recipe) -> pd.DataFrame:
@@ -276,7 +432,8 @@ class Draft:
     masks: object
     metric: str
     baseline: float
-    drop: float
+    drop: float  # predicted joint drop, on the metric's scale
+    summed: float  # the single-layer drops, summed
     measured: float | None
     sparsity: float  # of all prunable weights
     dense_flops: int
@@ -290,7 +447,11 @@ class Draft:
 
 
 def draft(
-    analysis: Analysis, table: pd.DataFrame, solution: Recipe, edited: pd.DataFrame, target: float
+    analysis: Analysis,
+    table: pd.DataFrame,
+    solution: Planned,
+    edited: pd.DataFrame,
+    target: object,
 ) -> Draft:
     """The recipe with the user's edits: masks (kept per analysis and edits), predicted drop,
     measured metric (with data), effective FLOPs and provenance."""
@@ -301,8 +462,9 @@ def draft(
     }
     metric = table.attrs["metric"]
     baseline = float(table.attrs["baseline"])
-    drop = sweeps.predict_drop(table, per_layer)
-    recipe = replace(solution, layers=per_layer)
+    drop_model = solution.plan.drop_model if solution.plan is not None else None
+    summed, drop = sweeps.predict(table, per_layer, drop_model)
+    recipe = replace(solution.recipe, layers=per_layer)
     key = f"{analysis_id(analysis)}:{target}:{sorted(per_layer.items())}"
     masks = cache.recipe_masks(choice.model_key, key, choice, recipe)
     flops = cache.flop_table(choice.model_key, _choice=choice)
@@ -310,7 +472,7 @@ def draft(
     measured = None
     if analysis.method == "evaluate":
         measured = cache.evaluate_masks(choice, masks)[metric]
-    lower_is_better = metric in ("loss", "kl")
+    lower_is_better = metric in ("loss", "kl", "perplexity")
     provenance = replace(
         recipe.provenance,
         model=choice.model_key,
@@ -326,6 +488,7 @@ def draft(
         metric=metric,
         baseline=baseline,
         drop=drop,
+        summed=summed,
         measured=measured,
         sparsity=recipe.overall_sparsity(choice.model),
         dense_flops=counted.dense_flops,
