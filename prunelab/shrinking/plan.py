@@ -28,6 +28,7 @@ from .graph import (
     _group_table,
     _groups,
     _handler_kind,
+    _shapes,
     grouped,
 )
 
@@ -391,6 +392,29 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
             zero_rows.setdefault(fqn, {}).setdefault(dim, set()).update(idxs)
     heads = _heads(work, groups, cut, calls)
     return _Planned(plan, graph, groups, zero_rows, outputs, heads, train_only)
+
+
+def _plan_heads_only(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planned:
+    """The plan when no channel goes (only attention heads, :mod:`.heads`): no dependency
+    graph to trace (Torch-Pruning cannot trace some models heads are removed from, such as
+    Hugging Face models that return output objects), one forward for the output shapes."""
+    example_input = _check_input(example_input)
+    with torch.no_grad():
+        outputs = _shapes(work.eval()(example_input))
+    total = sum(p.numel() for p in work.parameters())
+    plan = ShrinkPlan(
+        removed={},
+        parameters=total,
+        dense_parameters=total,
+        groups=pd.DataFrame(),
+        _build_masks=lambda: masks,
+    )
+    return _Planned(plan, None, [], {}, outputs, {}, train_only=False)
+
+
+def prunes_nothing(masks: Masks) -> bool:
+    """Whether ``masks`` keep every element (targets and coupled tensors)."""
+    return all(_all(mask) for mask in masks.all().values())
 
 
 def plan_shrink(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> ShrinkPlan:
