@@ -9,6 +9,7 @@ from prunelab.ui.errors import error_boundary, failing_as
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import prune as view
+from prunelab.ui.views.heads import heads_section
 from prunelab.ui.widgets import explain
 
 METRIC_HEIGHT = 96  # px: a metric with a change below it
@@ -101,6 +102,7 @@ with error_boundary():
             _recipe_download(recipe)
         with shown:
             _view(masks)
+            heads_section(choice, masks)
 
     def _recipe_download(recipe):
         """``recipe``: a callable that builds the Recipe, or None when there can be none."""

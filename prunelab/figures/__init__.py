@@ -16,6 +16,7 @@ from __future__ import annotations
 from .activations import activation_histogram, activation_mask, channel_apoz, channel_ranges
 from .curves import sensitivity_heatmap, sparsity_curves
 from .export import size_bars, speed_bars
+from .heads import head_importance_map
 from .training import compare_bars, schedule_plot, training_curves
 from .weights import (
     channel_magnitudes,
@@ -33,6 +34,7 @@ __all__ = [
     "channel_magnitudes",
     "channel_ranges",
     "compare_bars",
+    "head_importance_map",
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",

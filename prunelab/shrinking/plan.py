@@ -16,7 +16,7 @@ from torch import nn
 
 from ..core.apply import copy_model, parameter_owners
 from ..core.masks import Masks, check_masks
-from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, targets
+from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, output_layers, targets
 from ..errors import ShrinkError
 from ..runtime.files import one_line
 from .check import Head
@@ -409,7 +409,17 @@ def _plan_heads_only(work: nn.Module, masks: Masks, example_input: torch.Tensor)
         groups=pd.DataFrame(),
         _build_masks=lambda: masks,
     )
-    return _Planned(plan, None, [], {}, outputs, {}, train_only=False)
+    # the output layers' inputs are compared too (see .check): a model whose outputs start at
+    # zero (torchvision's ViT) is still checked on what reaches its classifier
+    found = output_layers(work)
+    heads = {}
+    if found.how == "traced":
+        for fqn in found.fqns:
+            name = fqn.rpartition(".")[0]
+            module = work.get_submodule(name)
+            if isinstance(module, _LAYERS) and getattr(module, "groups", 1) == 1:
+                heads[name] = Head(-1 if isinstance(module, nn.Linear) else 1, None)
+    return _Planned(plan, None, [], {}, outputs, heads, train_only=False)
 
 
 def prunes_nothing(masks: Masks) -> bool:
