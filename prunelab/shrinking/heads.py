@@ -31,7 +31,15 @@ from ..core.masks import Masks
 from ..core.targets import get_parameter
 from ..errors import ShrinkError
 
-__all__ = ["HeadPrunedAttention", "remove_heads", "split_head_masks"]
+__all__ = [
+    "HeadPrunedAttention",
+    "head_parameters",
+    "head_rows",
+    "head_tensors",
+    "remove_heads",
+    "split_head_masks",
+    "zero_heads",
+]
 
 
 class HeadPrunedAttention(nn.Module):
@@ -48,14 +56,14 @@ class HeadPrunedAttention(nn.Module):
     """
 
     def __init__(self, embed_dim: int, num_heads: int, head_dim: int, *, bias: bool,
-                 batch_first: bool, dropout: float) -> None:  # fmt: skip
+                 out_bias: bool, batch_first: bool, dropout: float) -> None:  # fmt: skip
         super().__init__()
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
         self.batch_first, self.dropout = batch_first, dropout
         width = num_heads * head_dim
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * width)) if bias else None
-        self.out_proj = nn.Linear(width, embed_dim, bias=True)
+        self.out_proj = nn.Linear(width, embed_dim, bias=out_bias)
 
     @classmethod
     def from_mha(cls, mha: nn.MultiheadAttention, kept: list[int]) -> HeadPrunedAttention:
@@ -64,7 +72,8 @@ class HeadPrunedAttention(nn.Module):
         rows, cols = layer.rows(kept), layer.columns(kept)
         bias = mha.in_proj_bias is not None
         new = cls(mha.embed_dim, len(kept), mha.head_dim, bias=bias,
-                  batch_first=mha.batch_first, dropout=mha.dropout)  # fmt: skip
+                  out_bias=mha.out_proj.bias is not None, batch_first=mha.batch_first,
+                  dropout=mha.dropout)  # fmt: skip
         device, dtype = mha.in_proj_weight.device, mha.in_proj_weight.dtype
         new.to(device=device, dtype=dtype)
         with torch.no_grad():
@@ -74,8 +83,6 @@ class HeadPrunedAttention(nn.Module):
             new.out_proj.weight.copy_(mha.out_proj.weight[:, cols])
             if mha.out_proj.bias is not None:
                 new.out_proj.bias.copy_(mha.out_proj.bias)
-            else:
-                new.out_proj.bias.zero_()
         return new.train(mha.training)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
@@ -143,6 +150,39 @@ def split_head_masks(model: nn.Module, masks: Masks) -> tuple[dict[str, list[int
     )
     kept = {name: torch.nonzero(m).flatten().tolist() for name, m in pruned.items()}
     return kept, rest
+
+
+def head_tensors(model: nn.Module, heads: Mapping[str, list[int]]) -> dict[str, tuple[int, str]]:
+    """``{parameter fqn: (dim, layer)}`` of the q/k/v and output tensors of the layers in
+    ``heads``."""
+    layers = {layer.fqn: layer for layer in attention_layers(model)}
+    found = {}
+    for name in heads:
+        for fqn, dim in layers[name].qkv:
+            found[fqn] = (dim, name)
+        found[layers[name].out[0]] = (layers[name].out[1], name)
+    return found
+
+
+def head_parameters(model: nn.Module, heads: Mapping[str, list[int]]) -> dict[str, int]:
+    """``{parameter fqn: elements removed}`` when only the heads kept in ``heads`` stay."""
+    layers = {layer.fqn: layer for layer in attention_layers(model)}
+    gone = {}
+    for fqn, (dim, name) in head_tensors(model, heads).items():
+        layer = layers[name]
+        shape = get_parameter(model, fqn).shape
+        per_head = shape[dim] // layer.num_heads
+        gone[fqn] = shape.numel() // shape[dim] * per_head * (layer.num_heads - len(heads[name]))
+    return gone
+
+
+def head_rows(model: nn.Module, heads: Mapping[str, list[int]]) -> dict[str, int]:
+    """``{attention fqn: q, k and v rows removed}``."""
+    by_name = {layer.fqn: layer for layer in attention_layers(model)}
+    return {
+        name: 3 * by_name[name].head_dim * (by_name[name].num_heads - len(kept))
+        for name, kept in heads.items()
+    }
 
 
 def zero_heads(work: nn.Module, masks: Masks, heads: Mapping[str, list[int]]) -> None:

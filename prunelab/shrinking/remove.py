@@ -3,20 +3,18 @@ has Torch-Pruning take the channels out, and checks the result (:mod:`.check`)."
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..core.apply import copy_model
-from ..core.masks import Masks, check_masks
+from ..core.masks import Masks
 from ..core.targets import get_parameter
-from ..errors import ShrinkError
 from .check import _forward, compare, probe_and_reference
 from .graph import _Group, train_mode
 from .heads import remove_heads, split_head_masks, zero_heads
-from .plan import ShrinkPlan, _all, _plan, _plan_heads_only, prunes_nothing
+from .plan import ShrinkPlan, _all, _plan_with_heads
 
 __all__ = ["shrink", "shrink_with_plan"]
 
@@ -43,17 +41,6 @@ def _zero(work: nn.Module, zeros: Mapping[str, Mapping[int, set[int]]], masks: M
         if not _all(mask):
             param = get_parameter(work, fqn)
             param.masked_fill_(~mask.to(param.device), 0)
-
-
-def _refuse_both(planned, heads_kept: Mapping[str, list[int]]) -> None:
-    """Heads are removed by position in q/k/v: a layer whose width Torch-Pruning also cuts
-    (its embedding channels) would move them, so refuse rather than misplace one."""
-    for name in heads_kept:
-        if any(fqn.startswith(f"{name}.") for fqn in planned.zeros):
-            raise ShrinkError(
-                f"shrink cannot remove heads of {name} and channels of its embedding width at "
-                "once; prune heads and embedding channels in two steps"
-            )
 
 
 def _is_gn(module: nn.Module) -> bool:
@@ -135,12 +122,9 @@ def shrink_with_plan(
     work = copy_model(model)
     given = masks
     # attention heads go by prunelab's own removal (.heads), the rest through Torch-Pruning
-    heads_kept, masks = split_head_masks(work, check_masks(masks))
-    if heads_kept and prunes_nothing(masks):
-        planned = _plan_heads_only(work, given, example_input)
-    else:
-        planned = _plan(work, masks, example_input)
-        _refuse_both(planned, heads_kept)
+    planned, heads_kept = _plan_with_heads(work, masks, example_input)
+    if heads_kept:
+        masks = split_head_masks(work, given)[1]
     training = work.training
     work.eval()
     heads = planned.heads
@@ -156,9 +140,7 @@ def shrink_with_plan(
     # Torch-Pruning keeps a GroupNorm's number of groups; whole norm groups go (see .plan)
     norm_groups = {m: m.num_channels // m.num_groups for m in work.modules() if _is_gn(m)}
     _remove(planned.graph, planned.groups)
-    before = sum(p.numel() for p in work.parameters())
     remove_heads(work, heads_kept)
-    head_params = before - sum(p.numel() for p in work.parameters())
     for norm, size in norm_groups.items():
         norm.num_groups = norm.num_channels // size
     if check:
@@ -169,8 +151,6 @@ def shrink_with_plan(
                     result = _forward(work, probe, heads, select=False)
                 compare(trained, result, mode="train")
     plan = planned.plan
-    if head_params:
-        plan = dataclasses.replace(plan, parameters=plan.parameters - head_params)
     got = sum(p.numel() for p in work.parameters())
     if got != plan.parameters:
         raise ValueError(

@@ -1,5 +1,5 @@
-"""The Prune page shows a heads x layers picture for a transformer (a small torchvision ViT
-stands in for vit_b_16, so the test needs neither its 86M parameters nor a download)."""
+"""The Prune page shows a heads x layers picture for a transformer, and Export shrinks its
+heads (a small torchvision ViT stands in for vit_b_16: no 86M parameters, no download)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pytest
 import torch
 from torchvision.models import VisionTransformer
 
+import prunelab
+from prunelab.figures.fmt import count
 from prunelab.io import zoo
 from prunelab.ui.state import Keys
-from tests.app.conftest import assert_clean, page
+from tests.app.conftest import assert_clean, metric, page
 
 
 @pytest.fixture
@@ -49,3 +51,19 @@ def test_no_heads_section_without_attention():
     at = page("pages/2_Prune.py").run()
     assert_clean(at)
     assert "Attention heads" not in [h.value for h in at.subheader]
+
+
+def test_export_shrinks_the_heads_the_prune_page_masked(small_vit):
+    model, _ = zoo.torchvision_model(None, "vit_b_16")
+    masks = prunelab.prune(model, "head-magnitude", sparsity=0.5)
+    at = page("pages/6_Export.py")
+    at.session_state[Keys.model_source] = "torchvision architecture"
+    at.session_state[Keys.torchvision_arch] = "vit_b_16"
+    at.session_state[Keys.masks] = masks
+    at.session_state[Keys.masks_label] = "head-magnitude at 50%"
+    at.run()
+    assert_clean(at)
+    assert at.radio(key=Keys.export_source).value == "masks from the Prune page"
+    assert not [w for w in at.warning if "cannot shrink" in w.value]
+    shrunk = prunelab.shrink(model, masks, example_input=torch.randn(1, 3, 224, 224))
+    assert metric(at, "Shrunk parameters") == count(sum(p.numel() for p in shrunk.parameters()))
