@@ -155,3 +155,14 @@ def test_swin_style_heads_are_masked_but_not_shrunk():
     assert heads_of(net, masks).pruned() == 1
     with pytest.raises(ShrinkError, match="heads of 0"):
         shrink(net, masks, example_input=torch.randn(1, 3, 8))
+
+
+def test_a_recipe_of_head_masks_reapplies():
+    from prunelab.io.recipes import Recipe
+
+    vit = _vit()
+    pruner = prunelab.Pruner(vit, "head-magnitude")
+    masks = pruner.masks(sparsity=0.5)
+    again = Recipe.loads(Recipe.from_masks(masks, pruner.strategy).dumps()).masks(vit)
+    assert all(torch.equal(heads_of(vit, again)[k], v) for k, v in heads_of(vit, masks).items())
+    assert all(torch.equal(again.all()[f], m) for f, m in masks.all().items())

@@ -335,11 +335,30 @@ class _HeadSelection(Selection):
             for layer in self._layers
             for fqn, _ in (*layer.qkv, layer.out)
         }
-        self._last: tuple[float, Masks] | None = None
+        self._last: tuple[tuple, Masks] | None = None
 
-    def _masks(self, sparsity: float) -> Masks:
-        if self._last is None or self._last[0] != sparsity:
-            heads = select_heads(self._scores, sparsity=sparsity, scope=self._scope)
+    def _heads(self, sparsity: float, per_layer: Mapping[str, float]) -> HeadMasks:
+        heads = dict(select_heads(self._scores, sparsity=sparsity, scope=self._scope))
+        outs = {layer.out[0]: layer for layer in self._layers}
+        for fqn, value in per_layer.items():
+            layer = outs.get(fqn)
+            if layer is None:
+                if value:
+                    raise ValueError(
+                        f"strategy 'head-magnitude' prunes attention heads; {fqn} is not an "
+                        "attention output projection, so its sparsity must be 0"
+                    )
+                continue
+            # an output projection's sparsity is the fraction of its heads pruned (each head
+            # owns an equal share of its columns), so a recipe's per-layer numbers re-apply
+            one = {layer.fqn: self._scores[layer.fqn]}
+            heads[layer.fqn] = select_heads(one, sparsity=value, scope="layer")[layer.fqn]
+        return HeadMasks(heads)
+
+    def _masks(self, sparsity: float, per_layer: Mapping[str, float]) -> Masks:
+        key = (sparsity, tuple(sorted(per_layer.items())))
+        if self._last is None or self._last[0] != key:
+            heads = self._heads(sparsity, per_layer)
             weights: dict[str, torch.Tensor] = {}
             coupled: dict[str, torch.Tensor] = {}
             for layer in self._layers:
@@ -352,15 +371,15 @@ class _HeadSelection(Selection):
                     store[fqn] = torch.ones(self._shapes[fqn], dtype=torch.bool).index_fill_(
                         dim, idx, False
                     )
-            self._last = (sparsity, Masks(weights, coupled=coupled))
+            self._last = (key, Masks(weights, coupled=coupled))
         return self._last[1]
 
     def masks(self, *, sparsity, threshold, per_layer):
-        if threshold is not None or per_layer:
+        if threshold is not None:
             raise ValueError(
                 "strategy 'head-magnitude' selects by sparsity (fraction of heads pruned) only"
             )
-        return dict(self._masks(sparsity or 0.0).items())
+        return dict(self._masks(sparsity or 0.0, per_layer or {}).items())
 
     def coupled(self, full: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The q/k/v and output tensors that are not targets, for the last masks asked."""
