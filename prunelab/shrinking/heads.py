@@ -65,6 +65,9 @@ class HeadPrunedAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * width)) if bias else None
         self.out_proj = nn.Linear(width, embed_dim, bias=out_bias)
 
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}"
+
     @classmethod
     def from_mha(cls, mha: nn.MultiheadAttention, kept: list[int]) -> HeadPrunedAttention:
         """The module ``mha`` with only the heads ``kept``, weights copied."""
