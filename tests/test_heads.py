@@ -166,3 +166,20 @@ def test_a_recipe_of_head_masks_reapplies():
     again = Recipe.loads(Recipe.from_masks(masks, pruner.strategy).dumps()).masks(vit)
     assert all(torch.equal(heads_of(vit, again)[k], v) for k, v in heads_of(vit, masks).items())
     assert all(torch.equal(again.all()[f], m) for f, m in masks.all().items())
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_head_pruned_attention_with_every_head_is_multihead_attention(batch_first):
+    from prunelab.shrinking.heads import HeadPrunedAttention
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=batch_first).eval()
+    same = HeadPrunedAttention.from_mha(mha, [0, 1]).eval()
+    x = torch.randn(2, 5, 8) if batch_first else torch.randn(5, 2, 8)
+    padding = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    for kwargs in ({}, {"key_padding_mask": padding}, {"attn_mask": causal}):
+        out, weights = mha(x, x, x, **kwargs)
+        out2, weights2 = same(x, x, x, **kwargs)
+        assert torch.allclose(out, out2, atol=1e-5) and torch.allclose(weights, weights2, atol=1e-5)
+    assert same(x, x, x, need_weights=False)[1] is None
