@@ -65,8 +65,11 @@ with error_boundary():
         if len(modes) > 1:
             drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
         if drive == "sparsity":
+            what = (
+                "heads pruned" if str(pruner.strategy.granularity) == "head" else "weights zeroed"
+            )
             sparsity = st.slider(
-                "Sparsity (fraction of weights zeroed)", 0.0, 1.0, 0.5, 0.01, key=Keys.sparsity
+                f"Sparsity (fraction of {what})", 0.0, 1.0, 0.5, 0.01, key=Keys.sparsity
             )
             implied = view.implied_threshold(pruner, sparsity)
             if implied:

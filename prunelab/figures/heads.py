@@ -86,6 +86,6 @@ def head_importance_map(
         height=max(260, 28 * len(names) + 140),
         showlegend=False,
     )
-    fig.update_xaxes(title_text="head", dtick=1)
+    fig.update_xaxes(title_text="head", dtick=1, range=[-0.5, width - 0.5])
     fig.update_yaxes(title_text="layer", autorange="reversed", type="category")
     return fig

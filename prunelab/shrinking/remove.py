@@ -81,7 +81,8 @@ def shrink(
             that run in training only are compared in train mode too. To cost little, it runs
             on the smallest input that tests the same thing: the first sample of
             ``example_input`` with the dimensions after its channels centre-cropped to at most
-            :data:`.check.CHECK_SIDE`, when the model's output for that crop has the shape it
+            :data:`.check.CHECK_SIDE` (or twice that, for models that need more, such as
+            Inception v3), when the model's output for that crop has the shape it
             has per sample of ``example_input`` (convolutional classifiers with adaptive or
             global pooling, such as torchvision's); otherwise ``example_input`` itself. Which
             channels go where does not depend on the input's size or on the sample, so a
