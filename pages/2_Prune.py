@@ -105,7 +105,7 @@ with error_boundary():
             _recipe_download(recipe)
         with shown:
             _view(masks)
-            heads_section(choice, masks)
+            heads_section(choice, pruner, masks)
 
     def _recipe_download(recipe):
         """``recipe``: a callable that builds the Recipe, or None when there can be none."""

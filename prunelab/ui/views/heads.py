@@ -6,8 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from ... import figures
-from ...core.heads import attention_layers, head_importance, heads_of
+from ...core.granularity import Head
+from ...core.heads import attention_layers, heads_of
 from ...core.masks import Masks
+from ...core.pruner import Pruner
 from .. import cache, engine
 from ..engine import Choice
 from ..widgets import explain
@@ -15,22 +17,27 @@ from ..widgets import explain
 __all__ = ["heads_section"]
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _importance(model_key: str, _choice: Choice) -> dict:
-    # weight norms: the same for every mask, so computed once per model
-    return head_importance(_choice.model)
+def heads_section(choice: Choice, pruner: Pruner, masks: Masks) -> None:
+    """Draw the section when the model has attention layers prunelab recognises; else nothing.
 
-
-def heads_section(choice: Choice, masks: Masks) -> None:
-    """Draw the section when the model has attention layers prunelab recognises; else nothing."""
-    if not attention_layers(choice.model):
+    The picture needs the head scores, which the (cached) Pruner of a head strategy holds;
+    other strategies get a pointer to one instead of scoring heads on every slider move
+    (ViT-B/16's attention weights take most of a second)."""
+    layers = attention_layers(choice.model)
+    if not layers:
         return
-    importance = _importance(choice.model_key, _choice=choice)
-    kept = heads_of(choice.model, masks)
-    key = (choice.model_key, engine.digest(*kept.values()))
     st.subheader("Attention heads")
+    if not isinstance(pruner.strategy.granularity, Head):
+        explain(
+            f"This model has {sum(a.num_heads for a in layers)} attention heads in "
+            f"{len(layers)} layers. Choose the strategy head-magnitude to prune whole heads and "
+            "see them here, heads x layers."
+        )
+        return
+    kept = heads_of(choice.model, masks)
+    key = (choice.model_key, pruner.strategy.name, engine.digest(*kept.values()))
     fig = cache.figure(
-        ("heads", *key), _build=lambda: figures.head_importance_map(importance, kept)
+        ("heads", *key), _build=lambda: figures.head_importance_map(pruner.scores(), kept)
     )
     st.plotly_chart(fig, key="heads_chart")
     explain(
