@@ -183,3 +183,25 @@ def test_head_pruned_attention_with_every_head_is_multihead_attention(batch_firs
         out2, weights2 = same(x, x, x, **kwargs)
         assert torch.allclose(out, out2, atol=1e-5) and torch.allclose(weights, weights2, atol=1e-5)
     assert same(x, x, x, need_weights=False)[1] is None
+
+
+def test_head_pruning_leaves_the_model_untouched():
+    from tests.conftest import assert_unchanged, snapshot
+
+    vit = _vit().train()
+    before = snapshot(vit)
+    pruner = prunelab.Pruner(vit, "head-magnitude")
+    masks = pruner.masks(sparsity=0.5)
+    pruner.scores()
+    x = torch.randn(2, 3, 32, 32)
+    prunelab.masked_forward(vit, masks, x)
+    prunelab.bake(prunelab.apply(vit, masks))
+    shrink(vit, masks, example_input=x)
+    assert_unchanged(vit, before)
+
+
+def test_a_model_without_attention_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"can prune none of the 2 layer.*no attention layer"):
+        prunelab.prune(
+            nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), "head-magnitude", sparsity=0.5
+        )

@@ -322,10 +322,12 @@ class _HeadSelection(Selection):
     def __init__(self, model: nn.Module, layers: Sequence[Layer], scope: str) -> None:
         self._scores = head_importance(model)
         if not self._scores:
+            # worded as every strategy that finds nothing to prune says it
             raise ValueError(
-                "strategy 'head-magnitude' prunes attention heads, and this model has no "
-                "attention layer it recognises (nn.MultiheadAttention, a qkv/proj attention "
-                "such as Swin's, or GPT-2's c_attn/c_proj)"
+                f"strategy 'head-magnitude' can prune none of the {len(layers)} layer(s): it "
+                "prunes attention heads, and this model has no attention layer it recognises "
+                "(nn.MultiheadAttention, a qkv/proj attention such as Swin's, or GPT-2's "
+                "c_attn/c_proj)"
             )
         self._targets = {layer.fqn for layer in layers}
         self._scope = scope
