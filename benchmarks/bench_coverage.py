@@ -2,7 +2,7 @@
 directly, and how long each takes.
 
 Run: ``uv run python benchmarks/bench_coverage.py [--archs resnet18,googlenet] [--timeout 300]
-[--max-gib 2] [--threads 1]``
+[--max-gib 2] [--threads 1] [--repeat 3]``
 
 Each architecture (random weights, batch 1, 224x224; 299 for Inception v3; GoogLeNet and
 Inception with their auxiliary heads) runs in its own process with a time limit:
@@ -12,7 +12,12 @@ Inception with their auxiliary heads) runs in its own process with a time limit:
 * Torch-Pruning directly: ``MagnitudePruner`` with L2 magnitude importance, pruning ratio 0.5,
   the classifier ignored, ``step()`` on a copy (Torch-Pruning checks nothing).
 
-Both times include choosing the channels and the copy. For each it prints whether it
+Both times include choosing the channels and the copy. Each library runs ``--repeat`` times,
+alternating (prunelab, Torch-Pruning, prunelab, ...), and its fastest run counts: the first
+call on a model's shapes pays one-off costs (kernel choice, allocator growth) that whichever
+library runs first would otherwise carry alone; on small models these are most of a run
+(mobilenet_v3_small: Torch-Pruning 0.94 s on its first run, 0.26 s on its second). Repeats stop
+once a single run took over 20 s, so large models cost one run each. For each it prints whether it
 succeeded (or why not), parameters kept, and whether the result runs in eval mode (batch 1)
 and train mode (batch 2: batch statistics need two samples); then coverage and the ratio of
 times (prunelab / Torch-Pruning; goal at most 2).
@@ -109,7 +114,10 @@ def _warm_up() -> None:
     _torch_pruning(tiny, x)
 
 
-def _one(name: str, max_gib: float, threads: int) -> dict:
+REPEAT_UNDER = 20.0  # seconds: a slower run is not repeated
+
+
+def _one(name: str, max_gib: float, threads: int, repeat: int) -> dict:
     torch.set_num_threads(threads)
     _warm_up()
     torch.manual_seed(0)
@@ -118,11 +126,22 @@ def _one(name: str, max_gib: float, threads: int) -> dict:
     if gib > max_gib:
         return {"arch": name, "skipped": f"{gib:.1f} GiB of parameters"}
     row: dict = {"arch": name}
-    for key, fn in (("prunelab", _prunelab), ("tp", _torch_pruning)):
-        try:
-            row[key] = fn(model, x)
-        except Exception as exc:  # the reason is the result
-            row[key] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"}
+    for _ in range(repeat):
+        for key, fn in (("prunelab", _prunelab), ("tp", _torch_pruning)):
+            if "error" in row.get(key, {}):
+                continue
+            try:
+                result = fn(model, x)
+            except Exception as exc:  # the reason is the result
+                row[key] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"}
+                continue
+            best = row.get(key)
+            result["runs_timed"] = 1 + (best["runs_timed"] if best else 0)
+            if best is not None and best["seconds"] < result["seconds"]:
+                result["seconds"] = best["seconds"]
+            row[key] = result
+        if any(r.get("seconds", 0) > REPEAT_UNDER for r in row.values() if isinstance(r, dict)):
+            break
     return row
 
 
@@ -137,7 +156,10 @@ def _cell(result: dict | None) -> str:
         return "timed out"
     if "error" in result:
         return "FAIL " + result["error"]
-    return f"ok {result['kept']:.2f} {result['seconds']:.2f}s {result['runs']}"
+    return (
+        f"ok {result['kept']:.2f} {result['seconds']:.2f}s "
+        f"(best of {result['runs_timed']}) {result['runs']}"
+    )
 
 
 def main() -> None:
@@ -146,10 +168,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per architecture")
     parser.add_argument("--max-gib", type=float, default=2.0, help="skip larger models")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per library (fastest counts)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_one(args.one, args.max_gib, args.threads)))
+        print(json.dumps(_one(args.one, args.max_gib, args.threads, args.repeat)))
         return
     archs = [a for a in args.archs.split(",") if a] or _classification()
     print("| architecture | prunelab (kept, time, modes) | Torch-Pruning | time ratio |")
@@ -166,6 +189,8 @@ def main() -> None:
             str(args.max_gib),
             "--threads",
             str(args.threads),
+            "--repeat",
+            str(args.repeat),
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)

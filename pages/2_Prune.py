@@ -9,6 +9,7 @@ from prunelab.ui.errors import error_boundary, failing_as
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import prune as view
+from prunelab.ui.views.heads import heads_section
 from prunelab.ui.views.nexttoken import next_token_box
 from prunelab.ui.widgets import explain
 
@@ -65,8 +66,11 @@ with error_boundary():
         if len(modes) > 1:
             drive = st.radio("Drive the masks by", modes, horizontal=True, key=Keys.drive)
         if drive == "sparsity":
+            what = (
+                "heads pruned" if str(pruner.strategy.granularity) == "head" else "weights zeroed"
+            )
             sparsity = st.slider(
-                "Sparsity (fraction of weights zeroed)", 0.0, 1.0, 0.5, 0.01, key=Keys.sparsity
+                f"Sparsity (fraction of {what})", 0.0, 1.0, 0.5, 0.01, key=Keys.sparsity
             )
             implied = view.implied_threshold(pruner, sparsity)
             if implied:
@@ -102,6 +106,7 @@ with error_boundary():
             _recipe_download(recipe)
         with shown:
             _view(masks)
+            heads_section(choice, pruner, masks)
             next_token_box(choice, masks)  # language models only
 
     def _recipe_download(recipe):

@@ -175,10 +175,15 @@ CHECK_CASES = {
         (2, 3, 64, 64),
     ),
     "flatten to linear: the example input": (_flatten_cnn, (1, 3, 72, 72), (2, 3, 72, 72)),
-    "output follows the input's size: the example input": (
+    "output follows the input's size: one sample, not cropped": (
         _fully_convolutional,
         (2, 3, 72, 72),
-        (4, 3, 72, 72),
+        (2, 3, 72, 72),
+    ),
+    "output follows the input's size, larger: the example input": (
+        _fully_convolutional,
+        (2, 3, 144, 144),
+        (4, 3, 144, 144),
     ),
 }
 

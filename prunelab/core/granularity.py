@@ -16,11 +16,13 @@ from .targets import Target
 
 __all__ = [
     "CHANNEL",
+    "HEAD",
     "INPUT_CHANNEL",
     "NM",
     "UNSTRUCTURED",
     "Channel",
     "Granularity",
+    "Head",
     "InputChannel",
     "Unstructured",
     "parse_granularity",
@@ -208,7 +210,24 @@ class NM(Granularity):
         return self.m
 
 
+class Head(Granularity):
+    """Whole attention heads: a head's q, k, v rows and output-projection columns together.
+
+    A head spans several tensors, so it is not a grouping of one weight: only the
+    ``head-magnitude`` strategy (:mod:`prunelab.core.heads`) selects by it.
+    """
+
+    name = "head"
+
+    def check(self, target: Target) -> None:
+        raise ValueError(
+            "granularity 'head' spans several tensors (q, k, v and the output projection); "
+            "use the strategy 'head-magnitude' to prune attention heads"
+        )
+
+
 UNSTRUCTURED = Unstructured()
+HEAD = Head()
 CHANNEL = Channel()
 INPUT_CHANNEL = InputChannel()
 
@@ -216,7 +235,8 @@ _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 def parse_granularity(spec: str | Granularity) -> Granularity:
-    """Turn ``"unstructured"``, ``"channel"``, ``"input-channel"`` or ``"N:M"`` into a Granularity.
+    """Turn ``"unstructured"``, ``"channel"``, ``"input-channel"``, ``"head"`` or ``"N:M"`` into a
+    Granularity.
 
     >>> parse_granularity("2:4").sparsity
     0.5
@@ -225,12 +245,12 @@ def parse_granularity(spec: str | Granularity) -> Granularity:
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"granularity must be a string or Granularity, got {spec!r}")
-    named = {g.name: g for g in (UNSTRUCTURED, CHANNEL, INPUT_CHANNEL)}
+    named = {g.name: g for g in (UNSTRUCTURED, CHANNEL, INPUT_CHANNEL, HEAD)}
     if spec in named:
         return named[spec]
     if match := _NM.match(spec):
         return NM(int(match.group(1)), int(match.group(2)))
     raise ValueError(
         f"unknown granularity {spec!r}; accepted: unstructured, channel, input-channel, "
-        "or N:M such as 2:4"
+        "head (with the head-magnitude strategy), or N:M such as 2:4"
     )

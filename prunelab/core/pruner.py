@@ -176,7 +176,11 @@ class Pruner:
             for t in self.targets
             if t.fqn not in self.left_out.fqns
         ]
-        self._selection = self.strategy.prepare(layers)
+        # a strategy whose groups span several tensors (attention heads) needs the model
+        prepare_model = getattr(self.strategy, "prepare_model", None)
+        self._selection = (
+            prepare_model(model, layers) if prepare_model else self.strategy.prepare(layers)
+        )
         self._by_fqn = {t.fqn: t for t in self.targets}
 
     def _check_calibration(self, model: nn.Module, calibration: Calibration | None) -> None:
@@ -259,6 +263,9 @@ class Pruner:
         return {fqn: value for fqn, value in checked.items() if fqn not in self.left_out.fqns}
 
     def _coupled(self, full: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        extra = getattr(self._selection, "coupled", None)
+        if extra is not None:  # tensors the selection masks that are not targets (heads)
+            return extra(full)
         # A removed output channel must also lose its bias, or it still outputs a constant.
         if not isinstance(self.strategy.granularity, Channel):
             return {}

@@ -610,3 +610,8 @@ class NMStrategy(Magnitude):
         object.__setattr__(self, "n", self.granularity.n)
         object.__setattr__(self, "m", self.granularity.m)
         super().__post_init__()
+
+
+# attention heads (prunelab.core.heads) register "head-magnitude"; imported last, as it
+# builds on the classes above
+from . import heads as _heads  # noqa: E402, F401

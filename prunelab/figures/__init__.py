@@ -17,6 +17,7 @@ from .activations import activation_histogram, activation_mask, channel_apoz, ch
 from .blocks import block_heatmap
 from .curves import sensitivity_heatmap, sparsity_curves
 from .export import size_bars, speed_bars
+from .heads import head_importance_map
 from .planning import allocation_comparison, plan_steps
 from .training import compare_bars, schedule_plot, training_curves
 from .weights import (
@@ -37,6 +38,7 @@ __all__ = [
     "channel_magnitudes",
     "channel_ranges",
     "compare_bars",
+    "head_importance_map",
     "layer_sparsity",
     "mask_overlap",
     "mask_pattern",

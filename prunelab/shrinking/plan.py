@@ -4,6 +4,7 @@ coupled groups of :mod:`.graph` before anything is removed."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ import torch
 from torch import nn
 
 from ..core.apply import copy_model, parameter_owners
+from ..core.heads import attention_layers
 from ..core.masks import Masks, check_masks
-from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, targets
+from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, output_layers, targets
 from ..errors import ShrinkError
 from ..runtime.files import one_line
 from .check import Head
@@ -28,8 +30,10 @@ from .graph import (
     _group_table,
     _groups,
     _handler_kind,
+    _shapes,
     grouped,
 )
+from .heads import head_parameters, head_rows, head_tensors, split_head_masks
 
 __all__ = ["ShrinkPlan", "extend_channel_masks", "plan_shrink"]
 
@@ -42,7 +46,8 @@ class ShrinkPlan:
         masks: The channel masks extended to every coupled tensor (see the module docstring);
             the masked model with these masks computes what the shrunk model computes.
         removed: ``{module fqn: number of output channels removed}`` for every module that
-            loses channels (convolutions, linear layers, BatchNorms).
+            loses channels (convolutions, linear layers, BatchNorms); for an attention layer
+            that loses heads, the number of q, k and v rows removed.
         parameters: Parameter count of the shrunk model, predicted from the masks.
         dense_parameters: Parameter count of the given model.
         groups: One row per coupled group (see :func:`coupled_groups`) with ``removed``.
@@ -393,6 +398,104 @@ def _plan(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planne
     return _Planned(plan, graph, groups, zero_rows, outputs, heads, train_only)
 
 
+def _plan_heads_only(work: nn.Module, masks: Masks, example_input: torch.Tensor) -> _Planned:
+    """The plan when no channel goes (only attention heads, :mod:`.heads`): no dependency
+    graph to trace (Torch-Pruning cannot trace some models heads are removed from, such as
+    Hugging Face models that return output objects), one forward for the output shapes."""
+    example_input = _check_input(example_input)
+    with torch.no_grad():
+        outputs = _shapes(work.eval()(example_input))
+    total = sum(p.numel() for p in work.parameters())
+    plan = ShrinkPlan(
+        removed={},
+        parameters=total,
+        dense_parameters=total,
+        groups=_group_table([], work, with_removed=True),
+        _build_masks=lambda: masks,
+    )
+    # the output layers' inputs are compared too (see .check): a model whose outputs start at
+    # zero (torchvision's ViT) is still checked on what reaches its classifier
+    found = output_layers(work)
+    heads = {}
+    if found.how == "traced":
+        for fqn in found.fqns:
+            name = fqn.rpartition(".")[0]
+            module = work.get_submodule(name)
+            if isinstance(module, _LAYERS) and getattr(module, "groups", 1) == 1:
+                heads[name] = Head(-1 if isinstance(module, nn.Linear) else 1, None)
+    return _Planned(plan, None, [], {}, outputs, heads, train_only=False)
+
+
+def prunes_nothing(masks: Masks) -> bool:
+    """Whether ``masks`` keep every element (targets and coupled tensors)."""
+    return all(_all(mask) for mask in masks.all().values())
+
+
+def _refuse_both(planned: _Planned, heads_kept: Mapping[str, list[int]]) -> None:
+    """Heads are removed by position in q/k/v: a layer whose width Torch-Pruning also cuts
+    (its embedding channels) would move them, so refuse rather than misplace one."""
+    for name in heads_kept:
+        if any(fqn.startswith(f"{name}.") for fqn in planned.zeros):
+            raise ShrinkError(
+                f"shrink cannot remove heads of {name} and channels of its embedding width at "
+                "once; prune heads and embedding channels in two steps"
+            )
+
+
+def _with_heads(build: Callable[[], Masks], heads: Masks) -> Masks:
+    base = build()
+    return Masks({**base, **heads}, coupled={**base.coupled, **heads.coupled})
+
+
+def _plan_with_heads(
+    work: nn.Module, masks: Masks, example_input: torch.Tensor
+) -> tuple[_Planned, dict[str, list[int]]]:
+    """:func:`_plan` for masks that may prune attention heads too (:mod:`.heads`): the plan
+    for the rest of the masks, with the heads' parameters and masks added; and the heads
+    kept per attention layer that loses some."""
+    masks = check_masks(masks)
+    heads_kept, rest = split_head_masks(work, masks)
+    if not heads_kept:
+        return _plan(work, masks, example_input), {}
+    if prunes_nothing(rest):
+        planned = _plan_heads_only(work, rest, example_input)
+    else:
+        planned = _plan(work, rest, example_input)
+        _refuse_both(planned, heads_kept)
+    owned = {fqn for fqn in head_tensors(work, heads_kept)}
+    head_masks = Masks(
+        {f: m for f, m in masks.items() if f in owned},
+        coupled={f: m for f, m in masks.coupled.items() if f in owned},
+    )
+    base = planned.plan
+    gone = head_parameters(work, heads_kept)
+    layers = {layer.fqn: layer for layer in attention_layers(work)}
+    rows = [  # one group per attention layer: its heads go as wholes
+        {
+            "group": len(base.groups) + i,
+            "root": name,
+            "channels": layers[name].num_heads,
+            "layers": f"{name} (heads: q, k, v rows and output columns)",
+            "size": 1,
+            "removable": True,
+            "removed": layers[name].num_heads - len(kept),
+        }
+        for i, (name, kept) in enumerate(heads_kept.items())
+    ]
+    planned.plan = dataclasses.replace(
+        base,
+        groups=(
+            pd.DataFrame(rows, columns=base.groups.columns)
+            if base.groups.empty
+            else pd.concat([base.groups, pd.DataFrame(rows)], ignore_index=True)
+        ),
+        parameters=base.parameters - sum(gone.values()),
+        removed={**base.removed, **head_rows(work, heads_kept)},
+        _build_masks=partial(_with_heads, base._build_masks, head_masks),
+    )
+    return planned, heads_kept
+
+
 def plan_shrink(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> ShrinkPlan:
     """Work out what :func:`shrink` removes, without building the smaller model.
 
@@ -408,7 +511,7 @@ def plan_shrink(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) 
     >>> plan.removed, plan.dense_parameters, plan.parameters
     ({'0': 3}, 44, 23)
     """
-    return _plan(copy_model(model), masks, example_input).plan
+    return _plan_with_heads(copy_model(model), masks, example_input)[0].plan
 
 
 def extend_channel_masks(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> Masks:

@@ -13,7 +13,8 @@ from ..core.masks import Masks
 from ..core.targets import get_parameter
 from .check import _forward, compare, probe_and_reference
 from .graph import _Group, train_mode
-from .plan import ShrinkPlan, _all, _plan
+from .heads import remove_heads, split_head_masks, zero_heads
+from .plan import ShrinkPlan, _all, _plan_with_heads
 
 __all__ = ["shrink", "shrink_with_plan"]
 
@@ -80,7 +81,8 @@ def shrink(
             that run in training only are compared in train mode too. To cost little, it runs
             on the smallest input that tests the same thing: the first sample of
             ``example_input`` with the dimensions after its channels centre-cropped to at most
-            :data:`.check.CHECK_SIDE`, when the model's output for that crop has the shape it
+            :data:`.check.CHECK_SIDE` (or twice that, for models that need more, such as
+            Inception v3), when the model's output for that crop has the shape it
             has per sample of ``example_input`` (convolutional classifiers with adaptive or
             global pooling, such as torchvision's); otherwise ``example_input`` itself. Which
             channels go where does not depend on the input's size or on the sample, so a
@@ -119,7 +121,11 @@ def shrink_with_plan(
         The smaller model and its :class:`ShrinkPlan`.
     """
     work = copy_model(model)
-    planned = _plan(work, masks, example_input)
+    given = masks
+    # attention heads go by prunelab's own removal (.heads), the rest through Torch-Pruning
+    planned, heads_kept = _plan_with_heads(work, masks, example_input)
+    if heads_kept:
+        masks = split_head_masks(work, given)[1]
     training = work.training
     work.eval()
     heads = planned.heads
@@ -127,6 +133,7 @@ def shrink_with_plan(
     with torch.no_grad():
         # the zeros go into the private copy in place: it is then the masked model itself
         _zero(work, planned.zeros, masks)
+        zero_heads(work, given, heads_kept)
         if check:
             probe, reference = probe_and_reference(work, example_input, planned.outputs, heads)
             if planned.train_only:
@@ -134,6 +141,7 @@ def shrink_with_plan(
     # Torch-Pruning keeps a GroupNorm's number of groups; whole norm groups go (see .plan)
     norm_groups = {m: m.num_channels // m.num_groups for m in work.modules() if _is_gn(m)}
     _remove(planned.graph, planned.groups)
+    remove_heads(work, heads_kept)
     for norm, size in norm_groups.items():
         norm.num_groups = norm.num_channels // size
     if check:
