@@ -5,6 +5,7 @@ follow it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -14,9 +15,12 @@ from . import criteria
 from .calibration import activations_visible
 from .granularity import NM, Channel, Granularity, InputChannel, parse_granularity
 from .options import HIDDEN, NM_PATTERNS, Option
-from .selection import Layer
+from .rows import RowRanked
+from .selection import Layer, Selection
 from .strategies import ScoredStrategy, _preset, register_strategy
 from .targets import Target
+
+COMPARISONS = ("layer", "row")
 
 __all__ = [
     "ActivationMagnitude",
@@ -77,9 +81,47 @@ def _hidden(target: Target, what: str) -> str:
 @register_strategy("activation-magnitude")
 @dataclass(frozen=True)
 class ActivationMagnitude(ScoredStrategy):
-    """Prune the smallest |w| x ||input|| (Wanda-style), within each layer or across it."""
+    """Prune the smallest |w| x ||input|| (Wanda), within each layer, each row, or across it.
+
+    Args:
+        comparison: Which weights a score competes with, for unstructured pruning in each
+            layer: ``"layer"`` (one ranking per layer, so rows lose different shares) or
+            ``"row"`` (the Wanda paper's: each output row loses the same share; preset
+            ``wanda``). N:M groups lie within a row, so both mean the same there.
+    """
 
     needs: ClassVar[frozenset[str]] = frozenset({"activations"})
+    comparison: str = field(
+        default="layer",
+        kw_only=True,
+        metadata={
+            "option": Option(
+                "Compare within",
+                choices=COMPARISONS,
+                help="layer: one ranking per layer. row: each output row loses the same "
+                "fraction of its inputs (the Wanda paper).",
+            )
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.comparison not in COMPARISONS:
+            raise ValueError(f"comparison must be one of {COMPARISONS}, got {self.comparison!r}")
+        if self.comparison == "row" and (
+            self.scope != "layer" or isinstance(self.granularity, (Channel, InputChannel))
+        ):
+            raise ValueError(
+                "comparison='row' ranks weights within each output row of a layer: it needs "
+                f"scope='layer' and unstructured or N:M granularity, got scope={self.scope!r}, "
+                f"granularity={self.granularity}"
+            )
+
+    def prepare(self, layers: Sequence[Layer]) -> Selection:
+        if self.comparison == "row" and not isinstance(self.granularity, NM):
+            scores = {layer.fqn: self.group_scores(layer) for layer in layers}
+            return RowRanked(scores, {layer.fqn: layer.target for layer in layers})
+        return super().prepare(layers)
 
     def unsupported(self, target: Target) -> str | None:
         if not activations_visible(target):
@@ -123,8 +165,16 @@ _preset(
 _preset(
     "layer-activation-magnitude",
     ActivationMagnitude,
-    "Prune the smallest |w| x ||input|| (Wanda-style) within each layer.",
+    "Prune the smallest |w| x ||input|| (Wanda-style) within each layer (one ranking).",
     scope="layer",
+    comparison="layer",
+)
+_preset(
+    "wanda",
+    ActivationMagnitude,
+    "Wanda as published: prune the smallest |w| x ||input|| within each output row.",
+    scope="layer",
+    comparison="row",
 )
 
 
