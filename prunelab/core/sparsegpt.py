@@ -22,6 +22,7 @@ call signature, model by model); for the models prunelab is used on, the solver 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..runtime import torchfiles
+from ..runtime.files import atomic_write
 from ..runtime.functional import functional_forward, run_device, structural_copy
 from ..runtime.hooks import first_tensor, forward_hooks
 from ..runtime.metrics import model_input_errors
@@ -132,6 +135,27 @@ class Reconstructed(Masks):
     def masks(self) -> Masks:
         """The masks alone, without the new weights."""
         return Masks(dict(self), coupled=self.coupled)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write masks and new weights atomically; :meth:`prunelab.Masks.load` reads the masks
+        of it, :meth:`load` both."""
+        payload = {
+            "format": "prunelab.masks/1",
+            "masks": dict(self),
+            "coupled": dict(self.coupled),
+            "weights": self._weights,
+        }
+        with atomic_write(path) as handle:
+            torch.save(payload, handle)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Reconstructed:
+        """Read what :meth:`save` wrote (safe loading: tensors only)."""
+        masks = Masks.load(path)
+        weights = torchfiles.read(path, "masks file").get("weights")
+        if not isinstance(weights, Mapping):
+            raise ValueError(f"{path} holds masks without SparseGPT's weights: use Masks.load")
+        return cls(dict(masks), weights=weights, coupled=masks.coupled)
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A pruned copy of ``model`` with the new weights and masks (:func:`prunelab.apply`)."""
