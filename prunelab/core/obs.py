@@ -135,25 +135,25 @@ def solve_layer(
     counts = None if pattern else _block_counts(sparsity, out_rows, columns, blocksize)
     for number, start in enumerate(range(0, columns, blocksize)):
         stop = min(start + blocksize, columns)
-        block = w[:, start:stop].clone()
+        # the block transposed: column i of the weight is row i here, contiguous in memory
+        block = w[:, start:stop].T.contiguous()
         u = upper[start:stop, start:stop]
         diag = u.diagonal()
         drop = torch.zeros_like(block, dtype=torch.bool)
         if counts is not None and counts[number]:
-            saliency = (block**2 / diag**2).flatten()
+            saliency = (block**2 / diag[:, None] ** 2).flatten()
             drop.view(-1)[torch.topk(saliency, counts[number], largest=False).indices] = True
         errors = torch.zeros_like(block)
         for i in range(stop - start):
             if pattern is not None and i % pattern.m == 0:
-                group = block[:, i : i + pattern.m] ** 2 / diag[i : i + pattern.m] ** 2
-                lowest = torch.topk(group, pattern.m - pattern.n, dim=1, largest=False).indices
-                drop[:, i : i + pattern.m].scatter_(1, lowest, True)
-            column = block[:, i]
-            error = torch.where(drop[:, i], column, 0.0) / diag[i]
-            block[:, i:] -= error.unsqueeze(1) * u[i, i:].unsqueeze(0)
-            block[:, i] = torch.where(drop[:, i], 0.0, block[:, i])
-            errors[:, i] = error
-        w[:, start:stop] = block
-        w[:, stop:] -= errors @ upper[start:stop, stop:]
-        pruned[:, start:stop] = drop
+                group = block[i : i + pattern.m] ** 2 / diag[i : i + pattern.m, None] ** 2
+                lowest = torch.topk(group, pattern.m - pattern.n, dim=0, largest=False).indices
+                drop[i : i + pattern.m].scatter_(0, lowest, True)
+            error = torch.where(drop[i], block[i], 0.0) / diag[i]
+            block[i:].sub_(u[i, i:, None] * error[None, :])
+            block[i].masked_fill_(drop[i], 0.0)
+            errors[i] = error
+        w[:, start:stop] = block.T
+        w[:, stop:] -= errors.T @ upper[start:stop, stop:]
+        pruned[:, start:stop] = drop.T
     return w, ~pruned

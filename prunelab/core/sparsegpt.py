@@ -255,7 +255,8 @@ def reconstruct(
                 target = by_module[name]
                 new, keep = _solve(model, target, sums[name], sparsity, pattern, config, run_on)
                 weights[target.fqn], masks[target.fqn] = new.cpu(), keep.cpu()
-                overrides[target.fqn] = (new * keep).to(run_on)
+                # the solver leaves zeros where it pruned: on CPU this is the same tensor
+                overrides[target.fqn] = new.to(run_on)
     return Reconstructed(masks, weights=weights)
 
 
