@@ -24,7 +24,7 @@ Measured in the same run, median of ``--repeats``:
 * peak memory of a whole-model SparseGPT run (and of Wanda's) as the rise of the process's
   resident set size (``/proc/self/statm``, sampled every millisecond by a thread; tracemalloc
   does not see torch's allocations), each in a fresh process after one warm-up calibration
-  pass, against the model's own parameter bytes. With
+  pass, median of 3 processes, against the model's own parameter bytes. With
   ``--device cuda``: ``torch.cuda.max_memory_allocated`` rise instead.
 """
 
@@ -244,13 +244,10 @@ def main() -> None:
     print(f"model: {name}; {len(layers)} layers pruned; {size / 2**20:.1f} MiB of parameters")
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}")
 
+    # each peak in a fresh process (a heap grown by earlier work hides a later rise); single
+    # readings spread by up to 2x with the allocator: the median of three, and the range
+    peaks = {m: sorted(peak_in_child(m, args) for _ in range(3)) for m in ("sparsegpt", "wanda")}
     whole_run(model, "wanda", layers, data, args.device)  # warm-up (allocator, kernels)
-    sparse_peak = peak_rise(
-        lambda: whole_run(model, "sparsegpt", layers, data, args.device), args.device
-    )
-    wanda_peak = peak_rise(
-        lambda: whole_run(model, "wanda", layers, data, args.device), args.device
-    )
     t_sparse = median(
         lambda: whole_run(model, "sparsegpt", layers, data, args.device), args.repeats
     )
@@ -267,11 +264,13 @@ def main() -> None:
         f"{s_wanda / n * 1e3:8.1f} ms  -> sparsegpt takes {s_sparse / s_wanda:.1f}x wanda's time"
     )
     how = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS"
-    print(
-        f"peak memory ({how} rise): sparsegpt {sparse_peak / 2**20:.1f} MiB = "
-        f"{sparse_peak / size:.2f}x the model's parameters; wanda {wanda_peak / 2**20:.1f} MiB "
-        f"= {wanda_peak / size:.2f}x"
-    )
+    mib = 2**20
+    print(f"peak memory of a whole-model run ({how} rise, median of 3 processes [range]):")
+    for method, (low, mid, high) in peaks.items():
+        print(
+            f"  {method:<10} {mid / mib:6.1f} MiB [{low / mib:.1f}-{high / mib:.1f}] = "
+            f"{mid / size:.2f}x the model's parameters [{low / size:.2f}-{high / size:.2f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -169,13 +169,6 @@ _preset(
     scope="layer",
     comparison="layer",
 )
-_preset(
-    "wanda",
-    ActivationMagnitude,
-    "Wanda as published: prune the smallest |w| x ||input|| within each output row.",
-    scope="layer",
-    comparison="row",
-)
 
 
 def _channel_dim(granularity: Granularity, target: Target) -> int | None:
@@ -270,6 +263,15 @@ class NMStrategy(Magnitude):
         object.__setattr__(self, "m", self.granularity.m)
         super().__post_init__()
 
+
+# the language-model methods come after the classic names (menus keep their order)
+_preset(
+    "wanda",
+    ActivationMagnitude,
+    "Wanda as published: prune the smallest |w| x ||input|| within each output row.",
+    scope="layer",
+    comparison="row",
+)
 
 # SparseGPT rewrites weights, so it lives with its solver; importing it registers it last
 from . import sparsegpt_strategy  # noqa: E402, F401

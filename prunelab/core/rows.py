@@ -22,10 +22,10 @@ __all__ = ["RowRanked"]
 class RowRanked(Selection):
     """Masks by lookup in scores sorted once per output row.
 
-    Each row keeps its ``round(sparsity * inputs)`` highest scores... that is, prunes
-    ``round(sparsity * inputs)`` of its lowest, so a layer's sparsity is exact when
-    ``sparsity * inputs`` is whole. A threshold prunes every score at or below it, as in a
-    per-layer ranking (a threshold compares each score alone).
+    Each row prunes its lowest ``sparsity * inputs`` scores. When that is not whole, the layer
+    still loses exactly ``round(sparsity * size)``: every row loses the whole part, and the
+    remainder goes one each to the rows whose next weight scores lowest. A threshold prunes
+    every score at or below it, as in a per-layer ranking (it compares each score alone).
 
     >>> sel = RowRanked({"w": torch.tensor([[1.0, 3, 2, 4], [9, 8, 7, 6]])},
     ...                 {"w": Target("w", "Linear", (2, 4), 8)})
@@ -58,12 +58,23 @@ class RowRanked(Selection):
             if threshold is not None and fqn not in per_layer:
                 keep = rows > threshold
             else:
-                value = per_layer.get(fqn, sparsity)
-                count = int(value * rows.shape[1] + 0.5)
-                keep = np.ones(rows.shape, dtype=bool)
-                np.put_along_axis(keep, self._order[fqn][:, :count], False, axis=1)
+                keep = self._keep(fqn, per_layer.get(fqn, sparsity))
             out[fqn] = self._full(fqn, keep)
         return out
+
+    def _keep(self, fqn: str, sparsity: float) -> np.ndarray:
+        rows, order = self._rows[fqn], self._order[fqn]
+        total = int(sparsity * rows.size + 0.5)
+        base, extra = divmod(total, rows.shape[0])
+        counts = np.full(rows.shape[0], base)
+        if extra:  # one more in the rows whose next weight scores lowest
+            following = np.take_along_axis(rows, order[:, base : base + 1], axis=1)[:, 0]
+            counts[np.argsort(following, kind="stable")[:extra]] += 1
+        keep = np.ones(rows.shape, dtype=bool)
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(rows.shape[1])[None, :], axis=1)
+        keep[ranks < counts[:, None]] = False
+        return keep
 
     def scores(self) -> dict[str, torch.Tensor]:
         return dict(self._scores)

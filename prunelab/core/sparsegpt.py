@@ -250,6 +250,13 @@ def reconstruct(
     overrides: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for group in groups:
+            pruned = [name for name in group if sparsity.get(by_module[name].fqn, 0.0)]
+            for name in group:
+                if name not in pruned:  # left as it is: no pass, no copy of its weight
+                    masks[by_module[name].fqn] = torch.ones(by_module[name].shape, dtype=torch.bool)
+            if not pruned:
+                continue
+            group = pruned
             sums = _hessians(shell, group, by_module, batches, overrides, run_on)
             for name in group:
                 target = by_module[name]
@@ -304,9 +311,7 @@ def _solve(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     weight = get_parameter(model, target.fqn).detach()
-    value = sparsity.get(target.fqn, 0.0)
-    if value == 0:
-        return weight.clone(), torch.ones(weight.shape, dtype=torch.bool)
+    value = sparsity[target.fqn]
     rows = linear_rows(weight, target).to(device, solver_dtype(device))
     solved, keep = solve_layer(
         rows,
