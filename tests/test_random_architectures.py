@@ -71,6 +71,8 @@ CLEAR_ERRORS: list[tuple[type[Exception], str]] = [
     (ValueError, r"shrink cannot work out which channels move together in this model"),
     # a strategy that can prune none of the model's layers (activation-norm-channel: LSTMs only)
     (ValueError, r"strategy '.*' can prune none of the \d+ layer\(s\): "),
+    # Wanda's per-row comparison needs rows: unstructured or N:M
+    (ValueError, r"comparison='row' ranks weights within each output row of a layer"),
     # SparseGPT reconstructs linear layers only
     (ValueError, r"SparseGPT reconstructs linear layers \(Linear, GPT-2's Conv1D\)"),
     # a layer cannot lose every output channel

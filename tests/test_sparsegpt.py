@@ -160,3 +160,58 @@ def test_hooks_are_removed_and_errors_are_clear():
     linear = nn.Linear(8, 8)
     reconstruct(linear, [torch.randn(4, 8)], targets(linear), sparsity={"weight": 0.5})
     assert not linear._forward_hooks and not linear._forward_pre_hooks
+
+
+@pytest.mark.slow  # imports transformers (seconds)
+def test_gpt2_conv1d_layout_gives_the_same_result_as_linear():
+    # Conv1D stores (in, out); linear_rows transposes it: same masks and weights, transposed
+    from transformers import GPT2Config, GPT2Model
+    from transformers.pytorch_utils import Conv1D
+
+    from prunelab.core.targets import Target
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=64,
+        n_positions=16,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+
+    class Hidden(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = GPT2Model(config)
+
+        def forward(self, ids):
+            return self.m(input_ids=ids, use_cache=False).last_hidden_state
+
+    conv = Hidden().eval()
+    linear = Hidden().eval()
+    linear.load_state_dict(conv.state_dict())
+    for name, module in list(linear.named_modules()):
+        if isinstance(module, Conv1D):
+            swapped = nn.Linear(*module.weight.shape)
+            with torch.no_grad():
+                swapped.weight.copy_(module.weight.T)
+                swapped.bias.copy_(module.bias)
+            parent, _, child = name.rpartition(".")
+            setattr(linear.get_submodule(parent), child, swapped)
+    found = [
+        Target(
+            f"{n}.weight", "Conv1D", tuple(m.weight.shape), m.weight.numel(), out_dim=1, in_dim=0
+        )
+        for n, m in conv.named_modules()
+        if isinstance(m, Conv1D)
+    ]
+    as_linear = [Target(t.fqn, "Linear", t.shape[::-1], t.numel) for t in found]
+    data = [torch.randint(0, 64, (4, 16)) for _ in range(2)]
+    half = {t.fqn: 0.5 for t in found}
+    a = reconstruct(conv, data, found, sparsity=half)
+    b = reconstruct(linear, data, as_linear, sparsity=half)
+    for fqn in half:
+        assert torch.equal(a[fqn], b[fqn].T)
+        torch.testing.assert_close(a.weights[fqn], b.weights[fqn].T)

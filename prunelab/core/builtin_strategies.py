@@ -117,6 +117,11 @@ class ActivationMagnitude(ScoredStrategy):
                 f"granularity={self.granularity}"
             )
 
+    @property
+    def by_threshold(self) -> bool:  # type: ignore[override]
+        # one cut-off for a whole layer is the per-layer comparison, not the per-row one
+        return self.comparison != "row"
+
     def prepare(self, layers: Sequence[Layer]) -> Selection:
         if self.comparison == "row" and not isinstance(self.granularity, NM):
             scores = {layer.fqn: self.group_scores(layer) for layer in layers}

@@ -24,8 +24,9 @@ class RowRanked(Selection):
 
     Each row prunes its lowest ``sparsity * inputs`` scores. When that is not whole, the layer
     still loses exactly ``round(sparsity * size)``: every row loses the whole part, and the
-    remainder goes one each to the rows whose next weight scores lowest. A threshold prunes
-    every score at or below it, as in a per-layer ranking (it compares each score alone).
+    remainder goes one each to the rows whose next weight scores lowest. A threshold (for
+    other users of this class: the ``wanda`` strategy selects by sparsity only) prunes every
+    score at or below it.
 
     >>> sel = RowRanked({"w": torch.tensor([[1.0, 3, 2, 4], [9, 8, 7, 6]])},
     ...                 {"w": Target("w", "Linear", (2, 4), 8)})
@@ -56,7 +57,7 @@ class RowRanked(Selection):
         out = {}
         for fqn, rows in self._rows.items():
             if threshold is not None and fqn not in per_layer:
-                keep = rows > threshold
+                keep = rows > np.float64(threshold)  # compared in float64, not rounded
             else:
                 keep = self._keep(fqn, per_layer.get(fqn, sparsity))
             out[fqn] = self._full(fqn, keep)

@@ -401,8 +401,9 @@ def strategy_table() -> pd.DataFrame:
         try:
             made = get_strategy(name)
             scope, granularity = made.scope, str(made.granularity)
+            by_threshold = made.by_threshold  # an option may decide it (wanda's comparison)
         except ValueError:  # a strategy whose options have no defaults
-            scope, granularity = cls.scope, "?"
+            scope, granularity, by_threshold = cls.scope, "?", cls.by_threshold is True
         rows.append(
             {
                 "name": name,
@@ -411,7 +412,7 @@ def strategy_table() -> pd.DataFrame:
                 "scope": scope,
                 "granularity": granularity,
                 "needs": ", ".join(sorted(cls.needs)) or "-",
-                "by threshold": cls.by_threshold,
+                "by threshold": by_threshold,
                 "options": ", ".join(o.name for o in strategy_options(name)) or "-",
             }
         )
