@@ -215,3 +215,16 @@ def test_gpt2_conv1d_layout_gives_the_same_result_as_linear():
     for fqn in half:
         assert torch.equal(a[fqn], b[fqn].T)
         torch.testing.assert_close(a.weights[fqn], b.weights[fqn].T)
+
+
+def test_recipe_reapplies_sparsegpt_with_its_new_weights(tmp_path):
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(128, 8)
+    calibration = prunelab.Calibration(net, x)
+    strategy = prunelab.get_strategy("sparsegpt", granularity="2:4")
+    result = prunelab.Pruner(net, strategy, calibration=calibration).masks()
+    prunelab.Recipe.from_masks(result, strategy).save(tmp_path / "r.yaml")
+    again = prunelab.Recipe.load(tmp_path / "r.yaml").masks(net, calibration)
+    assert isinstance(again, Reconstructed)
+    assert all(torch.equal(again.weights[f], w) for f, w in result.weights.items())
