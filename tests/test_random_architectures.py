@@ -40,7 +40,7 @@ from torch import nn
 
 import prunelab
 from prunelab.core.granularity import NM, Channel, Granularity, InputChannel
-from prunelab.core.strategies import ScoredStrategy
+from prunelab.core.strategies import ScoredStrategy, strategy_options
 from tests.conftest import assert_unchanged, masked_applied_baked, snapshot
 
 ARCHITECTURES_PER_RUN = 25
@@ -411,8 +411,12 @@ def _strategy(name: str, data) -> prunelab.Strategy:
     if not isinstance(default, ScoredStrategy) or isinstance(default.granularity, NM):
         return default
     other = data.draw(st.sampled_from([None, None, "channel", "input-channel", "2:4"]))
+    # the granularities the strategy offers (wanda compares within rows: no channels)
+    offered = {
+        str(c) for o in strategy_options(name) if o.name == "granularity" for c in o.offered()
+    }
     options: dict = {}
-    if other is not None and other != str(default.granularity):
+    if other is not None and other in offered and other != str(default.granularity):
         options["granularity"] = other
     granularity = str(options.get("granularity", default.granularity))
     if granularity == "channel" and data.draw(st.booleans()):

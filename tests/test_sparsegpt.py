@@ -55,7 +55,7 @@ def paper_sparsegpt(w, x, *, sparsity=0.5, pattern=None, block=16):
             end = min(j + block, cols)
             saliency = (w[:, j:end] ** 2 / diag[j:end]).flatten()
             # the layer's exact count, shared out by block as the running total rounds
-            k = int(sparsity * rows * end + 0.5) - int(sparsity * rows * j + 0.5)
+            k = round(sparsity * rows * end) - round(sparsity * rows * j)
             chosen = torch.zeros(saliency.numel(), dtype=torch.bool)
             chosen[torch.argsort(saliency)[:k]] = True
             drop[:, j:end] = chosen.reshape(rows, end - j)

@@ -91,7 +91,7 @@ def _block_counts(sparsity: float, rows: int, columns: int, blocksize: int) -> l
     """Weights to prune in each block: the running total is rounded, so that the layer loses
     exactly ``round(sparsity * rows * columns)`` weights, each block its share."""
     bounds = [*range(0, columns, blocksize), columns]
-    totals = [int(sparsity * rows * c + 0.5) for c in bounds]
+    totals = [round(sparsity * rows * c) for c in bounds]  # as every strategy counts
     return [b - a for a, b in itertools.pairwise(totals)]
 
 

@@ -65,7 +65,7 @@ class RowRanked(Selection):
 
     def _keep(self, fqn: str, sparsity: float) -> np.ndarray:
         rows, order = self._rows[fqn], self._order[fqn]
-        total = int(sparsity * rows.size + 0.5)
+        total = round(sparsity * rows.size)  # as every strategy counts
         base, extra = divmod(total, rows.shape[0])
         counts = np.full(rows.shape[0], base)
         if extra:  # one more in the rows whose next weight scores lowest
