@@ -38,6 +38,7 @@ _PIPELINE = {
     "register_strategy": ".core.strategies",
     "strategy_table": ".core.strategies",
     "Masks": ".core.masks",
+    "Reconstructed": ".core.sparsegpt",
     "Pruner": ".core.pruner",
     "prune": ".core.pruner",
     "apply": ".core.apply",

@@ -40,7 +40,7 @@ from torch import nn
 
 import prunelab
 from prunelab.core.granularity import NM, Channel, Granularity, InputChannel
-from prunelab.core.strategies import ScoredStrategy
+from prunelab.core.strategies import ScoredStrategy, strategy_options
 from tests.conftest import assert_unchanged, masked_applied_baked, snapshot
 
 ARCHITECTURES_PER_RUN = 25
@@ -71,6 +71,10 @@ CLEAR_ERRORS: list[tuple[type[Exception], str]] = [
     (ValueError, r"shrink cannot work out which channels move together in this model"),
     # a strategy that can prune none of the model's layers (activation-norm-channel: LSTMs only)
     (ValueError, r"strategy '.*' can prune none of the \d+ layer\(s\): "),
+    # Wanda's per-row comparison needs rows: unstructured or N:M
+    (ValueError, r"comparison='row' ranks weights within each output row of a layer"),
+    # SparseGPT reconstructs linear layers only
+    (ValueError, r"SparseGPT reconstructs linear layers \(Linear, GPT-2's Conv1D\)"),
     # a layer cannot lose every output channel
     (ValueError, r"the channel masks prune all \d+ output channels of .*lower the sparsity"),
     # Torch-Pruning cannot slice a tensor that several modules share
@@ -336,6 +340,15 @@ def check_counts(pruner, strategy, masks, request) -> None:
             elements = sum(p * granularity.group_size(t) for p, t in zip(pruned, unit, strict=True))
             total = sum(t.numel for t in unit)
             assert abs(elements - s * total) <= max(sizes) / 2 + 1e-9, (elements, s, total)
+        if getattr(strategy, "comparison", "layer") == "row":  # Wanda: lowest first per row
+            for t in unit:
+                rows = masks[t.fqn].movedim(t.out_dim, 0).reshape(t.shape[t.out_dim], -1)
+                lost = (~rows).sum(1)
+                assert lost.max() - lost.min() <= 1, t.fqn
+                score_rows = pruner.scores()[t.fqn].movedim(t.out_dim, 0).reshape(rows.shape)
+                for row, row_scores in zip(rows, score_rows, strict=True):
+                    _lowest_first(["row"], {"row": row}, {"row": row_scores})
+            continue
         _lowest_first([t.fqn for t in unit], groups, scores)
 
 
@@ -398,8 +411,12 @@ def _strategy(name: str, data) -> prunelab.Strategy:
     if not isinstance(default, ScoredStrategy) or isinstance(default.granularity, NM):
         return default
     other = data.draw(st.sampled_from([None, None, "channel", "input-channel", "2:4"]))
+    # the granularities the strategy offers (wanda compares within rows: no channels)
+    offered = {
+        str(c) for o in strategy_options(name) if o.name == "granularity" for c in o.offered()
+    }
     options: dict = {}
-    if other is not None and other != str(default.granularity):
+    if other is not None and other in offered and other != str(default.granularity):
         options["granularity"] = other
     granularity = str(options.get("granularity", default.granularity))
     if granularity == "channel" and data.draw(st.booleans()):

@@ -306,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     amount.add_argument(
         "--threshold", type=finite_float, help="prune scores at or below this value"
     )
-    prune.add_argument("--out", help="save the masks to this file (prunelab masks format)")
+    prune.add_argument(
+        "--granularity", help="unstructured, channel, input-channel or N:M such as 2:4"
+    )
+    prune.add_argument("--out", help="save the masks (and sparsegpt's new weights) to this file")
     prune.add_argument("--seed", type=seed_type, default=0, help="seed for random strategies")
     add_outputs_option(prune)
     prune.set_defaults(func=_cmd_prune)

@@ -65,8 +65,13 @@ def strategy_for(name: str, args: argparse.Namespace):
     """The strategy ``name`` with the command's options (``--prune-outputs``)."""
     from ..core.strategies import get_strategy
 
+    options: dict[str, object] = {}
+    if getattr(args, "granularity", None):  # e.g. sparsegpt or wanda at 2:4
+        options["granularity"] = args.granularity
     # the model's output layers are left out of channel pruning unless asked for
-    return get_strategy(name, prune_outputs=True) if args.prune_outputs else get_strategy(name)
+    if args.prune_outputs:
+        options["prune_outputs"] = True
+    return get_strategy(name, **options)
 
 
 def expected_inputs(args: argparse.Namespace, exc: BaseException) -> str:

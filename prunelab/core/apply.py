@@ -10,18 +10,26 @@ from torch.nn.utils import prune as torch_prune
 
 from ..runtime.functional import check_materialized, functional_forward
 from .masks import Masks, check_masks
+from .sparsegpt import Reconstructed
 from .targets import get_parameter
 
 __all__ = ["apply", "bake", "copy_model", "masked_forward", "masked_weights"]
 
 
 def masked_weights(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
-    """``{fqn: weight * mask}`` for every masked tensor (weights and coupled biases)."""
+    """``{fqn: weight * mask}`` for every masked tensor (weights and coupled biases).
+
+    A :class:`~prunelab.core.sparsegpt.Reconstructed` (SparseGPT) brings new weights: those
+    are masked instead of the model's own.
+    """
     masks = check_masks(masks)
     check_materialized(model)
     out = {}
+    new = masks.weights if isinstance(masks, Reconstructed) else {}
     for fqn, mask in masks.all().items():
         tensor = get_parameter(model, fqn)
+        if fqn in new:
+            tensor = new[fqn].to(tensor.device, tensor.dtype)
         if tuple(tensor.shape) != tuple(mask.shape):
             raise ValueError(
                 f"mask for {fqn!r} has shape {tuple(mask.shape)}, the tensor {tuple(tensor.shape)}"
@@ -96,6 +104,11 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
     masks = check_masks(masks)
     check_materialized(model)
     pruned = copy_model(model)
+    if isinstance(masks, Reconstructed):  # SparseGPT's new weights go into the copy first
+        with torch.no_grad():
+            for fqn, value in masks.weights.items():
+                target = get_parameter(pruned, fqn)
+                target.copy_(value.to(target.device, target.dtype))
     owners = parameter_owners(pruned)
     for fqn, mask in masks.all().items():
         tensor = get_parameter(pruned, fqn)  # clear error for a mask naming no tensor

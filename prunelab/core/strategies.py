@@ -26,10 +26,8 @@ from typing import ClassVar
 import pandas as pd
 import torch
 
-from . import criteria
-from .calibration import activations_visible
-from .granularity import NM, UNSTRUCTURED, Channel, Granularity, InputChannel, parse_granularity
-from .options import GRANULARITY, HIDDEN, NM_PATTERNS, SCOPE, SCOPES, Option, _plain, options_of
+from .granularity import NM, UNSTRUCTURED, Channel, Granularity, parse_granularity
+from .options import GRANULARITY, HIDDEN, SCOPE, SCOPES, Option, _plain, options_of
 from .selection import Layer, Selection, _NMSelection, _PerCall, _Ranked
 from .targets import Target
 
@@ -403,8 +401,9 @@ def strategy_table() -> pd.DataFrame:
         try:
             made = get_strategy(name)
             scope, granularity = made.scope, str(made.granularity)
+            by_threshold = made.by_threshold  # an option may decide it (wanda's comparison)
         except ValueError:  # a strategy whose options have no defaults
-            scope, granularity = cls.scope, "?"
+            scope, granularity, by_threshold = cls.scope, "?", cls.by_threshold is True
         rows.append(
             {
                 "name": name,
@@ -413,205 +412,13 @@ def strategy_table() -> pd.DataFrame:
                 "scope": scope,
                 "granularity": granularity,
                 "needs": ", ".join(sorted(cls.needs)) or "-",
-                "by threshold": cls.by_threshold,
+                "by threshold": by_threshold,
                 "options": ", ".join(o.name for o in strategy_options(name)) or "-",
             }
         )
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------------------
-# Built-ins: criteria (scope and granularity are options) and the classic names as presets
-
-
-@register_strategy("random")
-@dataclass(frozen=True)
-class RandomStrategy(ScoredStrategy):
-    """Prune at random (seeded), the same fraction in every layer: the baseline to beat."""
-
-    by_threshold: ClassVar[bool] = False
-    seeded: ClassVar[bool] = True
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.random_scores(layer.target.shape, seed=layer.seed, fqn=layer.fqn)
-
-
-@register_strategy("magnitude")
-@dataclass(frozen=True)
-class Magnitude(ScoredStrategy):
-    """Prune the smallest |w|, within each layer or across the model (scope)."""
-
-    magnitude_scores: ClassVar[bool] = True
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.magnitude(layer.weight)
-
-
-@register_strategy("magnitude-gradient")
-@dataclass(frozen=True)
-class MagnitudeGradient(ScoredStrategy):
-    """Prune the smallest |w x grad| (first-order Taylor), within each layer or across it."""
-
-    needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.taylor(layer.weight, layer.gradient())
-
-
-def _hidden(target: Target, what: str) -> str:
-    return (
-        f"the {what} of {target.fqn} are internal to its {target.module_type} module, where "
-        "activation statistics cannot see them; prune it with a weight-only strategy"
-    )
-
-
-@register_strategy("activation-magnitude")
-@dataclass(frozen=True)
-class ActivationMagnitude(ScoredStrategy):
-    """Prune the smallest |w| x ||input|| (Wanda-style), within each layer or across it."""
-
-    needs: ClassVar[frozenset[str]] = frozenset({"activations"})
-
-    def unsupported(self, target: Target) -> str | None:
-        if not activations_visible(target):
-            return _hidden(target, "inputs")
-        return super().unsupported(target)
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        return criteria.activation_magnitude(layer.weight, layer.input_norm(), layer.target)
-
-
-_preset(
-    "global-magnitude",
-    Magnitude,
-    "Prune the smallest |w| across the whole model (one ranking for all layers).",
-    scope="global",
-)
-_preset(
-    "layer-magnitude",
-    Magnitude,
-    "Prune the smallest |w| within each layer, the same fraction everywhere.",
-    scope="layer",
-)
-_preset(
-    "global-magnitude-gradient",
-    MagnitudeGradient,
-    "Prune the smallest |w x grad| (first-order Taylor) across the whole model.",
-    scope="global",
-)
-_preset(
-    "layer-magnitude-gradient",
-    MagnitudeGradient,
-    "Prune the smallest |w x grad| (first-order Taylor) within each layer.",
-    scope="layer",
-)
-_preset(
-    "global-activation-magnitude",
-    ActivationMagnitude,
-    "Prune the smallest |w| x ||input|| (Wanda-style) across the whole model.",
-    scope="global",
-)
-_preset(
-    "layer-activation-magnitude",
-    ActivationMagnitude,
-    "Prune the smallest |w| x ||input|| (Wanda-style) within each layer.",
-    scope="layer",
-)
-
-
-def _channel_dim(granularity: Granularity, target: Target) -> int | None:
-    if isinstance(granularity, Channel):
-        return target.out_dim
-    if isinstance(granularity, InputChannel):
-        return target.in_dim
-    return None
-
-
-@register_strategy("weight-norm-channel")
-@dataclass(frozen=True)
-class WeightNormChannel(ScoredStrategy):
-    """Remove whole output channels with the smallest Ln weight norm, in each layer.
-
-    Args:
-        p: Norm order (1 or 2 are usual; ``torch.nn.utils.prune.ln_structured``'s ``n``).
-    """
-
-    granularity: Granularity | str = "channel"
-    p: float = field(default=1, metadata={"option": Option("Norm", choices=(1, 2), format="L{}")})
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        dim = _channel_dim(self.granularity, layer.target)
-        if dim is None:
-            return criteria.magnitude(layer.weight)
-        return criteria.channel_norm(layer.weight, p=self.p, dim=dim)
-
-
-@register_strategy("activation-norm-channel")
-@dataclass(frozen=True)
-class ActivationNormChannel(ScoredStrategy):
-    """Remove whole output channels whose activations have the smallest L2 norm, in each layer."""
-
-    needs: ClassVar[frozenset[str]] = frozenset({"activations"})
-    granularity: Granularity | str = "channel"
-
-    def unsupported(self, target: Target) -> str | None:
-        if isinstance(self.granularity, InputChannel):
-            if not activations_visible(target):
-                return _hidden(target, "inputs")
-            if target.groups != 1:
-                return f"{target.fqn} is a grouped convolution: its input channels are shared"
-        elif not activations_visible(target, output=True):
-            return _hidden(target, "outputs")
-        return super().unsupported(target)
-
-    def scores(self, layer: Layer) -> torch.Tensor:
-        if isinstance(self.granularity, Channel):
-            return layer.output_norm()
-        if isinstance(self.granularity, InputChannel) and layer.target.groups == 1:
-            return layer.input_norm()
-        raise ValueError(
-            "activation-norm-channel scores whole channels: use granularity 'channel' "
-            f"(or 'input-channel' on ungrouped layers), got {self.granularity}"
-        )
-
-
-_preset(
-    "threshold",
-    Magnitude,
-    "Prune every weight with |w| at or below an absolute threshold.",
-    scope="global",
-)
-
-
-@register_strategy("n:m")
-@dataclass(frozen=True)
-class NMStrategy(Magnitude):
-    """Keep the n largest |w| in every group of m consecutive weights (2:4 by default).
-
-    Args:
-        n: Weights kept per group.
-        m: Group size.
-    """
-
-    by_threshold: ClassVar[bool] = False
-    n: int = field(default=2, metadata=HIDDEN)  # chosen through the pattern (granularity)
-    m: int = field(default=4, metadata=HIDDEN)
-    granularity: Granularity | str = field(
-        default="", repr=False, metadata={"option": Option("N:M pattern", choices=NM_PATTERNS)}
-    )
-    # each group of m keeps n: the same in a layer or across layers
-    scope: str = field(default="layer", kw_only=True, metadata=HIDDEN)
-
-    def __post_init__(self) -> None:
-        pattern = self.granularity or f"{self.n}:{self.m}"
-        object.__setattr__(self, "granularity", parse_granularity(pattern))
-        if not isinstance(self.granularity, NM):
-            raise ValueError(f"n:m needs an N:M granularity, got {self.granularity}")
-        object.__setattr__(self, "n", self.granularity.n)
-        object.__setattr__(self, "m", self.granularity.m)
-        super().__post_init__()
-
-
-# attention heads (prunelab.core.heads) register "head-magnitude"; imported last, as it
-# builds on the classes above
-from . import heads as _heads  # noqa: E402, F401
+# the built-in strategies register themselves when their module is imported (after the
+# registry above exists, so that circular import is safe)
+from . import builtin_strategies  # noqa: E402, F401

@@ -13,7 +13,7 @@ import math
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from ..core.apply import apply as apply_masks
 from ..core.calibration import Calibration
 from ..core.masks import Masks
 from ..core.pruner import Pruner
+from ..core.sparsegpt import Reconstructed
 from ..core.strategies import ScoredStrategy, Strategy, get_strategy
 from ..core.targets import targets
 from ..runtime.checks import check_sparsity
@@ -136,13 +137,15 @@ class Recipe:
         same = str(default.granularity) == self.granularity
         if same and default.prune_outputs == self.prune_outputs:
             return default
-        if not isinstance(default, ScoredStrategy):
+        outputs = default.prune_outputs == self.prune_outputs
+        # a strategy of its own kind (sparsegpt) may take a granularity, not prune_outputs
+        if not isinstance(default, ScoredStrategy) and not (outputs and is_dataclass(default)):
             field_name = "prune_outputs" if same else "granularity"
             raise ValueError(
                 f"recipe field {field_name!r}: strategy {self.strategy!r} has no such option "
                 f"(it does {default.granularity} with prune_outputs={default.prune_outputs})"
             )
-        options: dict[str, object] = {"prune_outputs": self.prune_outputs}
+        options: dict[str, object] = {} if outputs else {"prune_outputs": self.prune_outputs}
         if not same:
             options["granularity"] = self.granularity
         try:
@@ -218,6 +221,8 @@ class Recipe:
             t.fqn: chosen[t.fqn] if t.fqn in chosen else torch.ones(t.shape, dtype=torch.bool)
             for t in found_targets
         }
+        if isinstance(chosen, Reconstructed):  # sparsegpt: its new weights come along
+            return Reconstructed(full, weights=chosen.weights, coupled=coupled)
         return Masks(full, coupled=coupled)
 
     def apply(self, model: nn.Module, calibration: Calibration | None = None) -> nn.Module:
