@@ -278,9 +278,7 @@ _preset(
     comparison="row",
 )
 
-# SparseGPT rewrites weights, so it lives with its solver; importing it registers it last
-from . import sparsegpt_strategy  # noqa: E402, F401
-
-# attention heads (prunelab.core.heads) register "head-magnitude"; imported last, as it
-# builds on the classes above
+# SparseGPT rewrites weights, so it lives with its solver; attention heads (core/heads.py)
+# build on the classes above. Importing them registers "sparsegpt" and "head-magnitude" last.
 from . import heads as _heads  # noqa: E402, F401
+from . import sparsegpt_strategy  # noqa: E402, F401
