@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import os
+
+# Every model here is tiny, so torch's second OpenMP thread buys nothing, and on a busy
+# machine (CI, shared cores) its spinning made the suite several times slower (the
+# random-architecture test: 86 s with the default threads, 24 s with one). Set before torch
+# is imported so that subprocesses (the CLI, notebook kernels, app servers) inherit it too;
+# a test that studies threads sets its own count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch

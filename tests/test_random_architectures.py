@@ -318,10 +318,11 @@ def check_counts(pruner, strategy, masks, request) -> None:
     groups = {t.fqn: group_mask(masks[t.fqn], granularity, t) for t in targets}
     scores = {fqn: s.flatten().double() for fqn, s in pruner.scores().items()}
     per_layer = request.get("per_layer") or {}
+    by_fqn = {t.fqn: t for t in targets}
     for fqn, value in per_layer.items():
         pruned = int((~groups[fqn]).sum())
         assert pruned == round(value * groups[fqn].numel()), (fqn, value)
-        _lowest_first([fqn], groups, scores)
+        _check_order(strategy, pruner, masks, [by_fqn[fqn]], groups, scores)
     rest = [t for t in targets if t.fqn not in per_layer]
     if not rest:
         return
@@ -340,16 +341,21 @@ def check_counts(pruner, strategy, masks, request) -> None:
             elements = sum(p * granularity.group_size(t) for p, t in zip(pruned, unit, strict=True))
             total = sum(t.numel for t in unit)
             assert abs(elements - s * total) <= max(sizes) / 2 + 1e-9, (elements, s, total)
-        if getattr(strategy, "comparison", "layer") == "row":  # Wanda: lowest first per row
-            for t in unit:
-                rows = masks[t.fqn].movedim(t.out_dim, 0).reshape(t.shape[t.out_dim], -1)
-                lost = (~rows).sum(1)
-                assert lost.max() - lost.min() <= 1, t.fqn
-                score_rows = pruner.scores()[t.fqn].movedim(t.out_dim, 0).reshape(rows.shape)
-                for row, row_scores in zip(rows, score_rows, strict=True):
-                    _lowest_first(["row"], {"row": row}, {"row": row_scores})
-            continue
+        _check_order(strategy, pruner, masks, unit, groups, scores)
+
+
+def _check_order(strategy, pruner, masks, unit, groups, scores) -> None:
+    """The lowest scores went first: across ``unit``, or within each output row (Wanda)."""
+    if getattr(strategy, "comparison", "layer") != "row":
         _lowest_first([t.fqn for t in unit], groups, scores)
+        return
+    for t in unit:
+        rows = masks[t.fqn].movedim(t.out_dim, 0).reshape(t.shape[t.out_dim], -1)
+        lost = (~rows).sum(1)
+        assert lost.max() - lost.min() <= 1, t.fqn
+        score_rows = pruner.scores()[t.fqn].movedim(t.out_dim, 0).reshape(rows.shape)
+        for row, row_scores in zip(rows, score_rows, strict=True):
+            _lowest_first(["row"], {"row": row}, {"row": row_scores})
 
 
 def _lowest_first(fqns, groups, scores) -> None:
