@@ -219,8 +219,8 @@ def run_solve(args: argparse.Namespace) -> int:
         for row in steps.table().itertuples():
             print(
                 f"  step {row.step}: summed drop {row.summed_drop:.4f}, predicted "
-                f"{row.predicted_drop:.4f}, measured {row.measured_drop:.4f}"
-                + (" (chosen)" if row.chosen else "")
+                f"{row.predicted_drop:.4f}{' (extrapolated)' * row.extrapolated}, measured "
+                f"{row.measured_drop:.4f}" + (" (chosen)" if row.chosen else "")
             )
         print(steps.note())
     if p.metric is not None and p.baseline is not None:

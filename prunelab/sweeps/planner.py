@@ -95,6 +95,7 @@ class PlanStep:
     measured_drop: float
     cost: float
     summed_kl: float | None = None  # the single-layer KLs summed, where the table has them
+    extrapolated: bool = True  # predicted beyond the measurements made before it
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Plan:
     budget: Budget
     chosen: int  # index into steps
     held_out_drop: float  # the chosen recipe's, from every measurement but its own
+    held_out_extrapolated: bool = True  # False: interpolated between other measurements
 
     @property
     def predicted_drop(self) -> float:
@@ -138,6 +140,7 @@ class Plan:
                 "predicted_drop": s.predicted_drop,
                 "measured_drop": s.measured_drop,
                 "error": s.predicted_drop - s.measured_drop,
+                "extrapolated": s.extrapolated,
                 "cost": s.cost,
                 "chosen": i == self.chosen,
             }
@@ -290,12 +293,16 @@ class _Loop:
         if "kl" in self.table.columns and self.drop_model.metric != "kl":
             kl = predict_drop(self.table, layers, column="kl")
         # made before the measurement, never after
-        predicted = self.drop_model(kl if self.drop_model.feature == "kl" else summed)
+        feature = kl if self.drop_model.feature == "kl" else summed
+        predicted = self.drop_model(feature)
+        beyond = self.drop_model.extrapolated(feature)
         recipe = _recipe(self.table.attrs, predicted, dict(layers))
         value = measure(recipe, self.model, self.data, samples=self.table.attrs.get("samples"))
         baseline = float(self.table.attrs["baseline"])
         measured = value - baseline if lower_is_better(self.drop_model.metric) else baseline - value
-        step = PlanStep(len(self.steps), blend, dict(layers), summed, predicted, measured, cost, kl)
+        step = PlanStep(
+            len(self.steps), blend, dict(layers), summed, predicted, measured, cost, kl, beyond
+        )
         self.steps.append(step)
         self.points.append((summed, kl, measured))
         self.drop_model = self.refit(self.initial)
@@ -343,11 +350,13 @@ class _Loop:
             return model.refit(fitted, feature="kl")
         return model.refit([(s, d) for s, _, d in points])
 
-    def held_out(self, index: int) -> float:
-        """Step ``index``'s prediction from every other joint measurement (not its own)."""
+    def held_out(self, index: int) -> tuple[float, bool]:
+        """Step ``index``'s prediction from every other joint measurement (not its own), and
+        whether it lies beyond them (extrapolated) rather than between them."""
         model = self.refit(self.initial, skip=index)
         step = self.steps[index]
-        return model(step.summed_kl if model.feature == "kl" else step.summed_drop)
+        feature = step.summed_kl if model.feature == "kl" else step.summed_drop
+        return model(feature), model.extrapolated(feature)
 
     def result(self, budget: Budget) -> Plan:
         if budget.kind == "drop":
@@ -361,8 +370,9 @@ class _Loop:
         else:
             chosen = min(self.steps, key=lambda s: (s.measured_drop, s.step))
         baseline = float(self.table.attrs["baseline"])
-        predicted = self.held_out(chosen.step)
+        predicted, beyond = self.held_out(chosen.step)
         recipe = _recipe(self.table.attrs, chosen.predicted_drop, dict(chosen.layers))
         measured = self.drop_model.value(baseline, chosen.measured_drop)
         recipe = replace(recipe, provenance=replace(recipe.provenance, measured=measured))
-        return Plan(recipe, tuple(self.steps), self.drop_model, budget, chosen.step, predicted)
+        steps = tuple(self.steps)
+        return Plan(recipe, steps, self.drop_model, budget, chosen.step, predicted, beyond)

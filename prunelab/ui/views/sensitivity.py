@@ -415,7 +415,16 @@ def steps_frame(result: sweeps.Plan) -> pd.DataFrame:
     """The planner's steps as the page's table: what was tried, predicted and measured."""
     frame = result.table()
     return frame[
-        ["step", "blend", "summed_drop", "predicted_drop", "measured_drop", "error", "chosen"]
+        [
+            "step",
+            "blend",
+            "summed_drop",
+            "predicted_drop",
+            "extrapolated",  # a prediction beyond the measurements made before it
+            "measured_drop",
+            "error",
+            "chosen",
+        ]
     ].round(4)
 
 
