@@ -26,40 +26,42 @@ def _tokens(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def lm():
-    """A 2-layer GPT-2 (n_embd 32) trained for a few seconds, so perplexity means something."""
+    """A seeded 2-layer GPT-2 (n_embd 32). Untrained: training it even for seconds is too slow
+    for the suite on a shared CPU, so the perplexity ordering on a trained model is left to
+    benchmarks/bench_lm_methods.py and this test compares the damage to the dense model."""
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=2
+        vocab_size=VOCAB,
+        n_positions=CONTEXT,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
     )
-    model = transformers.GPT2LMHeadModel(config)
-    inputs, labels = _tokens(0, 256)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for step in range(60):
-        batch = slice((step % 8) * 32, (step % 8 + 1) * 32)
-        logits = model(inputs[batch]).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, VOCAB), labels[batch].reshape(-1)
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return transformers.GPT2LMHeadModel(config).eval()
 
 
+@pytest.mark.slow
 def test_sparsegpt_beats_magnitude_at_half(lm):
+    """End to end: SparseGPT's model is nearer the dense one (KL of the next-token
+    distributions, and the logits' relative error) than magnitude pruning's, at 50% and 2:4."""
     calibration = prunelab.Calibration(lm, _tokens(1, 64), batches=2, batch_size=32)
     test = _tokens(2, 64)
-    dense = prunelab.evaluate(lm, test)["perplexity"]
-    assert dense < VOCAB / 4  # trained: far better than guessing
-    scores = {}
-    for name in ("layer-magnitude", "sparsegpt"):
-        masks = prunelab.prune(lm, name, sparsity=0.5, calibration=calibration)
-        scores[name] = prunelab.evaluate(lm, test, masks=masks)
-    assert scores["sparsegpt"]["perplexity"] < scores["layer-magnitude"]["perplexity"]
-    assert scores["sparsegpt"]["kl"] < scores["layer-magnitude"]["kl"]  # nearer the dense model
+    dense = lm(test[0]).logits.detach()
+    for granularity in ("unstructured", "2:4"):
+        kl, error = {}, {}
+        for name in ("layer-magnitude", "sparsegpt"):
+            strategy = prunelab.get_strategy(name, granularity=granularity)
+            masks = prunelab.prune(lm, strategy, sparsity=0.5, calibration=calibration)
+            kl[name] = prunelab.evaluate(lm, test, masks=masks)["kl"]
+            logits = prunelab.masked_forward(lm, masks, test[0]).logits
+            error[name] = float((logits.detach() - dense).norm() / dense.norm())
+        assert kl["sparsegpt"] < 0.8 * kl["layer-magnitude"], (granularity, kl)
+        assert error["sparsegpt"] < error["layer-magnitude"], (granularity, error)
 
 
+@pytest.mark.slow
 def test_per_layer_recipe_reapplies_with_sparsegpt(lm):
     calibration = prunelab.Calibration(lm, _tokens(1, 64), batches=2, batch_size=32)
     layers = [t.fqn for t in prunelab.core.targets.targets(lm)]
@@ -76,8 +78,23 @@ def test_per_layer_recipe_reapplies_with_sparsegpt(lm):
     test = _tokens(2, 32)
     one = prunelab.evaluate(lm, test, masks=first)["perplexity"]
     assert prunelab.evaluate(lm, test, masks=again)["perplexity"] == one
-    # the recipe read back from the masks re-applies to the same result, too
-    from_masks = Recipe.from_masks(first, prunelab.get_strategy("sparsegpt"))
-    assert prunelab.evaluate(lm, test, masks=from_masks.masks(lm, calibration))["perplexity"] == (
-        pytest.approx(one, rel=1e-6)
-    )
+
+
+@pytest.mark.slow
+def test_planner_stays_on_perplexity_scale(lm):
+    """On a language model the prediction is a perplexity never below the dense one, even
+    where pruning one layer alone lowers perplexity (negative single-layer drops)."""
+    data = _tokens(1, 32)
+    table = prunelab.sweeps.sensitivity(lm, data, sparsities=[0.3, 0.9])
+    assert table.attrs["metric"] == "perplexity"
+    table.loc[table["sparsity"] == 0.3, "drop"] = -0.5  # an untrained model may improve
+    baseline = float(table.attrs["baseline"])
+    config = prunelab.sweeps.PlanConfig(evaluations=2)
+    result = prunelab.sweeps.plan(table, 0.5, model=lm, data=data, config=config)
+    assert result.recipe.provenance.predicted >= baseline
+    for step in result.steps:
+        assert step.predicted_drop >= 0
+    assert result.drop_model.value(baseline, result.drop_model(-3.0)) == baseline
+    assert "raise perplexity by" in result.note()
+    _, joint = prunelab.sweeps.predict(table, dict.fromkeys(table["layer"], 0.3))
+    assert joint == 0.0  # a summed drop below 0 predicts the dense value, not better
