@@ -13,6 +13,7 @@ from prunelab.io.recipes import Recipe
 transformers = pytest.importorskip("transformers")
 
 VOCAB, CONTEXT = 48, 16
+SIZES = {"vocab_size": VOCAB, "n_positions": CONTEXT, "n_embd": 32, "n_layer": 2, "n_head": 2}
 
 
 def _tokens(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,15 +31,7 @@ def lm():
     for the suite on a shared CPU, so the perplexity ordering on a trained model is left to
     benchmarks/bench_lm_methods.py and this test compares the damage to the dense model."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=CONTEXT,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
+    config = transformers.GPT2Config(**SIZES, bos_token_id=0, eos_token_id=0)
     return transformers.GPT2LMHeadModel(config).eval()
 
 
