@@ -8,19 +8,24 @@ The sensitivity table, the planner's joint measurements and OWL's calibration us
 subset of the *train* split (``--calibration`` samples); every number reported is measured on
 the test split, so the solver's allocation is not chosen on the data it is judged on.
 
-* ``planner``: for each target 0.3..0.9 (in order, the map fitted at one target carried to
-  the next, as the app carries it), :func:`prunelab.sweeps.plan` with ``--evaluations``
-  joint measurements. Printed per target: the summed single-layer drop, the prediction made
-  before measuring the chosen recipe, the one from all other measurements (held out), and the
-  measurement, in accuracy points. Predicted and measured are on the same (calibration) data.
+* ``planner``: for each target 0.3..0.9 (``--plan-targets``; in order, the map fitted at
+  one target carried to the next, as the app carries it), :func:`prunelab.sweeps.plan` with
+  ``--evaluations`` joint measurements. Printed per target: the summed single-layer drop,
+  the prediction made before measuring the chosen recipe, the one from all other
+  measurements (held out), and the measurement, in accuracy points (perplexity for token
+  data). Predicted and measured are on the same (calibration) data.
 * ``allocations``: uniform, global magnitude, LAMP, ERK, OWL and the solver's (the
   planner's chosen recipe), each with magnitude pruning inside every layer, one-shot and
   after the same short fine-tune (``TrainConfig(epochs=--finetune-epochs)``, seed 0, on the
   first ``--train`` train samples), at
   0.5, 0.7, 0.8 and 0.9. Test accuracy; the baseline is the dense model's, same run.
 
-Any model spec whose data is labelled classification works (``--models``); a language model
-needs perplexity in ``evaluate`` (a later branch) and is left out here.
+Any model spec works (``--models``). For token data (a language model such as
+``sample:pydoc-gpt``) the metric is perplexity (``runtime.metrics.headline_metric``): drops
+are rises in perplexity (not points), the best allocation is the lowest, ``--calibration``
+and ``--test`` count 128-token sequences, and ``--finetune-epochs 0`` skips the fine-tune
+(one-shot only). E.g. ``--models sample:pydoc-gpt --calibration 32 --test 64 --targets
+0.5,0.7 --finetune-epochs 0``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import prunelab
 from prunelab.io import data as datasets
 from prunelab.io import zoo
 from prunelab.io.recipes import Recipe
+from prunelab.runtime.metrics import LOWER_IS_BETTER, headline_metric
 from prunelab.sweeps import PlanConfig, plan, sensitivity
 from prunelab.sweeps.allocations import ALLOCATIONS, allocation, layer_weights
 from prunelab.training import TrainConfig, finetune
@@ -44,11 +50,19 @@ def _subset(dataset, n: int):
     inputs, labels = zip(*(dataset[i] for i in range(min(n, len(dataset)))), strict=True)
     import torch
 
+    if isinstance(labels[0], torch.Tensor):  # token data: a label per token
+        return torch.stack(inputs), torch.stack(labels)
     return torch.stack(inputs), torch.as_tensor(labels)
+
+
+def _scale(metric: str) -> float:
+    """Drops in accuracy points, in the metric's own units for perplexity or loss."""
+    return 1.0 if metric in LOWER_IS_BETTER else 100.0
 
 
 def planner_rows(spec, model, table, calib, targets, evaluations):
     rows, fitted = [], None
+    scale = _scale(table.attrs["metric"])
     for target in targets:
         config = PlanConfig(evaluations=evaluations, drop_model=fitted, max_sparsity=0.95)
         result = plan(table, target, model=model, data=calib, config=config)
@@ -57,10 +71,10 @@ def planner_rows(spec, model, table, calib, targets, evaluations):
             (
                 spec,
                 target,
-                100 * result.summed_drop,
-                100 * result.predicted_drop,
-                100 * result.held_out_drop,
-                100 * result.measured_drop,
+                scale * result.summed_drop,
+                scale * result.predicted_drop,
+                scale * result.held_out_drop,
+                scale * result.measured_drop,
                 result.steps[result.chosen].extrapolated,
                 result.held_out_extrapolated,
             )
@@ -90,7 +104,8 @@ def allocation_rows(spec, model, table, calib, train, test, args):
     layers = list(dict.fromkeys(table["layer"]))
     weights = layer_weights(model, layers)
     calibration = prunelab.Calibration(model, calib)
-    dense = prunelab.evaluate(model, test)["accuracy"]
+    metric = headline_metric(test)
+    dense = prunelab.evaluate(model, test, metrics=(metric,))[metric]
     rows, fitted = [], None
     for target in args.targets:
         for name in ALLOCATIONS:
@@ -101,11 +116,13 @@ def allocation_rows(spec, model, table, calib, train, test, args):
             else:
                 per_layer = allocation(name, weights, target, calibration=calibration)
             masks = Recipe(strategy="layer-magnitude", layers=per_layer).masks(model)
-            one_shot = prunelab.evaluate(model, test, masks=masks)["accuracy"]
-            config = TrainConfig(epochs=args.finetune_epochs, seed=0)
-            trained, _ = finetune(model, masks, train, config=config)
-            tuned = prunelab.evaluate(trained, test)["accuracy"]
-            rows.append((spec, target, name, dense, one_shot, tuned))
+            one_shot = prunelab.evaluate(model, test, masks=masks, metrics=(metric,))[metric]
+            tuned = None
+            if args.finetune_epochs:
+                config = TrainConfig(epochs=args.finetune_epochs, seed=0)
+                trained, _ = finetune(model, masks, train, config=config)
+                tuned = prunelab.evaluate(trained, test, metrics=(metric,))[metric]
+            rows.append((spec, target, name, dense, one_shot, tuned, metric))
     return rows
 
 
@@ -123,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the planner's prediction table (targets 0.3..0.9): a few minutes",
     )
+    parser.add_argument("--plan-targets", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+    parser.add_argument("--test", type=int, default=None, help="test samples (default: all)")
     args = parser.parse_args(argv)
     if args.predictions_only:
         args.part = "planner"
@@ -132,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         bundle = zoo.load(spec)
         model = bundle.model.eval()
-        train = datasets.load(bundle.default_data, split="train")
-        test = datasets.load(bundle.default_data, split="test")
+        tokenizer = getattr(bundle, "tokenizer", None)
+        train = datasets.load(bundle.default_data, split="train", tokenizer=tokenizer)
+        test = datasets.load(bundle.default_data, split="test", tokenizer=tokenizer)
+        if args.test is not None:
+            test = _subset(test, args.test)
         calib = _subset(train, args.calibration)
         train = _subset(train, args.train)  # a short fine-tune: the same subsample for all
         table = sensitivity(model, calib, sparsities=LEVELS)
         if args.part in ("planner", "both"):
-            targets = [round(0.1 * i, 1) for i in range(3, 10)]
+            targets = [float(t) for t in args.plan_targets.split(",")]
             planned += planner_rows(spec, model, table, calib, targets, args.evaluations)
         if args.part in ("allocations", "both"):
             compared += allocation_rows(spec, model, table, calib, train, test, args)
@@ -151,17 +173,24 @@ def main(argv: list[str] | None = None) -> int:
         for spec in dict.fromkeys(r[0] for r in compared):
             for t in args.targets:
                 cells = {r[2]: r for r in compared if r[0] == spec and r[1] == t}
-                best_one = max(c[4] for c in cells.values())
-                best_ft = max(c[5] for c in cells.values())
+                lower = next(iter(cells.values()))[6] in LOWER_IS_BETTER
+                pick = min if lower else max
+                form = "{:.2f}" if lower else "{:.1%}"
+                best_one = pick(c[4] for c in cells.values())
+                tuned = [c[5] for c in cells.values() if c[5] is not None]
+                best_ft = pick(tuned) if tuned else None
 
-                def cell(r, best_one=best_one, best_ft=best_ft):
-                    one = f"**{r[4]:.1%}**" if r[4] == best_one else f"{r[4]:.1%}"
-                    ft = f"**{r[5]:.1%}**" if r[5] == best_ft else f"{r[5]:.1%}"
-                    return f"{one} / {ft}"
+                def cell(r, best_one=best_one, best_ft=best_ft, form=form):
+                    one = form.format(r[4])
+                    one = f"**{one}**" if r[4] == best_one else one
+                    if r[5] is None:
+                        return one
+                    ft = form.format(r[5])
+                    return f"{one} / " + (f"**{ft}**" if r[5] == best_ft else ft)
 
-                dense = next(iter(cells.values()))[3]
+                dense = form.format(next(iter(cells.values()))[3])
                 print(
-                    f"| {spec.split(':')[-1]} (dense {dense:.1%}) | {t:.1f} | "
+                    f"| {spec.split(':')[-1]} (dense {dense}) | {t:.1f} | "
                     + " | ".join(cell(cells[n]) for n in ALLOCATIONS)
                     + " |"
                 )

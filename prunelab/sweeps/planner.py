@@ -181,22 +181,28 @@ def interplay_note(summed: float, joint: float, metric: str) -> str:
     >>> interplay_note(0.02, 0.10, "accuracy")[:40]
     'Pruned one at a time, the layers lose 2.'
     """
-    scale = 1 if lower_is_better(metric) else 100
-    unit = "" if lower_is_better(metric) else " points"
-    text = (
-        f"Pruned one at a time, the layers lose {summed * scale:.1f}{unit} of {metric} in "
-        f"sum; pruned together they lose {joint * scale:.1f}{unit}. "
-    )
+    if lower_is_better(metric):  # perplexity, loss, KL: the damage is a rise
+        text = (
+            f"Pruned one at a time, the layers raise {metric} by {summed:.2f} in sum; pruned "
+            f"together by {joint:.2f}. "
+        )
+        overlap = "the damage overlaps (the same tokens are mispredicted twice)."
+    else:
+        text = (
+            f"Pruned one at a time, the layers lose {summed * 100:.1f} points of {metric} in "
+            f"sum; pruned together they lose {joint * 100:.1f} points. "
+        )
+        overlap = (
+            "the damage overlaps (the same samples are lost twice) and the metric cannot fall "
+            "below chance."
+        )
     if joint > summed * 1.1 + 1e-3:
         return text + (
             "Together it is worse: each layer then works on inputs that the layers before it "
             "have already damaged, which no single-layer measurement sees."
         )
     if joint < summed * 0.9 - 1e-3:
-        return text + (
-            "Together it is less than the sum: the damage overlaps (the same samples are lost "
-            "twice) and the metric cannot fall below chance."
-        )
+        return text + "Together it is less than the sum: " + overlap
     return text + "Here the layers barely interact: the sum is a fair guess."
 
 
