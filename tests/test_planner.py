@@ -243,3 +243,14 @@ def test_drop_budget_is_spent_exactly():
     table = _uniform_table(net)
     recipe = solve(table, max_drop=0.3, max_sparsity=1.0)
     assert predict_drop(table, recipe.layers) == pytest.approx(0.3, abs=1e-6)
+
+
+def test_a_data_driven_recipe_is_measured_with_calibration():
+    """Wanda's joint measurement calibrates on the table's samples (it used to be refused)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(64, 8)
+    y = net(x).argmax(1)
+    table = prunelab.sweeps.sensitivity(net, (x, y), strategy="wanda", sparsities=(0.3, 0.6))
+    result = plan(table, 0.4, model=net, data=(x, y), config=PlanConfig(evaluations=1))
+    assert result.measured_drop is not None

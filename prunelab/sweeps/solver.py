@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..analysis.evaluation import evaluate
+from ..core.calibration import Calibration
 from ..core.pruner import LeftOut
 from ..io.recipes import Provenance, Recipe
 from ..runtime.checks import check_sparsity
@@ -379,5 +380,8 @@ def measure(
     metric = recipe.provenance.metric
     subset = _subset_batches(data, None if samples is None else int(samples), 128, None)
     batches = [(b.inputs, b.labels) if b.labels is not None else b.inputs for b in subset]
-    measured = evaluate(model, batches, masks=recipe.masks(model), metrics=(metric,))
+    # data-driven strategies (Wanda, SparseGPT, Taylor) calibrate on the same samples; the
+    # statistics are computed lazily, so a weight-only recipe pays nothing for this
+    masks = recipe.masks(model, Calibration(model, batches))
+    measured = evaluate(model, batches, masks=masks, metrics=(metric,))
     return measured.get(metric)
