@@ -102,6 +102,8 @@ with error_boundary():
         recipe = view.recipe_builder(choice, pruner, settings, masks)
         st.session_state[Keys.recipe] = recipe
         with controls:
+            if (note := view.reconstruction_note(masks)) is not None:
+                st.info(note)
             _summary(masks)
             _recipe_download(recipe)
         with shown:
