@@ -9,7 +9,7 @@ perplexity for a language model (lower is better), told apart by the metrics mea
 
 from __future__ import annotations
 
-from ..figures.fmt import percent, points
+from ..figures.fmt import metric_value, points
 
 __all__ = ["LM_NOTE", "change", "headline", "headline_name", "inverse_delta", "lm_note"]
 
@@ -37,7 +37,7 @@ def headline(metrics: dict[str, float]) -> tuple[str, str] | None:
     if name is None:
         return None
     value = metrics[name]
-    return (name.capitalize(), f"{value:.2f}" if name == "perplexity" else percent(value))
+    return (name.capitalize(), metric_value(name, value))
 
 
 def change(pruned: dict[str, float], dense: dict[str, float]) -> str | None:

@@ -12,7 +12,7 @@ import streamlit as st
 from ...analysis import speed_report
 from ...core.masks import Masks
 from ...core.targets import targets
-from ...figures.fmt import percent, points
+from ...figures.fmt import metric_value, points
 from ...io.exports import FORMATS, SUFFIXES, export_bytes
 from ...io.hf import is_hf_model
 from ...io.recipes import Recipe
@@ -152,7 +152,7 @@ class Quality:
 
     def shown(self, value: float) -> str:
         """A value of this metric as the page writes it: a share in percent, perplexity not."""
-        return f"{value:.2f}" if self.name == "perplexity" else percent(value)
+        return metric_value(self.name, value)
 
     def change(self, value: float) -> str:
         """A value's change from dense: points of a share, perplexity's difference."""
