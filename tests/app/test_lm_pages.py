@@ -122,3 +122,12 @@ def test_train_and_learn_say_what_a_language_model_cannot_do_here():
     assert any("not supported here yet" in i.value for i in at.info)
     at = _with_text("pages/7_Learn.py")
     assert any("language model" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_export_page_shrinks_head_masks_of_the_language_model():
+    masks = prunelab.prune(zoo.load(SPEC).model, "head-magnitude", sparsity=0.25)
+    at = _on_lm(
+        "pages/6_Export.py", **{Keys.masks: masks, Keys.masks_label: "head-magnitude at 25%"}
+    )
+    assert not any("cannot shrink" in w.value for w in at.warning)
