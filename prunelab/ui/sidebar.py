@@ -75,9 +75,12 @@ def _sample_names() -> list[str]:
     return zoo.list_models(torchvision=False)
 
 
-def _state_dict_samples() -> list[str]:
-    # a language model's weights are a save_pretrained directory (hf:<dir>), never a bare
-    # state_dict: offering one here would only end in "unknown architecture"
+def state_dict_samples() -> list[str]:
+    """The sample architectures a state_dict can belong to: the classifiers.
+
+    A language model's weights come as a save_pretrained directory (``hf:<dir>``), never a
+    bare state_dict: offering one here would only end in "unknown architecture".
+    """
     return [s for s in _sample_names() if s.removeprefix("sample:") not in LANGUAGE_MODELS]
 
 
@@ -191,7 +194,7 @@ def _arch_options() -> str:
     tv_names = [f"torchvision:{n}" for n in _torchvision_names()]
     arch = st.sidebar.selectbox(
         ARCH_LABEL,
-        [NO_ARCH, *_state_dict_samples(), *tv_names],
+        [NO_ARCH, *state_dict_samples(), *tv_names],
         **_kept(Keys.upload_arch),
         help="A state_dict holds only weights: say which architecture they belong to "
         "(type to search: sample models first, then torchvision's).",

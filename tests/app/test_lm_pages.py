@@ -72,9 +72,9 @@ def _with_text(path: str, **state):
 
 
 def test_state_dict_architectures_leave_language_models_out():
-    from prunelab.ui.sidebar import _state_dict_samples
+    from prunelab.ui.sidebar import state_dict_samples
 
-    assert SPEC not in _state_dict_samples() and "sample:digits-cnn" in _state_dict_samples()
+    assert SPEC not in state_dict_samples() and "sample:digits-cnn" in state_dict_samples()
 
 
 @pytest.mark.slow
