@@ -3,9 +3,9 @@
 import streamlit as st
 
 from prunelab import figures
-from prunelab.figures.fmt import HELP, percent
+from prunelab.figures.fmt import HELP
 from prunelab.runtime import memory
-from prunelab.ui import cache
+from prunelab.ui import cache, quality
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.sidebar import data_name as sidebar_data_name
 from prunelab.ui.sidebar import sidebar
@@ -27,12 +27,14 @@ with error_boundary():
     if choice.data is not None:
         data_name = sidebar_data_name(choice)
         dense = cache.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-        if "accuracy" in dense:
-            cols[2].metric("Accuracy (dense)", percent(dense["accuracy"]))
+        if (shown := quality.headline(dense)) is not None:
+            cols[2].metric(f"{shown[0]} (dense)", shown[1])
             cols[3].metric("Loss (dense)", f"{dense['loss']:.4f}")
+            unit = "sequences" if "perplexity" in dense else "samples"
             explain(
-                f"Measured now on {data_name} ({int(dense['samples']):,} test samples): the "
+                f"Measured now on {data_name} ({int(dense['samples']):,} test {unit}): the "
                 "baseline every pruned version is compared with."
+                + (f" {quality.lm_note(dense)}" if quality.lm_note(dense) else "")
             )
         else:
             cols[2].metric("Labels", "none", help="The data has no labels: no accuracy.")
@@ -60,8 +62,10 @@ with error_boundary():
         },
     )
     explain(
-        "The weights prunelab can prune: Linear, convolution and recurrent layers (biases and "
-        "normalisation layers are left alone). 'Share of FLOPs' is each layer's part of the work "
+        "The weights prunelab can prune: Linear (and GPT-2's Conv1D, a Linear stored "
+        "transposed), convolution and recurrent layers (biases, embeddings and normalisation "
+        "layers are left alone; a language model's output head tied to its embedding is not "
+        "pruned either). 'Share of FLOPs' is each layer's part of the work "
         "of all prunable layers for one input; 'near zero' is the fraction of weights within 5% of "
         "the layer's largest magnitude: a first hint of how much magnitude pruning can remove "
         "for free."

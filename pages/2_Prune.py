@@ -3,8 +3,8 @@
 import streamlit as st
 
 from prunelab import figures, list_strategies
-from prunelab.figures.fmt import HELP, count, percent, points
-from prunelab.ui import cache
+from prunelab.figures.fmt import HELP, count, percent
+from prunelab.ui import cache, quality
 from prunelab.ui.errors import error_boundary, failing_as
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
@@ -102,6 +102,8 @@ with error_boundary():
         recipe = view.recipe_builder(choice, pruner, settings, masks)
         st.session_state[Keys.recipe] = recipe
         with controls:
+            if (note := view.reconstruction_note(masks)) is not None:
+                st.info(note)
             _summary(masks)
             _recipe_download(recipe)
         with shown:
@@ -146,19 +148,17 @@ with error_boundary():
             height=METRIC_HEIGHT,
         )
         if choice.data is None:
-            right.metric("Accuracy", "no data", height=METRIC_HEIGHT)
+            right.metric("Quality", "no data", height=METRIC_HEIGHT)
             return
-        if not view.evaluates_at_once(choice) and not st.button(
-            "Evaluate accuracy", key=Keys.evaluate_now
-        ):
-            right.metric("Accuracy", "press Evaluate", height=METRIC_HEIGHT)
+        if not view.evaluates_at_once(choice) and not st.button("Evaluate", key=Keys.evaluate_now):
+            right.metric("Quality", "press Evaluate", height=METRIC_HEIGHT)
             return
         pruned, dense = view.metrics(choice, masks)
-        if "accuracy" in pruned:
+        if (shown := quality.headline(pruned)) is not None:
             right.metric(
-                "Accuracy",
-                percent(pruned["accuracy"]),
-                points(pruned["accuracy"] - dense["accuracy"]),
+                *shown,
+                quality.change(pruned, dense),
+                delta_color=quality.inverse_delta(pruned),
                 height=METRIC_HEIGHT,
             )
         left.metric(
@@ -256,9 +256,15 @@ with error_boundary():
     results()
     if choice.data is not None:
         # outside the fragment: it does not change with the slider
+        lm = choice.bundle.task == "language-model"
         explain(
-            "Accuracy and loss use the labels; agreement (same top-1 class as the dense model) "
-            "and KL divergence judge fidelity to the dense model, so they work without labels. "
-            "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
+            (
+                quality.LM_NOTE + " "
+                if lm
+                else "Accuracy and loss use the labels; agreement (same top-1 class as the dense "
+                "model) and KL divergence judge fidelity to the dense model, so they work "
+                "without labels. "
+            )
+            + "Effective FLOPs scale each pruned layer's work by the fraction of weights it keeps: "
             "what a sparse kernel could save, not what a dense one does."
         )

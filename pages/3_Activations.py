@@ -16,6 +16,8 @@ MAX_BOX_CHANNELS = 64
 st.set_page_config(page_title="Activations · prunelab", layout="wide")
 with error_boundary():
     choice = sidebar()
+    # a language model's accuracy is the share of next tokens guessed right, not of classes
+    ACCURACY = "Next-token accuracy" if choice.bundle.task == "language-model" else "Accuracy"
     st.title("Activations")
     st.write(
         "Weight pruning zeroes **parameters**: the same zeros for every input, fixed once. "
@@ -145,7 +147,7 @@ with error_boundary():
             )
             if "accuracy" in effect:
                 cols[1].metric(
-                    "Accuracy",
+                    ACCURACY,
                     percent(effect["accuracy"]),
                     points(effect["accuracy"] - effect["dense_accuracy"]),
                 )
@@ -218,7 +220,7 @@ with error_boundary():
             cols[0].metric("Positions kept by the mask", f"{result.kept:.1%}")
             if result.accuracy is not None:
                 cols[1].metric(
-                    "Accuracy with the mask",
+                    f"{ACCURACY} with the mask",
                     percent(result.accuracy),
                     points(result.accuracy - result.dense_accuracy),
                 )

@@ -42,7 +42,12 @@ with error_boundary():
         options = outputs_option(
             choice, StrategyChoice(strategy, ()), layers, key=Keys.sens_prune_outputs
         ).options
-    count = cols[2].select_slider("Levels", [3, 5, 9, 19], value=9, key=Keys.sens_levels)
+    # a language model's evaluation runs a whole context per sample: fewer levels and
+    # sequences by default keep the first analysis to a minute, not a quarter of an hour
+    lm = choice.bundle.task == "language-model"
+    count = cols[2].select_slider(
+        "Levels", [3, 5, 9, 19], value=5 if lm else 9, key=Keys.sens_levels
+    )
     levels = view.LEVELS[count]
     if choice.data is None:
         subset, early_stop = None, None
@@ -51,13 +56,14 @@ with error_boundary():
         size = len(choice.data)
         subset = int(
             cols[3].number_input(
-                "Samples",
-                16,
+                "Sequences" if lm else "Samples",
+                min(16, size),
                 size,
-                min(size, 500),
+                min(size, 32 if lm else 500),
                 step=16,
                 key=Keys.sens_subset,
-                help="Evaluate on the first N samples: fewer is faster, more is steadier.",
+                help="Evaluate on the first N samples (a sequence of tokens each, for a language "
+                "model): fewer is faster, more is steadier.",
             )
         )
         stop = st.checkbox("Stop a layer once it has lost more than", key=Keys.sens_early_stop)
@@ -99,6 +105,14 @@ with error_boundary():
         explain(
             "The same numbers as curves, one per layer: flat curves can be pruned far, curves that "
             "rise early belong to layers to spare (often the first and the last)."
+        )
+    if (blocks := analysis.blocks(table)) is not None:
+        st.plotly_chart(blocks, key="sens_blocks")
+        explain(
+            "The same table for a transformer, block by block (rows) and projection by "
+            "projection (columns: attention qkv and output, MLP up and down), at the level "
+            "nearest 50%: which kind of layer is fragile, and whether the first or the last "
+            "blocks are."
         )
 
     if choice.data is not None:

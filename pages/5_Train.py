@@ -23,6 +23,14 @@ with error_boundary():
         "model with its masks kept (pruned weights stay exactly zero); gradual pruning raises the "
         "sparsity step by step while training, so the network adapts on the way."
     )
+    if choice.bundle.task == "language-model":
+        st.info(
+            "Fine-tuning a language model is not supported here yet: the trainer learns from "
+            "labelled classes, not next tokens. Prune it one-shot instead (SparseGPT and Wanda "
+            "need no retraining), or fine-tune the exported hf directory with transformers' "
+            "own Trainer, keeping the zeros (the Export page's hf download)."
+        )
+        st.stop()
     if choice.data is None or choice.data_spec is None:
         st.info("Training needs labelled data: pick evaluation data in the sidebar.")
         st.stop()

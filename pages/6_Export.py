@@ -3,7 +3,6 @@
 import streamlit as st
 
 from prunelab import figures
-from prunelab.figures.fmt import percent, points
 from prunelab.io.exports import load_snippet
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.sidebar import sidebar
@@ -69,7 +68,13 @@ with error_boundary():
     if isinstance(plan, str):
         st.warning(
             "These masks cannot shrink the model, so only sparse storage applies to them. "
-            f"{plan}. Choose **{CHANNEL}** above to see a physically smaller model."
+            f"{plan}. "
+            + (
+                "For a language model, choose the strategy **head-magnitude** on the Prune "
+                "page: whole attention heads can be removed."
+                if choice.bundle.task == "language-model"
+                else f"Choose **{CHANNEL}** above to see a physically smaller model."
+            )
         )
         plan = None
 
@@ -88,21 +93,32 @@ with error_boundary():
         measured = view.quality(choice, picked, plan)
         dense, label, name = measured.dense, measured.label, measured.name
         cols = st.columns(1 + len(measured.values))
-        cols[0].metric(f"{label}: dense", percent(dense))
+        cols[0].metric(f"{label}: dense", measured.shown(dense))
+        delta_color = "inverse" if name == "perplexity" else "normal"
         for col, (what, value) in zip(cols[1:], measured.values.items(), strict=True):
-            col.metric(f"{label}: {what}", percent(value), points(value - dense))
+            col.metric(
+                f"{label}: {what}",
+                measured.shown(value),
+                measured.change(value),
+                delta_color=delta_color,
+            )
         if measured.large_drop:
             worst = measured.worst
             st.warning(
-                f"Large drop: the model you download scores {percent(worst)} {name} against the "
-                f"dense model's {percent(dense)} ({points(worst - dense)}) on "
-                f"{choice.data_spec}. Prune less, or fine-tune it on the Train page first."
+                f"Large drop: the model you download scores {measured.shown(worst)} {name} "
+                f"against the dense model's {measured.shown(dense)} ({measured.change(worst)}) "
+                f"on {choice.data_spec}. Prune less"
+                + (
+                    " or with SparseGPT/Wanda."
+                    if name == "perplexity"
+                    else ", or fine-tune it on the Train page first."
+                )
             )
         explain(
             f"Measured on {choice.data_spec}, with exactly the weights the files below contain."
             + (
                 ""
-                if name == "accuracy"
+                if name in ("accuracy", "perplexity")
                 else " The data has no labels, so the score is agreement: how often the pruned "
                 "model picks the same class as the dense one."
             )
@@ -118,7 +134,7 @@ with error_boundary():
         "coupled to it: its BatchNorm, the next layer's input channel and, in residual networks, "
         "every layer feeding the same addition, which must keep the same channels. A channel is "
         "removed only when every coupled layer prunes it; 'removable' is false for the model's "
-        "outputs (the classes stay)."
+        "outputs (the classes, or a language model's vocabulary, stay)."
     )
 
     # -- sizes -----------------------------------------------------------------------------------

@@ -297,3 +297,17 @@ def test_next_tokens_dense_beside_pruned():
     assert list(table["pruned p"]) != list(table["dense p"])
     assert next_tokens(bundle.model, bundle.tokenizer, "", top=2)  # empty text: start of text
     assert not hasattr(bundle.model.transformer.h[0].attn.c_attn, "weight_mask")
+
+
+def test_a_tied_lm_head_means_no_output_layer_is_left_out_of_channel_pruning():
+    from prunelab.core.pruner import left_out
+    from prunelab.core.targets import output_layers
+
+    tied = tiny_gpt2()
+    found = output_layers(tied)
+    # the logits come from lm_head, tied to wte (not a target); the last block's c_proj only
+    # feeds the residual stream, so channel pruning it deletes no output
+    assert found.fqns == () and "tied" in found.how
+    assert left_out(tied, "weight-norm-channel", targets(tied)).fqns == ()
+    untied = tiny_gpt2(tie_word_embeddings=False)
+    assert output_layers(untied).fqns == ("lm_head.weight",)

@@ -327,8 +327,9 @@ def output_layers(model: nn.Module) -> OutputLayers:
         cached = _OUTPUTS.get(model)
     if cached is not None and cached[0] == signature:
         return cached[1]
+    head = _declared_head(model, found)
     try:
-        result = OutputLayers(_traced_outputs(model, found))
+        result = head if head is not None else OutputLayers(_traced_outputs(model, found))
     except Exception as exc:  # tracing fails in many ways; each means "untraceable"
         text = str(exc).strip()
         reason = text.splitlines()[0][:160] if text else type(exc).__name__
@@ -342,6 +343,35 @@ def output_layers(model: nn.Module) -> OutputLayers:
     with _OUTPUTS_LOCK:
         _OUTPUTS[model] = (signature, result)
     return result
+
+
+def _declared_head(model: nn.Module, found: list[Target]) -> OutputLayers | None:
+    """The output layer a model names itself (Hugging Face's ``get_output_embeddings()``,
+    a language model's ``lm_head``), or None when it names none.
+
+    Such models do not trace with ``torch.fx``, and the fallback (the last prunable layer) is
+    wrong for them: GPT-2's last block's ``mlp.c_proj`` feeds the residual stream, not the
+    logits. The head itself is a target only when untied; tied to the input embedding it is
+    not prunable at all, and then no prunable layer produces the outputs.
+    """
+    named = getattr(model, "get_output_embeddings", None)
+    if not callable(named):
+        return None
+    try:
+        head = named()
+    except (AttributeError, NotImplementedError):  # a base model without a head
+        return None
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    for t in found:
+        if get_parameter(model, t.fqn) is weight:
+            return OutputLayers((t.fqn,), how="the model's own output head")
+    return OutputLayers(
+        (),
+        how="the model's output head is tied to its input embedding, which is not a prunable "
+        "target: no prunable layer produces the outputs",
+    )
 
 
 def _trace(model: nn.Module, by_module: Mapping[str, list[str]]) -> torch.fx.Graph:

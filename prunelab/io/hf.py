@@ -31,9 +31,11 @@ Options (``?key=value``, as in other specs):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -113,7 +115,31 @@ def _hub_reachable() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights: 100%") and info/warning logs off while
+    a model loads, as they were afterwards: loading a known model is not news, and the bars
+    land in the server's log and the CLI's output."""
+    from transformers.utils import logging as hf_logging
+
+    bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def _pretrained(loader, source: str, *, local: bool, untrusted: bool, **kwargs):
+    """``loader.from_pretrained(source)``, quietly (:func:`_quiet`)."""
+    with _quiet():
+        return _from_pretrained(loader, source, local=local, untrusted=untrusted, **kwargs)
+
+
+def _from_pretrained(loader, source: str, *, local: bool, untrusted: bool, **kwargs):
     """``loader.from_pretrained(source)``: a directory as it is; a hub id from the cache,
     else from the hub when it can be reached (never for an untrusted spec)."""
     if local:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from ..io import data as data_lib
 from ..io import zoo
+from ..io.architectures import LANGUAGE_MODELS
 from ..io.specs import MAX_CLASSES
 from ..runtime import memory
 from .cache import load_data, load_model, load_upload, load_upload_data
@@ -72,6 +73,15 @@ def _carry_choices() -> None:
 
 def _sample_names() -> list[str]:
     return zoo.list_models(torchvision=False)
+
+
+def state_dict_samples() -> list[str]:
+    """The sample architectures a state_dict can belong to: the classifiers.
+
+    A language model's weights come as a save_pretrained directory (``hf:<dir>``), never a
+    bare state_dict: offering one here would only end in "unknown architecture".
+    """
+    return [s for s in _sample_names() if s.removeprefix("sample:") not in LANGUAGE_MODELS]
 
 
 def _torchvision_names() -> list[str]:
@@ -184,7 +194,7 @@ def _arch_options() -> str:
     tv_names = [f"torchvision:{n}" for n in _torchvision_names()]
     arch = st.sidebar.selectbox(
         ARCH_LABEL,
-        [NO_ARCH, *_sample_names(), *tv_names],
+        [NO_ARCH, *state_dict_samples(), *tv_names],
         **_kept(Keys.upload_arch),
         help="A state_dict holds only weights: say which architecture they belong to "
         "(type to search: sample models first, then torchvision's).",

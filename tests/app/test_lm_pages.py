@@ -9,7 +9,7 @@ import prunelab
 from prunelab.io import zoo
 from prunelab.ui.sidebar import NO_DATA
 from prunelab.ui.state import Keys
-from tests.app.conftest import assert_clean, page
+from tests.app.conftest import assert_clean, metric, page
 
 SPEC = "sample:pydoc-gpt"
 
@@ -56,3 +56,78 @@ def test_export_page_offers_a_save_pretrained_directory():
     assert_clean(at)
     assert any("hf:pydoc-gpt-pruned" in c.value for c in at.code)
     assert any("save_pretrained directory" in c.value for c in at.caption)
+
+
+# -- with the model's own token data (sample:pydoc-text): perplexity, not accuracy ----------
+
+
+def _with_text(path: str, **state):
+    at = page(path)
+    at.session_state[Keys.sample] = SPEC
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def test_state_dict_architectures_leave_language_models_out():
+    from prunelab.ui.sidebar import state_dict_samples
+
+    assert SPEC not in state_dict_samples() and "sample:digits-cnn" in state_dict_samples()
+
+
+@pytest.mark.slow
+def test_model_and_prune_pages_read_perplexity_not_accuracy():
+    at = _with_text("pages/1_Model.py")
+    assert "%" not in metric(at, "Perplexity (dense)")
+    assert float(metric(at, "Perplexity (dense)")) > 1
+    assert not any("ccuracy" in m.label for m in at.metric)
+    at = _with_text("pages/2_Prune.py")
+    value = metric(at, "Perplexity")
+    assert "%" not in value and float(value) > 1
+    assert not any("ccuracy" in m.label for m in at.metric)
+    assert any("Perplexity is exp" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_sparsegpt_on_the_prune_page_says_new_weights_plus_masks():
+    at = _with_text("pages/2_Prune.py")
+    at.sidebar.selectbox(key=Keys.strategy).select("sparsegpt").run()
+    assert_clean(at)
+    assert any("new weights plus masks" in i.value for i in at.info)
+    assert float(metric(at, "Perplexity")) > 1
+
+
+@pytest.mark.slow
+def test_sensitivity_on_a_subset_in_perplexity_with_the_block_heatmap():
+    at = _with_text("pages/4_Sensitivity.py")
+    assert at.number_input(key=Keys.sens_subset).value == 32  # a language model's default
+    layers = at.multiselect[0]
+    layers.set_value(
+        [f for f in layers.value if f.startswith(("transformer.h.0.", "transformer.h.1."))]
+    )
+    at.select_slider(key=Keys.sens_levels).set_value(3)
+    at.number_input(key=Keys.sens_subset).set_value(16)
+    at.button(key=Keys.sens_run).click().run()
+    assert_clean(at)
+    assert at.get("plotly_chart")
+    assert any("block by block" in c.value for c in at.caption)  # figures.block_heatmap
+    assert any("perplexity gets worse" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_train_and_learn_say_what_a_language_model_cannot_do_here():
+    at = _with_text("pages/5_Train.py")
+    assert any("not supported here yet" in i.value for i in at.info)
+    at = _with_text("pages/7_Learn.py")
+    assert any("language model" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_export_page_shrinks_head_masks_of_the_language_model():
+    masks = prunelab.prune(zoo.load(SPEC).model, "head-magnitude", sparsity=0.25)
+    at = _on_lm(
+        "pages/6_Export.py", **{Keys.masks: masks, Keys.masks_label: "head-magnitude at 25%"}
+    )
+    assert not any("cannot shrink" in w.value for w in at.warning)

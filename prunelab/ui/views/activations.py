@@ -18,6 +18,7 @@ from ..state import Keys
 
 __all__ = [
     "MAX_SAMPLES",
+    "MAX_SEQUENCES",
     "OBSERVE_BATCH",
     "PruneMasks",
     "Sparsified",
@@ -29,6 +30,7 @@ __all__ = [
     "may_sparsify",
     "prune_page_masks",
     "remember_sparsify",
+    "samples",
     "sparsify",
     "statistics",
     "threshold_histogram",
@@ -37,6 +39,16 @@ __all__ = [
 ]
 
 MAX_SAMPLES = 512  # statistics and effects use the first samples of the data
+# a sequence of a language model is a whole context of values per channel (128 for the sample):
+# 64 sequences already give thousands of values per channel, and 512 took the page ~50 s
+MAX_SEQUENCES = 64
+
+
+def samples(choice: Choice) -> int:
+    """How many of the data's first samples the page's statistics and effects use."""
+    return MAX_SEQUENCES if choice.bundle.task == "language-model" else MAX_SAMPLES
+
+
 OBSERVE_BATCH = 64
 
 
@@ -92,7 +104,7 @@ def statistics(
             choice.data_spec,
             layer,
             None,
-            MAX_SAMPLES,
+            samples(choice),
             _choice=choice,
             _masks=None,
         )
@@ -103,7 +115,7 @@ def statistics(
             choice.data_spec,
             layer,
             masks.key,
-            MAX_SAMPLES,
+            samples(choice),
             _choice=choice,
             _masks=masks.masks,
         )
@@ -127,7 +139,7 @@ def thresholded(
             layer,
             float(threshold),
             None if masks is None else masks.key,
-            MAX_SAMPLES,
+            samples(choice),
             _choice=choice,
             _masks=None if masks is None else masks.masks,
         )
@@ -218,7 +230,12 @@ def sparsify(choice: Choice, settings: SparsifierSettings, layer: str) -> Sparsi
     """Run the activation sparsifier on what enters ``settings.module`` (cached)."""
     with failing_as(f"The sparsifier could not mask what enters {settings.module}"):
         mask, accuracy = cache.sparsifier_mask(
-            choice.model_key, choice.data_spec, settings, MAX_SAMPLES, OBSERVE_BATCH, _choice=choice
+            choice.model_key,
+            choice.data_spec,
+            settings,
+            samples(choice),
+            OBSERVE_BATCH,
+            _choice=choice,
         )
     parts = mask if isinstance(mask, list) else [mask]
     kept = sum(float(p.float().sum()) for p in parts) / sum(p.numel() for p in parts)

@@ -12,6 +12,7 @@ import streamlit as st
 from ...analysis import speed_report
 from ...core.masks import Masks
 from ...core.targets import targets
+from ...figures.fmt import metric_value, points
 from ...io.exports import FORMATS, SUFFIXES, export_bytes
 from ...io.hf import is_hf_model
 from ...io.recipes import Recipe
@@ -25,6 +26,7 @@ __all__ = [
     "CHANNEL",
     "CHANNEL_STRATEGY",
     "LARGE_DROP",
+    "LARGE_PERPLEXITY_RISE",
     "PRUNE",
     "RECIPE",
     "SPEED_ROUNDS",
@@ -51,6 +53,7 @@ PRUNE, RECIPE, CHANNEL = "masks from the Prune page", "a recipe file", "channel 
 CHANNEL_STRATEGY = "weight-norm-channel"
 SPEED_ROUNDS = 21  # interleaved timing rounds per batch size
 LARGE_DROP = 0.05  # accuracy or agreement lost (absolute): worth a warning before download
+LARGE_PERPLEXITY_RISE = 1.5  # a perplexity 50% above dense's: worth the same warning
 _MASKS_FAILED = "Could not build the masks"
 
 
@@ -125,27 +128,43 @@ class Quality:
     """Accuracy (or agreement with dense, without labels) of the dense model and of each
     download: the masked model (state_dict, sparse) and the shrunk one (pt2)."""
 
-    name: str  # "accuracy" or "agreement"
+    name: str  # "accuracy", "perplexity" (a language model) or "agreement"
     dense: float
     values: dict[str, float]
 
     @property
     def label(self) -> str:
-        return "Accuracy" if self.name == "accuracy" else "Agreement with dense"
+        return {"accuracy": "Accuracy", "perplexity": "Perplexity"}.get(
+            self.name, "Agreement with dense"
+        )
 
     @property
     def worst(self) -> float:
-        return min(self.values.values())
+        # perplexity is worse when higher
+        pick = max if self.name == "perplexity" else min
+        return pick(self.values.values())
 
     @property
     def large_drop(self) -> bool:
+        if self.name == "perplexity":
+            return self.worst > self.dense * LARGE_PERPLEXITY_RISE
         return self.dense - self.worst > LARGE_DROP
+
+    def shown(self, value: float) -> str:
+        """A value of this metric as the page writes it: a share in percent, perplexity not."""
+        return metric_value(self.name, value)
+
+    def change(self, value: float) -> str:
+        """A value's change from dense: points of a share, perplexity's difference."""
+        if self.name == "perplexity":
+            return f"{value - self.dense:+.2f} ({value / self.dense - 1:+.1%})"
+        return points(value - self.dense)
 
 
 def quality(choice: Choice, picked: Picked, shrink: ShrinkPlan | None) -> Quality:
     """How well exactly what the downloads hold does, beside dense."""
     dense = cache.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    name = "accuracy" if "accuracy" in dense else "agreement"
+    name = next((n for n in ("perplexity", "accuracy") if n in dense), "agreement")
     # the pt2 holds the shrunk model, which computes what the masks extended to every
     # coupled tensor compute (plan.masks); state_dict and sparse hold the masks as they are
     models = {"state_dict, sparse" if shrink is not None else "download": picked.masks}

@@ -18,6 +18,7 @@ from ...analysis.flops import MaskSummary, mask_summary
 from ...core.granularity import Unstructured
 from ...core.masks import Masks
 from ...core.pruner import Pruner
+from ...core.sparsegpt import Reconstructed
 from ...io.recipes import Provenance, Recipe
 from .. import cache, engine
 from ..engine import Choice
@@ -37,6 +38,7 @@ __all__ = [
     "metrics",
     "prepare",
     "recipe_builder",
+    "reconstruction_note",
     "summary",
     "threshold_range",
 ]
@@ -194,3 +196,20 @@ def compare_masks(choice: Choice, settings: Settings, other: str, sparsity: floa
     if other_pruner.strategy.fixed_sparsity is not None:
         return other_pruner.masks()
     return other_pruner.masks(sparsity=sparsity)
+
+
+def reconstruction_note(masks: Masks) -> str | None:
+    """What a strategy that rewrites weights (SparseGPT) gives, in words; None for masks alone.
+
+    >>> reconstruction_note(Masks({"w": torch.ones(2, dtype=torch.bool)})) is None
+    True
+    """
+    if not isinstance(masks, Reconstructed):
+        return None
+    return (
+        "This strategy's result is **new weights plus masks**, not masks alone: SparseGPT "
+        "drops weights layer by layer and updates the kept ones to make up for them, using "
+        "the picked data as calibration inputs. The numbers, figures, next tokens and Export "
+        "use the new weights; the model you loaded is unchanged, and the masks by themselves "
+        "(applied to the original weights) would give a worse model."
+    )

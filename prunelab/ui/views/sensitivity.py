@@ -16,6 +16,7 @@ from ...analysis.flops import mask_summary
 from ...core.strategies import get_strategy
 from ...core.targets import targets
 from ...io.recipes import Recipe
+from ...runtime.metrics import is_token_data
 from ...sweeps.solver import Curves, costs_for, measure
 from .. import cache, jobs
 from ..engine import Choice, sweep_executor
@@ -107,6 +108,8 @@ class Analysis:
     def metric(self) -> str:
         if self.choice.data is None:
             return "energy_removed"
+        if is_token_data(self.choice.data):
+            return "perplexity"  # next-token loss, not the share of tokens guessed right
         first = self.choice.data[0]
         labelled = isinstance(first, (tuple, list)) and len(first) == 2
         return "accuracy" if labelled else "agreement"
@@ -185,6 +188,12 @@ class Analysis:
         return cache.figure(
             (*self.settings, "heatmap"), _build=lambda: figures.sensitivity_heatmap(table)
         )
+
+    def blocks(self, table: pd.DataFrame) -> go.Figure | None:
+        """Block x projection at the level nearest 50%, for a transformer (None otherwise)."""
+        if "block" not in table or not (table["block"] >= 0).any():
+            return None
+        return cache.figure((*self.settings, "blocks"), _build=lambda: figures.block_heatmap(table))
 
     def curves(self, table: pd.DataFrame) -> go.Figure:
         return cache.figure(

@@ -1,7 +1,8 @@
 """Re-take the README's screenshots: ``uv run python tests/browser/screenshots/take.py``.
 
 Needs Debian's chromium (apt-get install -y chromium). Starts the app headless on loopback,
-visits each page and saves a PNG beside this file.
+visits each page and saves a PNG beside this file. Names given as arguments
+(``take.py prune-lm.png``) re-take only those.
 """
 
 from __future__ import annotations
@@ -20,16 +21,34 @@ SHOTS = {  # file: (page, text to wait for, button to press first, charts to wai
     "prune.png": ("Prune", "Drive the masks by", None, 1),
     "sensitivity.png": ("Sensitivity", "Run the analysis", "Run the analysis", 3),
     "learn.png": ("Learn", "Which weights matter", None, 4),
+    "prune-lm.png": ("Prune", "Next-token predictions", None, 1),
 }
+MODELS = {"prune-lm.png": "sample:pydoc-gpt"}  # shots of another model than the app's default
 
 
-def main() -> int:
+def _pick_model(page, spec: str, wait_for: str) -> None:
+    """Choose ``spec`` in the sidebar's sample menu (a new page is a new session)."""
+    menu = page.get_by_role("combobox", name="Sample model").first
+    menu.wait_for(timeout=120_000)
+    menu.click()
+    page.keyboard.type(spec.removeprefix("sample:"))
+    page.keyboard.press("Enter")
+    page.get_by_text(wait_for).first.wait_for(timeout=120_000)
+
+
+def main(names: list[str]) -> int:
     with streamlit_app() as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for name, (path, wait_for, click, charts) in SHOTS.items():
+            if names and name not in names:
+                continue
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(f"{url}/{path}", wait_until="domcontentloaded")
-            page.get_by_text(wait_for).first.wait_for(timeout=120_000)
+            page.get_by_text(wait_for if name not in MODELS else "Strategy").first.wait_for(
+                timeout=120_000
+            )
+            if name in MODELS:
+                _pick_model(page, MODELS[name], wait_for)
             if click:
                 page.get_by_role("button", name=click).first.click()
                 page.get_by_text("Recipe builder").wait_for(timeout=300_000)
@@ -45,4 +64,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

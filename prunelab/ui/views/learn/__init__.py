@@ -83,7 +83,16 @@ def sparsity_slider(key: str, label: str = "Sparsity (share of weights zeroed)",
 def curves_allowed(choice: Choice, *, key: str, evaluations: int) -> bool:
     """Whether a lesson may compute its curves now: at once on a small model, on a button
     (remembered for the session) on a large one, where ``evaluations`` passes over the data
-    take a while."""
+    take a while. Never on a language model: the lessons' curves are accuracy of a
+    classifier, and a whole-model sweep of a transformer takes minutes."""
+    if choice.bundle.task == "language-model":
+        st.info(
+            f"This lesson's model curves are written for the sample classifiers (accuracy "
+            f"against sparsity); {choice.bundle.name} is a language model, so they are not "
+            "drawn here. Pick a sample:digits-* model in the sidebar to see them, or see "
+            "perplexity against sparsity on the Sensitivity page."
+        )
+        return False
     if choice.loaded.parameters <= AUTO_EVALUATE_PARAMS:
         return True
     allowed = st.session_state.setdefault(_ALLOWED, set())
