@@ -381,11 +381,14 @@ def sidebar() -> Choice:
         data_spec, data = _pick_data(model_key, loaded.bundle)
     bundle = loaded.bundle
     choice = Choice(model_key=model_key, loaded=loaded, data_spec=data_spec, data=data)
-    about_data = "" if data is None else f"; data {data_name(choice)} ({len(data):,} samples)"
+    tokens = bundle.task == "language-model"
+    unit = "sequences" if tokens else "samples"
+    about_data = "" if data is None else f"; data {data_name(choice)} ({len(data):,} {unit})"
+    shape = "x".join(map(str, bundle.input_shape))
+    about_input = f"{shape} tokens per sequence" if tokens else f"input {shape}"
     st.sidebar.caption(
         f"**{bundle.name}**: {loaded.parameters:,} parameters "
-        f"({memory.format_bytes(loaded.model_bytes)} in memory), input "
-        f"{tuple(bundle.input_shape)}{about_data}"
+        f"({memory.format_bytes(loaded.model_bytes)} in memory), {about_input}{about_data}"
     )
     return choice
 
