@@ -205,3 +205,20 @@ def test_a_model_without_attention_is_refused_clearly():
         prunelab.prune(
             nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), "head-magnitude", sparsity=0.5
         )
+
+
+def test_shrink_removes_gpt2_mlp_units_and_keeps_the_tie():
+    gpt = _gpt2()
+    ids = torch.randint(0, 100, (2, 7))
+    masks = prunelab.prune(gpt, "weight-norm-channel", sparsity=0.5)  # every Conv1D
+    both = masks_for_heads(gpt, select_heads(head_importance(gpt), sparsity=0.5), base=masks)
+    for given in (masks, both):
+        small = shrink(gpt, given, example_input=ids)
+        mlp = small.transformer.h[0].mlp
+        assert mlp.c_fc.weight.shape == (32, 64) and mlp.c_proj.weight.shape == (64, 32)
+        assert small.config.n_inner == 64 and gpt.config.n_inner is None  # original untouched
+        assert small.lm_head.weight is small.transformer.wte.weight
+        masked = prunelab.masked_forward(gpt, given, ids).logits
+        assert not torch.allclose(masked, gpt(ids).logits, atol=1e-4)  # the pruning mattered
+        assert torch.allclose(small(ids).logits, masked, atol=1e-5)
+    assert small.transformer.h[0].attn.num_heads == 2
