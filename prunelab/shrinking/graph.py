@@ -102,7 +102,7 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
     if _has_aux_heads(work):  # known to have them: one trace, in train mode, covers both
         with torch.no_grad():  # the eval-mode output shapes, which the check needs
             outputs = _shapes(work.eval()(example_input))
-        graph, _, calls = _trace(work, _two_samples(example_input), train=True)
+        graph, _, calls = _trace(work, example_input, train=True)
         return graph, outputs, calls, True
     graph, outputs, calls = _trace(work, example_input, train=False)
     # a module neither called nor inside a called one (whose forward may use a child's
@@ -114,7 +114,7 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
     ]
     if not idle:
         return graph, outputs, calls, False
-    graph, _, calls = _trace(work, _two_samples(example_input), train=True)
+    graph, _, calls = _trace(work, example_input, train=True)
     return graph, outputs, calls, True
 
 
@@ -127,10 +127,22 @@ def _has_aux_heads(work: nn.Module) -> bool:
     )
 
 
-def _two_samples(example_input: torch.Tensor) -> torch.Tensor:
-    if example_input.ndim and len(example_input) == 1:  # batch statistics need two samples
-        return torch.cat([example_input, example_input])
-    return example_input
+@contextmanager
+def _branch_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with the modules that have children in train mode and the leaves in eval mode.
+
+    For tracing the graph: a training-only branch is chosen by a container's forward
+    (``if self.training and self.aux_logits``), while a leaf's flag changes only its values
+    (batch statistics, dropout), not which layers run. With its norms in eval mode the model
+    traces on one sample (batch statistics of a 1x1 map need two) and leaves its buffers be."""
+    flags = {m: m.training for m in model.modules()}
+    for module in model.modules():
+        module.training = next(module.children(), None) is not None
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
 
 
 def _trace(work: nn.Module, example_input: torch.Tensor, *, train: bool):
@@ -158,7 +170,7 @@ def _trace(work: nn.Module, example_input: torch.Tensor, *, train: bool):
         if not train:
             out = module(inputs)
         else:  # Torch-Pruning puts the model in eval mode before calling this
-            with train_mode(module):
+            with _branch_mode(module):
                 out = module(inputs)
         outputs.append(_shapes(out))
         return out
