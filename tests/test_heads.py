@@ -205,3 +205,48 @@ def test_a_model_without_attention_is_refused_clearly():
         prunelab.prune(
             nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), "head-magnitude", sparsity=0.5
         )
+
+
+def test_shrink_removes_gpt2_mlp_units_and_keeps_the_tie():
+    gpt = _gpt2()
+    ids = torch.randint(0, 100, (2, 7))
+    masks = prunelab.prune(gpt, "weight-norm-channel", sparsity=0.5)  # every Conv1D
+    both = masks_for_heads(gpt, select_heads(head_importance(gpt), sparsity=0.5), base=masks)
+    for given in (masks, both):
+        small = shrink(gpt, given, example_input=ids)
+        mlp = small.transformer.h[0].mlp
+        assert mlp.c_fc.weight.shape == (32, 64) and mlp.c_proj.weight.shape == (64, 32)
+        assert small.config.n_inner == 64 and gpt.config.n_inner is None  # original untouched
+        assert small.lm_head.weight is small.transformer.wte.weight
+        masked = prunelab.masked_forward(gpt, given, ids).logits
+        assert not torch.allclose(masked, gpt(ids).logits, atol=1e-4)  # the pruning mattered
+        assert torch.allclose(small(ids).logits, masked, atol=1e-5)
+    assert small.transformer.h[0].attn.num_heads == 2
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_shrink_removes_torchvision_swin_heads(version):
+    from torchvision.models import SwinTransformer
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
+
+    torch.manual_seed(0)
+    v2 = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2}
+    swin = SwinTransformer(
+        patch_size=[4, 4], embed_dim=24, depths=[2, 1], num_heads=[2, 4], window_size=[4, 4],
+        num_classes=10, **(v2 if version == 2 else {}),
+    ).eval()  # fmt: skip
+    masks = prunelab.prune(swin, "head-magnitude", sparsity=0.5)
+    x = torch.randn(2, 3, 32, 32)
+    small = shrink(swin, masks, example_input=x)
+    # the second block of stage 1 shifts its windows: the shift mask is covered too
+    assert swin.features[1][1].attn.shift_size == [2, 2]
+    kept = int(heads_of(swin, masks)["features.3.0.attn"].sum())
+    attn = small.features[3][0].attn
+    assert (attn.num_heads, attn.head_dim, attn.proj.in_features) == (kept, 12, 12 * kept)
+    assert attn.qkv.weight.shape == (36 * kept, 48)
+    masked = prunelab.masked_forward(swin, masks, x)
+    assert not torch.allclose(masked, swin(x), atol=1e-4)  # the heads mattered
+    assert torch.allclose(small(x), masked, atol=1e-5)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in swin.parameters())
+    small.train()(x)
+    assert type(swin.features[3][0].attn).__name__.startswith("ShiftedWindowAttention")

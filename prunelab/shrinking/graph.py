@@ -97,7 +97,13 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
     The graph is traced in eval mode. Where that leaves modules with parameters uncalled (the
     auxiliary classifiers of GoogLeNet and Inception run in training only), it is traced again
     in train mode (:func:`train_mode`), so that their channels are removed with the rest and
-    the shrunk model still trains; Torch-Pruning itself traces in eval mode only."""
+    the shrunk model still trains; Torch-Pruning itself traces in eval mode only. A model that
+    declares auxiliary heads (:func:`_has_aux_heads`) is traced once, in train mode."""
+    if _has_aux_heads(work):  # known to have them: one trace, in train mode, covers both
+        with torch.no_grad():  # the eval-mode output shapes, which the check needs
+            outputs = _shapes(work.eval()(example_input))
+        graph, _, calls = _trace(work, example_input, train=True)
+        return graph, outputs, calls, True
     graph, outputs, calls = _trace(work, example_input, train=False)
     # a module neither called nor inside a called one (whose forward may use a child's
     # weights directly, as MultiheadAttention its out_proj's) runs in training only
@@ -108,10 +114,35 @@ def _graph(work: nn.Module, example_input: torch.Tensor):
     ]
     if not idle:
         return graph, outputs, calls, False
-    if example_input.ndim and len(example_input) == 1:  # batch statistics need two samples
-        example_input = torch.cat([example_input, example_input])
     graph, _, calls = _trace(work, example_input, train=True)
     return graph, outputs, calls, True
+
+
+def _has_aux_heads(work: nn.Module) -> bool:
+    """Whether ``work`` says it has auxiliary classifiers (torchvision's GoogLeNet and
+    Inception v3: ``aux_logits``). Only a shortcut: the eval-mode trace finds training-only
+    branches of any model, but tracing twice cost GoogLeNet a quarter of its shrinking time."""
+    return getattr(work, "aux_logits", False) is True and any(
+        "aux" in name.lower() for name, _ in work.named_children()
+    )
+
+
+@contextmanager
+def _branch_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with the modules that have children in train mode and the leaves in eval mode.
+
+    For tracing the graph: a training-only branch is chosen by a container's forward
+    (``if self.training and self.aux_logits``), while a leaf's flag changes only its values
+    (batch statistics, dropout), not which layers run. With its norms in eval mode the model
+    traces on one sample (batch statistics of a 1x1 map need two) and leaves its buffers be."""
+    flags = {m: m.training for m in model.modules()}
+    for module in model.modules():
+        module.training = next(module.children(), None) is not None
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
 
 
 def _trace(work: nn.Module, example_input: torch.Tensor, *, train: bool):
@@ -139,7 +170,7 @@ def _trace(work: nn.Module, example_input: torch.Tensor, *, train: bool):
         if not train:
             out = module(inputs)
         else:  # Torch-Pruning puts the model in eval mode before calling this
-            with train_mode(module):
+            with _branch_mode(module):
                 out = module(inputs)
         outputs.append(_shapes(out))
         return out

@@ -14,8 +14,9 @@ stream needs a module whose heads' total width may differ from its ``embed_dim``
 * GPT-2's attention keeps its class: ``c_attn`` loses the heads' columns, ``c_proj`` their
   rows, and ``num_heads``/``split_size`` follow (it reshapes by ``head_dim``).
 
-Fused ``qkv``/``proj`` attention (Swin) is masked but not shrunk: its functional forward
-derives the head width from the input width.
+* torchvision's Swin attention (fused ``qkv``/``proj``) becomes a head-pruned twin whose
+  forward keeps the head width explicitly (:mod:`.swin`); other fused ``qkv``/``proj``
+  modules (timm's) are masked but not shrunk: prunelab cannot know their forward.
 """
 
 from __future__ import annotations
@@ -176,6 +177,14 @@ def head_parameters(model: nn.Module, heads: Mapping[str, list[int]]) -> dict[st
         shape = get_parameter(model, fqn).shape
         per_head = shape[dim] // layer.num_heads
         gone[fqn] = shape.numel() // shape[dim] * per_head * (layer.num_heads - len(heads[name]))
+    if any(layers[name].kind == "qkv" for name in heads):
+        from .swin import per_head_tensors  # imports torchvision
+
+        for name, kept in heads.items():
+            for pname, dim in per_head_tensors(model.get_submodule(name)):
+                shape = get_parameter(model, f"{name}.{pname}").shape
+                removed = layers[name].num_heads - len(kept)
+                gone[f"{name}.{pname}"] = shape.numel() // shape[dim] * removed
     return gone
 
 
@@ -211,12 +220,26 @@ def remove_heads(work: nn.Module, heads: Mapping[str, list[int]]) -> None:
             setattr(work.get_submodule(parent), attr, HeadPrunedAttention.from_mha(module, kept))
         elif layer.kind == "conv1d":
             _slice_gpt2(module, layer, kept)
+        elif _is_swin(module):
+            from .swin import prune_window_heads
+
+            prune_window_heads(module, kept)
         else:
             raise ShrinkError(
-                f"shrink cannot remove heads of {name} ({type(module).__name__}): its forward "
-                "derives the head width from the input width; use the masked model "
-                "(prunelab.apply) for its head masks"
+                f"shrink cannot remove heads of {name} ({type(module).__name__}): prunelab "
+                "knows the forward of nn.MultiheadAttention, torchvision's Swin attention and "
+                "GPT-2's attention only, and another forward may derive the head width from "
+                "the input width; use the masked model (prunelab.apply) for its head masks"
             )
+
+
+def _is_swin(module: nn.Module) -> bool:
+    """torchvision's Swin attention (v1 or v2), told without importing torchvision."""
+    return any(
+        cls.__name__ == "ShiftedWindowAttention"
+        and cls.__module__.startswith("torchvision.models.swin")
+        for cls in type(module).__mro__
+    )
 
 
 def _slice_gpt2(module: nn.Module, layer: AttentionLayer, kept: list[int]) -> None:

@@ -22,6 +22,7 @@ from ..core.targets import CONV_TRANSPOSE, Target, get_parameter, output_layers,
 from ..errors import ShrinkError
 from ..runtime.files import one_line
 from .check import Head
+from .conv1d import conv1d_tensors, mlp_units, unit_cut
 from .graph import (
     _LAYERS,
     _check_input,
@@ -443,20 +444,38 @@ def _refuse_both(planned: _Planned, heads_kept: Mapping[str, list[int]]) -> None
 
 
 def _with_heads(build: Callable[[], Masks], heads: Masks) -> Masks:
-    base = build()
-    return Masks({**base, **heads}, coupled={**base.coupled, **heads.coupled})
+    return _merged(build(), heads)
+
+
+def _split_conv1d(work: nn.Module, rest: Masks) -> tuple[dict[str, list[int]], Masks, Masks]:
+    """The GPT-2 MLP hidden units kept (:mod:`.conv1d`), the masks of Conv1D tensors, and
+    the rest of the masks (for Torch-Pruning)."""
+    conv1d = conv1d_tensors(work)
+    if not conv1d or not any(f in conv1d for f in (*rest, *rest.coupled)):
+        return {}, Masks({}), rest
+    ours = Masks(
+        {f: m for f, m in rest.items() if f in conv1d},
+        coupled={f: m for f, m in rest.coupled.items() if f in conv1d},
+    )
+    others = Masks(
+        {f: m for f, m in rest.items() if f not in conv1d},
+        coupled={f: m for f, m in rest.coupled.items() if f not in conv1d},
+    )
+    return mlp_units(ours, work), ours, others
 
 
 def _plan_with_heads(
     work: nn.Module, masks: Masks, example_input: torch.Tensor
-) -> tuple[_Planned, dict[str, list[int]]]:
-    """:func:`_plan` for masks that may prune attention heads too (:mod:`.heads`): the plan
-    for the rest of the masks, with the heads' parameters and masks added; and the heads
-    kept per attention layer that loses some."""
+) -> tuple[_Planned, dict[str, list[int]], dict[str, list[int]], Masks]:
+    """:func:`_plan` for masks that may prune attention heads (:mod:`.heads`) and GPT-2 MLP
+    units (:mod:`.conv1d`) too: the plan for the rest of the masks, with the heads' and units'
+    parameters and masks added; the heads kept per attention layer that loses some; the
+    units kept per MLP that loses some; and the masks left for Torch-Pruning."""
     masks = check_masks(masks)
     heads_kept, rest = split_head_masks(work, masks)
-    if not heads_kept:
-        return _plan(work, masks, example_input), {}
+    units, conv1d_masks, rest = _split_conv1d(work, rest)
+    if not heads_kept and prunes_nothing(conv1d_masks):
+        return _plan(work, masks, example_input), {}, {}, masks
     if prunes_nothing(rest):
         planned = _plan_heads_only(work, rest, example_input)
     else:
@@ -467,6 +486,18 @@ def _plan_with_heads(
         {f: m for f, m in masks.items() if f in owned},
         coupled={f: m for f, m in masks.coupled.items() if f in owned},
     )
+    by_fqn = {t.fqn: t for t in targets(work)}
+    cut, shapes, unit_removed = unit_cut(work, units)
+    for fqn, mask in conv1d_masks.items():  # other Conv1D channels stay, as zeros
+        target = by_fqn[fqn]
+        keep = _channel_keep(fqn, mask, target.out_dim, target.module_type)
+        if not bool(keep.all()):
+            gone = set(torch.nonzero(~keep).flatten().tolist())
+            planned.zeros.setdefault(fqn, {}).setdefault(target.out_dim, set()).update(gone)
+    for fqn, dims in cut.items():
+        for dim, idxs in dims.items():
+            planned.zeros.setdefault(fqn, {}).setdefault(dim, set()).update(idxs)
+    unit_masks = _extended_masks(conv1d_masks, cut, shapes, frozenset(by_fqn))
     base = planned.plan
     gone = head_parameters(work, heads_kept)
     layers = {layer.fqn: layer for layer in attention_layers(work)}
@@ -482,6 +513,18 @@ def _plan_with_heads(
         }
         for i, (name, kept) in enumerate(heads_kept.items())
     ]
+    rows += [  # and one per GPT-2 MLP: its hidden units
+        {
+            "group": len(base.groups) + len(rows) + i,
+            "root": f"{name}.c_fc",
+            "channels": len(kept) + unit_removed[f"{name}.c_fc"],
+            "layers": f"{name}.c_fc (out), {name}.c_proj (in)",
+            "size": 2,
+            "removable": True,
+            "removed": unit_removed[f"{name}.c_fc"],
+        }
+        for i, (name, kept) in enumerate(units.items())
+    ]
     planned.plan = dataclasses.replace(
         base,
         groups=(
@@ -489,11 +532,26 @@ def _plan_with_heads(
             if base.groups.empty
             else pd.concat([base.groups, pd.DataFrame(rows)], ignore_index=True)
         ),
-        parameters=base.parameters - sum(gone.values()),
-        removed={**base.removed, **head_rows(work, heads_kept)},
-        _build_masks=partial(_with_heads, base._build_masks, head_masks),
+        parameters=base.parameters - sum(gone.values()) - _removed_elements(cut, shapes),
+        removed={**base.removed, **head_rows(work, heads_kept), **unit_removed},
+        _build_masks=partial(_with_heads, base._build_masks, _merged(head_masks, unit_masks)),
     )
-    return planned, heads_kept
+    # the masks to zero besides planned.zeros: their coupled tensors (biases), any pattern
+    zero_too = Masks(dict(rest), coupled={**rest.coupled, **conv1d_masks.coupled})
+    return planned, heads_kept, units, zero_too
+
+
+def _merged(first: Masks, second: Masks) -> Masks:
+    return Masks({**first, **second}, coupled={**first.coupled, **second.coupled})
+
+
+def _removed_elements(
+    cut: Mapping[str, Mapping[int, set[int]]], shapes: Mapping[str, tuple[int, ...]]
+) -> int:
+    return sum(
+        math.prod(shapes[fqn]) - math.prod(n - len(d.get(i, ())) for i, n in enumerate(shapes[fqn]))
+        for fqn, d in cut.items()
+    )
 
 
 def plan_shrink(model: nn.Module, masks: Masks, *, example_input: torch.Tensor) -> ShrinkPlan:

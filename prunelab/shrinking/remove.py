@@ -12,8 +12,9 @@ from ..core.apply import copy_model
 from ..core.masks import Masks
 from ..core.targets import get_parameter
 from .check import _forward, compare, probe_and_reference
+from .conv1d import remove_units
 from .graph import _Group, train_mode
-from .heads import remove_heads, split_head_masks, zero_heads
+from .heads import remove_heads, zero_heads
 from .plan import ShrinkPlan, _all, _plan_with_heads
 
 __all__ = ["shrink", "shrink_with_plan"]
@@ -123,9 +124,8 @@ def shrink_with_plan(
     work = copy_model(model)
     given = masks
     # attention heads go by prunelab's own removal (.heads), the rest through Torch-Pruning
-    planned, heads_kept = _plan_with_heads(work, masks, example_input)
-    if heads_kept:
-        masks = split_head_masks(work, given)[1]
+    # and GPT-2's MLP units by .conv1d
+    planned, heads_kept, units, masks = _plan_with_heads(work, masks, example_input)
     training = work.training
     work.eval()
     heads = planned.heads
@@ -142,6 +142,7 @@ def shrink_with_plan(
     norm_groups = {m: m.num_channels // m.num_groups for m in work.modules() if _is_gn(m)}
     _remove(planned.graph, planned.groups)
     remove_heads(work, heads_kept)
+    remove_units(work, units)
     for norm, size in norm_groups.items():
         norm.num_groups = norm.num_channels // size
     if check:
