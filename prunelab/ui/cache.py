@@ -398,18 +398,27 @@ def layer_sparsity_figure(model_key: str, masks: Masks, *, title: str | None = N
     )
 
 
-def evaluate_masks(choice: Choice, masks: Masks) -> dict[str, float]:
+def evaluate_masks(choice: Choice, masks: Masks, *, samples: int | None = None) -> dict[str, float]:
     """Metrics of the masked model (one forward pass over the data; dense outputs cached),
     kept per model, data and masks: a slider moved back to a value, or a recipe target seen
-    before, finds its numbers instead of evaluating again."""
-    return dict(_evaluated(choice.model_key, choice.data_spec, masks_digest(masks), choice, masks))
+    before, finds its numbers instead of evaluating again. ``samples``: only the first ones
+    (the subset a sensitivity table was measured on, so that a measurement is compared with
+    a baseline and a prediction from the same samples)."""
+    key = masks_digest(masks)
+    return dict(_evaluated(choice.model_key, choice.data_spec, key, samples, choice, masks))
 
 
 @st.cache_resource(max_entries=MAX_EVALUATIONS, show_spinner=False)
 def _evaluated(
-    model_key: str, data_spec: str | None, masks_key: str, _choice: Choice, _masks: Masks
+    model_key: str,
+    data_spec: str | None,
+    masks_key: str,
+    samples: int | None,
+    _choice: Choice,
+    _masks: Masks,
 ) -> dict[str, float]:
-    return evaluate(_choice.model, _choice.data, masks=_masks)
+    data = _choice.data if samples is None else _first_samples(_choice.data, samples)
+    return evaluate(_choice.model, data, masks=_masks)
 
 
 # -- finished long runs, shared by all sessions ------------------------------------------------

@@ -114,6 +114,14 @@ def test_sensitivity_on_a_subset_in_perplexity_with_the_block_heatmap():
     assert at.get("plotly_chart")
     assert any("block by block" in c.value for c in at.caption)  # figures.block_heatmap
     assert any("perplexity gets worse" in c.value for c in at.caption)
+    # the recipe's measurement is on the table's 16 sequences, like its baseline and the
+    # planner's joint measurements (it was once on all of the data, against the subset's dense)
+    measured = next(m for m in at.metric if m.label == "Measured perplexity")
+    steps = next(d.value for d in at.dataframe if "measured_drop" in d.value.columns)
+    chosen = steps[steps["chosen"]].iloc[0]
+    assert float(measured.delta.split()[0].lstrip("+")) == pytest.approx(
+        chosen["measured_drop"], abs=0.01
+    )
 
 
 @pytest.mark.slow

@@ -489,7 +489,9 @@ def draft(
     counted = mask_summary(masks, flops)
     measured = None
     if analysis.method == "evaluate":
-        measured = cache.evaluate_masks(choice, masks)[metric]
+        # on the table's samples: its baseline and the prediction come from them
+        samples = table.attrs.get("samples")
+        measured = cache.evaluate_masks(choice, masks, samples=samples)[metric]
     lower_is_better = metric in ("loss", "kl", "perplexity")
     provenance = replace(
         recipe.provenance,
