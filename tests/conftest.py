@@ -19,6 +19,18 @@ from torch import nn
 import prunelab
 
 
+def tiny_gpt2(seed: int = 0, **sizes) -> nn.Module:
+    """A seeded GPT-2 language model small enough for a test (2 blocks, width 32, 2 heads,
+    50 tokens, context 16; ``sizes`` override any ``GPT2Config`` field). transformers is
+    imported here, not at the top: it costs seconds, paid only by the tests that need it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    fields = {"vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 2}
+    config = GPT2Config(**{**fields, **sizes}, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config).eval()
+
+
 def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))

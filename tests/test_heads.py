@@ -15,6 +15,7 @@ from prunelab.core.heads import (
 )
 from prunelab.errors import ShrinkError
 from prunelab.shrinking import shrink
+from tests.conftest import tiny_gpt2
 
 
 def _vit():
@@ -30,12 +31,7 @@ def _vit():
 
 
 def _gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, bos_token_id=0,
-                        eos_token_id=0)  # fmt: skip
-    return GPT2LMHeadModel(config).eval()
+    return tiny_gpt2(n_head=4, vocab_size=100, n_positions=1024)
 
 
 def test_finds_the_heads_of_vit_and_gpt2():

@@ -11,16 +11,10 @@ from torch import nn
 
 import prunelab
 from prunelab.core.targets import targets, weight_dims
+from tests.conftest import tiny_gpt2
 
 transformers = pytest.importorskip("transformers")
 from transformers.pytorch_utils import Conv1D  # noqa: E402
-
-
-def tiny_gpt2(seed: int = 0, **changes) -> nn.Module:
-    sizes = {"vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 2}
-    config = transformers.GPT2Config(**sizes, bos_token_id=0, eos_token_id=0, **changes)
-    torch.manual_seed(seed)
-    return transformers.GPT2LMHeadModel(config).eval()
 
 
 def conv1d_and_linear() -> tuple[nn.Module, nn.Module]:

@@ -9,6 +9,7 @@ import torch
 
 import prunelab
 from prunelab.io.recipes import Recipe
+from tests.conftest import tiny_gpt2
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,9 +31,7 @@ def lm():
     """A seeded 2-layer GPT-2 (n_embd 32). Untrained: training it even for seconds is too slow
     for the suite on a shared CPU, so the perplexity ordering on a trained model is left to
     benchmarks/bench_lm_methods.py and this test compares the damage to the dense model."""
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(**SIZES, bos_token_id=0, eos_token_id=0)
-    return transformers.GPT2LMHeadModel(config).eval()
+    return tiny_gpt2(**SIZES)
 
 
 @pytest.mark.slow

@@ -12,22 +12,13 @@ from prunelab.sweeps import prefix as prefix_module
 from prunelab.sweeps import sensitivity
 from prunelab.sweeps.blocks import block_stack, layer_group
 from prunelab.sweeps.prefix import BlockPlan, PrefixPlan
+from tests.conftest import tiny_gpt2
 
 
 @pytest.fixture(scope="module")
 def gpt2():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_layer=3,
-        n_embd=32,
-        n_head=2,
-        vocab_size=64,
-        n_positions=16,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(config).eval()
+    pytest.importorskip("transformers")
+    return tiny_gpt2(n_layer=3, vocab_size=64)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from prunelab.core.granularity import NM
 from prunelab.core.obs import solve_layer
 from prunelab.core.sparsegpt import Reconstructed, SparseGPTConfig, reconstruct
 from prunelab.core.targets import targets
+from tests.conftest import tiny_gpt2
 
 D = torch.float64
 
@@ -165,26 +166,14 @@ def test_hooks_are_removed_and_errors_are_clear():
 @pytest.mark.slow  # imports transformers (seconds)
 def test_gpt2_conv1d_layout_gives_the_same_result_as_linear():
     # Conv1D stores (in, out); linear_rows transposes it: same masks and weights, transposed
-    from transformers import GPT2Config, GPT2Model
     from transformers.pytorch_utils import Conv1D
 
     from prunelab.core.targets import Target
 
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=64,
-        n_positions=16,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-
     class Hidden(nn.Module):
         def __init__(self):
             super().__init__()
-            self.m = GPT2Model(config)
+            self.m = tiny_gpt2(vocab_size=64).transformer
 
         def forward(self, ids):
             return self.m(input_ids=ids, use_cache=False).last_hidden_state
