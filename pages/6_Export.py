@@ -5,6 +5,7 @@ import streamlit as st
 from prunelab import figures
 from prunelab.io.exports import load_snippet
 from prunelab.ui.errors import error_boundary
+from prunelab.ui.quality import inverse_delta
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import export as view
@@ -94,7 +95,7 @@ with error_boundary():
         dense, label, name = measured.dense, measured.label, measured.name
         cols = st.columns(1 + len(measured.values))
         cols[0].metric(f"{label}: dense", measured.shown(dense))
-        delta_color = "inverse" if name == "perplexity" else "normal"
+        delta_color = inverse_delta({name: dense})
         for col, (what, value) in zip(cols[1:], measured.values.items(), strict=True):
             col.metric(
                 f"{label}: {what}",

@@ -93,13 +93,22 @@ def next_tokens(
 
 
 def compare_next_tokens(
-    model: nn.Module, tokenizer: object, text: str, *, masks: Masks, top: int = 5
+    model: nn.Module,
+    tokenizer: object,
+    text: str,
+    *,
+    masks: Masks,
+    top: int = 5,
+    dense: list[tuple[str, float]] | None = None,
 ) -> pd.DataFrame:
     """The dense and the pruned model's top next tokens side by side, one row per rank.
 
     Token texts are shown with :func:`show_token` (spaces as ``␣``, line breaks as ``↵``).
+    ``dense``: the dense model's :func:`next_tokens` for ``text`` when already known (the app
+    keeps them, so a slider move runs only the pruned model).
     """
-    dense = next_tokens(model, tokenizer, text, top=top)
+    if dense is None:
+        dense = next_tokens(model, tokenizer, text, top=top)
     pruned = next_tokens(model, tokenizer, text, masks=masks, top=top)
     return pd.DataFrame(
         {

@@ -44,7 +44,7 @@ _POWER = (0.5, 3.0)  # a fitted exponent outside this is a fit to noise
 
 def lower_is_better(metric: str | None) -> bool:
     """Whether a rise of ``metric`` is the damage (loss, KL, perplexity)."""
-    return metric in LOWER_IS_BETTER or metric == "perplexity"
+    return metric in LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)

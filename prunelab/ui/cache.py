@@ -31,6 +31,7 @@ from .. import activations as act
 from .. import figures, shrinking
 from ..analysis.evaluation import evaluate
 from ..analysis.flops import flops_by_layer
+from ..analysis.generation import next_tokens
 from ..analysis.layer_stats import weight_stats
 from ..analysis.storage import compression, storage_table
 from ..core.calibration import Calibration
@@ -290,6 +291,13 @@ def recipe_masks(model_key: str, key: str, _choice: Choice, _recipe: Recipe) -> 
 @st.cache_data(max_entries=MAX_TABLES, show_spinner="Evaluating the dense model...")
 def dense_metrics(model_key: str, data_spec: str, _choice: Choice) -> dict[str, float]:
     return evaluate(_choice.model, _choice.data)
+
+
+@st.cache_data(max_entries=MAX_TABLES, show_spinner=False)
+def dense_next_tokens(model_key: str, text: str, _choice: Choice) -> list[tuple[str, float]]:
+    """The dense model's five likeliest next tokens after ``text``: the same on every slider
+    move, so computed once per model and text."""
+    return next_tokens(_choice.model, _choice.bundle.tokenizer, text, top=5)
 
 
 @st.cache_data(max_entries=MAX_TABLES, show_spinner="Counting FLOPs...")

@@ -46,10 +46,15 @@ def change(pruned: dict[str, float], dense: dict[str, float]) -> str | None:
     name = headline_name(pruned)
     if name is None or name not in dense:
         return None
-    if name == "accuracy":
-        return points(pruned[name] - dense[name])
-    diff = pruned[name] - dense[name]
-    return f"{diff:+.2f} ({pruned[name] / dense[name] - 1:+.1%})"
+    return change_of(name, pruned[name], dense[name])
+
+
+def change_of(name: str, value: float, dense: float) -> str:
+    """``value``'s change from ``dense``: points of a share, perplexity's difference and
+    ratio (a perplexity is not a share, and a rise of 3 means more at 20 than at 200)."""
+    if name == "perplexity":
+        return f"{value - dense:+.2f} ({value / dense - 1:+.1%})"
+    return points(value - dense)
 
 
 def inverse_delta(metrics: dict[str, float]) -> str:

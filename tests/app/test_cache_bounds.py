@@ -78,6 +78,7 @@ def test_every_cache_of_the_app_is_in_one_module_and_bounded():
         "pruner",
         "recipe_masks",
         "dense_metrics",
+        "dense_next_tokens",
         "flop_table",
         "weight_table",
         "coupled_groups",

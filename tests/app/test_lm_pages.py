@@ -15,12 +15,8 @@ SPEC = "sample:pydoc-gpt"
 
 
 def _on_lm(path: str, **state):
-    at = page(path)
-    at.session_state[Keys.sample] = SPEC
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    # the model's own data may not be loadable here: judge the pages on the weights alone
+    at = _with_text(path, **state)
+    # judge the pages on the weights alone, as with a model whose data cannot be loaded
     at.sidebar.selectbox(key=Keys.data_choice).select(NO_DATA).run()
     assert_clean(at)
     return at

@@ -12,7 +12,7 @@ import streamlit as st
 from ...analysis import speed_report
 from ...core.masks import Masks
 from ...core.targets import targets
-from ...figures.fmt import metric_value, points
+from ...figures.fmt import metric_value
 from ...io.exports import FORMATS, SUFFIXES, export_bytes
 from ...io.hf import is_hf_model
 from ...io.recipes import Recipe
@@ -20,6 +20,7 @@ from ...shrinking import ShrinkPlan
 from .. import cache, engine
 from ..engine import Choice
 from ..errors import error_boundary, failing_as
+from ..quality import change_of, headline_name
 from ..state import Keys
 
 __all__ = [
@@ -156,15 +157,13 @@ class Quality:
 
     def change(self, value: float) -> str:
         """A value's change from dense: points of a share, perplexity's difference."""
-        if self.name == "perplexity":
-            return f"{value - self.dense:+.2f} ({value / self.dense - 1:+.1%})"
-        return points(value - self.dense)
+        return change_of(self.name, value, self.dense)
 
 
 def quality(choice: Choice, picked: Picked, shrink: ShrinkPlan | None) -> Quality:
     """How well exactly what the downloads hold does, beside dense."""
     dense = cache.dense_metrics(choice.model_key, choice.data_spec, _choice=choice)
-    name = next((n for n in ("perplexity", "accuracy") if n in dense), "agreement")
+    name = headline_name(dense) or "agreement"
     # the pt2 holds the shrunk model, which computes what the masks extended to every
     # coupled tensor compute (plan.masks); state_dict and sparse hold the masks as they are
     models = {"state_dict, sparse" if shrink is not None else "download": picked.masks}

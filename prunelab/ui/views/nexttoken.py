@@ -8,6 +8,7 @@ import streamlit as st
 
 from ...analysis.generation import compare_next_tokens
 from ...core.masks import Masks
+from .. import cache
 from ..engine import Choice
 from ..widgets import explain
 
@@ -28,7 +29,10 @@ def next_token_box(choice: Choice, masks: Masks) -> None:
         return
     with st.expander("Next-token predictions", expanded=True):
         text = st.text_input("Text", DEFAULT_TEXT, key=_KEY, max_chars=2_000)
-        table = compare_next_tokens(choice.model, choice.bundle.tokenizer, text, masks=masks)
+        dense = cache.dense_next_tokens(choice.model_key, text, _choice=choice)
+        table = compare_next_tokens(
+            choice.model, choice.bundle.tokenizer, text, masks=masks, top=len(dense), dense=dense
+        )
         st.dataframe(
             table,
             hide_index=True,

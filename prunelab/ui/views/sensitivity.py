@@ -16,7 +16,7 @@ from ...analysis.flops import mask_summary
 from ...core.strategies import get_strategy
 from ...core.targets import targets
 from ...io.recipes import Recipe
-from ...runtime.metrics import is_token_data
+from ...runtime.metrics import LOWER_IS_BETTER, is_token_data
 from ...sweeps.solver import Curves, costs_for, measure
 from .. import cache, jobs
 from ..engine import Choice, sweep_executor
@@ -492,7 +492,7 @@ def draft(
         # on the table's samples: its baseline and the prediction come from them
         samples = table.attrs.get("samples")
         measured = cache.evaluate_masks(choice, masks, samples=samples)[metric]
-    lower_is_better = metric in ("loss", "kl", "perplexity")
+    lower_is_better = metric in LOWER_IS_BETTER
     provenance = replace(
         recipe.provenance,
         model=choice.model_key,
