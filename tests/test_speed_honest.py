@@ -7,6 +7,7 @@ from torch import nn
 
 import prunelab
 from prunelab.analysis.speed import (
+    MIN_EFFECT,
     NO_DIFFERENCE,
     Comparison,
     Spread,
@@ -46,6 +47,18 @@ def test_a_steady_difference_smaller_than_the_spread_is_not_called_real():
         difference=Spread.of([0.5] * 21),
     )
     assert wide.real and "slower" in wide.verdict
+
+
+def test_a_steady_difference_under_the_minimum_effect_is_not_called_real():
+    # what CI measured once: the masked copy steadily 1% faster than its dense twin, with
+    # the dense times so tight that the spread rule alone called it real
+    base = [1.0] * 21
+    other = [0.99] * 21
+    result = Comparison(Spread.of(base), Spread.of(other), Spread.of([-0.01] * 21))
+    assert result.verdict == NO_DIFFERENCE
+    assert f"under {MIN_EFFECT:.0%} of the dense time" in result.explain()
+    bigger = Comparison(Spread.of(base), Spread.of([0.9] * 21), Spread.of([-0.1] * 21))
+    assert bigger.real and "faster" in bigger.verdict
 
 
 def test_a_real_difference_is_called_real():
