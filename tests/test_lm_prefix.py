@@ -133,3 +133,23 @@ def test_figures_say_rise_for_perplexity():
     assert "rise in perplexity" in heat.layout.title.text
     curve = sparsity_curves(table, metric="perplexity", by="layer")
     assert "%" not in (curve.layout.yaxis.title.text or "")
+
+
+@pytest.mark.parametrize(
+    ("metric", "words"), [("loss", "mean loss"), ("kl", "KL(dense || pruned)")]
+)
+def test_every_lower_is_better_drop_is_called_a_rise(metric, words):
+    # the sweeps store a loss's drop as value minus dense (a rise): its title must say so
+    import pandas as pd
+
+    from prunelab.figures import plan_steps, sensitivity_heatmap
+
+    table = pd.DataFrame({"layer": ["a"], "sparsity": [0.5], metric: [2.5], "drop": [0.4]})
+    table.attrs["metric"] = metric
+    assert f"rise in {words}" in sensitivity_heatmap(table).layout.title.text
+    steps = pd.DataFrame(
+        {"step": [0], "summed_drop": [0.3], "predicted_drop": [0.35], "measured_drop": [0.4]}
+    )
+    fig = plan_steps(steps, metric=metric)
+    assert fig.layout.title.text.startswith("Rise in") and fig.layout.yaxis.title.text == "rise"
+    assert fig.data[0].name == "sum of single-layer rises"

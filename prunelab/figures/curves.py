@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from ..runtime.metrics import LOWER_IS_BETTER
 from ._style import _title
 
 _METRIC_TITLES = {
@@ -28,9 +29,10 @@ def _metric_words(metric: str, table: object = None) -> str:
         base = getattr(table, "attrs", {}).get("metric")
         if base == "energy_removed":  # the data-free drop is the share removed itself
             return _METRIC_TITLES[base]
-        if base == "perplexity":  # lower is better: its drop is a rise
-            return "rise in perplexity"
-        return f"drop in {_METRIC_TITLES.get(base, base)}" if base else "drop"
+        if not base:
+            return "drop"
+        change = "rise" if base in LOWER_IS_BETTER else "drop"  # lower is better: a rise hurts
+        return f"{change} in {_METRIC_TITLES.get(base, base)}"
     return _METRIC_TITLES.get(metric, metric)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from ..runtime.metrics import LOWER_IS_BETTER
 from ._style import _title
 from .curves import _frame, _metric_words, _unit
 
@@ -72,9 +73,10 @@ def plan_steps(steps: object, *, metric: str = "accuracy") -> go.Figure:
     frame = _frame(steps, ("step", "summed_drop", "predicted_drop", "measured_drop"))
     scale, unit = _unit(metric, None)
     points = " points" if unit else ""
+    change = "rise" if metric in LOWER_IS_BETTER else "drop"  # of a loss or perplexity: a rise
     fig = go.Figure()
     names = {
-        "summed_drop": "sum of single-layer drops",
+        "summed_drop": f"sum of single-layer {change}s",
         "predicted_drop": "predicted before measuring",
         "measured_drop": "measured (joint)",
     }
@@ -94,7 +96,9 @@ def plan_steps(steps: object, *, metric: str = "accuracy") -> go.Figure:
         )
     fig.update_layout(
         barmode="group",
-        title=_title(f"Drop of {_metric_words(metric)}: predicted and measured", []),
+        title=_title(
+            f"{change.capitalize()} in {_metric_words(metric)}: predicted and measured", []
+        ),
     )
-    fig.update_yaxes(title_text=f"drop{' (points)' if unit else ''}")
+    fig.update_yaxes(title_text=f"{change}{' (points)' if unit else ''}")
     return fig
