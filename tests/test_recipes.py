@@ -69,6 +69,11 @@ def _payload(**changes):
         ({"granularity": "3:2"}, "field 'granularity'"),
         ({"provenance": {"baseline": "high"}}, r"provenance\.baseline' must be a number"),
         ({"provenance": {"who": "me"}}, r"provenance\.who"),
+        ({"options": {"q": 3}}, r"field 'options': bad options .*accepted: granularity, p"),
+        ({"options": {"p": [2]}}, r"field 'options\.p' must be a number, true/false or text"),
+        ({"options": {"p": "two"}}, r"field 'options'.*p \(the norm's order\) must be a positive"),
+        ({"options": {"granularity": "2:4"}}, "give it as the recipe field 'granularity'"),
+        ({"options": [2]}, "field 'options' must map option names to values"),
     ],
 )
 def test_bad_fields_are_named(changes, message):
@@ -174,6 +179,7 @@ def test_solver_on_a_real_sensitivity_reports_predicted_and_measured(mlp_data):
         ("global-magnitude", {"sparsity": 0.7}),
         ("threshold", {"threshold": 0.1}),
         ("weight-norm-channel", {"sparsity": 0.5}),
+        (prunelab.get_strategy("weight-norm-channel", p=2), {"sparsity": 0.5}),
         ("n:m", {}),
     ],
 )
@@ -185,3 +191,16 @@ def test_from_masks_reproduces_the_masks_on_a_fresh_model(strategy, request_, tm
     Recipe.from_masks(masks, pruner.strategy).save(path)
     again = Recipe.load(path).masks(make_mlp(0))
     assert all(torch.equal(masks[f], again[f]) for f in masks)
+
+
+def test_a_sensitivity_tables_strategy_options_reach_its_recipe(mlp_data, tmp_path):
+    # an L2 channel norm measured, solved to a recipe, saved: it re-applies as L2, not L1
+    from prunelab.sweeps import load_table, save_table
+
+    model = make_mlp(0).eval()
+    strategy = prunelab.get_strategy("weight-norm-channel", p=2)
+    table = sensitivity(model, mlp_data, sparsities=[0.25, 0.5], strategy=strategy)
+    save_table(table, tmp_path / "sens.csv")
+    recipe = solve(load_table(tmp_path / "sens.csv"), target_sparsity=0.3)
+    assert recipe.options == {"p": 2}
+    assert recipe.build_strategy() == strategy

@@ -217,3 +217,20 @@ def test_recipe_reapplies_sparsegpt_with_its_new_weights(tmp_path):
     again = prunelab.Recipe.load(tmp_path / "r.yaml").masks(net, calibration)
     assert isinstance(again, Reconstructed)
     assert all(torch.equal(again.weights[f], w) for f, w in result.weights.items())
+
+
+def test_recipe_keeps_the_solvers_options(tmp_path):
+    # a recipe that forgot percdamp and blocksize re-applied with the defaults: other weights
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(96, 64) @ torch.randn(64, 64)  # correlated: the options matter
+    calibration = prunelab.Calibration(net, x)
+    strategy = prunelab.get_strategy("sparsegpt", blocksize=32, percdamp=0.3, sequential="layer")
+    result = prunelab.Pruner(net, strategy, calibration=calibration).masks(sparsity=0.5)
+    recipe = prunelab.Recipe.from_masks(result, strategy)
+    assert recipe.options == {"blocksize": 32, "percdamp": 0.3, "sequential": "layer"}
+    recipe.save(tmp_path / "r.yaml")
+    again = prunelab.Recipe.load(tmp_path / "r.yaml").masks(net, calibration)
+    assert all(torch.equal(again.weights[f], w) for f, w in result.weights.items())
+    plain = prunelab.Recipe(strategy="sparsegpt", layers=recipe.layers).masks(net, calibration)
+    assert not torch.equal(plain.weights["0.weight"], result.weights["0.weight"])

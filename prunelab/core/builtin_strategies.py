@@ -196,6 +196,12 @@ class WeightNormChannel(ScoredStrategy):
     granularity: Granularity | str = "channel"
     p: float = field(default=1, metadata={"option": Option("Norm", choices=(1, 2), format="L{}")})
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        number = isinstance(self.p, (int, float)) and not isinstance(self.p, bool)
+        if not number or not self.p > 0:  # inf is the max norm, as in torch
+            raise ValueError(f"p (the norm's order) must be a positive number, got {self.p!r}")
+
     def scores(self, layer: Layer) -> torch.Tensor:
         dim = _channel_dim(self.granularity, layer.target)
         if dim is None:

@@ -40,6 +40,7 @@ __all__ = [
     "get_strategy",
     "list_strategies",
     "register_strategy",
+    "strategy_choices",
     "strategy_options",
     "strategy_table",
     "supported_targets",
@@ -389,6 +390,26 @@ def strategy_options(name: str) -> tuple[Option, ...]:
     """
     cls, fixed = _resolve(name)
     return options_of(cls, fixed=fixed)
+
+
+def strategy_choices(strategy: Strategy) -> dict[str, object]:
+    """The options ``strategy`` was built with that differ from its registered defaults, as
+    plain values: with its name, what rebuilds it (``get_strategy(name, **choices)``).
+    Granularity and ``prune_outputs`` are left out: recipes and tables keep them apart.
+
+    >>> strategy_choices(get_strategy("weight-norm-channel", p=2))
+    {'p': 2}
+    >>> strategy_choices(get_strategy("global-magnitude"))
+    {}
+    """
+    chosen = {}
+    for option in strategy_options(strategy.name):
+        if option.name in ("granularity", "prune_outputs"):
+            continue
+        value = _plain(getattr(strategy, option.name))
+        if value != option.default:
+            chosen[option.name] = value
+    return chosen
 
 
 def strategy_table() -> pd.DataFrame:

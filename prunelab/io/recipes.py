@@ -26,7 +26,7 @@ from ..core.calibration import Calibration
 from ..core.masks import Masks
 from ..core.pruner import Pruner
 from ..core.sparsegpt import Reconstructed
-from ..core.strategies import ScoredStrategy, Strategy, get_strategy
+from ..core.strategies import ScoredStrategy, Strategy, get_strategy, strategy_choices
 from ..core.targets import targets
 from ..runtime.checks import check_sparsity
 from ..runtime.files import atomic_write, bounded_repr, one_line, read_bounded
@@ -84,6 +84,9 @@ class Recipe:
         provenance: Where the numbers came from.
         prune_outputs: With channel granularity, prune the model's output layers too
             (False: they are left out; see :class:`prunelab.Pruner`).
+        options: The strategy's other options where they differ from its defaults, e.g.
+            ``{"p": 2}`` (an L2 channel norm) or SparseGPT's ``{"percdamp": 0.05}``: without
+            them a recipe would re-apply with the defaults and choose other weights.
 
     >>> import torch
     >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -98,6 +101,7 @@ class Recipe:
     default_sparsity: float = 0.0
     provenance: Provenance = field(default_factory=Provenance)
     prune_outputs: bool = False
+    options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
@@ -126,17 +130,18 @@ class Recipe:
         object.__setattr__(
             self, "default_sparsity", _sparsity(self.default_sparsity, "default_sparsity")
         )
+        object.__setattr__(self, "options", _options(self.options))
         self.build_strategy()  # unknown strategy or granularity: fail now, naming the field
 
     def build_strategy(self) -> Strategy:
-        """The strategy object this recipe names, with its granularity."""
+        """The strategy object this recipe names, with its granularity and options."""
         try:
             default = get_strategy(self.strategy)
         except ValueError as exc:
             raise ValueError(f"recipe field 'strategy': {exc}") from exc
         same = str(default.granularity) == self.granularity
         if same and default.prune_outputs == self.prune_outputs:
-            return default
+            return self._with_options({})
         outputs = default.prune_outputs == self.prune_outputs
         # a strategy of its own kind (sparsegpt) may take a granularity, not prune_outputs
         if not isinstance(default, ScoredStrategy) and not (outputs and is_dataclass(default)):
@@ -149,9 +154,17 @@ class Recipe:
         if not same:
             options["granularity"] = self.granularity
         try:
-            return get_strategy(self.strategy, **options)
+            get_strategy(self.strategy, **options)
         except ValueError as exc:
             raise ValueError(f"recipe field 'granularity': {exc}") from exc
+        return self._with_options(options)
+
+    def _with_options(self, options: dict[str, object]) -> Strategy:
+        # the recipe's own options last, so that an error names them and not the granularity
+        try:
+            return get_strategy(self.strategy, **options, **self.options)
+        except ValueError as exc:
+            raise ValueError(f"recipe field 'options': {exc}") from exc
 
     @classmethod
     def from_masks(
@@ -181,6 +194,7 @@ class Recipe:
             layers=layers,
             provenance=provenance or Provenance(),
             prune_outputs=strategy.prune_outputs,
+            options=strategy_choices(strategy),
         )
 
     # -- using it -----------------------------------------------------------------------
@@ -247,6 +261,7 @@ class Recipe:
             "granularity": self.granularity,
             "default_sparsity": self.default_sparsity,
             "prune_outputs": self.prune_outputs,
+            **({"options": dict(self.options)} if self.options else {}),
             "layers": dict(self.layers),
             "provenance": asdict(self.provenance),
         }
@@ -262,6 +277,7 @@ class Recipe:
             "granularity",
             "default_sparsity",
             "prune_outputs",
+            "options",
             "layers",
             "provenance",
         }
@@ -297,6 +313,7 @@ class Recipe:
             default_sparsity=payload.get("default_sparsity", 0.0),
             provenance=Provenance(**provenance),
             prune_outputs=payload.get("prune_outputs", False),
+            options=payload["options"] if payload.get("options") is not None else {},
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -416,6 +433,30 @@ def _sparsity(value: object, name: str) -> float:
         return check_sparsity(value, what=f"recipe field '{name}'")
     except TypeError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _options(options: object) -> dict[str, object]:
+    """The ``options`` field checked: option names to plain values, as a file holds them."""
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            f"recipe field 'options' must map option names to values, got {bounded_repr(options)}"
+        )
+    checked = {}
+    for name, value in options.items():
+        if not isinstance(name, str):
+            raise ValueError(f"recipe field 'options' has a non-string name {bounded_repr(name)}")
+        if name in ("granularity", "prune_outputs"):
+            raise ValueError(f"recipe field 'options.{name}': give it as the recipe field {name!r}")
+        plain = isinstance(value, (bool, int, str)) or (
+            isinstance(value, float) and not math.isnan(value)
+        )
+        if not plain:
+            raise ValueError(
+                f"recipe field 'options.{name[:60]}' must be a number, true/false or text, got "
+                f"{bounded_repr(value)}"
+            )
+        checked[name] = value
+    return checked
 
 
 def _check_provenance(key: str, value: object) -> None:

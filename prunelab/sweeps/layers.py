@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core.calibration import Calibration
 from ..core.pruner import LeftOut, Pruner, chosen_layers
-from ..core.strategies import Strategy, get_strategy
+from ..core.strategies import Strategy, get_strategy, strategy_choices
 from ..core.targets import Target, get_parameter, resolve_targets
 from ..runtime.functional import run_device
 from ..runtime.metrics import headline_metric
@@ -230,6 +230,7 @@ class _Sensitivity:
             "metric": self.metric,
             "baseline": self.baseline[self.metric],
             "strategy": self.strategy.name,
+            "options": strategy_choices(self.strategy),  # what rebuilds it, for its recipes
             "samples": int(self.baseline["samples"]),
         }
 

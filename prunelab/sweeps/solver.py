@@ -356,6 +356,7 @@ def _recipe(attrs: Mapping, predicted_drop: float, layers: dict[str, float]) -> 
             left_out=LeftOut(tuple(attrs.get("left_out") or ())).note,
         ),
         prune_outputs=bool(attrs.get("prune_outputs", False)),
+        options=dict(attrs.get("options") or {}),
     )
 
 
