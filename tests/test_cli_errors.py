@@ -241,6 +241,24 @@ CASES = [
     ),
     Case("--limit 0", lambda t: [*PRUNE[:-2], "--limit", "0"], r"--limit: must be a positive"),
     Case(
+        "--option without =",
+        lambda t: [*PRUNE, "--option", "p2"],
+        r"--option takes NAME=VALUE, e\.g\. p=2",
+    ),
+    Case(
+        "--option the strategy lacks",
+        lambda t: ["prune", MLP, "--strategy", "random", "--sparsity", "0.5", "--option", "p=2"],
+        r"bad options for strategy 'random'.*accepted:",
+    ),
+    Case(
+        "--option out of range",
+        lambda t: [
+            *("prune", MLP, "--strategy", "weight-norm-channel", "--sparsity", "0.5"),
+            *("--option", "p=-1"),
+        ],
+        r"p \(the norm's order\) must be a positive number, got -1",
+    ),
+    Case(
         "unknown option",
         lambda t: [*PRUNE, "--" + "z" * 5000],
         r"unrecognized arguments: -+z+\.\.\.",

@@ -115,3 +115,27 @@ def test_cli_runs_as_a_program(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "energy_removed" in done.stdout and "conv1.weight" in done.stdout
+
+
+def test_strategy_options_reach_the_recipe(tmp_path, capsys):
+    # --option p=2 measured an L2 channel norm: the solved recipe must re-apply as L2
+    sens, recipe = tmp_path / "s.csv", tmp_path / "r.yaml"
+    args = ["sensitivity", "sample:digits-mlp", "--strategy", "weight-norm-channel"]
+    args += ["--option", "p=2", "--sparsities", "0.25,0.5", "--subset", "64"]
+    assert main([*args, "--csv", str(sens)]) == 0
+    assert main(["solve", str(sens), "--target-sparsity", "0.3", "--out", str(recipe)]) == 0
+    loaded = Recipe.load(recipe)
+    assert loaded.options == {"p": 2} and loaded.build_strategy().p == 2
+    masks = tmp_path / "m.pt"
+    prune = ["prune", "sample:digits-mlp", "--strategy", "weight-norm-channel", "--sparsity", "0.5"]
+    assert main([*prune, "--option", "p=2", "--limit", "64", "--out", str(masks)]) == 0
+    capsys.readouterr()
+    model = zoo.load("sample:digits-mlp").model
+    import prunelab
+
+    expected = prunelab.prune(
+        model, prunelab.get_strategy("weight-norm-channel", p=2), sparsity=0.5
+    )
+    saved = torch.load(masks, weights_only=True)
+    saved = saved.get("masks", saved)
+    assert all(torch.equal(expected[f], saved[f].bool()) for f in expected)

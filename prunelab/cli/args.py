@@ -19,12 +19,13 @@ __all__ = [
     "CliError",
     "Parser",
     "add_model_options",
-    "add_outputs_option",
     "add_ray_option",
     "add_resume_options",
+    "add_strategy_options",
     "device_type",
     "finite_float",
     "levels",
+    "option_pair",
     "positive_int",
     "run_options",
     "seed_type",
@@ -147,13 +148,47 @@ def add_resume_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_outputs_option(parser: argparse.ArgumentParser) -> None:
+def add_strategy_options(parser: argparse.ArgumentParser) -> None:
+    """``--prune-outputs`` and ``--option NAME=VALUE``: how the strategy is built."""
     parser.add_argument(
         "--prune-outputs",
         action="store_true",
         help="channel strategies: prune the layers whose outputs are the model's outputs too "
         "(by default they are left out, so that no class is deleted)",
     )
+    parser.add_argument(
+        "--option",
+        type=option_pair,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a strategy option, repeatable: p=2 (an L2 channel norm), percdamp=0.05, "
+        "comparison=row (`prunelab strategies` lists each strategy's options)",
+    )
+
+
+def option_pair(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of ``--option``; the value read as YAML reads a scalar (``2`` a number,
+    ``true`` a bool, ``row`` text).
+
+    >>> option_pair("percdamp=0.05"), option_pair("comparison=row")
+    (('percdamp', 0.05), ('comparison', 'row'))
+    """
+    import yaml
+
+    name, equals, raw = text.partition("=")
+    name = name.strip()
+    if not equals or not name.isidentifier() or not raw.strip():
+        raise argparse.ArgumentTypeError(
+            f"--option takes NAME=VALUE, e.g. p=2 or percdamp=0.05, got {bounded_repr(text)}"
+        )
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if not isinstance(value, (bool, int, float, str)):
+        value = raw.strip()  # "[1]" or "a: b" stay the text they are
+    return name, value
 
 
 def add_ray_option(parser: argparse.ArgumentParser) -> None:

@@ -20,9 +20,9 @@ from .args import (
     CliError,
     Parser,
     add_model_options,
-    add_outputs_option,
     add_ray_option,
     add_resume_options,
+    add_strategy_options,
     finite_float,
     positive_int,
     seed_type,
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--out", help="save the masks (and sparsegpt's new weights) to this file")
     prune.add_argument("--seed", type=seed_type, default=0, help="seed for random strategies")
-    add_outputs_option(prune)
+    add_strategy_options(prune)
     prune.set_defaults(func=_cmd_prune)
 
     sweep = sub.add_parser("sweep", help="accuracy-vs-sparsity curves of several strategies")
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seed", type=seed_type, default=0, help="seed for random strategies")
     sweep.add_argument("--csv", help="save the table to this CSV file")
     add_resume_options(sweep)
-    add_outputs_option(sweep)
+    add_strategy_options(sweep)
     add_ray_option(sweep)
     sweep.set_defaults(func=run_sweep)
 
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sens.add_argument("--csv", help="save the table to this CSV file (input of `solve`)")
     add_resume_options(sens)
-    add_outputs_option(sens)
+    add_strategy_options(sens)
     add_ray_option(sens)
     sens.set_defaults(func=run_sensitivity)
 

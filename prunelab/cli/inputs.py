@@ -62,10 +62,11 @@ def calibration_for(model, strategy, calibration_data, device):
 
 
 def strategy_for(name: str, args: argparse.Namespace):
-    """The strategy ``name`` with the command's options (``--prune-outputs``)."""
+    """The strategy ``name`` with the command's options (``--option``, ``--granularity``,
+    ``--prune-outputs``)."""
     from ..core.strategies import get_strategy
 
-    options: dict[str, object] = {}
+    options: dict[str, object] = dict(getattr(args, "option", None) or [])
     if getattr(args, "granularity", None):  # e.g. sparsegpt or wanda at 2:4
         options["granularity"] = args.granularity
     # the model's output layers are left out of channel pruning unless asked for
