@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,11 +101,33 @@ class Calibration:
         return self._lookup(self.gradients(), fqn, "gradient")
 
     def _compute_gradients(self) -> dict[str, torch.Tensor]:
+        totals: dict[str, torch.Tensor] = {}
+        for grads in self.batch_gradients(list(self._targets)):
+            for fqn, grad in grads.items():
+                totals[fqn] = totals[fqn] + grad if fqn in totals else grad.clone()
+        return {fqn: g.cpu() for fqn, g in totals.items()}
+
+    def batch_gradients(self, fqns: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Gradient of the loss w.r.t. the parameters ``fqns`` (any, not only targets), one
+        ``{fqn: gradient}`` per batch, on the device the batches run on.
+
+        The loss is the model's mean loss on the batch: cross-entropy over samples for a
+        classifier, over tokens whose label is not -100 for a language model (as
+        :mod:`prunelab.runtime.metrics` counts ``loss``), or ``loss_fn``. A tensor the loss
+        does not reach gets zeros. Criteria that need one gradient per batch (the
+        :func:`prunelab.core.head_scores.head_taylor_importance` sum of ``|dL/dgate|``) read
+        it here rather than :meth:`gradients`, the sum.
+
+        >>> net = nn.Sequential(nn.Linear(4, 3))
+        >>> cal = Calibration(net, (torch.randn(8, 4), torch.zeros(8, dtype=torch.long)),
+        ...                   batch_size=4)
+        >>> [g["0.bias"].shape for g in cal.batch_gradients(["0.bias"])]
+        [torch.Size([3]), torch.Size([3])]
+        """
         # get_parameter, not named_parameters(): that names a tied weight after its first
         # owner, which need not be the prunable module its target is named after
-        weights = {fqn: get_parameter(self.model, fqn).detach() for fqn in self._targets}
+        weights = {fqn: get_parameter(self.model, fqn).detach() for fqn in fqns}
         leaves = {fqn: w.to(self.device or w.device).requires_grad_() for fqn, w in weights.items()}
-        totals = {fqn: torch.zeros_like(p) for fqn, p in leaves.items()}
         for batch in self.batches():
             if batch.labels is None:
                 raise ValueError(
@@ -128,10 +150,10 @@ class Calibration:
                     logits, labels = logits.flatten(0, 1), labels.reshape(-1)  # -100 ignored
                 loss = self._loss_fn(logits, labels)
                 grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            for fqn, grad in zip(leaves, grads, strict=True):
-                if grad is not None:
-                    totals[fqn] += grad.detach()
-        return {fqn: g.cpu() for fqn, g in totals.items()}
+            yield {
+                fqn: torch.zeros_like(leaf) if grad is None else grad.detach()
+                for (fqn, leaf), grad in zip(leaves.items(), grads, strict=True)
+            }
 
     # -- activations ----------------------------------------------------------------------
 

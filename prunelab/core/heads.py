@@ -15,8 +15,9 @@ projection. Three layouts are recognised (:func:`attention_layers`):
 **Importance** (:func:`head_importance`) is the L2 norm of all of a head's weights: its q, k, v
 rows and its output columns. It needs no data, is the same for any input, and is ready at
 once (the app shows it without a calibration pass). It is crude: a head with large weights may
-still attend to nothing useful; an activation- or gradient-based score (Michel et al., 2019)
-would catch that and is left for later.
+still attend to nothing useful. The data-aware score of Michel et al. (2019), how much the loss
+moves when a head's output is scaled, catches that:
+:func:`prunelab.core.head_scores.head_taylor_importance` and the strategy ``head-taylor``.
 
 **Masks** (:func:`masks_for_heads`): a pruned head loses its output-projection columns and its
 q, k, v rows and biases. The columns alone already silence it (its output is multiplied by
@@ -48,10 +49,12 @@ __all__ = [
     "AttentionLayer",
     "HeadMagnitude",
     "HeadMasks",
+    "HeadSelection",
     "attention_layers",
     "head_importance",
     "heads_of",
     "masks_for_heads",
+    "no_heads_error",
     "select_heads",
 ]
 
@@ -316,19 +319,33 @@ def heads_of(model: nn.Module, masks: Masks) -> HeadMasks:
     return HeadMasks(found)
 
 
-class _HeadSelection(Selection):
-    """Head masks for a sparsity (fraction of heads), as weight masks."""
+def no_heads_error(name: str, layers: int) -> ValueError:
+    """What a head strategy says of a model without attention layers it recognises (worded as
+    every strategy that finds nothing to prune says it)."""
+    return ValueError(
+        f"strategy {name!r} can prune none of the {layers} layer(s): it prunes attention "
+        "heads, and this model has no attention layer it recognises (nn.MultiheadAttention, "
+        "a qkv/proj attention such as Swin's, or GPT-2's c_attn/c_proj)"
+    )
 
-    def __init__(self, model: nn.Module, layers: Sequence[Layer], scope: str) -> None:
-        self._scores = head_importance(model)
+
+class HeadSelection(Selection):
+    """Head masks for a sparsity (fraction of heads), as weight masks, from one score per head
+    (any head strategy's: ``scores`` maps each attention layer to its heads' scores)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[Layer],
+        scope: str,
+        *,
+        scores: Mapping[str, torch.Tensor],
+        name: str,
+    ) -> None:
+        self._scores = dict(scores)
+        self._name = name
         if not self._scores:
-            # worded as every strategy that finds nothing to prune says it
-            raise ValueError(
-                f"strategy 'head-magnitude' can prune none of the {len(layers)} layer(s): it "
-                "prunes attention heads, and this model has no attention layer it recognises "
-                "(nn.MultiheadAttention, a qkv/proj attention such as Swin's, or GPT-2's "
-                "c_attn/c_proj)"
-            )
+            raise no_heads_error(name, len(layers))
         self._targets = {layer.fqn for layer in layers}
         self._scope = scope
         self._layers = attention_layers(model)
@@ -347,7 +364,7 @@ class _HeadSelection(Selection):
             if layer is None:
                 if value:
                     raise ValueError(
-                        f"strategy 'head-magnitude' prunes attention heads; {fqn} is not an "
+                        f"strategy {self._name!r} prunes attention heads; {fqn} is not an "
                         "attention output projection, so its sparsity must be 0"
                     )
                 continue
@@ -379,7 +396,7 @@ class _HeadSelection(Selection):
     def masks(self, *, sparsity, threshold, per_layer):
         if threshold is not None:
             raise ValueError(
-                "strategy 'head-magnitude' selects by sparsity (fraction of heads pruned) only"
+                f"strategy {self._name!r} selects by sparsity (fraction of heads pruned) only"
             )
         return dict(self._masks(sparsity or 0.0, per_layer or {}).items())
 
@@ -414,11 +431,13 @@ class HeadMagnitude(Strategy):
 
     def prepare(self, layers: Sequence[Layer]) -> Selection:
         raise ValueError(
-            "strategy 'head-magnitude' needs the model (heads span several tensors): use "
-            "prunelab.prune(model, 'head-magnitude', sparsity=...) or prunelab.Pruner"
+            f"strategy {self.name!r} needs the model (heads span several tensors): use "
+            f"prunelab.prune(model, {self.name!r}, sparsity=...) or prunelab.Pruner"
         )
 
     def prepare_model(self, model: nn.Module, layers: Sequence[Layer]) -> Selection:
         """What :class:`prunelab.Pruner` calls instead of :meth:`prepare`: head importance
         needs the q/k/v tensors, which are not all targets."""
-        return _HeadSelection(model, layers, self.scope)
+        return HeadSelection(
+            model, layers, self.scope, scores=head_importance(model), name=self.name
+        )
