@@ -134,6 +134,7 @@ class HeadTaylor(HeadMagnitude):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
+    score_name: ClassVar[str] = "|dL/d gate|, per-layer normalised"
     normalize: bool = field(
         default=True,
         kw_only=True,
@@ -158,4 +159,3 @@ class HeadTaylor(HeadMagnitude):
             )
         scores = head_taylor_importance(model, calibration, normalize=self.normalize)
         return HeadSelection(model, layers, self.scope, scores=scores, name=self.name)
-

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -418,6 +419,8 @@ class HeadMagnitude(Strategy):
             attention layer).
     """
 
+    # what the scores are, for the heads x layers picture (figures.head_importance_map)
+    score_name: ClassVar[str] = "weight L2 norm"
     scope: str = field(default="global", kw_only=True, metadata={"option": SCOPE})
     granularity: object = field(default=HEAD, kw_only=True, metadata=HIDDEN)
     prune_outputs: bool = field(default=False, kw_only=True, metadata=HIDDEN)

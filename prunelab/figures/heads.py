@@ -23,6 +23,7 @@ def head_importance_map(
     kept: Mapping[str, object] | None = None,
     *,
     title: str | None = None,
+    score: str = "importance",
 ) -> go.Figure:
     """Heads x layers heatmap of head importance, with pruned heads crossed out.
 
@@ -32,12 +33,17 @@ def head_importance_map(
         kept: ``{attention layer: bool per head}`` (True = kept), e.g. from
             :func:`prunelab.core.heads.heads_of`; None draws no marks.
         title: Main title.
+        score: What the scores are, for the colour bar, the hover text and the subtitle
+            (e.g. ``"weight L2 norm"`` for head-magnitude, ``"|dL/d gate|"`` for head-taylor).
 
     >>> import torch
     >>> kept = {"l0": torch.tensor([True, False])}
     >>> fig = head_importance_map({"l0": torch.tensor([1.0, 2.0])}, kept)
     >>> fig.data[0].z.tolist(), list(fig.data[1].x)
     ([[1.0, 2.0]], [1])
+    >>> fig = head_importance_map({"l0": torch.tensor([1.0])}, score="|dL/d gate|")
+    >>> fig.data[0].colorbar.title.text
+    '|dL/d gate|'
     """
     names = list(importance)
     if not names:
@@ -56,8 +62,8 @@ def head_importance_map(
             x=list(range(width)),
             y=labels,
             colorscale="Blues",
-            colorbar={"title": "importance"},
-            hovertemplate="%{y}, head %{x}<br>importance %{z:.4g}<extra></extra>",
+            colorbar={"title": score},
+            hovertemplate=f"%{{y}}, head %{{x}}<br>{score} %{{z:.4g}}<extra></extra>",
         )
     )
     pruned_total = 0
@@ -81,8 +87,9 @@ def head_importance_map(
         )
     total = int(np.isfinite(grid).sum())
     note = f"{pruned_total} of {total} heads pruned (crossed)" if kept is not None else None
+    shown = None if score == "importance" else f"colour: {score}"
     fig.update_layout(
-        title=_title(title or "Attention heads", [note]),
+        title=_title(title or "Attention heads", [shown, note]),
         height=max(260, 28 * len(names) + 140),
         showlegend=False,
     )

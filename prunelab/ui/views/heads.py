@@ -16,6 +16,20 @@ from ..widgets import explain
 
 __all__ = ["heads_section"]
 
+# what each head strategy's colours mean, in a sentence; a registered head strategy without
+# an entry is described by its score_name alone
+_SCORES = {
+    "head-magnitude": (
+        "the L2 norm of its query, key, value and output weights (no data: blind to what the "
+        "head attends to)"
+    ),
+    "head-taylor": (
+        "how much the loss on the chosen data moves when the head's output is scaled: "
+        "|dL/d gate| summed over the calibration batches, each layer divided by its L2 norm "
+        "(Michel et al., 2019)"
+    ),
+}
+
 
 def heads_section(choice: Choice, pruner: Pruner, masks: Masks) -> None:
     """Draw the section when the model has attention layers prunelab recognises; else nothing.
@@ -27,23 +41,31 @@ def heads_section(choice: Choice, pruner: Pruner, masks: Masks) -> None:
     if not layers:
         return
     st.subheader("Attention heads")
-    if not isinstance(pruner.strategy.granularity, Head):
+    strategy = pruner.strategy
+    if not isinstance(strategy.granularity, Head):
         explain(
             f"This model has {sum(a.num_heads for a in layers)} attention heads in "
-            f"{len(layers)} layers. Choose the strategy head-magnitude to prune whole heads and "
-            "see them here, heads x layers."
+            f"{len(layers)} layers. Choose the strategy head-magnitude (weight norms, no data) "
+            "or head-taylor (gradients on the chosen data) to prune whole heads and see them "
+            "here, heads x layers."
         )
         return
     kept = heads_of(choice.model, masks)
-    key = (choice.model_key, pruner.strategy.name, engine.digest(*kept.values()))
+    score = getattr(strategy, "score_name", "importance")
+    scores = pruner.scores()
+    # the scores are in the key: head-taylor's change with the data and options, not the model
+    key = (choice.model_key, strategy.name, engine.digest(*kept.values(), *scores.values()))
     fig = cache.figure(
-        ("heads", *key), _build=lambda: figures.head_importance_map(pruner.scores(), kept)
+        ("heads", *key, score),
+        _build=lambda: figures.head_importance_map(
+            scores, kept, title=f"Attention heads by {strategy.name}", score=score
+        ),
     )
     st.plotly_chart(fig, key="heads_chart")
     explain(
-        f"One cell per attention head ({kept.total()} in {len(kept)} layers), coloured by the "
-        "L2 norm of its query, key, value and output weights; crossed heads are pruned by "
-        "these masks (all of their output-projection columns are zero). The strategy "
-        "head-magnitude prunes whole heads, lowest norm first; Export can then remove them, "
-        "leaving fewer heads of the same width."
+        f"One cell per attention head ({kept.total()} in {len(kept)} layers), coloured by "
+        f"{_SCORES.get(strategy.name, score)}; crossed heads are pruned by these masks (all of "
+        f"their output-projection columns are zero). The strategy {strategy.name} prunes whole "
+        "heads, lowest score first; Export can then remove them, leaving fewer heads of the "
+        "same width."
     )
