@@ -124,8 +124,10 @@ def head_taylor_importance(
 @register_strategy("head-taylor")
 @dataclass(frozen=True)
 class HeadTaylor(HeadMagnitude):
-    """Prune whole attention heads by |dL/d(head gate)| on calibration data (Michel et al.,
-    2019); sparsity = fraction of heads.
+    """Prune whole attention heads by |dL/d head gate| on data (Michel et al., 2019).
+
+    The sparsity is the fraction of heads pruned; the scores are
+    :func:`head_taylor_importance`'s.
 
     Args:
         scope: ``"global"`` (one ranking of all heads) or ``"layer"`` (the fraction in each
