@@ -285,8 +285,7 @@ _preset(
 )
 
 # SparseGPT rewrites weights, so it lives with its solver; attention heads (core/heads.py)
-# build on the classes above. Importing them registers "head-magnitude", "head-taylor" and
-# "sparsegpt" last.
-from . import head_scores as _head_scores  # noqa: E402, F401
+# build on the classes above. Importing them registers "head-magnitude" (and, through heads,
+# "head-taylor") and "sparsegpt" last.
 from . import heads as _heads  # noqa: E402, F401
 from . import sparsegpt_strategy  # noqa: E402, F401

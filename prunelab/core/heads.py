@@ -444,3 +444,8 @@ class HeadMagnitude(Strategy):
         return HeadSelection(
             model, layers, self.scope, scores=head_importance(model), name=self.name
         )
+
+
+# the data-aware head strategy builds on the classes above; importing it here registers
+# "head-taylor" right after "head-magnitude" whichever module is imported first
+from . import head_scores as _head_scores  # noqa: E402, F401
