@@ -58,21 +58,24 @@ def random_heads(model, test, sparsity: float) -> float:
     return sum(results) / len(results)
 
 
+def sample(calibration: int, test: int) -> tuple:
+    """pydoc-gpt, its first ``calibration`` train sequences and ``test`` test ones (0: all)."""
+    bundle = prunelab.zoo.load("sample:pydoc-gpt")
+    splits = []
+    for split, limit in (("train", calibration), ("test", test)):
+        spec = f"sample:pydoc-text?limit={limit}" if limit else "sample:pydoc-text"
+        splits.append(datasets.load(spec, split=split, tokenizer=bundle.tokenizer))
+    return bundle.model.eval(), *splits
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", type=int, default=64, help="train sequences")
     parser.add_argument("--test", type=int, default=0, help="test sequences (0: all)")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)  # as the app runs
     start = time.perf_counter()
-    bundle = prunelab.zoo.load("sample:pydoc-gpt")
-    model = bundle.model.eval()
-    calib = datasets.load(
-        f"sample:pydoc-text?limit={args.calibration}", split="train", tokenizer=bundle.tokenizer
-    )
-    limit = f"?limit={args.test}" if args.test else ""
-    test = datasets.load(f"sample:pydoc-text{limit}", split="test", tokenizer=bundle.tokenizer)
+    model, calib, test = sample(args.calibration, args.test)
     calibration = prunelab.Calibration(model, calib, batches=len(calib), batch_size=16)
     dense = perplexity(model, test)
     print(f"# calibration {len(calib)} train sequences, test {len(test)}; dense {dense:.2f}")
