@@ -187,3 +187,26 @@ def test_head_taylor_is_listed_with_its_options_and_prunes_per_layer():
     cal = prunelab.Calibration(model, (ids, ids.roll(-1, dims=1)), batch_size=4)
     masks = prunelab.prune(model, strategy, sparsity=0.5, calibration=cal)
     assert [int((~k).sum()) for k in heads_of(model, masks).values()] == [2, 2]
+
+
+@pytest.mark.parametrize("name", ["head-magnitude", "head-taylor"])
+def test_gpt2_head_recipes_re_apply_the_same_heads(name):
+    from prunelab.io.recipes import Recipe
+
+    model = tiny_gpt2(n_head=4)
+    ids = torch.randint(0, 50, (8, 6), generator=torch.Generator().manual_seed(3))
+    cal = prunelab.Calibration(model, (ids, ids.roll(-1, dims=1)), batch_size=4)
+    strategy = prunelab.get_strategy(name)
+    masks = prunelab.prune(model, strategy, sparsity=0.5, calibration=cal)
+    # c_attn is a target too: its recorded sparsity is its layer's fraction of heads pruned
+    recipe = Recipe.loads(Recipe.from_masks(masks, strategy).dumps())
+    again = recipe.masks(model, cal)
+    assert masks.all().keys() == again.all().keys()
+    assert all(torch.equal(m, again.all()[fqn]) for fqn, m in masks.all().items())
+    pruner = prunelab.Pruner(model, strategy, calibration=cal)
+    disagree = {
+        "transformer.h.0.attn.c_attn.weight": 0.5,
+        "transformer.h.0.attn.c_proj.weight": 0.25,
+    }
+    with pytest.raises(ValueError, match="sparsities must agree"):
+        pruner.masks(sparsity=0.0, per_layer=disagree)

@@ -359,20 +359,30 @@ class HeadSelection(Selection):
 
     def _heads(self, sparsity: float, per_layer: Mapping[str, float]) -> HeadMasks:
         heads = dict(select_heads(self._scores, sparsity=sparsity, scope=self._scope))
-        outs = {layer.out[0]: layer for layer in self._layers}
+        # a head owns an equal share of its layer's output-projection columns and of its
+        # q/k/v rows, so either tensor's sparsity is the fraction of the layer's heads pruned:
+        # a recipe's per-layer numbers re-apply (GPT-2's c_attn and Swin's qkv are targets)
+        owners = {fqn: layer for layer in self._layers for fqn, _ in (*layer.qkv, layer.out)}
+        asked: dict[str, tuple[str, float]] = {}
         for fqn, value in per_layer.items():
-            layer = outs.get(fqn)
+            layer = owners.get(fqn)
             if layer is None:
                 if value:
                     raise ValueError(
                         f"strategy {self._name!r} prunes attention heads; {fqn} is not an "
-                        "attention output projection, so its sparsity must be 0"
+                        "attention projection, so its sparsity must be 0"
                     )
                 continue
-            # an output projection's sparsity is the fraction of its heads pruned (each head
-            # owns an equal share of its columns), so a recipe's per-layer numbers re-apply
-            one = {layer.fqn: self._scores[layer.fqn]}
-            heads[layer.fqn] = select_heads(one, sparsity=value, scope="layer")[layer.fqn]
+            first, before = asked.setdefault(layer.fqn, (fqn, value))
+            if abs(before - value) > 1e-9:
+                raise ValueError(
+                    f"strategy {self._name!r} prunes the same heads from {first} and {fqn} "
+                    f"(both of attention layer {layer.fqn}): their sparsities must agree, "
+                    f"got {before} and {value}"
+                )
+        for name, (_, value) in asked.items():
+            one = {name: self._scores[name]}
+            heads[name] = select_heads(one, sparsity=value, scope="layer")[name]
         return HeadMasks(heads)
 
     def _masks(self, sparsity: float, per_layer: Mapping[str, float]) -> Masks:
