@@ -467,3 +467,28 @@ def test_strategies_without_dataclass_fields_have_no_options(registry_sandbox):
 
     assert strategy_options("plain") == ()
     assert prunelab.strategy_table().set_index("name").loc["plain", "options"] == "-"
+
+
+def test_menu_order_does_not_depend_on_which_module_is_imported_first():
+    # heads, head_scores and sparsegpt_strategy import one another: whichever a program
+    # imports first used to register first, and moved in the app's menus
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, sys; importlib.import_module(sys.argv[1]); "
+        "from prunelab.core.strategies import list_strategies; print(list_strategies())"
+    )
+    modules = (
+        "prunelab.core.heads",
+        "prunelab.core.head_scores",
+        "prunelab.core.sparsegpt_strategy",
+    )
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", script, module], capture_output=True, text=True, check=True
+        ).stdout
+        for module in modules
+    }
+    assert len(orders) == 1, orders
+    assert orders.pop().strip().endswith("'head-magnitude', 'head-taylor', 'sparsegpt']")

@@ -263,6 +263,10 @@ class _Preset:
 
 
 _REGISTRY: dict[str, type[Strategy] | _Preset] = {}
+# the built-ins' menu order, by the module each lives in: the classic criteria, attention
+# heads, then SparseGPT. The modules import one another, so the order they register in
+# depends on which of them a program imports first; menus should not.
+_BUILTIN_MODULES = ("builtin_strategies", "heads", "head_scores", "sparsegpt_strategy")
 
 
 def register_strategy(
@@ -341,7 +345,18 @@ def list_strategies() -> list[str]:
     ``global-magnitude`` and ``layer-magnitude`` (:func:`get_strategy` takes both forms).
     """
     behind = {entry.cls for entry in _REGISTRY.values() if isinstance(entry, _Preset)}
-    return [n for n, e in _REGISTRY.items() if isinstance(e, _Preset) or e not in behind]
+    listed = [n for n, e in _REGISTRY.items() if isinstance(e, _Preset) or e not in behind]
+    return sorted(listed, key=_menu_rank)  # stable: each module keeps its own order
+
+
+def _menu_rank(name: str) -> int:
+    # built-ins by module (see _BUILTIN_MODULES), then user strategies in registration order
+    entry = _REGISTRY[name]
+    module = (entry.cls if isinstance(entry, _Preset) else entry).__module__
+    package, _, leaf = module.rpartition(".")
+    if package == __package__ and leaf in _BUILTIN_MODULES:
+        return _BUILTIN_MODULES.index(leaf)
+    return len(_BUILTIN_MODULES)
 
 
 def get_strategy(name: str | Strategy, **options: object) -> Strategy:
