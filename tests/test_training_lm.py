@@ -156,3 +156,26 @@ def test_pruning_while_training_a_language_model():
     assert history["sparsity"].tolist() == [0.5] * 4
     assert tuned.lm_head.weight is tuned.transformer.wte.weight
     assert int((tuned.transformer.wte.weight == 0).sum()) == 0
+
+
+def test_training_curves_read_a_language_model_by_perplexity():
+    import pandas as pd
+
+    from prunelab.figures import training_curves
+
+    history = pd.DataFrame(
+        {
+            "step": [0, 1],
+            "loss": [math.log(40.0), math.log(30.0)],
+            "accuracy": [0.1, 0.2],
+            "eval_perplexity": [math.nan, 28.0],
+            "eval_loss": [math.nan, math.log(28.0)],
+        }
+    )
+    fig = training_curves(history, metric="perplexity")
+    lower = [t for t in fig.data if t.yaxis == "y2"]
+    assert list(lower[0].y) == pytest.approx([40.0, 30.0])  # exp of each batch's loss
+    assert list(lower[1].y) == [28.0]  # the held-out perplexity, a diamond
+    assert "lower is better" in fig.layout.annotations[1].text
+    with pytest.raises(ValueError, match="accepted: accuracy, perplexity"):
+        training_curves(history, metric="kl")
