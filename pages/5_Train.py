@@ -12,7 +12,15 @@ from prunelab.ui.quality import change_of, inverse_delta
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import train as view
-from prunelab.ui.views.train import BITS, LM_CONFIG, LM_SEQUENCES, RATES, SOURCES, Plan
+from prunelab.ui.views.train import (
+    BITS,
+    LM_CONFIG,
+    LM_SEQUENCES,
+    LM_SUFFIX,
+    RATES,
+    SOURCES,
+    Plan,
+)
 from prunelab.ui.widgets import explain
 
 st.set_page_config(page_title="Train · prunelab", layout="wide")
@@ -65,9 +73,16 @@ with error_boundary():
 
     def settings() -> Plan:
         defaults = LM_CONFIG if lm else TrainConfig()
+        # a language model keeps its own epochs and rate: a classifier's 3 epochs at 0.003,
+        # carried over when the model changes, would train it for minutes
+        own = LM_SUFFIX if lm else ""
         cols = st.columns(5)
-        epochs = int(cols[0].number_input("Epochs", 1, 50, defaults.epochs, key=Keys.train_epochs))
-        lr = cols[1].select_slider("Learning rate", RATES, value=defaults.lr, key=Keys.train_lr)
+        epochs = int(
+            cols[0].number_input("Epochs", 1, 50, defaults.epochs, key=Keys.train_epochs + own)
+        )
+        lr = cols[1].select_slider(
+            "Learning rate", RATES, value=defaults.lr, key=Keys.train_lr + own
+        )
         optimizer = cols[2].selectbox("Optimizer", ("adam", "sgd"), key=Keys.train_optimizer)
         kind = cols[3].selectbox(
             "Gradual schedule",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prunelab.ui.state import Keys
+from prunelab.ui.views.train import LM_SUFFIX
 from tests.app.conftest import assert_clean, metric, page
 
 PAGE = "pages/5_Train.py"
@@ -13,12 +14,14 @@ PAGE = "pages/5_Train.py"
 @pytest.mark.slow
 def test_train_page_fine_tunes_a_language_model_and_reads_perplexity():
     at = page(PAGE)
-    at.session_state[Keys.sample] = "sample:pydoc-gpt"
     at.session_state[Keys.train_bits] = [8]  # one quantized evaluation is enough here
-    at.run()
+    at.run()  # the app's default classifier first: its settings must not carry over
+    at.sidebar.selectbox(key=Keys.sample).set_value("sample:pydoc-gpt").run()
     assert_clean(at)
     assert not any("not supported" in i.value for i in at.info)
-    assert at.number_input(key=Keys.train_epochs).value == 1  # the language model's defaults
+    # the language model's own defaults, not the classifier's 3 epochs at 0.003
+    assert at.number_input(key=Keys.train_epochs + LM_SUFFIX).value == 1
+    assert at.select_slider(key=Keys.train_lr + LM_SUFFIX).value == 0.001
     at.number_input(key=Keys.train_sequences).set_value(64)  # 4 steps a run: a quick test
     at.button(key=Keys.train_run).click().run()
     assert_clean(at)

@@ -33,6 +33,7 @@ __all__ = [
     "LIVE_UPDATES",
     "LM_CONFIG",
     "LM_SEQUENCES",
+    "LM_SUFFIX",
     "RATES",
     "SOURCES",
     "Plan",
@@ -57,6 +58,7 @@ LIVE_UPDATES = 20  # redraws of the live chart per run
 # already wins back part of the perplexity lost at 70% sparsity; Adam at 0.003 overshoots.
 LM_SEQUENCES = 256
 LM_CONFIG = TrainConfig(epochs=1, lr=0.001, batch_size=16)
+LM_SUFFIX = "_lm"  # a language model's epochs and rate widgets: Keys.train_epochs + LM_SUFFIX
 
 
 def is_language_model(choice: Choice) -> bool:
