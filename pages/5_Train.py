@@ -4,14 +4,23 @@ import streamlit as st
 
 from prunelab import figures
 from prunelab.core.masks import Masks
-from prunelab.figures.fmt import percent, points
+from prunelab.figures.fmt import metric_name, metric_value, percent
 from prunelab.training import OneShot, TrainConfig
 from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
+from prunelab.ui.quality import change_of, inverse_delta
 from prunelab.ui.sidebar import sidebar
 from prunelab.ui.state import Keys
 from prunelab.ui.views import train as view
-from prunelab.ui.views.train import BITS, RATES, SOURCES
+from prunelab.ui.views.train import (
+    BITS,
+    LM_CONFIG,
+    LM_SEQUENCES,
+    LM_SUFFIX,
+    RATES,
+    SOURCES,
+    Plan,
+)
 from prunelab.ui.widgets import explain
 
 st.set_page_config(page_title="Train · prunelab", layout="wide")
@@ -23,14 +32,12 @@ with error_boundary():
         "model with its masks kept (pruned weights stay exactly zero); gradual pruning raises the "
         "sparsity step by step while training, so the network adapts on the way."
     )
-    if choice.bundle.task == "language-model":
-        st.info(
-            "Fine-tuning a language model is not supported here yet: the trainer learns from "
-            "labelled classes, not next tokens. Prune it one-shot instead (SparseGPT and Wanda "
-            "need no retraining), or fine-tune the exported hf directory with transformers' "
-            "own Trainer, keeping the zeros (the Export page's hf download)."
+    lm = view.is_language_model(choice)
+    if lm:
+        st.caption(
+            "A language model learns its next tokens here and is judged by perplexity on the "
+            "test split (lower is better); pruning makes it rise, training lowers it again."
         )
-        st.stop()
     if choice.data is None or choice.data_spec is None:
         st.info("Training needs labelled data: pick evaluation data in the sidebar.")
         st.stop()
@@ -64,10 +71,18 @@ with error_boundary():
             st.stop()
         return view.recipe_masks(choice, text)
 
-    def settings() -> tuple[TrainConfig, str, tuple[float, float]]:
+    def settings() -> Plan:
+        defaults = LM_CONFIG if lm else TrainConfig()
+        # a language model keeps its own epochs and rate: a classifier's 3 epochs at 0.003,
+        # carried over when the model changes, would train it for minutes
+        own = LM_SUFFIX if lm else ""
         cols = st.columns(5)
-        epochs = int(cols[0].number_input("Epochs", 1, 50, 3, key=Keys.train_epochs))
-        lr = cols[1].select_slider("Learning rate", RATES, value=0.003, key=Keys.train_lr)
+        epochs = int(
+            cols[0].number_input("Epochs", 1, 50, defaults.epochs, key=Keys.train_epochs + own)
+        )
+        lr = cols[1].select_slider(
+            "Learning rate", RATES, value=defaults.lr, key=Keys.train_lr + own
+        )
         optimizer = cols[2].selectbox("Optimizer", ("adam", "sgd"), key=Keys.train_optimizer)
         kind = cols[3].selectbox(
             "Gradual schedule",
@@ -87,6 +102,21 @@ with error_boundary():
             "percent of the whole training (0% = first step, 100% = last step).",
         )
         window = (start / 100, end / 100)
+        sequences = None
+        if lm:  # a pass over all the text takes minutes on a CPU: its first sequences
+            available = len(cache.train_split(choice.data_spec))
+            sequences = int(
+                st.number_input(
+                    "Training sequences",
+                    min(16, available),
+                    available,
+                    min(LM_SEQUENCES, available),
+                    16,
+                    key=Keys.train_sequences,
+                    help=f"The first sequences of the training split, {defaults.batch_size} "
+                    f"per optimizer step (of {available:,}).",
+                )
+            )
         layers = view.freezable_layers(choice)
         st.caption("Freeze layers (their weights stay exactly as they are):")
         boxes = st.columns(min(len(layers), 6) or 1)
@@ -95,26 +125,40 @@ with error_boundary():
             for i, name in enumerate(layers)
             if boxes[i % len(boxes)].checkbox(name, key=Keys.train_freeze + name)
         )
-        config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, frozen=frozen)
-        return config, kind, window
+        config = TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            optimizer=optimizer,
+            frozen=frozen,
+            batch_size=defaults.batch_size,
+        )
+        return Plan(config, kind, window, sequences)
 
     def show(result: dict, label: str, key: tuple) -> None:
-        dense = result["dense"]["accuracy"]
-        accuracies = view.accuracies(result)
+        metric = result["metric"]
+        dense = result["dense"][metric]
+        values = view.headline_values(result)
         cols = st.columns(4)
-        cols[0].metric("Dense accuracy", percent(dense))
-        for col, (name, value) in zip(cols[1:], accuracies.items(), strict=True):
+        cols[0].metric(f"Dense {metric}", metric_value(metric, dense))
+        change = "rise" if metric == "perplexity" else "change"
+        for col, (name, value) in zip(cols[1:], values.items(), strict=True):
             col.metric(
                 name.capitalize(),
-                percent(value),
-                points(value - dense),
-                help="Accuracy on the test split; below it, the change from the dense model.",
+                metric_value(metric, value),
+                change_of(metric, value, dense),
+                delta_color=inverse_delta(result["dense"]),
+                help=f"{metric_name(metric).capitalize()} on the test split; below it, the "
+                f"{change} from the dense model.",
             )
         left, right = st.columns(2)
         with left:
             st.plotly_chart(
                 figures.compare_bars(
-                    accuracies, dense=dense, title=f"Accuracy at {result['sparsity']:.0%} sparsity"
+                    values,
+                    dense=dense,
+                    metric=metric,
+                    title=f"{metric_name(metric).capitalize()} at {result['sparsity']:.0%} "
+                    "sparsity",
                 ),
                 key="train_compare_chart",
             )
@@ -142,10 +186,14 @@ with error_boundary():
                 f"{schedule.start} and reaches the final sparsity at step {schedule.end} of "
                 f"{result['total']}; the steps after that are left to recover."
             )
-        st.plotly_chart(figures.training_curves(result["histories"]), key="train_curves_chart")
+        st.plotly_chart(
+            figures.training_curves(result["histories"], metric=metric),
+            key="train_curves_chart",
+        )
+        shown = "perplexity (exp of the loss, lower is better)" if lm else "accuracy"
         explain(
-            "Loss and accuracy of each training batch as training goes on (they are noisy: every "
-            "batch is different), one colour per run. The dotted line is the gradual run's "
+            f"Loss and {shown} of each training batch as training goes on (they are noisy: "
+            "every batch is different), one colour per run. The dotted line is the gradual run's "
             "sparsity: its loss rises each time more weights go, and falls again as the remaining "
             "weights take over."
         )
@@ -163,19 +211,25 @@ with error_boundary():
         )
         rows = view.quantized_rows(choice, result, key, bits)
         st.dataframe(rows, hide_index=True, key="train_quantized_table")
+        why = (
+            "A language model's predictions are its next tokens, one per position; perplexity "
+            "is exp of the loss, lower is better."
+            if lm
+            else "Accuracy can stay the same at fewer bits when the few predictions that change "
+            "are as often right as wrong: the loss and the share of predictions unchanged show "
+            "that the rounding did happen."
+        )
         explain(
             "Each kept weight is rounded to one of 2^(bits-1) - 1 levels per sign (one scale per "
-            "tensor, symmetric; pruned weights stay exactly zero). Accuracy can stay the same at "
-            "fewer bits when the few predictions that change are as often right as wrong: the "
-            "loss and the share of predictions unchanged show that the rounding did happen."
+            f"tensor, symmetric; pruned weights stay exactly zero). {why}"
         )
 
     masks, label = pick_masks()
-    config, kind, window = settings()
-    key = view.result_key(choice, masks, config, kind, window)
+    plan = settings()
+    key = view.result_key(choice, masks, plan)
     result = cache.remembered(key)
     if st.button("Train", type="primary", key=Keys.train_run) and result is None:
-        view.train(choice, key, masks, config, kind, window)  # then the page is drawn again
+        view.train(choice, key, masks, plan)  # then the page is drawn again
     if result is None:
         st.info(
             f"Masks: {label} ({percent(masks.sparsity())} sparse). Press **Train** to fine-tune "

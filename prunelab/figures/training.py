@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import plotly.graph_objects as go
@@ -33,12 +34,35 @@ def _histories(history: object) -> dict[str, object]:
 _RUN_COLOURS = (_KEPT, "#f28e2b", "#59a14f", "#9467bd", "#e15759", "#76b7b2")
 
 
-def training_curves(history: object, *, title: str | None = None) -> go.Figure:
-    """Loss (top) and accuracy (bottom) per optimizer step of one or more training runs.
+def _lower_panel(metric: str) -> tuple[str, str, float, str]:
+    """The lower panel for ``metric``: (its title, the eval column, scale, value format)."""
+    if metric == "accuracy":
+        return "accuracy (%)", "eval_accuracy", 100, ".4g"
+    if metric == "perplexity":
+        return "perplexity (exp of the loss; lower is better)", "eval_perplexity", 1, ".4g"
+    raise ValueError(
+        f"unknown metric {metric!r} for training curves; accepted: accuracy, perplexity"
+    )
 
-    Each run has one colour in both panels. Batch values are drawn as lines; ``eval_accuracy``
-    and ``eval_loss`` (measured on held-out data after each epoch) as diamonds; the sparsity
-    in force as a dotted line on the accuracy panel, when it changes during the run. The
+
+def _lower_values(frame: object, metric: str, scale: float) -> list[float]:
+    """The batch values of the lower panel: accuracy, or a language model's perplexity, which
+    is exp of the batch's mean token loss (as prunelab.evaluate counts perplexity)."""
+    if metric == "perplexity":
+        return [math.exp(min(v, 700.0)) for v in frame["loss"].tolist()]
+    return (frame[metric] * scale).tolist()
+
+
+def training_curves(
+    history: object, *, metric: str = "accuracy", title: str | None = None
+) -> go.Figure:
+    """Loss (top) and accuracy or perplexity (bottom) per optimizer step of training runs.
+
+    Each run has one colour in both panels. Batch values are drawn as lines; ``eval_loss`` and
+    ``eval_accuracy`` (or ``eval_perplexity``), measured on held-out data after each epoch, as
+    diamonds; the sparsity in force as a dotted line (in %) on the lower panel, when it
+    changes during the run. A language model's run is read with ``metric="perplexity"``: the
+    lower panel is then exp of each batch's mean token loss, lower is better. The
     legend has one entry per kind of mark and run (grouped under the run's name), and says
     only what is drawn: a run without held-out data has no diamond entry.
 
@@ -46,6 +70,8 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
         history: A history from :func:`prunelab.training.loop.finetune` (columns step, loss,
             accuracy and optionally sparsity, eval_accuracy, eval_loss), or ``{name: history}``
             to compare runs.
+        metric: The lower panel: ``"accuracy"`` (a classifier) or ``"perplexity"`` (a
+            language model).
         title: Main title.
 
     >>> import pandas as pd
@@ -54,13 +80,14 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
     >>> [(t.name, t.showlegend is not False) for t in training_curves(h).data]
     [('batch values', True), ('batch values', False), ('sparsity', True)]
     """
+    lower_title, lower_eval, lower_scale, _ = _lower_panel(metric)
     named = _histories(history)
     fig = make_subplots(
         rows=2,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=("loss", "accuracy (%)"),
+        subplot_titles=("loss", lower_title),
     )
     held_out = False
     for index, (name, frame) in enumerate(named.items()):
@@ -68,11 +95,13 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
         run = f"{name}: " if name else ""
         group = {"legendgroup": name or "run", "legendgrouptitle_text": name or None}
         steps = frame["step"].tolist()
-        for row, column, scale in ((1, "loss", 1), (2, "accuracy", 100)):
+        for row, column in ((1, "loss"), (2, metric)):
             fig.add_trace(
                 go.Scatter(
                     x=steps,
-                    y=(frame[column] * scale).tolist(),
+                    y=frame["loss"].tolist()
+                    if row == 1
+                    else _lower_values(frame, metric, lower_scale),
                     mode="lines",
                     line={"color": colour},
                     name="batch values",
@@ -84,13 +113,13 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
                 col=1,
             )
         legend_entry = True  # one "held-out" entry per run, for both panels
-        for column in ("eval_loss", "eval_accuracy"):
+        for column in ("eval_loss", lower_eval):
             if column not in frame:
                 continue
             measured = frame.dropna(subset=[column])
             if measured.empty:
                 continue
-            row, scale = (1, 1) if column == "eval_loss" else (2, 100)
+            row, scale = (1, 1) if column == "eval_loss" else (2, lower_scale)
             fig.add_trace(
                 go.Scatter(
                     x=measured["step"].tolist(),
@@ -122,7 +151,10 @@ def training_curves(history: object, *, title: str | None = None) -> go.Figure:
                 col=1,
             )
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
+    if metric == "accuracy":
+        fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
+    else:  # linear, as the sparsity line in % shares the panel (a log axis would drop 0%)
+        fig.update_yaxes(title_text="perplexity (lower is better)", row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", row=2, col=1)
     notes = ["lines: each training batch", "diamonds: held-out data" if held_out else None]
     fig.update_layout(title=_title(title or "Training", notes), height=520)

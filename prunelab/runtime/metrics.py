@@ -61,7 +61,9 @@ __all__ = [
     "headline_metric",
     "is_token_data",
     "logits_of",
+    "mean_token_loss",
     "model_input_errors",
+    "scored_tokens",
     "summarize",
 ]
 
@@ -245,12 +247,9 @@ def accumulate_batch(
     per_token = logits.ndim == 3
     if per_token:
         if labels is not None:
-            labels = check_token_labels(labels, logits)
-            keep = labels.reshape(-1) != IGNORE_INDEX
-            labels = labels.reshape(-1)[keep]
-        logits = logits.reshape(-1, logits.shape[-1])
-        if keep is not None:
-            logits = logits[keep]
+            logits, labels, keep = scored_tokens(logits, labels)
+        else:
+            logits = logits.reshape(-1, logits.shape[-1])
     if labels is not None:
         if keep is None:
             labels = check_labels(labels, logits)
@@ -284,6 +283,37 @@ def accumulate_batch(
             )
         totals.compared += logits.shape[0]
     totals.samples += n
+
+
+def scored_tokens(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scored positions of a language model's batch: ``(logits, labels, keep)`` with
+    ``logits`` ``(tokens, vocab)`` and ``labels`` ``(tokens,)`` for the positions whose label
+    is not -100, and ``keep`` the flat boolean mask of those positions. Every token metric
+    (and training's loss) reads the same positions through here.
+
+    >>> rows, ids, keep = scored_tokens(torch.zeros(1, 3, 4), torch.tensor([[1, -100, 2]]))
+    >>> tuple(rows.shape), ids.tolist(), keep.tolist()
+    ((2, 4), [1, 2], [True, False, True])
+    """
+    labels = check_token_labels(labels, logits)
+    keep = labels.reshape(-1) != IGNORE_INDEX
+    return logits.reshape(-1, logits.shape[-1])[keep], labels.reshape(-1)[keep], keep
+
+
+def mean_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the scored positions (label not -100), as a tensor
+    that gradients flow through: the ``loss`` that :func:`summarize` reports, for one batch.
+    A batch with no scored position has loss 0 (and no gradient).
+
+    >>> float(mean_token_loss(torch.zeros(1, 3, 4), torch.tensor([[1, -100, 2]])))  # log 4
+    1.3862943649291992
+    """
+    rows, ids, _ = scored_tokens(logits, labels)
+    if not ids.numel():
+        return logits.sum() * 0.0
+    return F.cross_entropy(rows, ids)
 
 
 def check_token_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

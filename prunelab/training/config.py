@@ -85,8 +85,8 @@ class TrainProgress:
         step: The step just done (0-based, as in the history and the schedules).
         total: Steps in the whole run.
         epoch: The epoch this step belongs to (0-based).
-        loss: Mean cross-entropy of this batch.
-        accuracy: Accuracy on this batch.
+        loss: Mean cross-entropy of this batch (per scored token, for a language model).
+        accuracy: Accuracy on this batch (next-token accuracy, for a language model).
         sparsity: Sparsity of the masks in force at this step.
     """
 

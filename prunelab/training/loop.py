@@ -6,6 +6,15 @@ trained copy, a plain PyTorch module in eval mode with the pruned weights writte
 zeros (no ``torch.nn.utils.prune`` buffers, so it saves and exports as it is), and a DataFrame
 with one row per optimizer step.
 
+Classifiers and causal language models are trained alike. A classifier's ``(batch, classes)``
+scores learn from labels ``(batch,)``; a language model's ``(batch, positions, vocab)`` scores
+learn from next-token labels ``(batch, positions)`` (-100: not scored), with the mean token
+cross-entropy of :func:`prunelab.runtime.metrics.mean_token_loss` (the ``loss`` that
+``prunelab.evaluate`` reports) and next-token accuracy; held-out token data also gets
+``eval_perplexity``. A SparseGPT :class:`~prunelab.core.sparsegpt.Reconstructed` starts from
+its new weights, not the dense ones. Tied weights (a language model's output head and input
+embedding) stay one tensor.
+
 How masks are kept: before each optimizer step the gradients of pruned weights are zeroed (so
 momentum and Adam statistics never push them), and after it the weights are multiplied by
 their masks. Coupled masks (biases of pruned channels, ``Masks.all()``) are kept too.
@@ -57,11 +66,20 @@ from ..core.calibration import Calibration
 from ..core.granularity import Unstructured
 from ..core.masks import Masks, check_masks
 from ..core.pruner import Pruner
+from ..core.sparsegpt import Reconstructed
 from ..core.strategies import Strategy, get_strategy
 from ..core.targets import get_parameter
 from ..runtime.batches import iter_batches
 from ..runtime.functional import run_device
-from ..runtime.metrics import MetricTotals, accumulate, batch_logits, logits_of, summarize
+from ..runtime.metrics import (
+    MetricTotals,
+    accumulate,
+    batch_logits,
+    logits_of,
+    mean_token_loss,
+    scored_tokens,
+    summarize,
+)
 from .config import Callback, TrainConfig, TrainProgress, _train_config
 from .freezing import _changed, _frozen_modules, _frozen_parameters
 from .schedules import DynamicSparse, Schedule
@@ -72,9 +90,13 @@ __all__ = ["finetune", "prune_while_training", "steps_per_epoch"]
 def _measure(
     model: nn.Module, data: object, device: torch.device, *, reference: nn.Module | None = None
 ) -> dict[str, float]:
-    """Accuracy and loss on labelled ``data``, counted as ``prunelab.evaluate`` counts them;
-    with ``reference``, also the agreement of top-1 predictions with that model's."""
-    chosen = ("accuracy", "loss", "agreement") if reference is not None else ("accuracy", "loss")
+    """Accuracy and loss on labelled ``data`` (and perplexity, for token data), counted as
+    ``prunelab.evaluate`` counts them; with ``reference``, also the agreement of top-1
+    predictions with that model's."""
+    # summarize() leaves perplexity out for a classifier (no tokens counted): asking is free
+    chosen = ("accuracy", "loss", "perplexity")
+    if reference is not None:
+        chosen += ("agreement",)
     totals = MetricTotals()
     with torch.no_grad():
         for batch in iter_batches(data, batch_size=256, device=device):
@@ -135,6 +157,21 @@ def _enforce(model: nn.Module, masks: Masks | None) -> None:
                 f"mask for {fqn!r} has shape {tuple(mask.shape)}, the tensor {tuple(param.shape)}"
             )
         param.data.mul_(mask.to(param.device))
+
+
+def _write_weights(model: nn.Module, masks: Masks | None) -> None:
+    """SparseGPT's new weights into ``model``: training starts from them, not the dense ones
+    (masking the dense weights would throw its reconstruction away)."""
+    if not isinstance(masks, Reconstructed):
+        return
+    for fqn, value in masks.weights.items():
+        param = get_parameter(model, fqn)
+        if tuple(param.shape) != tuple(value.shape):
+            raise ValueError(
+                f"new weight for {fqn!r} has shape {tuple(value.shape)}, the tensor "
+                f"{tuple(param.shape)}"
+            )
+        param.data.copy_(value.to(param.device, param.dtype))
 
 
 class _Controller:
@@ -265,6 +302,7 @@ class _Run:
     def update(self, step: int) -> None:
         self.masks = self.controller.masks(step, self.net, self.masks)
         with torch.no_grad():
+            _write_weights(self.net, self.masks)
             _enforce(self.net, self.masks)
         # resolved once per mask change, not per step
         self.pairs = [
@@ -282,10 +320,9 @@ class _Run:
         if pending and not self.controller.wants_gradients(self.masks):
             self.update(step)
             pending = False
-        labels = batch.labels.reshape(-1).long()
         self.optimizer.zero_grad(set_to_none=False)
         logits = logits_of(self.net(batch.inputs))
-        loss = F.cross_entropy(logits, labels)
+        loss, correct = _loss_and_correct(logits, batch.labels)
         loss.backward()
         if pending:  # RigL regrows where the dense gradient is largest: update after backward
             self.update(step)
@@ -300,9 +337,23 @@ class _Run:
             "step": step,
             "epoch": epoch,
             "loss": float(loss.detach()),
-            "accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "accuracy": float(correct.float().mean()) if correct.numel() else math.nan,
             "sparsity": self.sparsity,
         }
+
+
+def _loss_and_correct(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's training loss and which predictions are right: per sample for class scores
+    (batch, classes), per scored token for a language model's (batch, positions, vocab)."""
+    if logits.ndim == 3:  # next tokens: the loss and positions that evaluation counts
+        loss = mean_token_loss(logits, labels)
+        with torch.no_grad():
+            rows, ids, _ = scored_tokens(logits.detach(), labels)
+        return loss, rows.argmax(1) == ids
+    labels = labels.reshape(-1).long()
+    return F.cross_entropy(logits, labels), logits.argmax(1) == labels
 
 
 def _start(run: _Run, frozen: set[str]) -> dict[str, torch.Tensor]:
@@ -356,6 +407,8 @@ def _train(
                 measured = _measure(net.eval(), eval_data, run_on)
                 rows[-1]["eval_accuracy"] = measured["accuracy"]
                 rows[-1]["eval_loss"] = measured["loss"]
+                if "perplexity" in measured:  # token data
+                    rows[-1]["eval_perplexity"] = measured["perplexity"]
     changed = _changed(net, before, run.masks)
     if changed:
         raise RuntimeError(f"frozen parameters changed during training: {changed}")
@@ -376,19 +429,25 @@ def finetune(
 
     Args:
         model: The dense (or already pruned) model; not modified.
-        masks: The masks to keep (``masks.all()``: coupled biases too).
+        masks: The masks to keep (``masks.all()``: coupled biases too). A SparseGPT
+            :class:`~prunelab.core.sparsegpt.Reconstructed` brings its new weights: training
+            starts from them.
         data: Labelled training data: ``(inputs, labels)``, a Dataset (shuffled with a
-            generator seeded by ``config.seed``) or a DataLoader.
+            generator seeded by ``config.seed``) or a DataLoader. For a language model,
+            token ids ``(sequences, positions)`` and their next tokens (-100: not scored),
+            e.g. ``prunelab.data.load("sample:pydoc-text", split="train")``.
         config: Epochs, learning rate, optimizer, batch size, seed, frozen layers, ...
             (None: ``TrainConfig()``).
-        eval_data: Labelled data measured after each epoch (``eval_accuracy``/``eval_loss``).
+        eval_data: Labelled data measured after each epoch (``eval_accuracy``/``eval_loss``,
+            and ``eval_perplexity`` for token data).
         device: Where to train (default: where the model is).
         callback: Called with a :class:`TrainProgress` after every step.
 
     Returns:
         ``(trained, history)``: the trained copy in eval mode with zeros written in (a plain
         module, no pruning buffers), on ``device``; and a DataFrame with one row per step:
-        step, epoch, loss and accuracy of the batch, sparsity (plus eval columns).
+        step, epoch, loss and accuracy of the batch (mean token cross-entropy and next-token
+        accuracy over scored tokens, for a language model), sparsity (plus eval columns).
 
     Raises:
         ValueError: For bad settings, masks that do not fit the model, or unlabelled data.

@@ -10,7 +10,7 @@ from ..core.masks import Masks, check_masks
 from ..core.targets import get_parameter
 from ..runtime.checks import check_count
 from ..runtime.functional import run_device
-from .loop import _enforce, _measure
+from .loop import _enforce, _measure, _write_weights
 
 __all__ = ["evaluate_quantized", "fake_quantize"]
 
@@ -69,6 +69,7 @@ def evaluate_quantized(
     names = list(masks) if masks is not None else [t.fqn for t in targets(reference)]
     with torch.no_grad():
         if masks is not None:
+            _write_weights(reference, masks)  # SparseGPT's new weights, as evaluate uses them
             _enforce(reference, masks)
         copied = bake(reference)  # the float model, pruned, is the reference for agreement
         for fqn in names:

@@ -98,6 +98,7 @@ class Keys:
     train_bits = "train_bits"
     train_window = "train_window"
     train_job = "train_job"  # prunelab.ui.jobs prefix: Cancel is "train_job_cancel"
+    train_sequences = "train_sequences"  # a language model's training sequences
 
     # export page (prefix "export_")
     export_source = "export_source"

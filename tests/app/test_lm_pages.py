@@ -121,9 +121,8 @@ def test_sensitivity_on_a_subset_in_perplexity_with_the_block_heatmap():
 
 
 @pytest.mark.slow
-def test_train_and_learn_say_what_a_language_model_cannot_do_here():
-    at = _with_text("pages/5_Train.py")
-    assert any("not supported here yet" in i.value for i in at.info)
+def test_learn_says_what_a_language_model_cannot_do_here():
+    # the Train page trains language models: tests/app/test_train_lm.py
     at = _with_text("pages/7_Learn.py")
     assert any("language model" in i.value for i in at.info)
 
