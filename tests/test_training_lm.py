@@ -177,5 +177,11 @@ def test_training_curves_read_a_language_model_by_perplexity():
     assert list(lower[0].y) == pytest.approx([40.0, 30.0])  # exp of each batch's loss
     assert list(lower[1].y) == [28.0]  # the held-out perplexity, a diamond
     assert "lower is better" in fig.layout.annotations[1].text
+    # a gradual run's sparsity (%) gets its own axis: it does not share perplexity's scale
+    gradual = history.assign(sparsity=[0.5, 0.9])
+    fig = training_curves(gradual, metric="perplexity")
+    (sparsity,) = [t for t in fig.data if t.name == "sparsity"]
+    assert sparsity.yaxis == "y3" and fig.layout.yaxis3.title.text == "sparsity (%)"
+    assert [t.yaxis for t in training_curves(gradual).data if t.name == "sparsity"] == ["y2"]
     with pytest.raises(ValueError, match="accepted: accuracy, perplexity"):
         training_curves(history, metric="kl")

@@ -82,13 +82,18 @@ def training_curves(
     """
     lower_title, lower_eval, lower_scale, _ = _lower_panel(metric)
     named = _histories(history)
+    # accuracy and sparsity are both percentages and share the lower panel's axis; a
+    # perplexity is not, so the sparsity gets its own axis on the right
+    own_axis = metric != "accuracy"
     fig = make_subplots(
         rows=2,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
         subplot_titles=("loss", lower_title),
+        specs=[[{}], [{"secondary_y": own_axis}]],
     )
+    sparsity_drawn = False
     held_out = False
     for index, (name, frame) in enumerate(named.items()):
         colour = _RUN_COLOURS[index % len(_RUN_COLOURS)]
@@ -149,12 +154,23 @@ def training_curves(
                 ),
                 row=2,
                 col=1,
+                **({"secondary_y": True} if own_axis else {}),
             )
+            sparsity_drawn = True
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     if metric == "accuracy":
         fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
-    else:  # linear, as the sparsity line in % shares the panel (a log axis would drop 0%)
+    else:
         fig.update_yaxes(title_text="perplexity (lower is better)", row=2, col=1)
+        if sparsity_drawn:
+            fig.update_yaxes(
+                title_text="sparsity (%)",
+                range=[0, 100],
+                showgrid=False,
+                row=2,
+                col=1,
+                secondary_y=True,
+            )
     fig.update_xaxes(title_text="optimizer step", row=2, col=1)
     notes = ["lines: each training batch", "diamonds: held-out data" if held_out else None]
     fig.update_layout(title=_title(title or "Training", notes), height=520)
