@@ -166,6 +166,7 @@ def training_curves(
             fig.update_yaxes(
                 title_text="sparsity (%)",
                 range=[0, 100],
+                tickvals=[0, 25, 50, 75, 100],  # a theme's synced ticks land on 18.9, 41, ...
                 showgrid=False,
                 row=2,
                 col=1,
