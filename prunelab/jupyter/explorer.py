@@ -11,9 +11,10 @@ in place; the others catch up when their tab is opened.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -39,7 +40,8 @@ from ..io import data as data_lib
 from ..io import zoo
 from ..io.recipes import Provenance, Recipe
 from ..runtime.batches import iter_batches
-from .live import cards_html, metric_cards, note
+from ..runtime.metrics import headline_metric
+from .live import Card, cards_html, metric_cards, note
 from .views import Shown, Views
 
 __all__ = ["Explorer", "Setup", "explore"]
@@ -205,12 +207,14 @@ class Explorer:
                 f"recipes carry no seed, so masks made with seed={self._setup.seed} cannot be "
                 "saved as one; explore with seed=0 to save a recipe"
             )
+        # the headline metric: perplexity on token data (a language model), else accuracy
+        metric = headline_metric(self._data) if self._metrics else None
         provenance = Provenance(
             model=self._setup.model_spec,
             data=self._setup.data_spec,
-            metric="accuracy" if "accuracy" in self._metrics else None,
-            baseline=(self._dense or {}).get("accuracy"),
-            measured=self._metrics.get("accuracy"),
+            metric=metric,
+            baseline=(self._dense or {}).get(metric),
+            measured=self._metrics.get(metric),
             left_out=self.pruner.left_out.note,
         )
         return Recipe.from_masks(self.masks, self.pruner.strategy, provenance=provenance)
@@ -487,9 +491,8 @@ class Explorer:
             self.implied.value = _implied_text(pruner.implied_thresholds(self._setting[1]))
         self._masks = masks
         self._metrics = self._evaluate(masks)
-        self.cards.value = cards_html(
-            metric_cards(masks, metrics=self._metrics, dense=self._dense, flops=self._flops)
-        )
+        cards = metric_cards(masks, metrics=self._metrics, dense=self._dense, flops=self._flops)
+        self.cards.value = cards_html(_with_perplexity(cards, self._metrics, self._dense))
         self.views.show(Shown(masks, pruner, self._key, self._setting))
 
     def _evaluate(self, masks: Masks) -> dict[str, float]:
@@ -502,6 +505,34 @@ class Explorer:
                 self._evaluations.popitem(last=False)
         self._evaluations.move_to_end(key)
         return self._evaluations[key]
+
+
+def _with_perplexity(
+    cards: list[Card], metrics: Mapping[str, float], dense: Mapping[str, float] | None
+) -> list[Card]:
+    """``cards`` with perplexity first among the quality numbers, for a language model.
+
+    On token data perplexity is the headline (lower is better) and accuracy is next-token
+    accuracy, so the accuracy card is renamed to say so; other models' cards are unchanged.
+    """
+    if dense is None or "perplexity" not in metrics:
+        return cards
+    value, base = metrics["perplexity"], dense["perplexity"]
+    perplexity = Card(
+        "Perplexity",
+        f"{value:.2f}",
+        # a difference and a ratio: a rise of 3 means more at 20 than at 200
+        f"{value - base:+.2f} ({value / base - 1:+.1%})",
+        "bad" if value > base else "good",
+        f"Dense: {base:.2f}. exp of the mean next-token cross-entropy; lower is better.",
+    )
+    out = [
+        dataclasses.replace(card, label="Next-token accuracy") if card.label == "Accuracy" else card
+        for card in cards
+    ]
+    first = next((i for i, card in enumerate(out) if card.label == "Next-token accuracy"), None)
+    out.insert(len(out) if first is None else first, perplexity)
+    return out
 
 
 def _option_widget(option: Option) -> widgets.ValueWidget:
