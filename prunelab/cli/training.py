@@ -104,14 +104,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         tokenizer = getattr(bundle, "tokenizer", None)
         train = datasets.load(data_spec, split="train", limit=limit, tokenizer=tokenizer)
         config = _config(args, tokens)  # bad settings are refused before any work
+        bar.step("evaluating the dense model")
+        scores = {"dense": evaluate(bundle.model, test, device=args.device, metrics=(metric,))}
+        if metric not in scores["dense"]:  # said before pruning, which may calibrate
+            raise CliError(f"finetune needs labelled data; {data_spec} has no labels")
         bar.step("applying the recipe")
         strategy = recipe.build_strategy()
         calibration = calibration_for(bundle.model, strategy, train, args.device)
         masks = recipe.masks(bundle.model, calibration)
-        bar.step("evaluating the dense model")
-        scores = {"dense": evaluate(bundle.model, test, device=args.device, metrics=(metric,))}
-        if metric not in scores["dense"]:
-            raise CliError(f"finetune needs labelled data; {data_spec} has no labels")
         bar.step("evaluating the one-shot model")
         scores["one-shot"] = evaluate(
             bundle.model, test, masks=masks, device=args.device, metrics=(metric,)
