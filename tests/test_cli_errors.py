@@ -263,7 +263,43 @@ CASES = [
         lambda t: [*PRUNE, "--" + "z" * 5000],
         r"unrecognized arguments: -+z+\.\.\.",
     ),
+    # prunelab finetune
+    Case(
+        "finetune with a bad recipe",
+        lambda t: [*_finetune(t), "--recipe", _write(t / "r.yaml", "strategy: [\n")],
+        r"r\.yaml",
+    ),
+    Case(
+        "finetune with recipe layers the model lacks",
+        lambda t: [*_finetune(t), "--recipe", _layers_recipe(t)],
+        r"nope",
+    ),
+    Case(
+        "finetune on data without labels",
+        lambda t: [*_finetune(t), "--data", _data(t / "d.pt", torch.rand(40, 1, 8, 8))],
+        r"finetune needs labelled data; file:.*d\.pt has no labels",
+    ),
+    Case(
+        "finetune with an unknown optimizer",
+        lambda t: [*_finetune(t), "--optimizer", "lbfgs"],
+        r"--optimizer: invalid choice: 'lbfgs' \(choose from '?sgd'?, '?adam'?\)",
+    ),
+    Case("finetune --epochs 0", lambda t: [*_finetune(t), "--epochs", "0"], r"--epochs: must be"),
+    Case("finetune --lr 0", lambda t: [*_finetune(t), "--lr", "0"], r"--lr: must be a positive"),
+    Case("finetune --lr nan", lambda t: [*_finetune(t), "--lr", "nan"], r"--lr: must be a"),
+    Case("finetune --batch-size -1", lambda t: [*_finetune(t), "--batch-size", "-1"], r"must be"),
 ]
+
+
+def _finetune(tmp: Path) -> list[str]:
+    """A cheap `prunelab finetune` run; a later --recipe or --data replaces the one here."""
+    return ["finetune", MLP, "--recipe", _recipe(tmp), "--limit", "40", "--out", str(tmp / "w.pt")]
+
+
+def _layers_recipe(tmp: Path) -> str:
+    path = tmp / "layers.yaml"
+    Recipe(layers={"nope.weight": 0.5}).save(path)
+    return str(path)
 
 
 def _write(path: Path, text: str) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "finite_float",
     "levels",
     "option_pair",
+    "positive_float",
     "positive_int",
     "run_options",
     "seed_type",
@@ -72,6 +73,12 @@ def number(text: str, kind: type, accepted: Callable[[float], bool], what: str):
 
 def positive_int(text: str) -> int:
     return number(text, int, lambda v: v >= 1, "a positive whole number")
+
+
+def positive_float(text: str) -> float:
+    import math
+
+    return number(text, float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 
 
 def seed_type(text: str) -> int:

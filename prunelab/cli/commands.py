@@ -30,6 +30,7 @@ from .args import (
 from .inputs import calibration_for, evaluation_data, expected_inputs, load_model, strategy_for
 from .progress import Bar
 from .runs import interrupted, run_sensitivity, run_solve, run_sweep
+from .training import add_finetune, write_weights
 
 __all__ = ["main"]
 
@@ -166,11 +167,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    import torch
-
     from ..core.apply import bake
     from ..io.recipes import Recipe
-    from ..runtime.files import atomic_write
 
     with Bar("apply", steps=5) as bar:
         bar.step("loading the model")
@@ -192,12 +190,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         with Bar("apply", steps=1) as bar:
             bar.step(f"writing {args.out}")
             baked = bake(recipe.apply(bundle.model, calibration))
-            with atomic_write(args.out) as handle:
-                torch.save(baked.state_dict(), handle)
-        print(
-            f"pruned weights (a state_dict, zeros written in) saved to {args.out}; load with "
-            f"prunelab.io.zoo.load('file:{args.out}?arch={args.spec}')"
-        )
+            saved = write_weights(baked, args.out, spec=args.spec, what="pruned weights")
+        print(saved)
     return 0
 
 
@@ -415,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=positive_int, default=10, help="timed runs per measurement"
     )
     speed.set_defaults(func=_cmd_speed)
+    add_finetune(sub)
     return parser
 
 

@@ -253,6 +253,8 @@ def interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
 
     path = getattr(args, "active_checkpoint", None)
     if path is None:
+        if getattr(args, "command", None) == "finetune":  # written only once training is done
+            return f"interrupted; nothing was written to {args.out}"
         if hasattr(args, "resume"):
             return "interrupted; nothing saved (with --csv or --checkpoint a run can be resumed)"
         return "interrupted"
