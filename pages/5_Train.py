@@ -6,6 +6,7 @@ from prunelab import figures
 from prunelab.core.masks import Masks
 from prunelab.figures.fmt import metric_name, metric_value, percent
 from prunelab.training import OneShot, TrainConfig
+from prunelab.training.config import LM_CONFIG, LM_SEQUENCES
 from prunelab.ui import cache
 from prunelab.ui.errors import error_boundary
 from prunelab.ui.quality import change_of, inverse_delta
@@ -14,8 +15,6 @@ from prunelab.ui.state import Keys
 from prunelab.ui.views import train as view
 from prunelab.ui.views.train import (
     BITS,
-    LM_CONFIG,
-    LM_SEQUENCES,
     LM_SUFFIX,
     RATES,
     SOURCES,

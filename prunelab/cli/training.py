@@ -13,14 +13,8 @@ from .args import CliError, add_model_options, positive_float, positive_int, see
 from .inputs import calibration_for, evaluation_data, load_model
 from .progress import Bar
 
-__all__ = ["LM_BATCH_SIZE", "LM_LR", "LM_SEQUENCES", "add_finetune", "write_weights"]
+__all__ = ["add_finetune", "write_weights"]
 
-# A language model's defaults, the same as the app's Train page (LM_SEQUENCES and LM_CONFIG in
-# prunelab/ui/views/train.py, which the command line may not import): one epoch over the first
-# 256 training sequences in batches of 16 is 16 steps of Adam at 0.001, seconds on a CPU.
-LM_SEQUENCES = 256
-LM_LR = 0.001
-LM_BATCH_SIZE = 16
 EPOCHS = 1  # one pass: enough to win back most of what one-shot pruning lost on the samples
 
 
@@ -42,14 +36,14 @@ def write_weights(model, out: str, *, spec: str, what: str) -> str:
 def _config(args: argparse.Namespace, tokens: bool):
     """The run's TrainConfig: the options given, else a language model's or a classifier's
     defaults (a classifier's are TrainConfig's own)."""
-    from ..training import TrainConfig
+    from ..training.config import LM_CONFIG, TrainConfig
 
-    base = TrainConfig()
+    base = LM_CONFIG if tokens else TrainConfig()
     return TrainConfig(
         epochs=args.epochs,
-        lr=args.lr if args.lr is not None else LM_LR if tokens else base.lr,
+        lr=args.lr if args.lr is not None else base.lr,
         optimizer=args.optimizer,
-        batch_size=args.batch_size or (LM_BATCH_SIZE if tokens else base.batch_size),
+        batch_size=args.batch_size or base.batch_size,
         seed=args.seed,
     )
 
@@ -85,6 +79,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..io.recipes import Recipe
     from ..runtime.metrics import headline_metric
     from ..training import finetune
+    from ..training.config import LM_SEQUENCES
 
     with Bar("finetune", steps=5) as bar:
         bar.step("loading the model")
@@ -99,7 +94,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         test, _, described, data_spec = evaluation_data(bundle, args)
         metric = headline_metric(test)
         tokens = metric == "perplexity"
-        # a language model trains on the Train page's first 256 sequences unless --limit says
+        # a language model trains on the Train page's first sequences unless --limit says
         limit = args.limit or (LM_SEQUENCES if tokens else None)
         tokenizer = getattr(bundle, "tokenizer", None)
         train = datasets.load(data_spec, split="train", limit=limit, tokenizer=tokenizer)
@@ -147,7 +142,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def add_finetune(sub) -> None:
     """Register ``prunelab finetune`` on the subparsers ``sub``."""
-    from ..training.config import OPTIMIZERS, TrainConfig  # plain Python: no torch
+    from ..training.config import LM_CONFIG, OPTIMIZERS, TrainConfig  # plain Python: no torch
 
     finetune = sub.add_parser(
         "finetune", help="prune with a recipe, fine-tune with the masks kept, save the weights"
@@ -160,13 +155,13 @@ def add_finetune(sub) -> None:
     finetune.add_argument(
         "--lr",
         type=positive_float,
-        help=f"learning rate (default {TrainConfig.lr:g}; {LM_LR:g} for a language model)",
+        help=f"learning rate (default {TrainConfig.lr:g}; {LM_CONFIG.lr:g} for a language model)",
     )
     finetune.add_argument(
         "--batch-size",
         type=positive_int,
-        help=f"samples per step (default {TrainConfig.batch_size}; {LM_BATCH_SIZE} sequences "
-        "for a language model)",
+        help=f"samples per step (default {TrainConfig.batch_size}; "
+        f"{LM_CONFIG.batch_size} sequences for a language model)",
     )
     finetune.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     finetune.add_argument("--seed", type=seed_type, default=0, help="seeds the shuffling")

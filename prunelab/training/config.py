@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..runtime.checks import check_count, check_number
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "TrainProgress"]
+__all__ = ["LM_CONFIG", "LM_SEQUENCES", "OPTIMIZERS", "TrainConfig", "TrainProgress"]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -109,6 +109,13 @@ class TrainProgress:
 
 
 Callback = Callable[[TrainProgress], None]
+
+# A language model's defaults, for the app's Train page and `prunelab finetune`: one pass over
+# 256 sequences of the sample text in batches of 16 is 16 steps, a few seconds per run on a
+# laptop CPU (each step sees 2,048 tokens), and already wins back part of the perplexity lost
+# at 70% sparsity; Adam at 0.003 overshoots.
+LM_SEQUENCES = 256
+LM_CONFIG = TrainConfig(epochs=1, lr=0.001, batch_size=16)
 
 
 def _train_config(config: TrainConfig | None) -> TrainConfig:

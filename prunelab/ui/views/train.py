@@ -2,8 +2,9 @@
 as a job, and the quantized evaluations of the fine-tuned model.
 
 A classifier is judged by accuracy; a language model by perplexity (lower is better), and
-trained on the first :data:`LM_SEQUENCES` training sequences by default, sized so that both
-runs on the sample language model finish well within a minute on a laptop CPU.
+trained with :data:`prunelab.training.config.LM_CONFIG` on the first ``LM_SEQUENCES``
+training sequences by default, sized so that both runs on the sample language model finish
+well within a minute on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from ..state import Keys
 __all__ = [
     "BITS",
     "LIVE_UPDATES",
-    "LM_CONFIG",
-    "LM_SEQUENCES",
     "LM_SUFFIX",
     "RATES",
     "SOURCES",
@@ -53,11 +52,6 @@ SOURCES = ("Global magnitude at a sparsity", "Masks from the Prune page", "A rec
 RATES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 BITS = (16, 8, 6, 4, 3, 2)
 LIVE_UPDATES = 20  # redraws of the live chart per run
-# A language model's defaults: one pass over 256 sequences of the sample text in batches of
-# 16 is 16 steps, a few seconds per run on a laptop CPU (each step sees 2,048 tokens), and
-# already wins back part of the perplexity lost at 70% sparsity; Adam at 0.003 overshoots.
-LM_SEQUENCES = 256
-LM_CONFIG = TrainConfig(epochs=1, lr=0.001, batch_size=16)
 LM_SUFFIX = "_lm"  # a language model's epochs and rate widgets: Keys.train_epochs + LM_SUFFIX
 
 
