@@ -234,3 +234,18 @@ def test_recipe_keeps_the_solvers_options(tmp_path):
     assert all(torch.equal(again.weights[f], w) for f, w in result.weights.items())
     plain = prunelab.Recipe(strategy="sparsegpt", layers=recipe.layers).masks(net, calibration)
     assert not torch.equal(plain.weights["0.weight"], result.weights["0.weight"])
+
+
+def test_saved_result_loads_back_as_masks_or_with_its_weights(tmp_path):
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    calibration = prunelab.Calibration(net, torch.randn(64, 8))
+    result = prunelab.prune(net, "sparsegpt", sparsity=0.5, calibration=calibration)
+    result.save(tmp_path / "r.pt")
+    masks = prunelab.Masks.load(tmp_path / "r.pt")  # the masks alone, as for any masks file
+    assert type(masks) is prunelab.Masks and all(torch.equal(masks[f], result[f]) for f in result)
+    again = Reconstructed.load(tmp_path / "r.pt")
+    assert all(torch.equal(again.weights[f], w) for f, w in result.weights.items())
+    result.masks().save(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="without SparseGPT's weights"):
+        Reconstructed.load(tmp_path / "m.pt")

@@ -132,9 +132,12 @@ class Masks(Mapping[str, torch.Tensor]):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the masks with ``torch.save``; atomically (temp file, then rename)."""
-        payload = {"format": "prunelab.masks/1", "masks": self._masks, "coupled": self._coupled}
         with atomic_write(path) as handle:
-            torch.save(payload, handle)
+            torch.save(self._payload(), handle)
+
+    def _payload(self) -> dict[str, object]:
+        # what save writes; a subclass adds its own entries (SparseGPT's new weights)
+        return {"format": "prunelab.masks/1", "masks": self._masks, "coupled": self._coupled}
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Masks:

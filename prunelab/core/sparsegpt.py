@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from ..runtime import torchfiles
-from ..runtime.files import atomic_write
 from ..runtime.functional import functional_forward, run_device, structural_copy
 from ..runtime.hooks import first_tensor, forward_hooks
 from ..runtime.metrics import model_input_errors
@@ -136,17 +135,10 @@ class Reconstructed(Masks):
         """The masks alone, without the new weights."""
         return Masks(dict(self), coupled=self.coupled)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write masks and new weights atomically; :meth:`prunelab.Masks.load` reads the masks
-        of it, :meth:`load` both."""
-        payload = {
-            "format": "prunelab.masks/1",
-            "masks": dict(self),
-            "coupled": dict(self.coupled),
-            "weights": self._weights,
-        }
-        with atomic_write(path) as handle:
-            torch.save(payload, handle)
+    def _payload(self) -> dict[str, object]:
+        # Masks.save writes it: masks and new weights, so that Masks.load reads the masks of
+        # the file and load() both
+        return {**super()._payload(), "weights": self._weights}
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Reconstructed:
