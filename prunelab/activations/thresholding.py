@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 
 import pandas as pd
 import torch
@@ -23,7 +22,7 @@ from ..runtime.batches import iter_batches
 from ..runtime.checks import check_number
 from ..runtime.functional import run_device, tensors_on
 from ..runtime.hooks import first_tensor, forward_hooks, replace_first
-from ..runtime.metrics import MetricTotals, accumulate, batch_logits, summarize
+from ..runtime.metrics import MetricTotals, accumulate, accumulate_batch, batch_logits, summarize
 from .layers import _observe, _Point, _points
 
 __all__ = [
@@ -211,7 +210,7 @@ def activation_sparsity_effect(
         for batch in iter_batches(data, device=run_on):
             reference = batch_logits(model, dense_tensors, batch.inputs)
             logits = batch_logits(run.model, sparse_tensors, batch.inputs)
-            _accumulate_batch(thresholded, logits, batch.labels, reference)
+            accumulate_batch(thresholded, logits, batch.labels, reference, _METRICS)
             accumulate(dense, reference, batch.labels, None, ("accuracy",))
     if thresholded.samples == 0:
         raise ValueError("data is empty: nothing to evaluate")
@@ -227,15 +226,3 @@ def activation_sparsity_effect(
         result["accuracy"] = metrics["accuracy"]
         result["dense_accuracy"] = summarize(dense, ("accuracy",), dense=True)["accuracy"]
     return result
-
-
-def _accumulate_batch(
-    totals: MetricTotals, logits: torch.Tensor, labels: torch.Tensor | None, dense: torch.Tensor
-) -> None:
-    """:func:`~prunelab.runtime.metrics.accumulate` for one batch compared with the dense
-    model's outputs on that batch alone (``accumulate`` reads the dense outputs of the whole
-    data at the running sample offset; here each batch runs both models in turn)."""
-    batch = MetricTotals()
-    accumulate(batch, logits, labels, dense, _METRICS)
-    for name in (f.name for f in fields(MetricTotals)):
-        setattr(totals, name, getattr(totals, name) + getattr(batch, name))

@@ -105,10 +105,7 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
     check_materialized(model)
     pruned = copy_model(model)
     if isinstance(masks, Reconstructed):  # SparseGPT's new weights go into the copy first
-        with torch.no_grad():
-            for fqn, value in masks.weights.items():
-                target = get_parameter(pruned, fqn)
-                target.copy_(value.to(target.device, target.dtype))
+        masks.write_into(pruned)
     owners = parameter_owners(pruned)
     for fqn, mask in masks.all().items():
         tensor = get_parameter(pruned, fqn)  # clear error for a mask naming no tensor

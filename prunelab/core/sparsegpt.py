@@ -149,6 +149,23 @@ class Reconstructed(Masks):
             raise ValueError(f"{path} holds masks without SparseGPT's weights: use Masks.load")
         return cls(dict(masks), weights=weights, coupled=masks.coupled)
 
+    def write_into(self, model: nn.Module) -> None:
+        """Copy the new weights into ``model``'s parameters, in place (for a copy that is about
+        to be masked or trained: masking the dense weights would throw the reconstruction away).
+
+        Raises:
+            ValueError: If a new weight's shape differs from the model's tensor.
+        """
+        with torch.no_grad():
+            for fqn, value in self._weights.items():
+                param = get_parameter(model, fqn)
+                if tuple(param.shape) != tuple(value.shape):
+                    raise ValueError(
+                        f"new weight for {fqn!r} has shape {tuple(value.shape)}, the tensor "
+                        f"{tuple(param.shape)}"
+                    )
+                param.copy_(value.to(param.device, param.dtype))
+
     def apply(self, model: nn.Module) -> nn.Module:
         """A pruned copy of ``model`` with the new weights and masks (:func:`prunelab.apply`)."""
         from .apply import apply

@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -73,7 +73,7 @@ from ..runtime.batches import iter_batches
 from ..runtime.functional import run_device
 from ..runtime.metrics import (
     MetricTotals,
-    accumulate,
+    accumulate_batch,
     batch_logits,
     logits_of,
     mean_token_loss,
@@ -105,10 +105,7 @@ def _measure(
             logits = batch_logits(model, {}, batch.inputs)
             # the reference runs on this same batch, so a shuffling loader compares like with like
             expected = None if reference is None else batch_logits(reference, {}, batch.inputs)
-            part = MetricTotals()  # accumulate() reads ``expected`` at the batch's own offset
-            accumulate(part, logits, batch.labels, expected, chosen)
-            for name in (f.name for f in fields(MetricTotals)):
-                setattr(totals, name, getattr(totals, name) + getattr(part, name))
+            accumulate_batch(totals, logits, batch.labels, expected, chosen)
     if not totals.samples:
         raise ValueError("evaluation data is empty")
     return summarize(totals, chosen, dense=False)
@@ -157,21 +154,6 @@ def _enforce(model: nn.Module, masks: Masks | None) -> None:
                 f"mask for {fqn!r} has shape {tuple(mask.shape)}, the tensor {tuple(param.shape)}"
             )
         param.data.mul_(mask.to(param.device))
-
-
-def _write_weights(model: nn.Module, masks: Masks | None) -> None:
-    """SparseGPT's new weights into ``model``: training starts from them, not the dense ones
-    (masking the dense weights would throw its reconstruction away)."""
-    if not isinstance(masks, Reconstructed):
-        return
-    for fqn, value in masks.weights.items():
-        param = get_parameter(model, fqn)
-        if tuple(param.shape) != tuple(value.shape):
-            raise ValueError(
-                f"new weight for {fqn!r} has shape {tuple(value.shape)}, the tensor "
-                f"{tuple(param.shape)}"
-            )
-        param.data.copy_(value.to(param.device, param.dtype))
 
 
 class _Controller:
@@ -302,7 +284,8 @@ class _Run:
     def update(self, step: int) -> None:
         self.masks = self.controller.masks(step, self.net, self.masks)
         with torch.no_grad():
-            _write_weights(self.net, self.masks)
+            if isinstance(self.masks, Reconstructed):
+                self.masks.write_into(self.net)
             _enforce(self.net, self.masks)
         # resolved once per mask change, not per step
         self.pairs = [
