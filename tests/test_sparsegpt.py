@@ -140,7 +140,7 @@ def test_layers_see_the_pruned_outputs_of_earlier_layers():
     found = targets(net)
     both = dict.fromkeys([t.fqn for t in found], 0.5)
     result = reconstruct(net, [x], found, sparsity=both, config=SparseGPTConfig(sequential="layer"))
-    first = x @ (result.state()["0.weight"]).T + net[0].bias
+    first = x @ prunelab.core.apply.masked_weights(net, result)["0.weight"].T + net[0].bias
     expected, keep = solve_layer(
         net[1].weight.detach(), 2 * first.T @ first / 64, sparsity=0.5, blocksize=128
     )

@@ -10,7 +10,6 @@ from torch.nn.utils import prune as torch_prune
 
 from ..runtime.functional import check_materialized, functional_forward
 from .masks import Masks, check_masks
-from .sparsegpt import Reconstructed
 from .targets import get_parameter
 
 __all__ = ["apply", "bake", "copy_model", "masked_forward", "masked_weights"]
@@ -25,7 +24,7 @@ def masked_weights(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
     masks = check_masks(masks)
     check_materialized(model)
     out = {}
-    new = masks.weights if isinstance(masks, Reconstructed) else {}
+    new = masks.weights
     for fqn, mask in masks.all().items():
         tensor = get_parameter(model, fqn)
         if fqn in new:
@@ -104,8 +103,7 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
     masks = check_masks(masks)
     check_materialized(model)
     pruned = copy_model(model)
-    if isinstance(masks, Reconstructed):  # SparseGPT's new weights go into the copy first
-        masks.write_into(pruned)
+    masks.write_into(pruned)  # SparseGPT's new weights go into the copy first
     owners = parameter_owners(pruned)
     for fqn, mask in masks.all().items():
         tensor = get_parameter(pruned, fqn)  # clear error for a mask naming no tensor

@@ -8,9 +8,11 @@ from collections.abc import Iterator, Mapping
 
 import pandas as pd
 import torch
+from torch import nn
 
 from ..runtime import torchfiles as _torchfiles
 from ..runtime.files import atomic_write, one_line
+from .targets import get_parameter
 
 __all__ = ["Masks", "check_masks"]
 
@@ -60,6 +62,31 @@ class Masks(Mapping[str, torch.Tensor]):
     def coupled(self) -> Mapping[str, torch.Tensor]:
         """Masks implied for other tensors (biases of pruned output channels)."""
         return dict(self._coupled)
+
+    @property
+    def weights(self) -> Mapping[str, torch.Tensor]:
+        """New values for masked tensors, used instead of the model's own: none for masks
+        that only select; SparseGPT's :class:`~prunelab.core.sparsegpt.Reconstructed` has
+        them."""
+        return {}
+
+    def write_into(self, model: nn.Module) -> None:
+        """Copy :attr:`weights` into ``model``'s parameters, in place (nothing for masks that
+        only select): for a copy about to be masked or trained, which would otherwise mask
+        the dense weights and throw a reconstruction away.
+
+        Raises:
+            ValueError: If a new weight's shape differs from the model's tensor.
+        """
+        with torch.no_grad():
+            for fqn, value in self.weights.items():
+                param = get_parameter(model, fqn)
+                if tuple(param.shape) != tuple(value.shape):
+                    raise ValueError(
+                        f"new weight for {fqn!r} has shape {tuple(value.shape)}, the tensor "
+                        f"{tuple(param.shape)}"
+                    )
+                param.copy_(value.to(param.device, param.dtype))
 
     def all(self) -> dict[str, torch.Tensor]:
         """Every mask to apply: target weights and coupled tensors."""

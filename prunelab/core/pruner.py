@@ -13,7 +13,6 @@ from ..runtime.checks import check_sparsity, check_threshold
 from .calibration import Calibration
 from .granularity import Channel
 from .masks import Masks
-from .sparsegpt_strategy import ReconstructingSelection
 from .strategies import Layer, Strategy, get_strategy, supported_targets
 from .targets import (
     Target,
@@ -241,10 +240,7 @@ class Pruner:
             fqn: chosen[fqn] if fqn in chosen else torch.ones(t.shape, dtype=torch.bool)
             for fqn, t in self._by_fqn.items()
         }
-        masks = Masks(full, coupled=self._coupled(full))
-        if isinstance(self._selection, ReconstructingSelection):  # SparseGPT: + new weights
-            return self._selection.result(masks)
-        return masks
+        return self._selection.result(Masks(full, coupled=self._coupled(full)))
 
     def _check_overrides(self, per_layer: Mapping[str, float] | None) -> dict[str, float]:
         if per_layer is None:

@@ -22,6 +22,7 @@ from .targets import Target
 
 if TYPE_CHECKING:
     from .calibration import Calibration
+    from .masks import Masks
 
 __all__ = ["Layer", "Selection"]
 
@@ -85,6 +86,11 @@ class Selection:
     ) -> dict[str, torch.Tensor]:
         """Full-shape bool masks, one per layer."""
         raise NotImplementedError
+
+    def result(self, masks: Masks) -> Masks:
+        """What :class:`prunelab.Pruner` returns for ``masks`` (the full set, from the last
+        :meth:`masks` request): the masks themselves, or more (SparseGPT adds new weights)."""
+        return masks
 
     def implied_thresholds(self, sparsity: float) -> dict[str, float]:
         """Per layer, the score threshold that ``sparsity`` amounts to (empty if unknown)."""

@@ -99,7 +99,7 @@ class Reconstructed(Masks):
     (:meth:`masks`, or ``Masks.save``) describe only which weights were dropped.
 
     >>> r = Reconstructed({"w": torch.tensor([True, False])}, weights={"w": torch.tensor([2.0, 0])})
-    >>> r.sparsity(), r.state()["w"].tolist()
+    >>> r.sparsity(), r.weights["w"].tolist()
     (0.5, [2.0, 0.0])
     """
 
@@ -127,10 +127,6 @@ class Reconstructed(Masks):
         """``{fqn: reconstructed weight}`` of the layers SparseGPT rewrote."""
         return dict(self._weights)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """``{fqn: weight * mask}``: what to load into a model (a state-dict fragment)."""
-        return {fqn: w * self[fqn].to(w.dtype) for fqn, w in self._weights.items()}
-
     def masks(self) -> Masks:
         """The masks alone, without the new weights."""
         return Masks(dict(self), coupled=self.coupled)
@@ -148,23 +144,6 @@ class Reconstructed(Masks):
         if not isinstance(weights, Mapping):
             raise ValueError(f"{path} holds masks without SparseGPT's weights: use Masks.load")
         return cls(dict(masks), weights=weights, coupled=masks.coupled)
-
-    def write_into(self, model: nn.Module) -> None:
-        """Copy the new weights into ``model``'s parameters, in place (for a copy that is about
-        to be masked or trained: masking the dense weights would throw the reconstruction away).
-
-        Raises:
-            ValueError: If a new weight's shape differs from the model's tensor.
-        """
-        with torch.no_grad():
-            for fqn, value in self._weights.items():
-                param = get_parameter(model, fqn)
-                if tuple(param.shape) != tuple(value.shape):
-                    raise ValueError(
-                        f"new weight for {fqn!r} has shape {tuple(value.shape)}, the tensor "
-                        f"{tuple(param.shape)}"
-                    )
-                param.copy_(value.to(param.device, param.dtype))
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A pruned copy of ``model`` with the new weights and masks (:func:`prunelab.apply`)."""

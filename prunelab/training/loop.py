@@ -66,7 +66,6 @@ from ..core.calibration import Calibration
 from ..core.granularity import Unstructured
 from ..core.masks import Masks, check_masks
 from ..core.pruner import Pruner
-from ..core.sparsegpt import Reconstructed
 from ..core.strategies import Strategy, get_strategy
 from ..core.targets import get_parameter
 from ..runtime.batches import iter_batches
@@ -284,7 +283,7 @@ class _Run:
     def update(self, step: int) -> None:
         self.masks = self.controller.masks(step, self.net, self.masks)
         with torch.no_grad():
-            if isinstance(self.masks, Reconstructed):
+            if self.masks is not None:  # SparseGPT's new weights first
                 self.masks.write_into(self.net)
             _enforce(self.net, self.masks)
         # resolved once per mask change, not per step

@@ -7,7 +7,6 @@ from torch import nn
 
 from ..core.apply import bake
 from ..core.masks import Masks, check_masks
-from ..core.sparsegpt import Reconstructed
 from ..core.targets import get_parameter
 from ..runtime.checks import check_count
 from ..runtime.functional import run_device
@@ -70,8 +69,7 @@ def evaluate_quantized(
     names = list(masks) if masks is not None else [t.fqn for t in targets(reference)]
     with torch.no_grad():
         if masks is not None:
-            if isinstance(masks, Reconstructed):  # its new weights, as evaluate uses them
-                masks.write_into(reference)
+            masks.write_into(reference)  # SparseGPT's new weights, as evaluate uses them
             _enforce(reference, masks)
         copied = bake(reference)  # the float model, pruned, is the reference for agreement
         for fqn in names:
