@@ -72,3 +72,17 @@ def test_names_options_and_refusals():
         net, prunelab.get_strategy("layer-activation-magnitude", granularity="2:4"), calibration=cal
     )
     assert all(torch.equal(a[f], b[f]) for f in a)
+
+
+def test_a_fraction_of_a_weight_per_row_still_gives_the_layers_exact_count():
+    # 0.5 of 5 inputs is 2.5 per row: the layer loses round(0.5 * 15) = 8 weights, each row 2
+    # or 3, the extra ones in the rows whose third-lowest score is lowest
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(5, 3)).eval()
+    x = torch.randn(50, 5)
+    masks = prunelab.prune(net, "wanda", sparsity=0.5, calibration=prunelab.Calibration(net, x))
+    pruned = (~masks["0.weight"]).sum(dim=1)
+    assert int(pruned.sum()) == 8 and set(pruned.tolist()) <= {2, 3}
+    score = net[0].weight.detach().abs() * x.norm(dim=0)
+    third = score.sort(dim=1).values[:, 2]
+    assert pruned.tolist() == [3 if third[i] <= third.sort().values[1] else 2 for i in range(3)]

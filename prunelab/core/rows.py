@@ -24,9 +24,8 @@ class RowRanked(Selection):
 
     Each row prunes its lowest ``sparsity * inputs`` scores. When that is not whole, the layer
     still loses exactly ``round(sparsity * size)``: every row loses the whole part, and the
-    remainder goes one each to the rows whose next weight scores lowest. A threshold (for
-    other users of this class: the ``wanda`` strategy selects by sparsity only) prunes every
-    score at or below it.
+    remainder goes one each to the rows whose next weight scores lowest. It selects by
+    sparsity only.
 
     >>> sel = RowRanked({"w": torch.tensor([[1.0, 3, 2, 4], [9, 8, 7, 6]])},
     ...                 {"w": Target("w", "Linear", (2, 4), 8)})
@@ -54,14 +53,12 @@ class RowRanked(Selection):
         return moved.movedim(0, target.out_dim).contiguous()
 
     def masks(self, *, sparsity, threshold, per_layer):
-        out = {}
-        for fqn, rows in self._rows.items():
-            if threshold is not None and fqn not in per_layer:
-                keep = rows > np.float64(threshold)  # compared in float64, not rounded
-            else:
-                keep = self._keep(fqn, per_layer.get(fqn, sparsity))
-            out[fqn] = self._full(fqn, keep)
-        return out
+        if threshold is not None:
+            raise ValueError("a per-row comparison selects by sparsity only, not a threshold")
+        return {
+            fqn: self._full(fqn, self._keep(fqn, per_layer.get(fqn, sparsity)))
+            for fqn in self._rows
+        }
 
     def _keep(self, fqn: str, sparsity: float) -> np.ndarray:
         rows, order = self._rows[fqn], self._order[fqn]
