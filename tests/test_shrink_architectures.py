@@ -204,8 +204,10 @@ def test_groupnorm_loses_whole_norm_groups(kept, left, groups):
 class WithAux(nn.Module):
     """A classifier with an auxiliary head that runs in training only, as GoogLeNet's."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, declared: bool = False) -> None:
         super().__init__()
+        if declared:  # as torchvision says it: shrink then traces once, in train mode
+            self.aux_logits = True
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
         self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
         self.aux = nn.Sequential(
@@ -225,9 +227,10 @@ class WithAux(nn.Module):
         return (out, aux) if self.training else out
 
 
-def test_auxiliary_head_is_shrunk_and_the_model_trains():
+@pytest.mark.parametrize("declared", [False, True], ids=["found by tracing", "aux_logits"])
+def test_auxiliary_head_is_shrunk_and_the_model_trains(declared):
     torch.manual_seed(0)
-    model, x = WithAux().eval(), torch.randn(1, 3, 8, 8)
+    model, x = WithAux(declared=declared).eval(), torch.randn(1, 3, 8, 8)
     masks = prunelab.prune(model, "weight-norm-channel", sparsity=0.5)
     small = _agrees(model, masks, x)
     assert small.aux[2].in_features < 32 and small.aux[2].out_features < 16
