@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 
 import pandas as pd
 import torch
@@ -62,6 +62,24 @@ class Masks(Mapping[str, torch.Tensor]):
     def coupled(self) -> Mapping[str, torch.Tensor]:
         """Masks implied for other tensors (biases of pruned output channels)."""
         return dict(self._coupled)
+
+    def split(self, fqns: Set[str]) -> tuple[Masks, Masks]:
+        """``(the masks of fqns, the rest)``, coupled masks sorted the same way (each part
+        shrinks by its own route).
+
+        >>> kept = torch.ones(2, dtype=torch.bool)
+        >>> a, b = Masks({"x": kept, "y": kept}).split({"x"})
+        >>> list(a), list(b)
+        (['x'], ['y'])
+        """
+
+        def part(inside: bool) -> Masks:
+            return Masks(
+                {f: m for f, m in self._masks.items() if (f in fqns) is inside},
+                coupled={f: m for f, m in self._coupled.items() if (f in fqns) is inside},
+            )
+
+        return part(True), part(False)
 
     @property
     def weights(self) -> Mapping[str, torch.Tensor]:

@@ -144,15 +144,8 @@ def split_head_masks(model: nn.Module, masks: Masks) -> tuple[dict[str, list[int
     """The heads ``masks`` prune (``{attention fqn: heads kept}``, for layers losing some) and
     the rest of the masks, without the attention layers' q/k/v and output tensors."""
     pruned = {f: m for f, m in heads_of(model, masks).items() if not bool(m.all())}
-    layers = {layer.fqn: layer for layer in attention_layers(model)}
-    owned = {
-        fqn for name in pruned for fqn, _ in (*layers[name].qkv, layers[name].out)
-    }  # fmt: skip
-    rest = Masks(
-        {f: m for f, m in masks.items() if f not in owned},
-        coupled={f: m for f, m in masks.coupled.items() if f not in owned},
-    )
     kept = {name: torch.nonzero(m).flatten().tolist() for name, m in pruned.items()}
+    _, rest = masks.split(set(head_tensors(model, kept)))
     return kept, rest
 
 

@@ -453,14 +453,7 @@ def _split_conv1d(work: nn.Module, rest: Masks) -> tuple[dict[str, list[int]], M
     conv1d = conv1d_tensors(work)
     if not conv1d or not any(f in conv1d for f in (*rest, *rest.coupled)):
         return {}, Masks({}), rest
-    ours = Masks(
-        {f: m for f, m in rest.items() if f in conv1d},
-        coupled={f: m for f, m in rest.coupled.items() if f in conv1d},
-    )
-    others = Masks(
-        {f: m for f, m in rest.items() if f not in conv1d},
-        coupled={f: m for f, m in rest.coupled.items() if f not in conv1d},
-    )
+    ours, others = rest.split(set(conv1d))
     return mlp_units(ours, work), ours, others
 
 
@@ -481,11 +474,7 @@ def _plan_with_heads(
     else:
         planned = _plan(work, rest, example_input)
         _refuse_both(planned, heads_kept)
-    owned = {fqn for fqn in head_tensors(work, heads_kept)}
-    head_masks = Masks(
-        {f: m for f, m in masks.items() if f in owned},
-        coupled={f: m for f, m in masks.coupled.items() if f in owned},
-    )
+    head_masks, _ = masks.split(set(head_tensors(work, heads_kept)))
     by_fqn = {t.fqn: t for t in targets(work)}
     cut, shapes, unit_removed = unit_cut(work, units)
     for fqn, mask in conv1d_masks.items():  # other Conv1D channels stay, as zeros
