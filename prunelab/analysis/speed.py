@@ -118,10 +118,18 @@ class Comparison:
         steady 2% real on a quiet machine, though the run-to-run spread of either model is
         larger than that. And the median difference must be at least :data:`MIN_EFFECT` of the
         baseline's median: a steady 1% between identical kernels is the machine, not the model."""
-        d = self.difference
-        steady = d.q1 > 0 or d.q3 < 0
-        large = abs(d.median) >= MIN_EFFECT * self.base.median
-        return steady and large and abs(d.median) > self.base.q3 - self.base.q1
+        outside = abs(self.difference.median) > self.base.q3 - self.base.q1
+        return self.steady and self.large and outside
+
+    @property
+    def steady(self) -> bool:
+        """Whether the middle half of the paired differences lies on one side of zero."""
+        return self.difference.q1 > 0 or self.difference.q3 < 0
+
+    @property
+    def large(self) -> bool:
+        """Whether the median difference is at least :data:`MIN_EFFECT` of the baseline's."""
+        return abs(self.difference.median) >= MIN_EFFECT * self.base.median
 
     @property
     def ratio(self) -> float:
@@ -149,7 +157,7 @@ class Comparison:
         numbers = f"{other} {self.other.median:.3f} ms against {base} {self.base.median:.3f} ms"
         if not self.real:
             why = "the difference is within the spread"
-            if (d.q1 > 0 or d.q3 < 0) and abs(d.median) < MIN_EFFECT * self.base.median:
+            if self.steady and not self.large:
                 why = f"the difference is steady but under {MIN_EFFECT:.0%} of the {base} time"
             return f"{NO_DIFFERENCE.capitalize()}: {numbers}; {spread}: {why}."
         return f"{self.verdict}: {numbers}; {spread}: the difference is outside the spread."
