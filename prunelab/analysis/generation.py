@@ -21,8 +21,9 @@ from torch import nn
 
 from ..core.apply import masked_forward
 from ..core.masks import Masks
+from ..runtime.metrics import logits_of
 
-__all__ = ["compare_next_tokens", "next_tokens", "show_token"]
+__all__ = ["compare_next_tokens", "max_positions", "next_tokens", "show_token"]
 
 MAX_TEXT = 2_000  # characters read from a text box: far more than a 128-token context holds
 
@@ -41,25 +42,34 @@ def _context_ids(model: nn.Module, tokenizer: object, text: str) -> torch.Tensor
     if not ids:  # nothing typed: predict the start of a text
         start = getattr(tokenizer, "bos_token_id", None)
         ids = [start if start is not None else 0]
-    config = getattr(model, "config", None)
-    context = getattr(config, "n_positions", None) or getattr(
-        config, "max_position_embeddings", None
-    )
-    if isinstance(context, int):
+    context = max_positions(getattr(model, "config", None))
+    if context is not None:
         ids = ids[-context:]  # the model sees at most its context: keep the latest tokens
     return torch.tensor([ids], dtype=torch.long)
 
 
+def max_positions(config: object) -> int | None:
+    """The most positions a Hugging Face config says its model takes (None if it does not say).
+
+    >>> from types import SimpleNamespace
+    >>> max_positions(SimpleNamespace(max_position_embeddings=512)), max_positions(None)
+    (512, None)
+    """
+    keys = ("n_positions", "max_position_embeddings", "n_ctx")
+    return next((v for k in keys if isinstance(v := getattr(config, k, None), int)), None)
+
+
 def _last_logits(output: object) -> torch.Tensor:
-    logits = getattr(output, "logits", output)
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
+    try:
+        logits = logits_of(output)
+    except ValueError:
+        logits = None
+    if logits is None or logits.ndim != 3:
         raise ValueError(
             "next-token predictions need a causal language model (logits of shape "
             "(batch, tokens, vocabulary))"
         )
-    return logits[0, -1].float()
+    return logits[0, -1]
 
 
 def next_tokens(

@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..analysis.generation import max_positions
 from ..runtime import memory
 from ..runtime.files import bounded_repr
 from .builders import ModelBundle
@@ -85,14 +86,7 @@ def _default_task(config: object) -> str:
 
 
 def _context(config: object, spec: Spec) -> int:
-    most = next(
-        (
-            getattr(config, k)
-            for k in ("n_positions", "max_position_embeddings", "n_ctx")
-            if isinstance(getattr(config, k, None), int)
-        ),
-        None,
-    )
+    most = max_positions(config)
     asked = spec.integer("context")
     if asked is None:
         return min(most or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
