@@ -100,10 +100,19 @@ def test_ignored_labels_and_fidelity_per_token(lm, text_data):
     labels[:, :8] = -100  # score only the second half of each sequence
     masks = prunelab.prune(lm, "layer-magnitude", sparsity=0.7)
     result = prunelab.evaluate(lm, (text_data.inputs, labels), masks=masks)
+    from prunelab.core.apply import masked_weights
+    from prunelab.runtime.functional import functional_forward
+
     with torch.no_grad():
         dense = lm(text_data.inputs)["logits"][:, 8:].reshape(-1, VOCAB)
+        pruned = functional_forward(lm, masked_weights(lm, masks), text_data.inputs)
+        pruned = pruned["logits"][:, 8:].reshape(-1, VOCAB)
     assert result["samples"] == 12
-    assert 0.0 <= result["agreement"] <= 1.0 and result["kl"] > 0
+    # fidelity over the scored positions only: the -100 ones are left out of it too
+    kl = F.kl_div(pruned.log_softmax(-1), dense.log_softmax(-1), log_target=True, reduction="none")
+    assert result["kl"] == pytest.approx(float(kl.sum(-1).mean()), rel=1e-4)
+    agree = (dense.argmax(-1) == pruned.argmax(-1)).float().mean()
+    assert result["agreement"] == pytest.approx(float(agree))
     expected = F.cross_entropy(dense, labels[:, 8:].reshape(-1))
     dense_only = prunelab.evaluate(lm, (text_data.inputs, labels))
     assert dense_only["loss"] == pytest.approx(float(expected), rel=1e-5)
@@ -131,6 +140,7 @@ def test_dense_cache_is_bounded_and_numbers_do_not_depend_on_it(lm, text_data, m
     evaluation.clear_cache()
     cached = prunelab.evaluate(lm, text_data, masks=masks)
     assert len(evaluation._cache) == 1
+    assert prunelab.evaluate(lm, text_data, masks=masks) == cached  # read from the cache
     evaluation.clear_cache()
     monkeypatch.setattr(evaluation, "CACHE_ENTRY_BYTES", 1024)  # outputs over it: not stored
     streamed = prunelab.evaluate(lm, text_data, masks=masks)

@@ -463,7 +463,9 @@ def load(
     parsed = parse_spec(
         spec, schemes=("sample", "torchvision", "file", *TEXT_SCHEMES), samples=SAMPLE_DATASETS
     )
-    if parsed.scheme in TEXT_SCHEMES or (parsed.scheme, parsed.target) == ("sample", "pydoc-text"):
+    if parsed.scheme in TEXT_SCHEMES or (
+        parsed.scheme == "sample" and parsed.target in TEXT_SAMPLES
+    ):
         return load_text(parsed, split=split, limit=limit, tokenizer=tokenizer)
     if parsed.scheme == "sample":
         if parsed.target not in SAMPLE_DATASETS:
