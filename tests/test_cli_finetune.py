@@ -61,7 +61,7 @@ def test_it_prints_the_table_and_where_it_saved(run):
     assert "sparsity 0.8000; fine-tuned 10 steps (2 epochs over 300 training samples" in lines[0]
     assert lines[1] == "accuracy on sample:digits, test split, 300 samples:"
     assert [line.split()[0] for line in lines[3:6]] == ["dense", "one-shot", "fine-tuned"]
-    assert lines[4].endswith("pt drop")
+    assert lines[4].endswith("pp drop")
     assert f"saved to {out}; load it with:" in printed
     assert f'prunelab.io.zoo.load("file:{out}?arch={MLP}").model' in printed
     assert any(m.startswith("step 1/10, loss") for m in said)

@@ -53,11 +53,12 @@ def _show(metric: str, value: float) -> str:
 
 
 def _change(metric: str, value: float, dense: float) -> str:
-    """The change from dense in words: a drop or a rise (in points for accuracy)."""
+    """The change from dense in words: a drop or a rise (accuracy in points, "pp", as the
+    prune command writes them)."""
     delta = value - dense
     if delta == 0:
         return "no change"
-    size = f"{abs(delta):.2f}" if metric == "perplexity" else f"{abs(delta) * 100:.2f} pt"
+    size = f"{abs(delta):.2f}" if metric == "perplexity" else f"{abs(delta) * 100:.2f} pp"
     return f"{size} {'rise' if delta > 0 else 'drop'}"
 
 
